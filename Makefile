@@ -1,0 +1,35 @@
+# Two commands matter: `make serve` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 9000
+HOST ?= 127.0.0.1
+DATA_DIR ?= ./data
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test venv lint clean bench bench-full
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# LMDB is built from source with MDB_MAXKEYSIZE=0: keys may then be ~1980 bytes
+	# instead of 511, which S3's 1024-byte object keys need (see docs/architecture.md).
+	CFLAGS="-DMDB_MAXKEYSIZE=0" $(PY) -m pip install -q --no-cache-dir --no-binary lmdb "lmdb>=1.4"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/squall serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,249 @@
+"""The one surface that ``gateway/`` and ``triggers/`` import from ``storage/``.
+
+Rules:
+
+* Everything here is a value type, a typed error, or a protocol. Nothing here touches
+  LMDB, sockets or threads; the implementation lives in ``storage.client`` (what the
+  gateway calls), ``storage.node`` and ``storage.engine``.
+* Records are immutable (frozen dataclasses): a version never changes once committed, so
+  a record read once can be cached under its version id forever.
+* Times are integer milliseconds since the Unix epoch (``*_ms``); sizes are bytes.
+* Errors are typed; the gateway maps each to exactly one S3 error code in one table
+  (``gateway.errors``). An error that reaches the gateway untyped is a bug (500).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from storage import limits as limits  # re-exported: the gateway reads bounds from here
+
+__all__ = [
+    "BucketInfo",
+    "ObjectVersion",
+    "PutSpec",
+    "WriteConditions",
+    "ListPage",
+    "DeleteResult",
+    "Upload",
+    "StorageClient",
+    "StorageError",
+    "NoSuchBucket",
+    "BucketAlreadyExists",
+    "BucketAlreadyOwnedByYou",
+    "BucketNotEmpty",
+    "NoSuchKey",
+    "NoSuchVersion",
+    "PreconditionFailed",
+    "KeyTooLong",
+    "Overloaded",
+    "InvalidArgument",
+    "limits",
+]
+
+
+# --- records -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BucketInfo:
+    name: str
+    created_ms: int
+    owner_id: str
+    # '' for a bucket that never had versioning, else 'Enabled' or 'Suspended'.
+    versioning: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """One immutable version of one key (an object or a delete marker)."""
+
+    bucket: str
+    key: str
+    version_id: str  # opaque, sortable string; 'null' is never used internally
+    last_modified_ms: int
+    size_bytes: int
+    etag: str  # without quotes: hex MD5 of the body, or '<md5-of-md5s>-N' for multipart
+    is_delete_marker: bool = False
+    content_type: str = "binary/octet-stream"
+    # Content-Encoding, Content-Disposition, Content-Language, Cache-Control, Expires,
+    # under their canonical HTTP header names, exactly as given by the writer.
+    system_metadata: Mapping[str, str] = field(default_factory=dict)
+    # x-amz-meta-* without the prefix; names lower-case as S3 stores them.
+    user_metadata: Mapping[str, str] = field(default_factory=dict)
+    # 'CRC32' | 'CRC32C' | 'CRC64NVME' | 'SHA1' | 'SHA256' -> base64 digest of the body.
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    # The version id as S3 shows it: the real id in a versioning-enabled bucket,
+    # 'null' for a write made while versioning was never enabled or Suspended.
+    s3_version_id: str = "null"
+    is_latest: bool = True
+    storage_class: str = "STANDARD"
+
+
+@dataclass(frozen=True, slots=True)
+class PutSpec:
+    """Everything about a new object that is not its bytes.
+
+    The gateway computes ``etag`` and the ``checksums`` while the body streams through it
+    and has verified any that the client sent; storage records them as given.
+    """
+
+    etag: str
+    content_type: str = "binary/octet-stream"
+    system_metadata: Mapping[str, str] = field(default_factory=dict)
+    user_metadata: Mapping[str, str] = field(default_factory=dict)
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    storage_class: str = "STANDARD"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteConditions:
+    """Checked atomically at the commit point, against the key's current version."""
+
+    if_match: str | None = None  # ETag (no quotes) the current version must have
+    if_none_match_any: bool = False  # 'If-None-Match: *': the key must not exist
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    objects: tuple[ObjectVersion, ...]
+    common_prefixes: tuple[str, ...]
+    is_truncated: bool
+    # The last key or common prefix this page covered: the next page starts after it.
+    next_marker: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    # Set when the delete made a delete marker (versioned bucket) or removed one.
+    delete_marker: bool = False
+    # The S3-visible version id that was created (marker) or removed; None if nothing.
+    s3_version_id: str | None = None
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class StorageError(Exception):
+    """Base of every operating error storage raises. Carries a human message."""
+
+
+class NoSuchBucket(StorageError):
+    pass
+
+
+class BucketAlreadyExists(StorageError):
+    pass
+
+
+class BucketAlreadyOwnedByYou(StorageError):
+    pass
+
+
+class BucketNotEmpty(StorageError):
+    pass
+
+
+class NoSuchKey(StorageError):
+    pass
+
+
+class NoSuchVersion(StorageError):
+    pass
+
+
+class PreconditionFailed(StorageError):
+    """A WriteConditions check failed at the commit point."""
+
+
+class KeyTooLong(StorageError):
+    pass
+
+
+class Overloaded(StorageError):
+    """A bounded queue is full; the client should retry later (S3 SlowDown)."""
+
+
+class InvalidArgument(StorageError):
+    pass
+
+
+# --- protocols ---------------------------------------------------------------------------
+
+
+class Upload(Protocol):
+    """A body being staged for one key. Use as ``async with client.open_upload(...)``.
+
+    Bytes are staged in chunks as they arrive (nothing holds the whole body); nothing is
+    visible to readers until ``commit``. Leaving the ``async with`` block without a
+    commit aborts and frees what was staged.
+    """
+
+    async def write(self, data: bytes | memoryview) -> None: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
+    async def commit(
+        self, spec: PutSpec, conditions: WriteConditions | None = None
+    ) -> ObjectVersion: ...
+
+    async def abort(self) -> None: ...
+
+    async def __aenter__(self) -> Upload: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+class StorageClient(Protocol):
+    """What the gateway calls. Every method may raise the typed errors above."""
+
+    # buckets
+    async def create_bucket(self, name: str, owner_id: str) -> BucketInfo: ...
+    async def delete_bucket(self, name: str) -> None: ...
+    async def get_bucket(self, name: str) -> BucketInfo: ...
+    async def list_buckets(self, owner_id: str) -> list[BucketInfo]: ...
+
+    # objects
+    def open_upload(self, bucket: str, key: str) -> Upload: ...
+
+    async def get_version(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        as_of_ms: int | None = None,
+    ) -> ObjectVersion:
+        """The latest version (or the one named, or the one current at ``as_of_ms``).
+
+        May return a delete marker; the caller decides what that means for its
+        operation. Raises NoSuchKey when the key has no version at all, NoSuchVersion
+        when ``version_id`` names none.
+        """
+        ...
+
+    def read_body(
+        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None
+    ) -> AsyncIterator[bytes | memoryview]:
+        """Stream ``[start, end_exclusive)`` of a version's body, chunk by chunk."""
+        ...
+
+    async def delete_object(
+        self, bucket: str, key: str, version_id: str | None = None
+    ) -> DeleteResult: ...
+
+    async def list_objects(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        start_after: str = "",
+        max_keys: int = 1000,
+        as_of_ms: int | None = None,
+    ) -> ListPage:
+        """Keys in UTF-8 byte order after ``start_after``; delete markers hidden."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,35 @@
+"""Every bound in Squall, in one place.
+
+Names carry their unit last. A limit that a client can hit maps to an S3 error at the
+edge (the gateway); a limit that protects a queue maps to ``Overloaded`` -> ``SlowDown``.
+"""
+
+from __future__ import annotations
+
+# --- S3 object model -------------------------------------------------------------------
+key_bytes_max = 1024  # AWS: object key names are at most 1024 bytes of UTF-8
+bucket_name_length_min = 3
+bucket_name_length_max = 63
+user_metadata_bytes_max = 2 * 1024  # AWS: user-defined metadata, names + values, 2 KB
+object_size_bytes_max = 5 * 1024**3  # AWS: a single PUT is at most 5 GiB
+buckets_per_owner_max = 10_000
+list_keys_max = 1000  # ListObjects/ListObjectsV2/ListObjectVersions max-keys clamp
+delete_objects_keys_max = 1000  # DeleteObjects: at most 1000 keys per request
+
+# --- storage engine --------------------------------------------------------------------
+chunk_size_bytes = 1024 * 1024  # bodies are stored in chunks of this size
+lmdb_map_size_bytes = 1 << 40  # address space reserved for the memory map (sparse)
+lmdb_readers_max = 1024  # concurrent read transactions (open GET streams + lookups)
+group_commit_writes_max = 1000  # writes that may share one LMDB transaction
+group_commit_bytes_max = 64 * 1024 * 1024  # staged bytes that may share one transaction
+write_queue_length_max = 4096  # pending writer operations; more -> Overloaded
+read_streams_max = 512  # concurrently open GET body streams; more -> Overloaded
+
+# --- gateway ---------------------------------------------------------------------------
+request_header_bytes_max = 16 * 1024  # all request headers together (uvicorn h11 limit too)
+request_xml_body_bytes_max = 1024 * 1024  # any XML request body (DeleteObjects, configs)
+presigned_expiry_seconds_max = 7 * 24 * 3600  # AWS: presigned URLs live at most 7 days
+request_time_skew_seconds_max = 15 * 60  # AWS: RequestTimeTooSkewed beyond 15 minutes
+aws_chunk_header_bytes_max = 4096  # one aws-chunked chunk header line
+aws_chunk_size_bytes_max = 16 * 1024 * 1024  # one aws-chunked chunk's payload
+aws_trailer_bytes_max = 16 * 1024  # all aws-chunked trailers together
