@@ -1,0 +1,141 @@
+"""The S3 gateway as an ASGI application: route, authenticate, dispatch, render errors.
+
+Routing only: the router names the operation, ``gateway.auth`` checks the signature,
+the operation's module does the work through ``storage.api``. Every response carries
+``x-amz-request-id``; every error is the S3 XML error body (no body for HEAD).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.auth import authenticate_request
+from gateway.body import RequestBody
+from gateway.errors import S3Error, error_for_storage
+from gateway.router import Endpoint, route
+from gateway.s3 import buckets, listing, multidelete, objects
+from gateway.s3.common import GatewayConfig, Owner, RequestContext
+from gateway.xml import render
+from storage import api
+
+log = logging.getLogger("squall.gateway")
+
+Handler = Callable[[RequestContext], Awaitable[Response]]
+
+HANDLERS: dict[str, Handler] = {
+    "ListBuckets": buckets.list_buckets,
+    "CreateBucket": buckets.create_bucket,
+    "DeleteBucket": buckets.delete_bucket,
+    "HeadBucket": buckets.head_bucket,
+    "GetBucketLocation": buckets.get_bucket_location,
+    "ListObjects": listing.list_objects,
+    "ListObjectsV2": listing.list_objects_v2,
+    "DeleteObjects": multidelete.delete_objects,
+    "PutObject": objects.put_object,
+    "CopyObject": objects.copy_object,
+    "GetObject": objects.get_object,
+    "HeadObject": objects.head_object,
+    "DeleteObject": objects.delete_object,
+}
+
+
+def owner_for(access_key: str) -> Owner:
+    """A stable canonical user id for an access key (64 hex characters, like AWS's)."""
+    return Owner(hashlib.sha256(f"squall-owner:{access_key}".encode()).hexdigest(), access_key)
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex().upper()
+
+
+def error_response(error: S3Error, *, request_id: str, resource: str, method: str) -> Response:
+    headers = {"x-amz-request-id": request_id, **error.headers}
+    if method == "HEAD":
+        return Response(status_code=error.status, headers=headers)
+    fields = [("Code", error.code), ("Message", error.message)]
+    fields += [(name, value) for name, value in error.fields.items()]
+    fields += [("Resource", error.resource or resource), ("RequestId", request_id)]
+    return Response(
+        render("Error", fields, namespace=False),
+        status_code=error.status,
+        headers=headers,
+        media_type="application/xml",
+    )
+
+
+class Gateway:
+    """The ASGI application. One instance per server process."""
+
+    def __init__(self, storage: api.StorageClient, config: GatewayConfig) -> None:
+        self.storage = storage
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        request_id = new_request_id()
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        resource = raw_path.decode("latin-1").split("?", 1)[0]
+        try:
+            response = await self._handle(request, request_id, raw_path)
+        except S3Error as error:
+            response = error_response(error, request_id=request_id, resource=resource,
+                                      method=request.method)
+        except Exception:  # a bug: logged with its traceback, answered as S3 does
+            log.exception("internal error in request %s %s", request.method, resource)
+            response = error_response(
+                S3Error("InternalError", "We encountered an internal error. Please try "
+                        "again.", 500),
+                request_id=request_id, resource=resource, method=request.method,
+            )
+        response.headers.setdefault("x-amz-request-id", request_id)
+        response.headers.setdefault("x-amz-id-2", request_id)
+        response.headers.setdefault("Server", "Squall")
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request, request_id: str, raw_path: bytes) -> Response:
+        query_string = request.scope.get("query_string", b"").decode("latin-1")
+        query = parse_qs(query_string, keep_blank_values=True)
+        endpoint = route(request.method, raw_path.decode("latin-1"), query,
+                         request.headers, self.config.domains)
+        auth = authenticate_request(request, raw_path, query_string, self.config)
+        ctx = RequestContext(
+            request=request,
+            endpoint=endpoint,
+            storage=self.storage,
+            config=self.config,
+            owner=owner_for(auth.access_key),
+            query=query,
+            body=RequestBody(request, auth),
+            request_id=request_id,
+        )
+        return await self._dispatch(ctx, endpoint)
+
+    async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
+        handler = HANDLERS[endpoint.operation]
+        try:
+            return await handler(ctx)
+        except api.StorageError as error:
+            raise error_for_storage(error, bucket=endpoint.bucket, key=endpoint.key) from error
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # The storage client is closed by whoever opened it (squall.cli).
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,114 @@
+"""S3 errors: one exception type, one table from storage errors to S3 codes.
+
+Every failure a client can cause becomes an ``S3Error`` with the code, HTTP status and
+message AWS documents for it; the gateway renders it as the standard XML error body.
+``error_for_storage`` is the ONE place where storage's typed errors meet S3 codes.
+"""
+
+from __future__ import annotations
+
+from storage import api
+
+
+class S3Error(Exception):
+    """An S3 error response: code, HTTP status, message, and extra XML fields."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int = 400,
+        *,
+        resource: str | None = None,
+        headers: dict[str, str] | None = None,
+        **fields: str,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.resource = resource
+        self.headers = headers or {}
+        self.fields = fields  # extra elements of the <Error> body (Key, BucketName, ...)
+
+
+# Storage error type -> (S3 code, HTTP status, default message). One table, no branches.
+_STORAGE_ERRORS: dict[type[api.StorageError], tuple[str, int, str]] = {
+    api.NoSuchBucket: ("NoSuchBucket", 404, "The specified bucket does not exist"),
+    api.BucketAlreadyExists: (
+        "BucketAlreadyExists",
+        409,
+        "The requested bucket name is not available. The bucket namespace is shared by "
+        "all users of the system. Please select a different name and try again.",
+    ),
+    api.BucketAlreadyOwnedByYou: (
+        "BucketAlreadyOwnedByYou",
+        409,
+        "Your previous request to create the named bucket succeeded and you already own it.",
+    ),
+    api.BucketNotEmpty: (
+        "BucketNotEmpty",
+        409,
+        "The bucket you tried to delete is not empty",
+    ),
+    api.NoSuchKey: ("NoSuchKey", 404, "The specified key does not exist."),
+    api.NoSuchVersion: (
+        "NoSuchVersion",
+        404,
+        "The specified version does not exist.",
+    ),
+    api.PreconditionFailed: (
+        "PreconditionFailed",
+        412,
+        "At least one of the pre-conditions you specified did not hold",
+    ),
+    api.KeyTooLong: ("KeyTooLongError", 400, "Your key is too long"),
+    api.Overloaded: ("SlowDown", 503, "Please reduce your request rate."),
+    api.InvalidArgument: ("InvalidArgument", 400, "Invalid Argument"),
+}
+
+
+def error_for_storage(
+    error: api.StorageError, *, bucket: str | None = None, key: str | None = None
+) -> S3Error:
+    """The S3 error for a storage error (most specific class in the table wins)."""
+    for cls in type(error).__mro__:
+        if cls in _STORAGE_ERRORS:
+            code, status, message = _STORAGE_ERRORS[cls]  # type: ignore[index]
+            break
+    else:  # a StorageError subclass nobody mapped: a bug, surfaced as such
+        raise AssertionError(f"unmapped storage error {type(error).__name__}") from error
+    fields: dict[str, str] = {}
+    if bucket is not None and code in ("NoSuchBucket", "BucketNotEmpty", "BucketAlreadyExists",
+                                       "BucketAlreadyOwnedByYou"):
+        fields["BucketName"] = bucket
+    if key is not None and code in ("NoSuchKey", "NoSuchVersion"):
+        fields["Key"] = key
+    headers = {"Retry-After": "1"} if code == "SlowDown" else None
+    return S3Error(code, message, status, headers=headers, **fields)
+
+
+def not_implemented(what: str) -> S3Error:
+    return S3Error(
+        "NotImplemented",
+        f"{what} is not implemented by this server.",
+        501,
+    )
+
+
+def malformed_xml() -> S3Error:
+    return S3Error(
+        "MalformedXML",
+        "The XML you provided was not well-formed or did not validate against our "
+        "published schema.",
+        400,
+    )
+
+
+def invalid_argument(message: str, name: str | None = None, value: str | None = None) -> S3Error:
+    fields = {}
+    if name is not None:
+        fields["ArgumentName"] = name
+    if value is not None:
+        fields["ArgumentValue"] = value
+    return S3Error("InvalidArgument", message, 400, **fields)

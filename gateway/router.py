@@ -1,0 +1,148 @@
+"""The pure router: one HTTP request -> one S3 operation (an ``Endpoint``).
+
+No I/O and no Starlette types: the inputs are the method, the raw (percent-encoded) path,
+the parsed query, the Host header and the configured virtual-host domains. The output
+names the operation, the bucket and the key. Handlers never look at the URL again.
+
+Addressing: virtual-host style when Host is ``<bucket>.<domain>`` for a configured
+domain, else path style (``/<bucket>/<key>``). Keys are the percent-decoded remainder of
+the path, kept byte for byte (no normalisation of '//', '.', '..': S3 keys are opaque).
+
+Sub-resources: S3 selects an operation by the presence of certain query parameters
+(``?location``, ``?delete``, ``?tagging`` ...). The table below is data; the first entry
+whose method, target (service/bucket/object) and sub-resource match wins. Query
+parameters that select nothing are ignored, as AWS does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from gateway.errors import S3Error
+
+# Target kinds.
+SERVICE, BUCKET, OBJECT = "service", "bucket", "object"
+
+# Query parameters that select an operation (S3's "sub-resources").
+SUBRESOURCES = frozenset(
+    {
+        "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption",
+        "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "location",
+        "logging", "metrics", "notification", "object-lock", "ownershipControls",
+        "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment",
+        "restore", "retention", "select", "tagging", "torrent", "uploadId", "uploads",
+        "versioning", "versions", "website",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    target: str
+    subresource: str | None  # None: no sub-resource present
+    operation: str
+    header: str | None = None  # the operation also needs this request header
+
+
+# Order matters only where two rows share (method, target, subresource): the row with a
+# header condition comes first.
+ROUTES: tuple[Route, ...] = (
+    Route("GET", SERVICE, None, "ListBuckets"),
+    Route("PUT", BUCKET, None, "CreateBucket"),
+    Route("DELETE", BUCKET, None, "DeleteBucket"),
+    Route("HEAD", BUCKET, None, "HeadBucket"),
+    Route("GET", BUCKET, "location", "GetBucketLocation"),
+    Route("GET", BUCKET, None, "ListObjects"),  # list-type=2 -> ListObjectsV2 (below)
+    Route("POST", BUCKET, "delete", "DeleteObjects"),
+    Route("PUT", OBJECT, None, "CopyObject", header="x-amz-copy-source"),
+    Route("PUT", OBJECT, None, "PutObject"),
+    Route("GET", OBJECT, None, "GetObject"),
+    Route("HEAD", OBJECT, None, "HeadObject"),
+    Route("DELETE", OBJECT, None, "DeleteObject"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    operation: str
+    bucket: str | None = None
+    key: str | None = None
+
+
+def bucket_from_host(host: str, domains: Sequence[str]) -> str | None:
+    """The bucket named by a virtual-host-style Host header, else None."""
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    hostname = hostname.lower()
+    for domain in domains:
+        suffix = "." + domain.lower()
+        if hostname.endswith(suffix) and len(hostname) > len(suffix):
+            return hostname[: -len(suffix)]
+    return None
+
+
+def split_path(raw_path: str, host_bucket: str | None) -> tuple[str | None, str | None]:
+    """(bucket, key) from the raw path; key None when the path names no object."""
+    if not raw_path.startswith("/"):
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.", 400)
+    path = raw_path[1:]
+    if host_bucket is not None:
+        return host_bucket, (unquote(path, errors="strict") or None)
+    if not path:
+        return None, None
+    bucket, _, key = path.partition("/")
+    return unquote(bucket, errors="strict"), (unquote(key, errors="strict") or None)
+
+
+def _subresource(query: Mapping[str, Sequence[str]]) -> str | None:
+    present = [name for name in query if name in SUBRESOURCES]
+    if not present:
+        return None
+    # 'uploadId' with 'partNumber' etc. is an object op; any one decides here, since S3
+    # never combines two operation-selecting parameters in one request.
+    return sorted(present)[0]
+
+
+def route(
+    method: str,
+    raw_path: str,
+    query: Mapping[str, Sequence[str]],
+    headers: Mapping[str, str],
+    domains: Sequence[str] = (),
+) -> Endpoint:
+    """The S3 operation a request asks for; S3Error when it names none we serve."""
+    try:
+        bucket, key = split_path(raw_path, bucket_from_host(headers.get("host", ""), domains))
+    except UnicodeDecodeError as error:
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.", 400) from error
+    target = SERVICE if bucket is None else (BUCKET if key is None else OBJECT)
+    subresource = _subresource(query)
+    for candidate in ROUTES:
+        if (candidate.method, candidate.target, candidate.subresource) != (
+            method,
+            target,
+            subresource,
+        ):
+            continue
+        if candidate.header is not None and candidate.header not in headers:
+            continue
+        operation = candidate.operation
+        if operation == "ListObjects" and query.get("list-type", [""])[0] == "2":
+            operation = "ListObjectsV2"
+        return Endpoint(operation, bucket, key)
+    if subresource is not None:
+        raise S3Error(
+            "NotImplemented",
+            f"The '{subresource}' sub-resource is not implemented for {method} on this "
+            "server.",
+            501,
+        )
+    raise S3Error(
+        "MethodNotAllowed",
+        "The specified method is not allowed against this resource.",
+        405,
+        Method=method,
+        ResourceType=target.upper(),
+    )

@@ -1,0 +1,117 @@
+"""Bucket operations: ListBuckets, CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from starlette.responses import Response
+
+from gateway.errors import S3Error
+from gateway.s3.common import RequestContext
+from gateway.xml import child_text, iso8601_ms, local_name, parse, render
+from storage import api
+
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why ``name`` breaks AWS's bucket naming rules, or None if it is valid."""
+    limits = api.limits
+    if not limits.bucket_name_length_min <= len(name) <= limits.bucket_name_length_max:
+        return "Bucket names must be between 3 and 63 characters long"
+    if not _BUCKET_NAME.fullmatch(name):
+        return (
+            "Bucket names can consist only of lowercase letters, numbers, dots and hyphens, "
+            "and must begin and end with a letter or number"
+        )
+    if ".." in name or ".-" in name or "-." in name:
+        return "Bucket names must not contain two adjacent periods or a period next to a hyphen"
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        pass
+    else:
+        return "Bucket names must not be formatted as an IP address"
+    if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        return "Bucket names must not use a reserved prefix or suffix"
+    return None
+
+
+def check_bucket_name(name: str) -> None:
+    problem = bucket_name_problem(name)
+    if problem is not None:
+        raise S3Error("InvalidBucketName", f"The specified bucket is not valid. {problem}.",
+                      400, BucketName=name)
+
+
+async def list_buckets(ctx: RequestContext) -> Response:
+    buckets = await ctx.storage.list_buckets(ctx.owner.id)
+    body = render(
+        "ListAllMyBucketsResult",
+        [
+            ("Owner", [("ID", ctx.owner.id), ("DisplayName", ctx.owner.display_name)]),
+            (
+                "Buckets",
+                [
+                    ("Bucket", [("Name", b.name), ("CreationDate", iso8601_ms(b.created_ms))])
+                    for b in sorted(buckets, key=lambda b: b.name)
+                ],
+            ),
+        ],
+    )
+    return Response(body, media_type="application/xml")
+
+
+async def _location_constraint(ctx: RequestContext) -> str | None:
+    body = await ctx.body.read_all(api.limits.request_xml_body_bytes_max)
+    if not body.strip():
+        return None
+    root = parse(body)
+    if local_name(root) != "CreateBucketConfiguration":
+        raise S3Error("MalformedXML", "The XML you provided was not well-formed or did "
+                      "not validate against our published schema.", 400)
+    return child_text(root, "LocationConstraint") or None
+
+
+async def create_bucket(ctx: RequestContext) -> Response:
+    check_bucket_name(ctx.bucket)
+    constraint = await _location_constraint(ctx)
+    if constraint is not None and constraint != ctx.config.region:
+        raise S3Error(
+            "InvalidLocationConstraint",
+            "The specified location-constraint is not valid",
+            400,
+            LocationConstraint=constraint,
+        )
+    try:
+        await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id)
+    except api.BucketAlreadyOwnedByYou:
+        # AWS: in us-east-1, re-creating a bucket you own answers 200 for legacy
+        # compatibility; every other region answers 409 BucketAlreadyOwnedByYou.
+        if ctx.config.region != "us-east-1":
+            raise
+    return Response(status_code=200, headers={"Location": f"/{ctx.bucket}"})
+
+
+async def delete_bucket(ctx: RequestContext) -> Response:
+    await ctx.storage.delete_bucket(ctx.bucket)
+    return Response(status_code=204)
+
+
+async def head_bucket(ctx: RequestContext) -> Response:
+    await ctx.storage.get_bucket(ctx.bucket)
+    return Response(
+        status_code=200,
+        headers={"x-amz-bucket-region": ctx.config.region, "x-amz-access-point-alias": "false"},
+    )
+
+
+async def get_bucket_location(ctx: RequestContext) -> Response:
+    await ctx.storage.get_bucket(ctx.bucket)
+    # AWS answers an empty LocationConstraint for us-east-1.
+    region = "" if ctx.config.region == "us-east-1" else ctx.config.region
+    body = render("LocationConstraint", text=region)
+    return Response(body, media_type="application/xml")

@@ -1,0 +1,200 @@
+"""What every operation module shares: the request context and header helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+
+from gateway.errors import S3Error
+from gateway.router import Endpoint
+from gateway.xml import http_date
+from storage import api
+
+if TYPE_CHECKING:
+    from gateway.body import RequestBody
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    id: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    credentials: Mapping[str, str]  # access key -> secret key
+    region: str = "us-east-1"
+    # Host suffixes for virtual-host-style addressing: '<bucket>.<domain>'.
+    domains: tuple[str, ...] = ("localhost",)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request: Request
+    endpoint: Endpoint
+    storage: api.StorageClient
+    config: GatewayConfig
+    owner: Owner
+    query: dict[str, list[str]]
+    body: RequestBody
+    request_id: str
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> Headers:
+        return self.request.headers
+
+    @property
+    def bucket(self) -> str:
+        assert self.endpoint.bucket is not None, "router guarantees a bucket here"
+        return self.endpoint.bucket
+
+    @property
+    def key(self) -> str:
+        assert self.endpoint.key is not None, "router guarantees a key here"
+        return self.endpoint.key
+
+    def query_value(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+# --- metadata headers --------------------------------------------------------------------
+
+# Standard headers S3 stores with an object and returns on GET/HEAD, as the client sent
+# them. Content-Type is kept apart (it has a default).
+SYSTEM_METADATA_HEADERS = (
+    "Cache-Control",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Expires",
+    "x-amz-website-redirect-location",
+)
+USER_METADATA_PREFIX = "x-amz-meta-"
+
+
+def metadata_from_headers(headers: Headers) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(content type, system metadata, user metadata) from a write's headers."""
+    content_type = headers.get("content-type") or "binary/octet-stream"
+    system = {name: headers[name] for name in SYSTEM_METADATA_HEADERS if name in headers}
+    # S3 drops 'aws-chunked' from a stored Content-Encoding: it describes the transfer.
+    encoding = system.get("Content-Encoding")
+    if encoding is not None:
+        kept = [part.strip() for part in encoding.split(",") if part.strip() != "aws-chunked"]
+        if kept:
+            system["Content-Encoding"] = ", ".join(kept)
+        else:
+            del system["Content-Encoding"]
+    user: dict[str, str] = {}
+    for name, value in headers.items():  # names arrive lower-case
+        if name.startswith(USER_METADATA_PREFIX):
+            short = name[len(USER_METADATA_PREFIX) :]
+            user[short] = f"{user[short]},{value}" if short in user else value
+    check_user_metadata_size(user)
+    return content_type, system, user
+
+
+def check_user_metadata_size(user: Mapping[str, str]) -> None:
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in user.items())
+    if size > api.limits.user_metadata_bytes_max:
+        raise S3Error(
+            "MetadataTooLarge",
+            "Your metadata headers exceed the maximum allowed metadata size.",
+            400,
+            Size=str(size),
+            MaxSizeAllowed=str(api.limits.user_metadata_bytes_max),
+        )
+
+
+def object_headers(version: api.ObjectVersion, *, checksum_mode: bool) -> dict[str, str]:
+    """The headers GET and HEAD return for a version (Content-Length set by the caller)."""
+    headers = {
+        "ETag": f'"{version.etag}"',
+        "Last-Modified": http_date(version.last_modified_ms),
+        "Content-Type": version.content_type,
+        "Accept-Ranges": "bytes",
+    }
+    headers.update(version.system_metadata)
+    for name, value in version.user_metadata.items():
+        headers[USER_METADATA_PREFIX + name] = value
+    if version.s3_version_id != "null":
+        headers["x-amz-version-id"] = version.s3_version_id
+    if checksum_mode:
+        for algorithm, value in version.checksums.items():
+            headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+        if version.checksums:
+            headers["x-amz-checksum-type"] = "FULL_OBJECT"
+    return headers
+
+
+# --- ETag and date conditions ------------------------------------------------------------
+
+
+def etag_matches(header_value: str, etag: str) -> bool:
+    """Whether an If-Match / If-None-Match list names ``etag`` (or is '*')."""
+    for candidate in header_value.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate.strip('"') == etag:
+            return True
+    return False
+
+
+def parse_http_date(value: str) -> datetime | None:
+    """An HTTP date header, or None if it does not parse (S3 then ignores it)."""
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def check_read_conditions(
+    headers: Mapping[str, str], version: api.ObjectVersion, *, prefix: str = "if-"
+) -> int | None:
+    """RFC 7232 evaluation as S3 does it: None to proceed, 304 or 412 to stop.
+
+    With ``prefix='x-amz-copy-source-if-'`` this evaluates CopyObject's conditions,
+    where a would-be 304 is a 412 too.
+    """
+    last_modified_s = version.last_modified_ms // 1000
+    if_match = headers.get(prefix + "match")
+    if if_match is not None:
+        if not etag_matches(if_match, version.etag):
+            return 412
+    else:
+        since = headers.get(prefix + "unmodified-since")
+        moment = parse_http_date(since) if since is not None else None
+        if moment is not None and last_modified_s > moment.timestamp():
+            return 412
+    if_none_match = headers.get(prefix + "none-match")
+    if if_none_match is not None:
+        if etag_matches(if_none_match, version.etag):
+            return 304
+    else:
+        since = headers.get(prefix + "modified-since")
+        moment = parse_http_date(since) if since is not None else None
+        if moment is not None and last_modified_s <= moment.timestamp():
+            return 304
+    return None
+
+
+def precondition_failed(condition: str) -> S3Error:
+    return S3Error(
+        "PreconditionFailed",
+        "At least one of the pre-conditions you specified did not hold",
+        412,
+        Condition=condition,
+    )

@@ -1,0 +1,77 @@
+"""DeleteObjects: up to 1000 deletes in one request, answered per key.
+
+The deletes are submitted together, so the store's group commit makes them share a few
+synced transactions instead of one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.responses import Response
+
+from gateway.checksums import Checksummer
+from gateway.errors import S3Error, error_for_storage, malformed_xml
+from gateway.s3.common import RequestContext
+from gateway.xml import Node, bool_text, child_text, children, local_name, parse, render
+from storage import api
+
+
+def _parse_request(body: bytes) -> tuple[bool, list[tuple[str, str | None]]]:
+    root = parse(body)
+    if local_name(root) != "Delete":
+        raise malformed_xml()
+    quiet = (child_text(root, "Quiet") or "false").strip().lower() == "true"
+    objects: list[tuple[str, str | None]] = []
+    for element in children(root, "Object"):
+        key = child_text(element, "Key")
+        if key is None:
+            raise malformed_xml()
+        objects.append((key, child_text(element, "VersionId")))
+    if not objects or len(objects) > api.limits.delete_objects_keys_max:
+        raise malformed_xml()
+    return quiet, objects
+
+
+async def _delete_one(
+    ctx: RequestContext, key: str, version_id: str | None
+) -> api.DeleteResult | S3Error:
+    if len(key.encode("utf-8")) > api.limits.key_bytes_max:
+        return S3Error("KeyTooLongError", "Your key is too long", 400)
+    try:
+        return await ctx.storage.delete_object(ctx.bucket, key, version_id=version_id)
+    except api.NoSuchBucket:
+        raise
+    except api.StorageError as error:
+        return error_for_storage(error, bucket=ctx.bucket, key=key)
+
+
+def _result_node(key: str, version_id: str | None, outcome: api.DeleteResult | S3Error) -> Node:
+    if isinstance(outcome, S3Error):
+        return ("Error", [("Key", key), ("VersionId", version_id),
+                          ("Code", outcome.code), ("Message", outcome.message)])
+    fields: list[Node] = [("Key", key), ("VersionId", version_id)]
+    if outcome.delete_marker:
+        fields.append(("DeleteMarker", bool_text(True)))
+        if version_id is None:
+            fields.append(("DeleteMarkerVersionId", outcome.s3_version_id))
+    return ("Deleted", fields)
+
+
+async def delete_objects(ctx: RequestContext) -> Response:
+    body = await ctx.body.read_all(api.limits.request_xml_body_bytes_max)
+    checksummer = Checksummer.for_request(ctx.headers)
+    checksummer.update(body)
+    checksummer.verify(ctx.headers, ctx.body.trailers)
+    if not checksummer.has_integrity_header(ctx.headers):
+        raise S3Error("InvalidRequest",
+                      "Missing required header for this request: Content-MD5", 400)
+    quiet, objects = _parse_request(body)
+    await ctx.storage.get_bucket(ctx.bucket)
+    outcomes = await asyncio.gather(*(_delete_one(ctx, key, vid) for key, vid in objects))
+    nodes = [
+        _result_node(key, version_id, outcome)
+        for (key, version_id), outcome in zip(objects, outcomes, strict=True)
+        if not (quiet and not isinstance(outcome, S3Error))
+    ]
+    return Response(render("DeleteResult", nodes), media_type="application/xml")

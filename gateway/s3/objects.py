@@ -1,0 +1,347 @@
+"""Object operations: PutObject, GetObject, HeadObject, DeleteObject, CopyObject.
+
+Each handler translates HTTP to storage calls and back, nothing more. Bodies stream:
+a PUT is hashed and staged piece by piece as it arrives, a GET is sent chunk by chunk
+from the store's memory map, and no handler holds a whole object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from starlette.responses import Response, StreamingResponse
+
+from gateway.checksums import Checksummer
+from gateway.errors import S3Error, invalid_argument
+from gateway.s3.common import (
+    RequestContext,
+    check_read_conditions,
+    metadata_from_headers,
+    object_headers,
+    precondition_failed,
+)
+from gateway.xml import iso8601_ms, render
+from storage import api
+
+
+def check_key(key: str) -> None:
+    if len(key.encode("utf-8")) > api.limits.key_bytes_max:
+        raise S3Error(
+            "KeyTooLongError",
+            "Your key is too long",
+            400,
+            Size=str(len(key.encode("utf-8"))),
+            MaxSizeAllowed=str(api.limits.key_bytes_max),
+        )
+
+
+# --- PUT -------------------------------------------------------------------------------
+
+
+def _write_conditions(ctx: RequestContext) -> api.WriteConditions | None:
+    if_match = ctx.headers.get("if-match")
+    if_none_match = ctx.headers.get("if-none-match")
+    if if_match is None and if_none_match is None:
+        return None
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise S3Error("NotImplemented", "If-None-Match on PUT supports only '*'.", 501,
+                      Header="If-None-Match")
+    return api.WriteConditions(
+        if_match=if_match.strip().strip('"') if if_match is not None else None,
+        if_none_match_any=if_none_match is not None,
+    )
+
+
+async def _stage_body(
+    upload: api.Upload, pieces: AsyncIterator[bytes | memoryview], checksummer: Checksummer
+) -> None:
+    async for piece in pieces:
+        checksummer.update(piece)
+        await upload.write(piece)
+
+
+async def put_object(ctx: RequestContext) -> Response:
+    check_key(ctx.key)
+    content_type, system, user = metadata_from_headers(ctx.headers)
+    declared = ctx.body.declared_length()
+    if declared > api.limits.object_size_bytes_max:
+        raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed "
+                      "object size.", 400, ProposedSize=str(declared),
+                      MaxSizeAllowed=str(api.limits.object_size_bytes_max))
+    conditions = _write_conditions(ctx)
+    await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    checksummer = Checksummer.for_request(ctx.headers)
+    async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
+        await _stage_body(upload, ctx.body.pieces(), checksummer)
+        checksums = checksummer.verify(ctx.headers, ctx.body.trailers)
+        spec = api.PutSpec(
+            etag=checksummer.md5_hex(),
+            content_type=content_type,
+            system_metadata=system,
+            user_metadata=user,
+            checksums=checksums,
+        )
+        version = await upload.commit(spec, conditions)
+    headers = {"ETag": f'"{version.etag}"'}
+    if version.s3_version_id != "null":
+        headers["x-amz-version-id"] = version.s3_version_id
+    for algorithm, value in checksums.items():
+        headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    return Response(status_code=200, headers=headers)
+
+
+# --- GET / HEAD ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end_exclusive: int
+
+    def content_range(self, size: int) -> str:
+        return f"bytes {self.start}-{self.end_exclusive - 1}/{size}"
+
+
+def parse_range(header: str, size: int) -> ByteRange | None:
+    """The satisfiable range a Range header asks for; None to send the whole object.
+
+    Syntax S3 does not serve (several ranges, other units, garbage) is ignored, as AWS
+    ignores it. A well-formed range that no byte satisfies is 416 InvalidRange.
+    """
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    first, last = first.strip(), last.strip()
+    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+        return None
+    if first == "":
+        if last == "":
+            return None
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise _invalid_range(size)
+        return ByteRange(max(0, size - suffix), size)
+    start = int(first)
+    end = size - 1 if last == "" else int(last)
+    if end < start:
+        return None
+    if start >= size:
+        raise _invalid_range(size)
+    return ByteRange(start, min(end, size - 1) + 1)
+
+
+def _invalid_range(size: int) -> S3Error:
+    return S3Error(
+        "InvalidRange",
+        "The requested range is not satisfiable",
+        416,
+        headers={"Content-Range": f"bytes */{size}"},
+        ActualObjectSize=str(size),
+    )
+
+
+# GET's response-* query parameters override these response headers (AWS).
+_RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+async def _readable_version(ctx: RequestContext) -> api.ObjectVersion:
+    """The version a GET/HEAD reads; delete markers answer as S3 answers them."""
+    version_id = ctx.query_value("versionId")
+    if version_id == "":
+        raise invalid_argument("Version id cannot be the empty string", "versionId", "")
+    version = await ctx.storage.get_version(ctx.bucket, ctx.key, version_id=version_id)
+    if not version.is_delete_marker:
+        return version
+    marker_headers = {"x-amz-delete-marker": "true"}
+    if version.s3_version_id != "null" or version_id is not None:
+        marker_headers["x-amz-version-id"] = version.s3_version_id
+    if version_id is not None:
+        raise S3Error(
+            "MethodNotAllowed",
+            "The specified method is not allowed against this resource.",
+            405,
+            headers=marker_headers,
+            Method=ctx.request.method,
+            ResourceType="DeleteMarker",
+        )
+    raise S3Error("NoSuchKey", "The specified key does not exist.", 404,
+                  headers=marker_headers, Key=ctx.key)
+
+
+def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange | None:
+    """A partNumber read of a simple object: part 1 is the whole object."""
+    raw = ctx.query_value("partNumber")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive",
+                               "partNumber", raw)
+    if int(raw) != 1:
+        raise S3Error("InvalidPart", "The requested partnumber is not satisfiable", 400,
+                      PartNumber=raw)
+    return ByteRange(0, version.size_bytes)
+
+
+async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
+    check_key(ctx.key)
+    version = await _readable_version(ctx)
+    checksum_mode = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
+    headers = object_headers(version, checksum_mode=checksum_mode)
+    outcome = check_read_conditions(ctx.headers, version)
+    if outcome == 412:
+        raise precondition_failed("If-Match" if "if-match" in ctx.headers
+                                  else "If-Unmodified-Since")
+    if outcome == 304:
+        kept = ("ETag", "Last-Modified", "x-amz-version-id")
+        return Response(status_code=304, headers={k: headers[k] for k in kept if k in headers})
+    for parameter, header in _RESPONSE_OVERRIDES.items():
+        value = ctx.query_value(parameter)
+        if value is not None:
+            headers[header] = value
+    size = version.size_bytes
+    byte_range = _part_number(ctx, version)
+    if byte_range is not None:
+        headers["x-amz-mp-parts-count"] = "1"
+    elif "range" in ctx.headers:
+        byte_range = parse_range(ctx.headers["range"], size)
+    status = 200
+    start, end = 0, size
+    if byte_range is not None:
+        status, start, end = 206, byte_range.start, byte_range.end_exclusive
+        headers["Content-Range"] = byte_range.content_range(size)
+    headers["Content-Length"] = str(end - start)
+    if not send_body or end == start:
+        return Response(status_code=status, headers=headers)
+    return StreamingResponse(
+        ctx.storage.read_body(version, start, end),
+        status_code=status,
+        headers=headers,
+    )
+
+
+async def get_object(ctx: RequestContext) -> Response:
+    return await _read_response(ctx, send_body=True)
+
+
+async def head_object(ctx: RequestContext) -> Response:
+    return await _read_response(ctx, send_body=False)
+
+
+# --- DELETE ----------------------------------------------------------------------------
+
+
+async def delete_object(ctx: RequestContext) -> Response:
+    check_key(ctx.key)
+    version_id = ctx.query_value("versionId")
+    result = await ctx.storage.delete_object(ctx.bucket, ctx.key, version_id=version_id)
+    headers = {}
+    if result.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    if result.s3_version_id is not None and (result.delete_marker or version_id is not None):
+        headers["x-amz-version-id"] = result.s3_version_id
+    return Response(status_code=204, headers=headers)
+
+
+# --- COPY ------------------------------------------------------------------------------
+
+
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """(bucket, key, version id) from x-amz-copy-source: '[/]bucket/key[?versionId=v]'."""
+    path, _, query = value.partition("?")
+    version_id = None
+    if query:
+        name, _, version_value = query.partition("=")
+        if name != "versionId":
+            raise invalid_argument("Unsupported copy source parameter.", "x-amz-copy-source",
+                                   value)
+        version_id = unquote(version_value)
+    path = unquote(path).lstrip("/")
+    bucket, _, key = path.partition("/")
+    if not bucket or not key:
+        raise invalid_argument("Invalid copy source object key", "x-amz-copy-source", value)
+    return bucket, key, version_id
+
+
+async def _copy_source_version(ctx: RequestContext) -> api.ObjectVersion:
+    bucket, key, version_id = parse_copy_source(ctx.headers["x-amz-copy-source"])
+    check_key(key)
+    try:
+        version = await ctx.storage.get_version(bucket, key, version_id=version_id)
+    except api.NoSuchKey as error:
+        raise S3Error("NoSuchKey", "The specified key does not exist.", 404, Key=key) from error
+    if version.is_delete_marker:
+        if version_id is not None:
+            raise S3Error("InvalidRequest", "The source of a copy request may not "
+                          "specifically refer to a delete marker by version id.", 400)
+        raise S3Error("NoSuchKey", "The specified key does not exist.", 404, Key=key)
+    return version
+
+
+def _copy_metadata(
+    ctx: RequestContext, source: api.ObjectVersion
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    directive = ctx.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise invalid_argument("Unknown metadata directive.", "x-amz-metadata-directive",
+                               directive)
+    if directive == "REPLACE":
+        return metadata_from_headers(ctx.headers)
+    is_self_copy = (source.bucket, source.key) == (ctx.bucket, ctx.key)
+    if is_self_copy and "x-amz-storage-class" not in ctx.headers:
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself "
+            "without changing the object's metadata, storage class, website redirect "
+            "location or encryption attributes.",
+            400,
+        )
+    return source.content_type, dict(source.system_metadata), dict(source.user_metadata)
+
+
+async def copy_object(ctx: RequestContext) -> Response:
+    check_key(ctx.key)
+    source = await _copy_source_version(ctx)
+    if check_read_conditions(ctx.headers, source, prefix="x-amz-copy-source-if-") is not None:
+        raise precondition_failed("x-amz-copy-source-If")
+    if source.size_bytes > api.limits.object_size_bytes_max:
+        raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum "
+                      f"allowable size for a copy source: {api.limits.object_size_bytes_max}",
+                      400)
+    content_type, system, user = _copy_metadata(ctx, source)
+    await ctx.storage.get_bucket(ctx.bucket)
+    checksummer = Checksummer.for_copy(ctx.headers, source.checksums)
+    async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
+        await _stage_body(upload, ctx.storage.read_body(source), checksummer)
+        checksums = checksummer.digests()
+        version = await upload.commit(
+            api.PutSpec(
+                etag=checksummer.md5_hex(),
+                content_type=content_type,
+                system_metadata=system,
+                user_metadata=user,
+                checksums=checksums,
+            ),
+            _write_conditions(ctx),
+        )
+    result: list = [("LastModified", iso8601_ms(version.last_modified_ms)),
+                    ("ETag", f'"{version.etag}"')]
+    result += [(f"Checksum{algorithm}", value) for algorithm, value in checksums.items()]
+    headers = {}
+    if version.s3_version_id != "null":
+        headers["x-amz-version-id"] = version.s3_version_id
+    if source.s3_version_id != "null":
+        headers["x-amz-copy-source-version-id"] = source.s3_version_id
+    return Response(render("CopyObjectResult", result), media_type="application/xml",
+                    headers=headers)

@@ -1,0 +1,107 @@
+"""S3 XML in and out.
+
+Out: responses are built as small trees of ``(tag, value)`` pairs and rendered to bytes
+deterministically (golden tests compare bytes). A value is a ``str`` (escaped text), a
+``list`` of child pairs, or ``None`` (the element is left out).
+
+In: request bodies are parsed with defusedxml (no entities, no DTDs, no billion laughs)
+after a size check; the S3 namespace is optional, as AWS accepts both forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Union
+from xml.etree.ElementTree import Element
+from xml.sax.saxutils import escape
+
+import defusedxml.ElementTree as safe_et
+from defusedxml import DefusedXmlException
+
+from gateway.errors import S3Error, malformed_xml
+from storage.api import limits
+
+S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+Node = tuple[str, Union[str, list["Node"], None]]
+
+
+def _render_into(parts: list[str], node: Node) -> None:
+    tag, value = node
+    if value is None:
+        return
+    if isinstance(value, str):
+        parts.append(f"<{tag}>{escape(value)}</{tag}>")
+        return
+    parts.append(f"<{tag}>")
+    for child in value:
+        _render_into(parts, child)
+    parts.append(f"</{tag}>")
+
+
+def render(
+    root_tag: str, children: Iterable[Node] = (), *, text: str = "", namespace: bool = True
+) -> bytes:
+    """The document ``<root_tag xmlns=...>text children</root_tag>`` as UTF-8 bytes."""
+    attributes = f' xmlns="{S3_NAMESPACE}"' if namespace else ""
+    parts = [f"<{root_tag}{attributes}>", escape(text)]
+    for child in children:
+        _render_into(parts, child)
+    parts.append(f"</{root_tag}>")
+    return XML_DECLARATION + "".join(parts).encode("utf-8")
+
+
+def iso8601_ms(epoch_ms: int) -> str:
+    """S3's timestamp format in XML bodies: 2006-02-03T16:45:09.000Z."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def http_date(epoch_ms: int) -> str:
+    """RFC 7231 date for Last-Modified: 'Wed, 21 Oct 2015 07:28:00 GMT'."""
+    return format_datetime(datetime.fromtimestamp(epoch_ms // 1000, tz=UTC), usegmt=True)
+
+
+def bool_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def parse(body: bytes) -> Element:
+    """Parse a request body; anything but well-formed, harmless XML is MalformedXML."""
+    if len(body) > limits.request_xml_body_bytes_max:
+        raise S3Error(
+            "MaxMessageLengthExceeded",
+            "Your request was too big.",
+            400,
+        )
+    if not body.strip():
+        raise malformed_xml()
+    try:
+        root = safe_et.fromstring(body)
+    except (safe_et.ParseError, DefusedXmlException, ValueError) as error:
+        raise malformed_xml() from error
+    return root
+
+
+def local_name(element: Element) -> str:
+    """The tag without its '{namespace}' prefix."""
+    tag = element.tag
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def children(element: Element, name: str) -> list[Element]:
+    return [child for child in element if local_name(child) == name]
+
+
+def child_text(element: Element, name: str) -> str | None:
+    """The text of the first child called ``name`` ('' if empty), None if absent."""
+    for child in element:
+        if local_name(child) == name:
+            return child.text or ""
+    return None
