@@ -26,6 +26,7 @@ __all__ = [
     "PutSpec",
     "WriteConditions",
     "ListPage",
+    "ListVersionsPage",
     "DeleteResult",
     "Upload",
     "StorageClient",
@@ -113,6 +114,20 @@ class ListPage:
     is_truncated: bool
     # The last key or common prefix this page covered: the next page starts after it.
     next_marker: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListVersionsPage:
+    """A page of ListObjectVersions: every version and delete marker, newest first per
+    key, keys in UTF-8 byte order; ``is_latest`` is set on each key's newest version."""
+
+    versions: tuple[ObjectVersion, ...]
+    common_prefixes: tuple[str, ...]
+    is_truncated: bool
+    # Where the next page starts (set only when truncated): after this key, and when
+    # next_version_id_marker is set (an S3 version id, maybe 'null'), after that version.
+    next_key_marker: str | None
+    next_version_id_marker: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +259,22 @@ class StorageClient(Protocol):
         as_of_ms: int | None = None,
     ) -> ListPage:
         """Keys in UTF-8 byte order after ``start_after``; delete markers hidden."""
+        ...
+
+    async def list_object_versions(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        version_id_marker: str = "",
+        max_keys: int = 1000,
+    ) -> ListVersionsPage:
+        """All versions and delete markers after the (key, version id) marker."""
+        ...
+
+    async def set_bucket_versioning(self, name: str, versioning: str) -> BucketInfo:
+        """``versioning`` is 'Enabled' or 'Suspended' (a bucket never returns to '')."""
         ...
 
     async def close(self) -> None: ...

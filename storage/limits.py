@@ -24,6 +24,8 @@ group_commit_writes_max = 1000  # writes that may share one LMDB transaction
 group_commit_bytes_max = 64 * 1024 * 1024  # staged bytes that may share one transaction
 write_queue_length_max = 4096  # pending writer operations; more -> Overloaded
 read_streams_max = 512  # concurrently open GET body streams; more -> Overloaded
+upload_chunks_in_flight_max = 4  # staged chunks of one upload awaiting the writer
+staging_gc_deletes_per_txn_max = 10_000  # start-up cleanup of crashed uploads, per txn
 
 # --- gateway ---------------------------------------------------------------------------
 request_header_bytes_max = 16 * 1024  # all request headers together (uvicorn h11 limit too)

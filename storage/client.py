@@ -1,0 +1,354 @@
+"""What the gateway calls: ``api.StorageClient`` over a ``View`` and a ``Transport``.
+
+Rules and theory of operation:
+
+* Object operations go to the leader of the shard that ``placement`` gives
+  ``bucket/key``. Bucket writes go to every shard's leader (each shard checks bucket
+  existence at its own commit point); bucket reads go to shard 0. With more than one
+  shard, bucket create/delete are not atomic across shards: membership/replication
+  work will give them one home. The embedded store has one shard, so this is moot there.
+* Listings are asked of every shard and merged (each shard returns its first
+  ``max_keys`` items after the marker; the merged first ``max_keys`` are then exact).
+* An upload buffers at most one chunk, stages each full chunk as soon as it is full
+  (at most ``limits.upload_chunks_in_flight_max`` staged chunks in flight per upload),
+  and sends the tail inside the commit: a small PUT is ONE writer operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import pathlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from storage.api import (
+    BucketInfo,
+    DeleteResult,
+    InvalidArgument,
+    ListPage,
+    ListVersionsPage,
+    ObjectVersion,
+    PutSpec,
+    StorageError,
+    WriteConditions,
+    limits,
+)
+from storage.node import StorageNode
+from storage.placement import View, single_node_view
+from storage.transport.base import Operation, Payload, Request, Transport
+from storage.transport.local import LocalTransport
+
+__all__ = ["ShardedStorageClient", "ClientUpload", "open_embedded"]
+
+_log = logging.getLogger(__name__)
+EMBEDDED_NODE_ID = "node-0"
+
+
+class ShardedStorageClient:
+    def __init__(
+        self, view: View, transport: Transport, owned_nodes: tuple[StorageNode, ...] = ()
+    ) -> None:
+        self._view = view
+        self._transport = transport
+        self._owned_nodes = owned_nodes
+        self._closed = False
+
+    @property
+    def view(self) -> View:
+        return self._view
+
+    # --- routing -----------------------------------------------------------------------
+
+    def _object_leader(self, bucket: str, key: str) -> str:
+        return self._view.leader(self._view.shard_for_object(bucket, key))
+
+    def _leaders(self) -> list[str]:
+        return [self._view.leader(shard) for shard in range(self._view.shard_count)]
+
+    async def _call(self, node_id: str, operation: Operation, **arguments: Any) -> Any:
+        return await self._transport.call(node_id, Request(operation, arguments))
+
+    async def _call_all(self, operation: Operation, **arguments: Any) -> list[Any]:
+        return [await self._call(leader, operation, **arguments) for leader in self._leaders()]
+
+    # --- buckets -----------------------------------------------------------------------
+
+    async def create_bucket(self, name: str, owner_id: str) -> BucketInfo:
+        results = await self._call_all(Operation.CREATE_BUCKET, name=name, owner_id=owner_id)
+        return results[0]
+
+    async def delete_bucket(self, name: str) -> None:
+        await self._call_all(Operation.DELETE_BUCKET, name=name)
+
+    async def get_bucket(self, name: str) -> BucketInfo:
+        return await self._call(self._view.leader(0), Operation.GET_BUCKET, name=name)
+
+    async def list_buckets(self, owner_id: str) -> list[BucketInfo]:
+        return await self._call(self._view.leader(0), Operation.LIST_BUCKETS, owner_id=owner_id)
+
+    async def set_bucket_versioning(self, name: str, versioning: str) -> BucketInfo:
+        results = await self._call_all(
+            Operation.SET_BUCKET_VERSIONING, name=name, versioning=versioning
+        )
+        return results[0]
+
+    # --- objects -----------------------------------------------------------------------
+
+    def open_upload(self, bucket: str, key: str) -> ClientUpload:
+        return ClientUpload(self._transport, self._object_leader(bucket, key), bucket, key)
+
+    async def get_version(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        as_of_ms: int | None = None,
+    ) -> ObjectVersion:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.GET_VERSION,
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+            as_of_ms=as_of_ms,
+        )
+
+    def read_body(
+        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None
+    ) -> AsyncIterator[Payload]:
+        """Chunks as memoryviews of the node's memory map (local transport): each is
+        valid until the iterator is exhausted or closed (``aclose``); copy to keep."""
+        request = Request(
+            Operation.READ_BODY,
+            {"version": version, "start": start, "end_exclusive": end_exclusive},
+        )
+        node_id = self._object_leader(version.bucket, version.key)
+        return self._transport.open_stream(node_id, request)
+
+    async def delete_object(
+        self, bucket: str, key: str, version_id: str | None = None
+    ) -> DeleteResult:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.DELETE_OBJECT,
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+        )
+
+    async def list_objects(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        start_after: str = "",
+        max_keys: int = 1000,
+        as_of_ms: int | None = None,
+    ) -> ListPage:
+        pages: list[ListPage] = await self._call_all(
+            Operation.LIST_OBJECTS,
+            bucket=bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            start_after=start_after,
+            max_keys=max_keys,
+            as_of_ms=as_of_ms,
+        )
+        return pages[0] if len(pages) == 1 else _merge_pages(pages, max_keys)
+
+    async def list_object_versions(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        version_id_marker: str = "",
+        max_keys: int = 1000,
+    ) -> ListVersionsPage:
+        pages: list[ListVersionsPage] = await self._call_all(
+            Operation.LIST_OBJECT_VERSIONS,
+            bucket=bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            key_marker=key_marker,
+            version_id_marker=version_id_marker,
+            max_keys=max_keys,
+        )
+        return pages[0] if len(pages) == 1 else _merge_version_pages(pages, max_keys)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._transport.close()
+        for node in self._owned_nodes:
+            await node.close()
+
+
+def _merge_pages(pages: list[ListPage], max_keys: int) -> ListPage:
+    items: dict[bytes, ObjectVersion | str] = {}
+    for page in pages:
+        items.update((o.key.encode("utf-8"), o) for o in page.objects)
+        items.update((p.encode("utf-8"), p) for p in page.common_prefixes)
+    max_keys = min(max(max_keys, 0), limits.list_keys_max)
+    ordered = [items[name] for name in sorted(items)]
+    kept = ordered[:max_keys]
+    truncated = len(ordered) > max_keys or any(page.is_truncated for page in pages)
+    last = None if not kept else kept[-1] if isinstance(kept[-1], str) else kept[-1].key
+    return ListPage(
+        objects=tuple(item for item in kept if isinstance(item, ObjectVersion)),
+        common_prefixes=tuple(item for item in kept if isinstance(item, str)),
+        is_truncated=truncated,
+        next_marker=last if truncated else None,
+    )
+
+
+def _merge_version_pages(pages: list[ListVersionsPage], max_keys: int) -> ListVersionsPage:
+    # All versions of one key live on one shard, so ordering by (key, position within its
+    # shard's page) is the global order.
+    items: list[tuple[bytes, int, ObjectVersion | str]] = []
+    for page in pages:
+        items.extend((v.key.encode("utf-8"), i, v) for i, v in enumerate(page.versions))
+        items.extend((p.encode("utf-8"), -1, p) for p in page.common_prefixes)
+    unique = {(name, order): item for name, order, item in items}
+    ordered = [unique[position] for position in sorted(unique)]
+    max_keys = min(max(max_keys, 0), limits.list_keys_max)
+    kept = ordered[:max_keys]
+    truncated = len(ordered) > max_keys or any(page.is_truncated for page in pages)
+    versions = tuple(item for item in kept if isinstance(item, ObjectVersion))
+    prefixes = tuple(item for item in kept if isinstance(item, str))
+    if not truncated or not kept:
+        return ListVersionsPage(versions, prefixes, truncated, None, None)
+    last = kept[-1]
+    if isinstance(last, str):
+        return ListVersionsPage(versions, prefixes, True, last, None)
+    return ListVersionsPage(versions, prefixes, True, last.key, last.s3_version_id)
+
+
+class UploadClosed(StorageError):
+    """write/commit after the upload was committed or aborted."""
+
+
+class ClientUpload:
+    """``api.Upload``: stages full chunks as they fill; commit sends the tail."""
+
+    def __init__(self, transport: Transport, node_id: str, bucket: str, key: str) -> None:
+        self._transport = transport
+        self._node_id = node_id
+        self.bucket = bucket
+        self.key = key
+        self._buffer = bytearray()
+        self._blob_id: bytes | None = None
+        self._chunks_staged = 0
+        self._size_bytes = 0
+        self._in_flight: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._finished = False
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size_bytes
+
+    async def write(self, data: bytes | memoryview) -> None:
+        self._check_open()
+        view = memoryview(data).cast("B")
+        if self._size_bytes + len(view) > limits.object_size_bytes_max:
+            raise InvalidArgument(f"objects are at most {limits.object_size_bytes_max} bytes")
+        self._size_bytes += len(view)
+        chunk_size = limits.chunk_size_bytes
+        # Immutable input can be staged by reference; anything else is copied into the
+        # upload's own chunk buffer (the caller may reuse its buffer when we return).
+        while len(view) >= chunk_size and not self._buffer and isinstance(data, bytes):
+            await self._stage(view[:chunk_size])
+            view = view[chunk_size:]
+        while view:
+            room = chunk_size - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if len(self._buffer) == chunk_size:
+                chunk, self._buffer = self._buffer, bytearray()
+                await self._stage(chunk)
+
+    async def _stage(self, chunk: Payload) -> None:
+        if self._blob_id is None:
+            self._blob_id = await self._transport.call(
+                self._node_id, Request(Operation.NEW_BLOB_ID)
+            )
+        request = Request(
+            Operation.STAGE_CHUNK,
+            {"blob_id": self._blob_id, "chunk_index": self._chunks_staged},
+            payload=chunk,
+        )
+        self._chunks_staged += 1
+        self._in_flight.append(asyncio.ensure_future(self._transport.call(self._node_id, request)))
+        while len(self._in_flight) >= limits.upload_chunks_in_flight_max:
+            await self._in_flight.popleft()
+
+    async def _drain_in_flight(self) -> None:
+        while self._in_flight:
+            await self._in_flight.popleft()
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise UploadClosed(f"upload of {self.bucket}/{self.key} is finished")
+
+    async def commit(
+        self, spec: PutSpec, conditions: WriteConditions | None = None
+    ) -> ObjectVersion:
+        self._check_open()
+        await self._drain_in_flight()
+        arguments = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "blob_id": self._blob_id,
+            "size_bytes": self._size_bytes,
+            "spec": spec,
+            "conditions": conditions,
+            "tail_chunk_index": self._chunks_staged,
+        }
+        tail = self._buffer if self._buffer else None
+        request = Request(Operation.COMMIT_VERSION, arguments, payload=tail)
+        version: ObjectVersion = await self._transport.call(self._node_id, request)
+        self._finished = True
+        self._buffer = bytearray()
+        return version
+
+    async def abort(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._buffer = bytearray()
+        # Staging requests already sent are ahead of the abort in the writer's queue;
+        # wait for them so none lands after it. Their own errors no longer matter.
+        results = await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self._in_flight.clear()
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+        if self._blob_id is not None:
+            await self._transport.call(
+                self._node_id, Request(Operation.ABORT_UPLOAD, {"blob_id": self._blob_id})
+            )
+
+    async def __aenter__(self) -> ClientUpload:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._finished:
+            return
+        try:
+            await self.abort()
+        except StorageError as error:
+            # E.g. Overloaded: the staged chunks stay until the node's next start-up
+            # cleanup of staging. Not fatal to the caller, whose own error matters more.
+            _log.warning("abort of upload %s/%s failed: %r", self.bucket, self.key, error)
+
+
+async def open_embedded(data_dir: pathlib.Path, *, durable: bool = True) -> ShardedStorageClient:
+    """The embedded store: one node, one shard, the in-process transport."""
+    node = await asyncio.to_thread(
+        StorageNode.open, EMBEDDED_NODE_ID, pathlib.Path(data_dir), durable=durable
+    )
+    transport = LocalTransport({EMBEDDED_NODE_ID: node})
+    return ShardedStorageClient(single_node_view(EMBEDDED_NODE_ID), transport, (node,))

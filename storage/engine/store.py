@@ -1,0 +1,599 @@
+"""The LMDB versioned object store of ONE node: sync code, no networking, no asyncio.
+
+Rules and theory of operation:
+
+* One LMDB environment per node with five named sub-databases: ``buckets`` (name ->
+  record), ``versions`` (see ``keys``: one entry per version, newest first per key),
+  ``chunks`` (blob id + chunk index -> at most ``limits.chunk_size_bytes`` of body),
+  ``staging`` (blob id -> start time, for bodies uploaded but not yet committed) and
+  ``meta`` (the highest HLC handed out, so a restarted node never reuses a version id
+  even if its wall clock went backwards).
+* Writes happen ONLY in the writer thread (``writer.GroupCommitWriter``), through the
+  ``apply_*`` methods, each given a child transaction of the group's transaction: a
+  method that raises writes nothing, and the others in its group still commit.
+* Reads open their own read-only transaction with ``buffers=True`` (LMDB hands out views
+  of its memory map) and may run on any thread: py-lmdb opens environments with
+  MDB_NOTLS, so a read transaction is not tied to the thread that opened it.
+* "Latest" is one seek to the key's prefix; "as of T" is one seek to the key's prefix +
+  the inverted upper-bound HLC of T; "by version id" is one exact get.
+* Versioning states: '' (never enabled) and 'Suspended' make *null versions*: a new
+  write or delete replaces the key's previous null version, whose chunks are freed in
+  the same transaction. 'Enabled' keeps every version.
+* A body is read from ONE read transaction (a snapshot) held for the whole stream, so a
+  concurrent overwrite or garbage collection cannot tear it (see ``BodyReader``).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import lmdb
+
+from storage.api import (
+    BucketAlreadyExists,
+    BucketAlreadyOwnedByYou,
+    BucketInfo,
+    BucketNotEmpty,
+    DeleteResult,
+    InvalidArgument,
+    ListPage,
+    ListVersionsPage,
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchVersion,
+    ObjectVersion,
+    PreconditionFailed,
+    PutSpec,
+    WriteConditions,
+    limits,
+)
+from storage.engine import keys, listing
+from storage.engine.records import (
+    VersionRecord,
+    pack_bucket,
+    pack_staging,
+    pack_version,
+    unpack_bucket,
+    unpack_version,
+)
+from storage.versions import (
+    HybridLogicalClock,
+    decode_version_id,
+    hlc_to_ms,
+    hlc_upper_bound_for_ms,
+)
+
+VERSIONING_STATES = ("", "Enabled", "Suspended")
+_META_HLC_LAST = b"hlc_last"
+_U64 = struct.Struct(">Q")
+_SUB_DATABASES = (b"buckets", b"versions", b"chunks", b"staging", b"meta")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class StagedTail:
+    """The last (possibly only) chunk of a body, carried by the commit itself."""
+
+    chunk_index: int
+    data: bytes | bytearray | memoryview
+
+
+class Engine:
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        *,
+        durable: bool = True,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        map_size_bytes: int = limits.lmdb_map_size_bytes,
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.durable = durable
+        self._now_ms = now_ms
+        self.env = lmdb.open(
+            str(data_dir),
+            map_size=map_size_bytes,
+            max_dbs=len(_SUB_DATABASES),
+            max_readers=limits.lmdb_readers_max,
+            sync=durable,
+            metasync=durable,
+        )
+        self.buckets, self.versions, self.chunks, self.staging, self.meta = (
+            self.env.open_db(name) for name in _SUB_DATABASES
+        )
+        self.key_size_max = self.env.max_key_size()
+        self.clock = HybridLogicalClock(now_ms, self._read_last_hlc())
+        self.staging_blobs_collected = self.collect_staging_garbage()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self.durable:
+            self.env.sync(True)
+        self.env.close()
+
+    def _read_last_hlc(self) -> int:
+        with self.env.begin(db=self.meta) as txn:
+            packed = txn.get(_META_HLC_LAST)
+        return 0 if packed is None else _U64.unpack(packed)[0]
+
+    def record_clock(self, txn: lmdb.Transaction) -> None:
+        """Called by the writer once per group: persist the highest HLC handed out."""
+        txn.put(_META_HLC_LAST, _U64.pack(self.clock.last_hlc), db=self.meta)
+
+    def collect_staging_garbage(self) -> int:
+        """Delete every staged blob (chunks + entry); returns how many blobs.
+
+        Only safe when no upload is in flight: at open, every staged blob is garbage left
+        by a crash. Work is bounded per transaction so a huge leftover cannot make one
+        giant transaction.
+        """
+        blobs_collected = 0
+        while True:
+            with self.env.begin(write=True) as txn:
+                cursor = txn.cursor(db=self.staging)
+                if not cursor.first():
+                    return blobs_collected
+                blob_id = bytes(cursor.key())
+                deletes_max = limits.staging_gc_deletes_per_txn_max
+                if self._delete_blob_chunks(txn, blob_id, deletes_max):
+                    txn.delete(blob_id, db=self.staging)
+                    blobs_collected += 1
+
+    def _delete_blob_chunks(self, txn: lmdb.Transaction, blob_id: bytes, deletes_max: int) -> bool:
+        """Delete up to ``deletes_max`` chunks of a blob; True when none is left."""
+        cursor = txn.cursor(db=self.chunks)
+        deleted = 0
+        if not cursor.set_range(blob_id):
+            return True
+        while bytes(cursor.key()[: keys.BLOB_ID_BYTES]) == blob_id:
+            if deleted == deletes_max:
+                return False
+            # Cursor.delete moves to the next entry; False when it was the last one.
+            deleted += 1
+            if not cursor.delete() or not cursor.key():
+                return True
+        return True
+
+    # --- buckets (reads) ---------------------------------------------------------------
+
+    def get_bucket(self, name: str) -> BucketInfo:
+        with self.env.begin(buffers=True) as txn:
+            return self._bucket(txn, name)
+
+    def _bucket(self, txn: lmdb.Transaction, name: str) -> BucketInfo:
+        packed = txn.get(keys.bucket_bytes(name), db=self.buckets)
+        if packed is None:
+            raise NoSuchBucket(f"no such bucket: {name}")
+        return unpack_bucket(name, packed)
+
+    def list_buckets(self, owner_id: str) -> list[BucketInfo]:
+        with self.env.begin(buffers=True) as txn:
+            infos = (
+                unpack_bucket(bytes(name).decode("utf-8"), packed)
+                for name, packed in txn.cursor(db=self.buckets)
+            )
+            return [info for info in infos if info.owner_id == owner_id]
+
+    # --- buckets (writes: writer thread only) ------------------------------------------
+
+    def apply_create_bucket(self, txn: lmdb.Transaction, name: str, owner_id: str) -> BucketInfo:
+        name_raw = keys.bucket_bytes(name)
+        packed = txn.get(name_raw, db=self.buckets)
+        if packed is not None:
+            existing = unpack_bucket(name, packed)
+            if existing.owner_id == owner_id:
+                raise BucketAlreadyOwnedByYou(f"you already own bucket {name}")
+            raise BucketAlreadyExists(f"bucket {name} exists")
+        info = BucketInfo(name=name, created_ms=self._now_ms(), owner_id=owner_id)
+        txn.put(name_raw, pack_bucket(info), db=self.buckets)
+        return info
+
+    def apply_delete_bucket(self, txn: lmdb.Transaction, name: str) -> None:
+        self._bucket(txn, name)
+        name_raw = keys.bucket_bytes(name)
+        cursor = txn.cursor(db=self.versions)
+        prefix = keys.bucket_prefix(name_raw)
+        if cursor.set_range(prefix) and bytes(cursor.key()).startswith(prefix):
+            raise BucketNotEmpty(f"bucket {name} is not empty")
+        txn.delete(name_raw, db=self.buckets)
+
+    def apply_set_bucket_versioning(
+        self, txn: lmdb.Transaction, name: str, versioning: str
+    ) -> BucketInfo:
+        if versioning not in ("Enabled", "Suspended"):
+            raise InvalidArgument(f"versioning must be Enabled or Suspended: {versioning!r}")
+        info = self._bucket(txn, name)
+        updated = BucketInfo(info.name, info.created_ms, info.owner_id, versioning)
+        txn.put(keys.bucket_bytes(name), pack_bucket(updated), db=self.buckets)
+        return updated
+
+    # --- object reads ------------------------------------------------------------------
+
+    def get_version(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        as_of_ms: int | None = None,
+    ) -> ObjectVersion:
+        if version_id is not None and as_of_ms is not None:
+            raise InvalidArgument("give a version id or a time, not both")
+        with self.env.begin(buffers=True) as txn:
+            self._bucket(txn, bucket)
+            bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
+            cursor = txn.cursor(db=self.versions)
+            latest = self._latest(cursor, bucket_raw, key_raw)
+            if version_id is not None:
+                found = self._named_version(txn, cursor, bucket_raw, key_raw, version_id)
+                if found is None:
+                    raise NoSuchVersion(f"no version {version_id} of {bucket}/{key}")
+            elif as_of_ms is not None:
+                found = self._version_as_of(cursor, bucket_raw, key_raw, as_of_ms)
+                if found is None:
+                    raise NoSuchKey(f"{bucket}/{key} did not exist at {as_of_ms} ms")
+            else:
+                found = latest
+                if found is None:
+                    raise NoSuchKey(f"no such key: {bucket}/{key}")
+            assert latest is not None
+            return found.to_object_version(bucket, key, is_latest=found.hlc == latest.hlc)
+
+    def _latest(
+        self, cursor: lmdb.Cursor, bucket_raw: bytes, key_raw: bytes
+    ) -> VersionRecord | None:
+        prefix = keys.key_prefix(bucket_raw, key_raw)
+        return self._record_at_or_after(cursor, prefix, prefix)
+
+    def _version_as_of(
+        self, cursor: lmdb.Cursor, bucket_raw: bytes, key_raw: bytes, as_of_ms: int
+    ) -> VersionRecord | None:
+        if as_of_ms < 0:
+            return None
+        seek = keys.version_key(bucket_raw, key_raw, hlc_upper_bound_for_ms(as_of_ms))
+        return self._record_at_or_after(cursor, seek, keys.key_prefix(bucket_raw, key_raw))
+
+    @staticmethod
+    def _record_at_or_after(
+        cursor: lmdb.Cursor, seek: bytes, prefix: bytes
+    ) -> VersionRecord | None:
+        if not cursor.set_range(seek):
+            return None
+        lmdb_key = bytes(cursor.key())
+        if not lmdb_key.startswith(prefix) or len(lmdb_key) != len(prefix) + 8:
+            return None
+        hlc = keys.HLC_MASK - _U64.unpack_from(lmdb_key, len(prefix))[0]
+        return unpack_version(hlc, cursor.value())
+
+    def _named_version(
+        self,
+        txn: lmdb.Transaction,
+        cursor: lmdb.Cursor,
+        bucket_raw: bytes,
+        key_raw: bytes,
+        version_id: str,
+    ) -> VersionRecord | None:
+        if version_id == "null":
+            return self._null_version(cursor, bucket_raw, key_raw)
+        hlc = decode_version_id(version_id)
+        packed = txn.get(keys.version_key(bucket_raw, key_raw, hlc), db=self.versions)
+        return None if packed is None else unpack_version(hlc, packed)
+
+    def _null_version(
+        self, cursor: lmdb.Cursor, bucket_raw: bytes, key_raw: bytes
+    ) -> VersionRecord | None:
+        """The key's null version, if any: a scan of the key's versions (at most one is
+        null; in a never-versioned bucket the key has only that one)."""
+        for record in self._versions_of_key(cursor, bucket_raw, key_raw):
+            if record.null_version:
+                return record
+        return None
+
+    def _versions_of_key(
+        self, cursor: lmdb.Cursor, bucket_raw: bytes, key_raw: bytes
+    ) -> Iterator[VersionRecord]:
+        prefix = keys.key_prefix(bucket_raw, key_raw)
+        found = cursor.set_range(prefix)
+        while found:
+            lmdb_key = bytes(cursor.key())
+            if not lmdb_key.startswith(prefix) or len(lmdb_key) != len(prefix) + 8:
+                return
+            hlc = keys.HLC_MASK - _U64.unpack_from(lmdb_key, len(prefix))[0]
+            yield unpack_version(hlc, cursor.value())
+            found = cursor.next()
+
+    def list_objects(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        start_after: str = "",
+        max_keys: int = limits.list_keys_max,
+        as_of_ms: int | None = None,
+    ) -> ListPage:
+        with self.env.begin(buffers=True) as txn:
+            self._bucket(txn, bucket)
+            return listing.list_objects(
+                txn.cursor(db=self.versions),
+                bucket,
+                listing.ListQuery(prefix, delimiter, start_after, max_keys),
+                as_of_ms,
+            )
+
+    def list_object_versions(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        version_id_marker: str = "",
+        max_keys: int = limits.list_keys_max,
+    ) -> ListVersionsPage:
+        with self.env.begin(buffers=True) as txn:
+            self._bucket(txn, bucket)
+            cursor = txn.cursor(db=self.versions)
+            marker_hlc = None
+            if key_marker and version_id_marker:
+                marker_hlc = self._marker_hlc(cursor, bucket, key_marker, version_id_marker)
+            return listing.list_object_versions(
+                cursor,
+                txn.cursor(db=self.versions),
+                bucket,
+                listing.ListQuery(prefix, delimiter, key_marker, max_keys),
+                marker_hlc,
+            )
+
+    def _marker_hlc(
+        self, cursor: lmdb.Cursor, bucket: str, key_marker: str, version_id_marker: str
+    ) -> int | None:
+        """The HLC a version-id marker names; None (start after the key) if it is gone."""
+        if version_id_marker != "null":
+            return decode_version_id(version_id_marker)
+        bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key_marker)
+        record = self._null_version(cursor, bucket_raw, key_raw)
+        return None if record is None else record.hlc
+
+    def open_body(
+        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None
+    ) -> BodyReader:
+        return BodyReader(self, version, start, end_exclusive)
+
+    # --- object writes (writer thread only) --------------------------------------------
+
+    def new_blob_id(self) -> bytes:
+        return keys.new_blob_id(self.clock.tick(), os.urandom(keys.BLOB_ID_BYTES - 8))
+
+    def apply_stage_chunk(
+        self,
+        txn: lmdb.Transaction,
+        blob_id: bytes,
+        chunk_index: int,
+        data: bytes | bytearray | memoryview,
+    ) -> None:
+        if not 0 < len(data) <= limits.chunk_size_bytes:
+            raise InvalidArgument(f"a chunk must have 1..{limits.chunk_size_bytes} bytes")
+        txn.put(blob_id, pack_staging(self._now_ms()), db=self.staging, overwrite=False)
+        txn.put(keys.chunk_key(blob_id, chunk_index), data, db=self.chunks)
+
+    def apply_abort(self, txn: lmdb.Transaction, blob_id: bytes) -> None:
+        # Uploads are at most object_size_bytes_max / chunk_size_bytes chunks, so one
+        # abort is bounded work.
+        done = self._delete_blob_chunks(txn, blob_id, deletes_max=1 << 32)
+        assert done
+        txn.delete(blob_id, db=self.staging)
+
+    def apply_commit(
+        self,
+        txn: lmdb.Transaction,
+        bucket: str,
+        key: str,
+        *,
+        blob_id: bytes | None,
+        size_bytes: int,
+        spec: PutSpec,
+        conditions: WriteConditions | None = None,
+        tail: StagedTail | None = None,
+    ) -> ObjectVersion:
+        """Make a staged body (plus ``tail``) the key's new version, atomically."""
+        info = self._bucket(txn, bucket)
+        bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
+        keys.checked_version_key(bucket_raw, key_raw, 0, self.key_size_max)
+        cursor = txn.cursor(db=self.versions)
+        check_conditions(self._latest(cursor, bucket_raw, key_raw), conditions)
+        chunk_count = -(-size_bytes // limits.chunk_size_bytes)
+        if chunk_count and blob_id is None:
+            blob_id = self.new_blob_id()
+        if tail is not None:
+            assert blob_id is not None
+            self.apply_stage_chunk(txn, blob_id, tail.chunk_index, tail.data)
+        if blob_id is not None:
+            self._take_staged_blob(txn, blob_id, chunk_count, size_bytes)
+        null_version = info.versioning != "Enabled"
+        if null_version:
+            self._remove_null_version(txn, cursor, bucket_raw, key_raw)
+        record = VersionRecord(
+            hlc=self.clock.tick(),
+            size_bytes=size_bytes,
+            etag=spec.etag,
+            is_delete_marker=False,
+            null_version=null_version,
+            blob_id=blob_id if chunk_count else None,
+            chunk_count=chunk_count,
+            content_type=spec.content_type,
+            system_metadata=dict(spec.system_metadata),
+            user_metadata=dict(spec.user_metadata),
+            checksums=dict(spec.checksums),
+            storage_class=spec.storage_class,
+        )
+        self._put_version(txn, bucket_raw, key_raw, record)
+        return record.to_object_version(bucket, key, is_latest=True)
+
+    def _take_staged_blob(
+        self, txn: lmdb.Transaction, blob_id: bytes, chunk_count: int, size_bytes: int
+    ) -> None:
+        """Check the staged blob is whole and of ``size_bytes``; remove its staging entry."""
+        if chunk_count == 0 or not txn.delete(blob_id, db=self.staging):
+            raise InvalidArgument("the upload was aborted or never staged")
+        cursor = txn.cursor(db=self.chunks)
+        staged_bytes = 0
+        found = cursor.set_range(blob_id)
+        for expected_key in (keys.chunk_key(blob_id, i) for i in range(chunk_count)):
+            if not found or bytes(cursor.key()) != expected_key:
+                raise InvalidArgument("the staged body is missing chunks")
+            staged_bytes += len(cursor.value())
+            found = cursor.next()
+        if staged_bytes != size_bytes:
+            raise InvalidArgument(f"staged {staged_bytes} bytes, committing {size_bytes}")
+
+    def apply_delete_object(
+        self, txn: lmdb.Transaction, bucket: str, key: str, version_id: str | None = None
+    ) -> DeleteResult:
+        info = self._bucket(txn, bucket)
+        bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
+        cursor = txn.cursor(db=self.versions)
+        if version_id is not None:
+            record = self._named_version(txn, cursor, bucket_raw, key_raw, version_id)
+            if record is None:
+                # As AWS: deleting a version that does not exist succeeds (204).
+                return DeleteResult()
+            self._remove_version(txn, bucket_raw, key_raw, record)
+            return DeleteResult(record.is_delete_marker, record.s3_version_id)
+        if info.versioning == "":
+            self._remove_null_version(txn, cursor, bucket_raw, key_raw)
+            return DeleteResult()
+        null_version = info.versioning == "Suspended"
+        if null_version:
+            self._remove_null_version(txn, cursor, bucket_raw, key_raw)
+        keys.checked_version_key(bucket_raw, key_raw, 0, self.key_size_max)
+        marker = VersionRecord(
+            hlc=self.clock.tick(),
+            size_bytes=0,
+            etag="",
+            is_delete_marker=True,
+            null_version=null_version,
+        )
+        self._put_version(txn, bucket_raw, key_raw, marker)
+        return DeleteResult(delete_marker=True, s3_version_id=marker.s3_version_id)
+
+    def _put_version(
+        self, txn: lmdb.Transaction, bucket_raw: bytes, key_raw: bytes, record: VersionRecord
+    ) -> None:
+        lmdb_key = keys.checked_version_key(bucket_raw, key_raw, record.hlc, self.key_size_max)
+        assert hlc_to_ms(record.hlc) >= 0
+        written = txn.put(lmdb_key, pack_version(record), db=self.versions, overwrite=False)
+        assert written, "a version hlc was handed out twice"
+
+    def _remove_null_version(
+        self, txn: lmdb.Transaction, cursor: lmdb.Cursor, bucket_raw: bytes, key_raw: bytes
+    ) -> None:
+        record = self._null_version(cursor, bucket_raw, key_raw)
+        if record is not None:
+            self._remove_version(txn, bucket_raw, key_raw, record)
+
+    def _remove_version(
+        self, txn: lmdb.Transaction, bucket_raw: bytes, key_raw: bytes, record: VersionRecord
+    ) -> None:
+        deleted = txn.delete(keys.version_key(bucket_raw, key_raw, record.hlc), db=self.versions)
+        assert deleted
+        for chunk_index in range(record.chunk_count):
+            assert record.blob_id is not None
+            txn.delete(keys.chunk_key(record.blob_id, chunk_index), db=self.chunks)
+
+    # --- introspection (tests, metrics) ------------------------------------------------
+
+    def entry_counts(self) -> dict[str, int]:
+        with self.env.begin() as txn:
+            return {
+                name.decode(): txn.stat(db)["entries"]
+                for name, db in zip(
+                    _SUB_DATABASES,
+                    (self.buckets, self.versions, self.chunks, self.staging, self.meta),
+                    strict=True,
+                )
+            }
+
+
+def check_conditions(latest: VersionRecord | None, conditions: WriteConditions | None) -> None:
+    if conditions is None:
+        return
+    exists = latest is not None and not latest.is_delete_marker
+    if conditions.if_none_match_any and exists:
+        raise PreconditionFailed("If-None-Match: * and the key exists")
+    if conditions.if_match is not None:
+        if not exists:
+            raise PreconditionFailed("If-Match and the key does not exist")
+        assert latest is not None
+        if latest.etag != conditions.if_match:
+            raise PreconditionFailed("If-Match: the current ETag differs")
+
+
+class BodyReader:
+    """Iterates one version's body ``[start, end_exclusive)`` from one snapshot.
+
+    The read transaction is opened at construction, so a version removed (e.g. a null
+    version overwritten) between the metadata read and this call raises NoSuchVersion
+    here, before any byte is sent. Chunks are yielded as memoryviews of LMDB's memory
+    map: no copy. A yielded view is valid until ``close`` (or exhaustion): a consumer that
+    keeps bytes longer must copy them. Only the chunks overlapping the range are read.
+    """
+
+    def __init__(
+        self, engine: Engine, version: ObjectVersion, start: int, end_exclusive: int | None
+    ) -> None:
+        self._txn: lmdb.Transaction | None = engine.env.begin(buffers=True)
+        try:
+            self._record = self._find_record(engine, version)
+        except BaseException:
+            self.close()
+            raise
+        end = self._record.size_bytes if end_exclusive is None else end_exclusive
+        if start < 0 or end < start:
+            self.close()
+            raise InvalidArgument(f"invalid range [{start}, {end_exclusive})")
+        self.start = start
+        self.end_exclusive = min(end, self._record.size_bytes)
+        self._chunks = engine.chunks
+
+    def _find_record(self, engine: Engine, version: ObjectVersion) -> VersionRecord:
+        assert self._txn is not None
+        bucket_raw = keys.bucket_bytes(version.bucket)
+        key_raw = keys.object_key_bytes(version.key)
+        hlc = decode_version_id(version.version_id)
+        packed = self._txn.get(keys.version_key(bucket_raw, key_raw, hlc), db=engine.versions)
+        if packed is None:
+            raise NoSuchVersion(f"version {version.version_id} of {version.key} is gone")
+        record = unpack_version(hlc, packed)
+        if record.is_delete_marker:
+            raise InvalidArgument("a delete marker has no body")
+        return record
+
+    def __iter__(self) -> Iterator[memoryview]:
+        chunk_size = limits.chunk_size_bytes
+        position = self.start
+        while position < self.end_exclusive:
+            if self._txn is None:
+                raise InvalidArgument("body stream is closed")
+            chunk_index, offset = divmod(position, chunk_size)
+            assert self._record.blob_id is not None
+            chunk = self._txn.get(keys.chunk_key(self._record.blob_id, chunk_index), db=self._chunks)
+            assert chunk is not None, "a committed version is missing a chunk"
+            piece_end = min(len(chunk), offset + self.end_exclusive - position)
+            yield chunk[offset:piece_end]
+            position += piece_end - offset
+
+    def close(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+
+    @property
+    def closed(self) -> bool:
+        return self._txn is None

@@ -1,0 +1,158 @@
+"""Group commit: ONE writer thread owns every LMDB write transaction.
+
+Rules and theory of operation:
+
+* Callers ``submit`` an operation and get a ``concurrent.futures.Future``. The queue is
+  bounded (``limits.write_queue_length_max``); a full queue raises ``Overloaded`` at once
+  instead of growing.
+* The writer takes up to ``group_commit_writes_max`` operations and
+  ``group_commit_bytes_max`` payload bytes (at least one operation) and applies them, in
+  submission order, inside ONE write transaction. Each operation runs in its own child
+  (nested) transaction: one that raises is rolled back alone and the others still commit.
+* Only after the group's transaction commits (durable mode: fsynced by LMDB before
+  ``commit`` returns) are the futures resolved, so a resolved future means "on disk".
+  If the commit itself fails, every operation of the group fails with that error.
+* ``close`` stops accepting, lets the writer drain what was queued, and joins it.
+* A future the caller cancelled before the writer reached it is skipped (never applied).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import lmdb
+
+from storage.api import Overloaded, StorageError, limits
+from storage.engine.store import Engine
+
+# An operation is applied as ``apply(engine, child_txn)``; its return value resolves the
+# future. ``payload_bytes`` counts towards the group's byte bound.
+ApplyFunction = Callable[[Engine, lmdb.Transaction], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOperation:
+    apply: ApplyFunction
+    payload_bytes: int = 0
+    name: str = "write"
+
+
+@dataclass(slots=True)
+class _Pending:
+    operation: WriteOperation
+    future: Future[Any] = field(default_factory=Future)
+
+
+class WriterClosed(StorageError):
+    """The writer no longer accepts operations (the node is shutting down)."""
+
+
+@dataclass(slots=True)
+class WriterStats:
+    groups_committed: int = 0
+    operations_applied: int = 0
+    operations_failed: int = 0
+
+
+class GroupCommitWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queue_length_max: int = limits.write_queue_length_max,
+        group_writes_max: int = limits.group_commit_writes_max,
+        group_bytes_max: int = limits.group_commit_bytes_max,
+    ) -> None:
+        assert queue_length_max > 0 and group_writes_max > 0 and group_bytes_max > 0
+        self._engine = engine
+        self._queue_length_max = queue_length_max
+        self._group_writes_max = group_writes_max
+        self._group_bytes_max = group_bytes_max
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._condition = threading.Condition()
+        self._closing = False
+        self.stats = WriterStats()
+        self._thread = threading.Thread(target=self._run, name="squall-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, operation: WriteOperation) -> Future[Any]:
+        pending = _Pending(operation)
+        with self._condition:
+            if self._closing:
+                raise WriterClosed("the storage writer is closed")
+            if len(self._queue) >= self._queue_length_max:
+                raise Overloaded(f"write queue full ({self._queue_length_max} operations)")
+            self._queue.append(pending)
+            self._condition.notify()
+        return pending.future
+
+    def close(self) -> None:
+        """Stop accepting, apply everything already queued, and join the thread."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify()
+        self._thread.join()
+
+    # --- the writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (group := self._next_group()) is not None:
+            self._apply_group(group)
+
+    def _next_group(self) -> list[_Pending] | None:
+        with self._condition:
+            while not self._queue and not self._closing:
+                self._condition.wait()
+            if not self._queue:
+                return None
+            group = [self._queue.popleft()]
+            group_bytes = group[0].operation.payload_bytes
+            while self._queue and len(group) < self._group_writes_max:
+                next_bytes = self._queue[0].operation.payload_bytes
+                if group_bytes + next_bytes > self._group_bytes_max:
+                    break
+                group.append(self._queue.popleft())
+                group_bytes += next_bytes
+            return group
+
+    def _apply_group(self, group: list[_Pending]) -> None:
+        running = [p for p in group if p.future.set_running_or_notify_cancel()]
+        if not running:
+            return
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        try:
+            with self._engine.env.begin(write=True) as txn:
+                for pending in running:
+                    outcomes.append(self._apply_one(txn, pending))
+                self._engine.record_clock(txn)
+        except Exception as error:
+            # The group's transaction did not commit (an LMDB error such as MapFullError,
+            # or a bug): nothing of it is on disk, so every operation of it fails.
+            outcomes = [(pending, None, error) for pending in running]
+        self.stats.groups_committed += 1
+        for pending, result, error in outcomes:
+            if error is None:
+                self.stats.operations_applied += 1
+                pending.future.set_result(result)
+            else:
+                self.stats.operations_failed += 1
+                pending.future.set_exception(error)
+
+    def _apply_one(
+        self, txn: lmdb.Transaction, pending: _Pending
+    ) -> tuple[_Pending, Any, BaseException | None]:
+        child = self._engine.env.begin(write=True, parent=txn)
+        try:
+            result = pending.operation.apply(self._engine, child)
+        except Exception as error:
+            # A typed StorageError, or a bug / LMDB error: either way it is rolled back
+            # alone and surfaces to the caller that submitted it.
+            child.abort()
+            return pending, None, error
+        child.commit()
+        return pending, result, None
