@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.auth import authenticate_request
+from gateway.auth import Anonymous, AuthContext, AuthError, ChunkedError, authenticate
 from gateway.body import RequestBody
-from gateway.errors import S3Error, error_for_storage
+from gateway.checksums import ChecksumError
+from gateway.errors import S3Error, error_for_client, error_for_storage
 from gateway.router import Endpoint, route
 from gateway.s3 import buckets, listing, multidelete, objects
 from gateway.s3.common import GatewayConfig, Owner, RequestContext
@@ -110,7 +112,7 @@ class Gateway:
         query = parse_qs(query_string, keep_blank_values=True)
         endpoint = route(request.method, raw_path.decode("latin-1"), query,
                          request.headers, self.config.domains)
-        auth = authenticate_request(request, raw_path, query_string, self.config)
+        auth = self._authenticate(request, raw_path)
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
@@ -123,12 +125,34 @@ class Gateway:
         )
         return await self._dispatch(ctx, endpoint)
 
+    def _authenticate(self, request: Request, raw_path: bytes) -> AuthContext:
+        try:
+            result = authenticate(
+                request.method,
+                raw_path,
+                request.scope.get("query_string", b""),
+                request.scope["headers"],
+                self.config.credentials.get,
+                time.time(),
+                region=self.config.region,
+            )
+        except AuthError as error:
+            raise error_for_client(error) from error
+        if isinstance(result, Anonymous):
+            raise S3Error("AccessDenied", "Access Denied", 403)
+        return result
+
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]
         try:
             return await handler(ctx)
         except api.StorageError as error:
             raise error_for_storage(error, bucket=endpoint.bucket, key=endpoint.key) from error
+        except (AuthError, ChunkedError, ChecksumError) as error:
+            raise error_for_client(error) from error
+        except ClientDisconnect:
+            # The client went away mid-body; whatever was staged has been aborted.
+            raise S3Error("IncompleteBody", "The request body ended early.", 400) from None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -7,7 +7,18 @@ message AWS documents for it; the gateway renders it as the standard XML error b
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from storage import api
+
+
+class ClientError(Protocol):
+    """What the auth, aws-chunked and checksum modules raise: an S3 code, ready made."""
+
+    code: str
+    message: str
+    status: int
+    details: dict[str, str]
 
 
 class S3Error(Exception):
@@ -86,6 +97,11 @@ def error_for_storage(
         fields["Key"] = key
     headers = {"Retry-After": "1"} if code == "SlowDown" else None
     return S3Error(code, message, status, headers=headers, **fields)
+
+
+def error_for_client(error: ClientError) -> S3Error:
+    """The S3 error for an auth / payload / checksum error (they carry their own code)."""
+    return S3Error(error.code, error.message, error.status, **error.details)
 
 
 def not_implemented(what: str) -> S3Error:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Union
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape
 
@@ -26,7 +25,7 @@ from storage.api import limits
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
-Node = tuple[str, Union[str, list["Node"], None]]
+Node = tuple[str, str | list["Node"] | None]
 
 
 def _render_into(parts: list[str], node: Node) -> None:
@@ -83,7 +82,7 @@ def parse(body: bytes) -> Element:
     if not body.strip():
         raise malformed_xml()
     try:
-        root = safe_et.fromstring(body)
+        root = safe_et.fromstring(body, forbid_dtd=True)
     except (safe_et.ParseError, DefusedXmlException, ValueError) as error:
         raise malformed_xml() from error
     return root

@@ -93,7 +93,8 @@ def metadata_from_headers(headers: Headers) -> tuple[str, dict[str, str], dict[s
         else:
             del system["Content-Encoding"]
     user: dict[str, str] = {}
-    for name, value in headers.items():  # names arrive lower-case
+    for name, value in headers.items():
+        name = name.lower()  # S3 stores user metadata names lower-case
         if name.startswith(USER_METADATA_PREFIX):
             short = name[len(USER_METADATA_PREFIX) :]
             user[short] = f"{user[short]},{value}" if short in user else value

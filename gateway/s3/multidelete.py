@@ -10,7 +10,7 @@ import asyncio
 
 from starlette.responses import Response
 
-from gateway.checksums import Checksummer
+from gateway import checksums as integrity
 from gateway.errors import S3Error, error_for_storage, malformed_xml
 from gateway.s3.common import RequestContext
 from gateway.xml import Node, bool_text, child_text, children, local_name, parse, render
@@ -59,11 +59,13 @@ def _result_node(key: str, version_id: str | None, outcome: api.DeleteResult | S
 
 
 async def delete_objects(ctx: RequestContext) -> Response:
+    wanted = integrity.parse_request(ctx.headers)
     body = await ctx.body.read_all(api.limits.request_xml_body_bytes_max)
-    checksummer = Checksummer.for_request(ctx.headers)
+    checksummer = integrity.Checksummer(wanted.algorithms)
     checksummer.update(body)
-    checksummer.verify(ctx.headers, ctx.body.trailers)
-    if not checksummer.has_integrity_header(ctx.headers):
+    integrity.verify(wanted, checksummer, ctx.body.trailers)
+    if wanted.content_md5 is None and wanted.algorithm is None:
+        # AWS requires integrity data on DeleteObjects (Content-MD5 or a checksum).
         raise S3Error("InvalidRequest",
                       "Missing required header for this request: Content-MD5", 400)
     quiet, objects = _parse_request(body)

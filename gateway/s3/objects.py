@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from starlette.responses import Response, StreamingResponse
 
+from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.s3.common import (
@@ -54,6 +55,13 @@ def _write_conditions(ctx: RequestContext) -> api.WriteConditions | None:
     )
 
 
+def _stored_checksums(
+    checksummer: Checksummer, algorithms: frozenset[integrity.ChecksumAlgorithm]
+) -> dict[str, str]:
+    return {algorithm.value: checksummer.b64(algorithm) for algorithm in sorted(
+        algorithms, key=lambda a: a.value)}
+
+
 async def _stage_body(
     upload: api.Upload, pieces: AsyncIterator[bytes | memoryview], checksummer: Checksummer
 ) -> None:
@@ -71,13 +79,15 @@ async def put_object(ctx: RequestContext) -> Response:
                       "object size.", 400, ProposedSize=str(declared),
                       MaxSizeAllowed=str(api.limits.object_size_bytes_max))
     conditions = _write_conditions(ctx)
+    wanted = integrity.parse_request(ctx.headers)
     await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
-    checksummer = Checksummer.for_request(ctx.headers)
+    checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
         await _stage_body(upload, ctx.body.pieces(), checksummer)
-        checksums = checksummer.verify(ctx.headers, ctx.body.trailers)
+        integrity.verify(wanted, checksummer, ctx.body.trailers)
+        checksums = _stored_checksums(checksummer, wanted.algorithms)
         spec = api.PutSpec(
-            etag=checksummer.md5_hex(),
+            etag=checksummer.md5_digest().hex(),
             content_type=content_type,
             system_metadata=system,
             user_metadata=user,
@@ -127,12 +137,12 @@ def parse_range(header: str, size: int) -> ByteRange | None:
             raise _invalid_range(size)
         return ByteRange(max(0, size - suffix), size)
     start = int(first)
-    end = size - 1 if last == "" else int(last)
-    if end < start:
-        return None
+    if last != "" and int(last) < start:
+        return None  # syntactically invalid: ignored
     if start >= size:
         raise _invalid_range(size)
-    return ByteRange(start, min(end, size - 1) + 1)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    return ByteRange(start, end + 1)
 
 
 def _invalid_range(size: int) -> S3Error:
@@ -221,6 +231,9 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     if byte_range is not None:
         status, start, end = 206, byte_range.start, byte_range.end_exclusive
         headers["Content-Range"] = byte_range.content_range(size)
+        if end - start != size:  # a whole-object checksum does not describe a part of it
+            for name in [h for h in headers if h.startswith("x-amz-checksum-")]:
+                del headers[name]
     headers["Content-Length"] = str(end - start)
     if not send_body or end == start:
         return Response(status_code=status, headers=headers)
@@ -310,6 +323,19 @@ def _copy_metadata(
     return source.content_type, dict(source.system_metadata), dict(source.user_metadata)
 
 
+def _copy_checksum_algorithms(
+    ctx: RequestContext, source: api.ObjectVersion
+) -> frozenset[integrity.ChecksumAlgorithm]:
+    """x-amz-checksum-algorithm if given, else the algorithms the source was stored with."""
+    requested = ctx.headers.get("x-amz-checksum-algorithm")
+    names = [requested] if requested is not None else list(source.checksums)
+    try:
+        return frozenset(integrity.ChecksumAlgorithm(name.upper()) for name in names)
+    except ValueError:
+        raise invalid_argument("Invalid checksum algorithm.", "x-amz-checksum-algorithm",
+                               requested) from None
+
+
 async def copy_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     source = await _copy_source_version(ctx)
@@ -321,13 +347,14 @@ async def copy_object(ctx: RequestContext) -> Response:
                       400)
     content_type, system, user = _copy_metadata(ctx, source)
     await ctx.storage.get_bucket(ctx.bucket)
-    checksummer = Checksummer.for_copy(ctx.headers, source.checksums)
+    algorithms = _copy_checksum_algorithms(ctx, source)
+    checksummer = Checksummer(algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
         await _stage_body(upload, ctx.storage.read_body(source), checksummer)
-        checksums = checksummer.digests()
+        checksums = _stored_checksums(checksummer, algorithms)
         version = await upload.commit(
             api.PutSpec(
-                etag=checksummer.md5_hex(),
+                etag=checksummer.md5_digest().hex(),
                 content_type=content_type,
                 system_metadata=system,
                 user_metadata=user,

@@ -1,0 +1,96 @@
+"""The router against requests as AWS's API reference shows them."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import pytest
+
+from gateway.errors import S3Error
+from gateway.router import Endpoint, bucket_from_host, route
+
+DOMAINS = ("localhost", "s3.example.test")
+
+
+def _route(line: str, host: str = "127.0.0.1:9000", **headers: str) -> Endpoint:
+    method, target = line.split(" ", 1)
+    path, _, query = target.partition("?")
+    return route(method, path, parse_qs(query, keep_blank_values=True),
+                 {"host": host, **headers}, DOMAINS)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "expected"),
+    [
+        ("GET /", Endpoint("ListBuckets")),
+        ("PUT /amzn-bucket", Endpoint("CreateBucket", "amzn-bucket")),
+        ("DELETE /amzn-bucket", Endpoint("DeleteBucket", "amzn-bucket")),
+        ("HEAD /amzn-bucket", Endpoint("HeadBucket", "amzn-bucket")),
+        ("GET /amzn-bucket?location", Endpoint("GetBucketLocation", "amzn-bucket")),
+        ("GET /amzn-bucket", Endpoint("ListObjects", "amzn-bucket")),
+        ("GET /amzn-bucket/", Endpoint("ListObjects", "amzn-bucket")),
+        ("GET /amzn-bucket?list-type=2&prefix=photos/&delimiter=/",
+         Endpoint("ListObjectsV2", "amzn-bucket")),
+        ("GET /amzn-bucket?max-keys=2&prefix=N&marker=Ned", Endpoint("ListObjects", "amzn-bucket")),
+        ("POST /amzn-bucket?delete", Endpoint("DeleteObjects", "amzn-bucket")),
+        ("PUT /amzn-bucket/my-image.jpg", Endpoint("PutObject", "amzn-bucket", "my-image.jpg")),
+        ("GET /amzn-bucket/my-image.jpg", Endpoint("GetObject", "amzn-bucket", "my-image.jpg")),
+        ("GET /amzn-bucket/my-image.jpg?versionId=3HL4kqtJlcpXroDTDmJ",
+         Endpoint("GetObject", "amzn-bucket", "my-image.jpg")),
+        ("GET /amzn-bucket/my-image.jpg?response-content-type=text/plain",
+         Endpoint("GetObject", "amzn-bucket", "my-image.jpg")),
+        ("HEAD /amzn-bucket/my-image.jpg", Endpoint("HeadObject", "amzn-bucket", "my-image.jpg")),
+        ("DELETE /amzn-bucket/my-image.jpg",
+         Endpoint("DeleteObject", "amzn-bucket", "my-image.jpg")),
+        ("GET /b/a%20b/c%2Bd/%E2%82%AC", Endpoint("GetObject", "b", "a b/c+d/\u20ac")),
+        ("GET /b/a+b", Endpoint("GetObject", "b", "a+b")),
+        ("GET /b//double//slash/", Endpoint("GetObject", "b", "/double//slash/")),
+        ("GET /b/unknown-param?foo=bar", Endpoint("GetObject", "b", "unknown-param")),
+    ],
+)
+def test_path_style(request_line: str, expected: Endpoint) -> None:
+    assert _route(request_line) == expected
+
+
+def test_copy_object_needs_copy_source_header() -> None:
+    assert _route("PUT /b/k", **{"x-amz-copy-source": "/src/key"}) == Endpoint("CopyObject", "b", "k")
+
+
+@pytest.mark.parametrize(
+    ("host", "line", "expected"),
+    [
+        ("amzn-bucket.localhost:9000", "GET /", Endpoint("ListObjects", "amzn-bucket")),
+        ("amzn-bucket.localhost", "GET /photos/a.jpg",
+         Endpoint("GetObject", "amzn-bucket", "photos/a.jpg")),
+        ("my.dotted.bucket.s3.example.test", "PUT /k", Endpoint("PutObject", "my.dotted.bucket", "k")),
+        ("localhost:9000", "GET /b/k", Endpoint("GetObject", "b", "k")),
+        ("s3.example.test", "GET /", Endpoint("ListBuckets")),
+    ],
+)
+def test_virtual_host_style(host: str, line: str, expected: Endpoint) -> None:
+    assert _route(line, host=host) == expected
+
+
+def test_bucket_from_host_ignores_other_domains() -> None:
+    assert bucket_from_host("bucket.other.test", DOMAINS) is None
+    assert bucket_from_host("[::1]:9000", DOMAINS) is None
+
+
+@pytest.mark.parametrize("line", ["GET /b?tagging", "PUT /b/k?acl", "GET /b?versions"])
+def test_known_but_unserved_subresource_is_not_implemented(line: str) -> None:
+    with pytest.raises(S3Error) as caught:
+        _route(line)
+    assert (caught.value.code, caught.value.status) == ("NotImplemented", 501)
+
+
+@pytest.mark.parametrize("line", ["POST /b/k", "PATCH /b", "DELETE /", "POST /b"])
+def test_method_not_allowed(line: str) -> None:
+    with pytest.raises(S3Error) as caught:
+        _route(line)
+    assert (caught.value.code, caught.value.status) == ("MethodNotAllowed", 405)
+
+
+def test_invalid_percent_encoding_is_invalid_uri() -> None:
+    with pytest.raises(S3Error) as caught:
+        _route("GET /b/%FF%FE")
+    assert caught.value.code == "InvalidURI"
