@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.auth import Anonymous, AuthContext, AuthError, ChunkedError, authenticate
 from gateway.body import RequestBody
@@ -73,6 +73,36 @@ def error_response(error: S3Error, *, request_id: str, resource: str, method: st
     )
 
 
+class _BodyWatch:
+    """An ASGI ``receive`` that remembers whether the request body was read to its end."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.body_complete = False
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self.body_complete = True
+        return message
+
+
+def _check_header_size(headers: list[tuple[bytes, bytes]]) -> None:
+    size = sum(len(name) + len(value) + 4 for name, value in headers)  # ': ' and CRLF
+    if size > api.limits.request_header_bytes_max:
+        raise S3Error(
+            "RequestHeaderSectionTooLarge",
+            "Your request header section exceeds the maximum allowed size.",
+            400,
+            MaxSizeAllowed=str(api.limits.request_header_bytes_max),
+        )
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length != "0")
+
+
 class Gateway:
     """The ASGI application. One instance per server process."""
 
@@ -86,7 +116,8 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
-        request = Request(scope, receive)
+        watched = _BodyWatch(receive)
+        request = Request(scope, watched)
         request_id = new_request_id()
         raw_path = scope.get("raw_path") or scope["path"].encode()
         resource = raw_path.decode("latin-1").split("?", 1)[0]
@@ -105,9 +136,15 @@ class Gateway:
         response.headers.setdefault("x-amz-request-id", request_id)
         response.headers.setdefault("x-amz-id-2", request_id)
         response.headers.setdefault("Server", "Squall")
-        await response(scope, receive, send)
+        if not watched.body_complete and _has_body(request):
+            # We answer without having read the body (an early error, or a client that
+            # sent 'Expect: 100-continue' and will not send it now): the rest of the
+            # connection's bytes cannot be trusted to start a new request.
+            response.headers["Connection"] = "close"
+        await response(scope, watched, send)
 
     async def _handle(self, request: Request, request_id: str, raw_path: bytes) -> Response:
+        _check_header_size(request.scope["headers"])
         query_string = request.scope.get("query_string", b"").decode("latin-1")
         query = parse_qs(query_string, keep_blank_values=True)
         endpoint = route(request.method, raw_path.decode("latin-1"), query,

@@ -179,31 +179,51 @@ def authenticate(
     lookup_secret: SecretLookup,
     now_seconds: float,
     region: str | None = None,
+    *,
+    virtual_host_bucket: str | None = None,
 ) -> AuthContext | Anonymous:
-    """Verify a request's SigV4 signature (header or presigned URL).
+    """Verify a request's SigV4 or SigV2 signature (header or presigned URL).
 
     ``raw_path`` and ``raw_query`` are the bytes as sent on the wire (ASGI
     ``scope["raw_path"]`` and ``scope["query_string"]``); ``headers`` is ASGI
-    ``scope["headers"]``. ``region``, when given, is the only region accepted.
-    Raises :class:`AuthError`.
+    ``scope["headers"]``. ``region``, when given, is the only region accepted (SigV4).
+    ``virtual_host_bucket`` is the bucket the Host header names in a virtual-hosted
+    request (``None`` for path style): SigV2 signs it as part of the resource.
+    ``Authorization: AWS ...`` and ``?AWSAccessKeyId=..&Signature=..`` requests go to
+    :func:`gateway.auth.sigv2.verify`. Raises :class:`AuthError`.
     """
     header_map = _header_map(headers)
     query = _parse_query(raw_query)
     authorization = header_map.get("authorization")
     presigned = any(name in (b"X-Amz-Algorithm", b"X-Amz-Credential") for name, _ in query)
-    if authorization is not None and presigned:
+    presigned_v2 = any(name in (b"AWSAccessKeyId", b"Signature") for name, _ in query)
+    if authorization is not None and (presigned or presigned_v2):
         raise AuthError(
             "InvalidArgument",
             "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
             "Signature query string parameter or the Authorization header should be specified",
             400,
         )
+    if (authorization is not None and ",".join(authorization).startswith("AWS ")) or (
+        authorization is None and not presigned and presigned_v2
+    ):
+        # Imported here: sigv2 builds on this module's types and helpers.
+        from gateway.auth import sigv2
+
+        return sigv2.verify(
+            method,
+            raw_path,
+            raw_query,
+            headers,
+            lookup_secret,
+            now_seconds,
+            region,
+            bucket_from_host=virtual_host_bucket,
+        )
     if authorization is not None:
         claim = _header_claim(",".join(authorization), header_map, region)
     elif presigned:
         claim = _presigned_claim(query, header_map, region, now_seconds)
-    elif any(name in (b"AWSAccessKeyId", b"Signature") for name, _ in query):
-        raise _sigv2_error()
     else:
         return Anonymous()
     secret = lookup_secret(claim.credential.access_key)
@@ -441,8 +461,6 @@ _PAYLOAD_MODES = {mode.value: mode for mode in PayloadMode if mode is not Payloa
 def _header_claim(
     authorization: str, header_map: dict[str, list[str]], region: str | None
 ) -> _Claim:
-    if authorization.startswith("AWS "):
-        raise _sigv2_error()
     fields = _parse_authorization(authorization)
     credential = _parse_credential(fields["Credential"], _malformed_header)
     signed_headers = _parse_signed_headers(fields["SignedHeaders"], _malformed_header)
@@ -651,15 +669,6 @@ def _query_error(reason: str) -> AuthError:
 def _missing_date() -> AuthError:
     return AuthError(
         "AccessDenied", "AWS authentication requires a valid Date or x-amz-date header", 403
-    )
-
-
-def _sigv2_error() -> AuthError:
-    return AuthError(
-        "InvalidRequest",
-        "The authorization mechanism you have provided (AWS Signature Version 2) is not "
-        "supported. Please use AWS4-HMAC-SHA256 (Signature Version 4).",
-        400,
     )
 
 

@@ -199,8 +199,8 @@ def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange |
         raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive",
                                "partNumber", raw)
     if int(raw) != 1:
-        raise S3Error("InvalidPart", "The requested partnumber is not satisfiable", 400,
-                      PartNumber=raw)
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable",
+                      416, PartNumber=raw)
     return ByteRange(0, version.size_bytes)
 
 

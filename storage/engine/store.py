@@ -528,8 +528,8 @@ def check_conditions(latest: VersionRecord | None, conditions: WriteConditions |
     if conditions.if_none_match_any and exists:
         raise PreconditionFailed("If-None-Match: * and the key exists")
     if conditions.if_match is not None:
-        if not exists:
-            raise PreconditionFailed("If-Match and the key does not exist")
+        if not exists:  # AWS answers a conditional write on a missing key with 404
+            raise NoSuchKey("If-Match and the key does not exist")
         assert latest is not None
         if latest.etag != conditions.if_match:
             raise PreconditionFailed("If-Match: the current ETag differs")
