@@ -221,6 +221,16 @@ class StorageClient(Protocol):
     async def get_bucket(self, name: str) -> BucketInfo: ...
     async def list_buckets(self, owner_id: str) -> list[BucketInfo]: ...
 
+    async def put_bucket_config(self, bucket: str, name: str, document: bytes | None) -> None:
+        """Store a bucket's configuration document ``name`` ('tagging', 'cors',
+        'lifecycle', 'policy', 'notification', ...) as opaque bytes; None removes it.
+        The gateway validates and serialises; storage keeps and replicates it."""
+        ...
+
+    async def get_bucket_config(self, bucket: str, name: str) -> bytes | None:
+        """The document stored under ``name``, or None. NoSuchBucket if no bucket."""
+        ...
+
     # objects
     def open_upload(self, bucket: str, key: str) -> Upload: ...
 

@@ -94,6 +94,16 @@ class ShardedStorageClient:
         )
         return results[0]
 
+    async def put_bucket_config(self, bucket: str, name: str, document: bytes | None) -> None:
+        await self._call_all(
+            Operation.PUT_BUCKET_CONFIG, bucket=bucket, name=name, document=document
+        )
+
+    async def get_bucket_config(self, bucket: str, name: str) -> bytes | None:
+        return await self._call(
+            self._view.leader(0), Operation.GET_BUCKET_CONFIG, bucket=bucket, name=name
+        )
+
     # --- objects -----------------------------------------------------------------------
 
     def open_upload(self, bucket: str, key: str) -> ClientUpload:

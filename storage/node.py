@@ -109,6 +109,8 @@ class StorageNode:
             Operation.GET_BUCKET: self.get_bucket,
             Operation.LIST_BUCKETS: self.list_buckets,
             Operation.SET_BUCKET_VERSIONING: self.set_bucket_versioning,
+            Operation.PUT_BUCKET_CONFIG: self.put_bucket_config,
+            Operation.GET_BUCKET_CONFIG: self.get_bucket_config,
             Operation.NEW_BLOB_ID: self.new_blob_id,
             Operation.STAGE_CHUNK: self.stage_chunk,
             Operation.ABORT_UPLOAD: self.abort_upload,
@@ -156,6 +158,9 @@ class StorageNode:
     async def set_bucket_versioning(self, name: str, versioning: str) -> BucketInfo:
         return await self._write(operations.set_bucket_versioning(name, versioning))
 
+    async def put_bucket_config(self, bucket: str, name: str, document: bytes | None) -> None:
+        await self._write(operations.put_bucket_config(bucket, name, document))
+
     async def new_blob_id(self) -> bytes:
         return self.engine.new_blob_id()
 
@@ -202,6 +207,9 @@ class StorageNode:
 
     async def list_buckets(self, owner_id: str) -> list[BucketInfo]:
         return self.engine.list_buckets(owner_id)
+
+    async def get_bucket_config(self, bucket: str, name: str) -> bytes | None:
+        return self.engine.get_bucket_config(bucket, name)
 
     async def get_version(
         self,

@@ -56,6 +56,11 @@ def unescape(escaped: bytes) -> bytes:
     return escaped.replace(b"\x00\xff", b"\x00")
 
 
+def bucket_config_key(bucket: str, name: str) -> bytes:
+    """``bucket_configs`` keys: bucket 0x00 document name (both plain UTF-8)."""
+    return bucket_prefix(bucket_bytes(bucket)) + name.encode("utf-8")
+
+
 def bucket_prefix(bucket_raw: bytes) -> bytes:
     return bucket_raw + b"\x00"
 

@@ -31,6 +31,13 @@ def set_bucket_versioning(name: str, versioning: str) -> WriteOperation:
     )
 
 
+def put_bucket_config(bucket: str, name: str, document: bytes | None) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.apply_put_bucket_config(txn, bucket, name, document),
+        name="put_bucket_config",
+    )
+
+
 def stage_chunk(
     blob_id: bytes, chunk_index: int, data: bytes | bytearray | memoryview
 ) -> WriteOperation:

@@ -71,7 +71,7 @@ from storage.versions import (
 VERSIONING_STATES = ("", "Enabled", "Suspended")
 _META_HLC_LAST = b"hlc_last"
 _U64 = struct.Struct(">Q")
-_SUB_DATABASES = (b"buckets", b"versions", b"chunks", b"staging", b"meta")
+_SUB_DATABASES = (b"buckets", b"versions", b"chunks", b"staging", b"meta", b"bucket_configs")
 
 
 def wall_clock_ms() -> int:
@@ -106,9 +106,14 @@ class Engine:
             sync=durable,
             metasync=durable,
         )
-        self.buckets, self.versions, self.chunks, self.staging, self.meta = (
-            self.env.open_db(name) for name in _SUB_DATABASES
-        )
+        (
+            self.buckets,
+            self.versions,
+            self.chunks,
+            self.staging,
+            self.meta,
+            self.bucket_configs,
+        ) = (self.env.open_db(name) for name in _SUB_DATABASES)
         self.key_size_max = self.env.max_key_size()
         self.clock = HybridLogicalClock(now_ms, self._read_last_hlc())
         self.staging_blobs_collected = self.collect_staging_garbage()
@@ -205,6 +210,28 @@ class Engine:
         if cursor.set_range(prefix) and bytes(cursor.key()).startswith(prefix):
             raise BucketNotEmpty(f"bucket {name} is not empty")
         txn.delete(name_raw, db=self.buckets)
+        configs = txn.cursor(db=self.bucket_configs)
+        if configs.set_range(prefix):
+            while bytes(configs.key()).startswith(prefix):
+                if not configs.delete() or not configs.key():
+                    break
+
+    def get_bucket_config(self, bucket: str, name: str) -> bytes | None:
+        """A bucket's configuration document ``name`` (tagging, cors, ...), or None."""
+        with self.env.begin() as txn:
+            self._bucket(txn, bucket)
+            return txn.get(keys.bucket_config_key(bucket, name), db=self.bucket_configs)
+
+    def apply_put_bucket_config(
+        self, txn: lmdb.Transaction, bucket: str, name: str, document: bytes | None
+    ) -> None:
+        """Store (or with None, remove) a bucket's configuration document ``name``."""
+        self._bucket(txn, bucket)
+        config_key = keys.bucket_config_key(bucket, name)
+        if document is None:
+            txn.delete(config_key, db=self.bucket_configs)
+        else:
+            txn.put(config_key, document, db=self.bucket_configs)
 
     def apply_set_bucket_versioning(
         self, txn: lmdb.Transaction, name: str, versioning: str
@@ -515,7 +542,14 @@ class Engine:
                 name.decode(): txn.stat(db)["entries"]
                 for name, db in zip(
                     _SUB_DATABASES,
-                    (self.buckets, self.versions, self.chunks, self.staging, self.meta),
+                    (
+                        self.buckets,
+                        self.versions,
+                        self.chunks,
+                        self.staging,
+                        self.meta,
+                        self.bucket_configs,
+                    ),
                     strict=True,
                 )
             }

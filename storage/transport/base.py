@@ -25,6 +25,8 @@ class Operation(enum.Enum):
     GET_BUCKET = "get_bucket"
     LIST_BUCKETS = "list_buckets"
     SET_BUCKET_VERSIONING = "set_bucket_versioning"
+    PUT_BUCKET_CONFIG = "put_bucket_config"
+    GET_BUCKET_CONFIG = "get_bucket_config"
     NEW_BLOB_ID = "new_blob_id"
     STAGE_CHUNK = "stage_chunk"  # payload: the chunk
     ABORT_UPLOAD = "abort_upload"

@@ -12,6 +12,7 @@ import pytest
 from storage import limits
 from storage.api import (
     InvalidArgument,
+    NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
     Overloaded,
@@ -242,3 +243,22 @@ def test_three_shards_list_like_one(tmp_path: pathlib.Path) -> None:
             await single.close()
 
     asyncio.run(main())
+
+
+def test_bucket_config_documents(tmp_path: pathlib.Path) -> None:
+    async def scenario(client: ShardedStorageClient) -> None:
+        await client.create_bucket("b", "owner")
+        assert await client.get_bucket_config("b", "cors") is None
+        await client.put_bucket_config("b", "cors", b"<CORSConfiguration/>")
+        await client.put_bucket_config("b", "tagging", b"{}")
+        assert await client.get_bucket_config("b", "cors") == b"<CORSConfiguration/>"
+        await client.put_bucket_config("b", "cors", None)
+        assert await client.get_bucket_config("b", "cors") is None
+        with pytest.raises(NoSuchBucket):
+            await client.put_bucket_config("nope", "cors", b"x")
+        # Deleting the bucket drops its documents: a new bucket of that name has none.
+        await client.delete_bucket("b")
+        await client.create_bucket("b", "owner")
+        assert await client.get_bucket_config("b", "tagging") is None
+
+    run(tmp_path, scenario)
