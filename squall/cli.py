@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 DEV_ROOT_USER = "squall-dev"
 DEV_ROOT_PASSWORD = "squall-dev-secret-change-me"
@@ -37,6 +43,29 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str, bool]:
     if user and password:
         return user, password, False
     return DEV_ROOT_USER, DEV_ROOT_PASSWORD, True
+
+
+def _uvicorn_server(config: Any) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising SIGINT/SIGTERM once it has shut down.
+
+        uvicorn re-raises a captured signal after its shutdown so the default handler
+        ends the process; that would kill us before the storage is closed. We stop the
+        server on the signal, close the storage, and exit with status 0 instead.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server(config)
 
 
 async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> None:
@@ -67,7 +96,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
             access_log=args.access_log,
             timeout_keep_alive=30,
         )
-        await uvicorn.Server(config).serve()
+        await _uvicorn_server(config).serve()
     finally:
         await storage.close()
 
