@@ -1,0 +1,153 @@
+"""Fixtures: the endpoint under test, clients, and one fresh bucket per test.
+
+With S3COMPAT_ENDPOINT set, the suite judges that endpoint (moto, Ceph RGW, AWS itself).
+Without it, a session fixture starts `python -m squall serve` on a free port with a
+temporary data directory and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from s3compat_tests.support import (
+    Endpoint,
+    create_bucket,
+    empty_and_delete_bucket,
+    make_client,
+    request_timeout_seconds,
+    unique_bucket_name,
+)
+
+squall_root_user = "S3COMPATROOTUSER0000"
+squall_root_password = "s3compat-root-secret-0000000000000000000"
+server_start_timeout_seconds = 15.0
+server_stop_timeout_seconds = 10.0
+server_poll_interval_seconds = 0.1
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _answers_http(url: str) -> bool:
+    try:
+        with httpx.Client(timeout=1.0) as http:
+            http.get(url + "/")
+        return True
+    except httpx.TransportError:
+        return False
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=server_stop_timeout_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=server_stop_timeout_seconds)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[Endpoint]:
+    region = os.environ.get("S3COMPAT_REGION", "us-east-1")
+    vhost_domain = os.environ.get("S3COMPAT_VHOST_DOMAIN", "localhost")
+    url = os.environ.get("S3COMPAT_ENDPOINT")
+    if url:
+        yield Endpoint(
+            url=url.rstrip("/"),
+            access_key=os.environ["S3COMPAT_ACCESS_KEY"],
+            secret_key=os.environ["S3COMPAT_SECRET_KEY"],
+            region=region,
+            vhost_domain=vhost_domain,
+            alt_access_key=os.environ.get("S3COMPAT_ALT_ACCESS_KEY", ""),
+            alt_secret_key=os.environ.get("S3COMPAT_ALT_SECRET_KEY", ""),
+        )
+        return
+    yield from _squall_endpoint(tmp_path_factory.mktemp("squall-data"), region, vhost_domain)
+
+
+def _squall_endpoint(data_dir: Path, region: str, vhost_domain: str) -> Iterator[Endpoint]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env["SQUALL_ROOT_USER"] = squall_root_user
+    env["SQUALL_ROOT_PASSWORD"] = squall_root_password
+    command = [
+        sys.executable, "-m", "squall", "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
+    ]  # fmt: skip
+    # stderr goes to a file, not a pipe: a full pipe would block the server.
+    with tempfile.TemporaryFile() as stderr_file:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file)
+        try:
+            deadline = time.monotonic() + server_start_timeout_seconds
+            while not _answers_http(url):
+                if process.poll() is not None:
+                    stderr_file.seek(0)
+                    stderr = stderr_file.read().decode(errors="replace")
+                    pytest.fail(f"squall serve exited with {process.returncode}:\n{stderr}")
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"squall serve did not answer on {url} within "
+                        f"{server_start_timeout_seconds} s"
+                    )
+                time.sleep(server_poll_interval_seconds)
+            yield Endpoint(
+                url=url,
+                access_key=squall_root_user,
+                secret_key=squall_root_password,
+                region=region,
+                vhost_domain=vhost_domain,
+            )
+        finally:
+            _stop(process)
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint: Endpoint):
+    """The default client: path-style, SigV4, boto3's default checksum behaviour."""
+    client = make_client(s3_endpoint)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=request_timeout_seconds) as client:
+        yield client
+
+
+@pytest.fixture
+def make_bucket(s3, s3_endpoint: Endpoint) -> Iterator[Callable[[], str]]:
+    """Create as many fresh buckets as a test needs; all are emptied and deleted after."""
+    created: list[str] = []
+
+    def make(tag: str = "") -> str:
+        name = unique_bucket_name(tag)
+        create_bucket(s3, s3_endpoint, name)
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        empty_and_delete_bucket(s3, name)
+
+
+@pytest.fixture
+def bucket(make_bucket) -> str:
+    return make_bucket()

@@ -1,0 +1,137 @@
+"""Authentication failures: each has its own documented error code.
+
+Reference: https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import replace
+
+import botocore.auth
+import pytest
+from botocore.exceptions import ClientError
+
+from s3compat_tests.support import (
+    error_code,
+    http_status,
+    make_client,
+    parse_error_body,
+    sign_headers,
+    signed_request,
+)
+
+
+@pytest.fixture
+def client_factory(s3_endpoint):
+    clients = []
+
+    def make(**options):
+        client = make_client(s3_endpoint, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def test_wrong_secret_is_signature_does_not_match(client_factory, s3_endpoint, bucket):
+    wrong = client_factory(secret_key=s3_endpoint.secret_key + "x")
+    with pytest.raises(ClientError) as caught:
+        wrong.list_objects_v2(Bucket=bucket)
+    assert http_status(caught.value) == 403
+    assert error_code(caught.value) == "SignatureDoesNotMatch"
+
+
+def test_unknown_access_key_is_invalid_access_key_id(client_factory, bucket):
+    stranger = client_factory(access_key="AKIANOSUCHKEY0000000", secret_key="whatever-secret")
+    with pytest.raises(ClientError) as caught:
+        stranger.list_buckets()
+    assert http_status(caught.value) == 403
+    assert error_code(caught.value) == "InvalidAccessKeyId"
+
+
+@pytest.mark.parametrize(
+    ("method", "path_template"),
+    [
+        ("GET", "/{bucket}/private"),
+        ("GET", "/{bucket}"),
+        ("PUT", "/{bucket}/anon"),
+        ("DELETE", "/{bucket}/private"),
+    ],
+    ids=["get_object", "list_objects", "put_object", "delete_object"],
+)
+def test_anonymous_request_is_access_denied(s3, http, s3_endpoint, bucket, method, path_template):
+    s3.put_object(Bucket=bucket, Key="private", Body=b"secret")
+    response = http.request(
+        method, s3_endpoint.url + path_template.format(bucket=bucket), content=b""
+    )
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("application/xml")
+    error = parse_error_body(response.content)
+    assert error["Code"] == "AccessDenied"
+    assert error["Message"]
+    assert error["RequestId"]
+    assert s3.get_object(Bucket=bucket, Key="private")["Body"].read() == b"secret"
+
+
+def test_request_time_too_skewed(s3_endpoint, http, bucket, monkeypatch):
+    """AWS rejects a signature whose x-amz-date is more than 15 minutes off."""
+    an_hour_ago = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(
+        hours=1
+    )
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: an_hour_ago)
+    response = signed_request(http, s3_endpoint, "GET", f"/{bucket}", query="list-type=2")
+    assert response.status_code == 403
+    assert parse_error_body(response.content)["Code"] == "RequestTimeTooSkewed"
+
+
+def test_content_sha256_mismatch(s3_endpoint, http, bucket):
+    url = f"{s3_endpoint.url}/{bucket}/k"
+    headers = sign_headers(s3_endpoint, "PUT", url, body=b"signed body")
+    response = http.put(url, headers=headers, content=b"other body!")  # same length
+    assert response.status_code == 400
+    assert parse_error_body(response.content)["Code"] == "XAmzContentSHA256Mismatch"
+
+
+def test_wrong_region_in_credential_scope(s3_endpoint, http, bucket):
+    """A SigV4 scope naming another region: AuthorizationHeaderMalformed (400)."""
+    other_region = "eu-west-1" if s3_endpoint.region != "eu-west-1" else "us-west-2"
+    elsewhere = replace(s3_endpoint, region=other_region)
+    response = signed_request(http, elsewhere, "GET", f"/{bucket}", query="list-type=2")
+    assert response.status_code == 400
+    error = parse_error_body(response.content)
+    assert error["Code"] == "AuthorizationHeaderMalformed"
+    assert error.get("Region") == s3_endpoint.region
+
+
+@pytest.fixture
+def alt_client(s3_endpoint, client_factory):
+    if not s3_endpoint.alt_access_key:
+        pytest.skip("no second user: set S3COMPAT_ALT_ACCESS_KEY / S3COMPAT_ALT_SECRET_KEY")
+    return client_factory(
+        access_key=s3_endpoint.alt_access_key, secret_key=s3_endpoint.alt_secret_key
+    )
+
+
+def test_other_user_cannot_read_private_object(s3, alt_client, bucket):
+    s3.put_object(Bucket=bucket, Key="private", Body=b"secret")
+    with pytest.raises(ClientError) as caught:
+        alt_client.get_object(Bucket=bucket, Key="private")
+    assert http_status(caught.value) == 403
+    assert error_code(caught.value) == "AccessDenied"
+
+
+def test_bucket_name_taken_by_other_user(s3_endpoint, alt_client, bucket):
+    """BucketAlreadyExists (409): the name belongs to someone else, in every region."""
+    with pytest.raises(ClientError) as caught:
+        if s3_endpoint.region == "us-east-1":
+            alt_client.create_bucket(Bucket=bucket)
+        else:
+            alt_client.create_bucket(
+                Bucket=bucket,
+                CreateBucketConfiguration={"LocationConstraint": s3_endpoint.region},
+            )
+    assert http_status(caught.value) == 409
+    assert error_code(caught.value) == "BucketAlreadyExists"
