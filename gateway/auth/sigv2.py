@@ -17,9 +17,11 @@ of ``Date``). The payload is not signed: the gateway checks ``Content-MD5`` (and
 As with SigV4, the server rebuilds the string the client signed from what arrived:
 
 * **Date.** The ``Date`` header, or ``Expires`` for a presigned URL. When ``x-amz-date``
-  is present the spec says the Date line is empty (s3cmd does that: it sends no
-  ``Date``); botocore always signs its own ``Date`` header, and MinIO signs ``Date``
-  whatever ``x-amz-date`` says, so that form is accepted too.
+  is present the spec's text says the Date line is empty (s3cmd does that: it sends no
+  ``Date``), its own DELETE example puts the ``x-amz-date`` value there instead (and
+  leaves it out of the amz headers), and botocore and MinIO sign the ``Date`` header
+  whatever ``x-amz-date`` says: all three forms are accepted. The request time checked
+  against the clock is ``x-amz-date``, else ``Date``.
 * **CanonicalizedAmzHeaders.** ``x-amz-*`` names lower-cased and sorted, each value
   trimmed and unfolded, repeated headers joined with ``,``; one ``name:value\\n`` line
   each. In a presigned URL, botocore moves ``x-amz-*``, ``Content-Type`` and
@@ -27,7 +29,9 @@ As with SigV4, the server rebuilds the string the client signed from what arrive
   that header when the request does not carry the header itself.
 * **CanonicalizedResource.** ``/bucket`` for a virtual-hosted request, then the path
   exactly as sent (not decoded, not normalized), then ``?`` and the signed
-  sub-resources sorted by name, ``name=decoded value`` (or just ``name``).
+  sub-resources sorted by name, ``name=decoded value`` (or just ``name``). For the
+  bucket itself, ``/bucket`` and ``/bucket/`` are both accepted in either style
+  (botocore sends ``/bucket`` path style and signs ``/bucket/``).
 
 Clients disagree on which sub-resources are signed and how their values are written:
 everyone signs :data:`SUBRESOURCES` (AWS's list, the ``response-*`` overrides and
@@ -35,11 +39,11 @@ everyone signs :data:`SUBRESOURCES` (AWS's list, the ``response-*`` overrides an
 ``accelerate`` and ``object-lock`` while minio-go signs ``encryption`` and botocore does
 not, and s3cmd signs values percent-encoded where botocore decodes them. The verifier
 therefore tries a few variants (with and without each sub-resource of
-:data:`OPTIONAL_SUBRESOURCES` present, decoded or as-sent values, the two Date forms)
-and accepts the request when one matches; a request without such parameters has one
-or two variants. Each variant is a full HMAC of everything else, so the only freedom
-this gives an attacker replaying a captured request is to append one of those optional
-parameters unsigned.
+:data:`OPTIONAL_SUBRESOURCES` present, decoded or as-sent values, the Date forms below)
+and accepts the request when one matches; a typical request has one to three variants.
+Each variant is a full HMAC over everything else the gateway acts on, so the only
+freedom this gives an attacker replaying a captured request is to append one of those
+optional parameters unsigned (or to add a trailing ``/`` to a bare bucket path).
 
 Signatures are compared with :func:`hmac.compare_digest`. There is no I/O and no clock:
 the caller passes ``now_seconds`` and a secret lookup.
@@ -178,16 +182,17 @@ def verify(
     if authorization is not None:
         presigned = False
         access_key, signature = _parse_authorization(",".join(authorization))
-        date_lines, request_time, given_date = _header_dates(header_map)
+        request_time, given_date = _request_time(header_map)
         signed_time = request_time
-        fields = _header_fields(header_map, {})
+        content_md5, content_type, amz = _header_fields(header_map, {})
+        date_forms = _date_forms(header_map, amz)
     else:
         presigned = True
         access_key, signature, expires = _query_auth(query)
         _check_expiry(expires, now_seconds)
-        date_lines = [expires.encode()]
         signed_time = int(expires)  # the only time a presigned URL signs
-        fields = _header_fields(header_map, _query_header_fields(query))
+        content_md5, content_type, amz = _header_fields(header_map, _query_header_fields(query))
+        date_forms = [(expires.encode(), amz)]
     secret = lookup_secret(access_key)
     if secret is None:
         raise AuthError(
@@ -198,15 +203,13 @@ def verify(
         )
     if request_time is not None:
         _check_skew(request_time, now_seconds, given_date)  # signed_time is now sane
-    resource_path = raw_path or b"/"
-    if bucket_from_host:
-        resource_path = b"/" + bucket_from_host.encode() + resource_path
-    content_md5, content_type, amz = fields
+    resource_paths = _resource_paths(raw_path or b"/", bucket_from_host)
     candidates = list(
         dict.fromkeys(
-            string_to_sign(method, content_md5, content_type, date, amz, resource)
-            for date in date_lines
-            for resource in canonical_resources(resource_path, query)
+            string_to_sign(method, content_md5, content_type, date, amz_headers, resource)
+            for date, amz_headers in date_forms
+            for path in resource_paths
+            for resource in canonical_resources(path, query)
         )
     )
     provided = signature.encode()
@@ -234,6 +237,21 @@ def string_to_sign(
     head = f"{method.upper()}\n{content_md5}\n{content_type}\n".encode()
     amz = "".join(f"{name}:{amz_headers[name]}\n" for name in sorted(amz_headers)).encode()
     return head + date + b"\n" + amz + resource
+
+
+def _resource_paths(raw_path: bytes, bucket_from_host: str | None) -> list[bytes]:
+    """The resource's path: as sent, after ``/bucket`` for a virtual-hosted request.
+
+    A request for the bucket itself has two spellings: botocore sends path style
+    ``/bucket`` but signs ``/bucket/`` (the virtual-hosted form), and a client that
+    builds a virtual-hosted URL with an empty path signs ``/bucket``: both are tried.
+    """
+    if bucket_from_host:
+        bucket = b"/" + bucket_from_host.encode()
+        return [bucket + raw_path, bucket] if raw_path == b"/" else [bucket + raw_path]
+    if raw_path != b"/" and raw_path.count(b"/") == 1:  # path style, the bucket itself
+        return [raw_path, raw_path + b"/"]
+    return [raw_path]
 
 
 def canonical_resources(resource_path: bytes, query: Sequence[_QueryPiece]) -> Iterator[bytes]:
@@ -280,7 +298,9 @@ def _parse_query(raw_query: bytes) -> list[_QueryPiece]:
         if raw:
             name, equals, value = raw.replace(b"+", b" ").partition(b"=")
             decoded_name = unquote_to_bytes(name).decode("utf-8", "replace")
-            pieces.append(_QueryPiece(raw, decoded_name, unquote_to_bytes(value) if equals else None))
+            pieces.append(
+                _QueryPiece(raw, decoded_name, unquote_to_bytes(value) if equals else None)
+            )
     return pieces
 
 
@@ -327,21 +347,37 @@ def _query_auth(query: Sequence[_QueryPiece]) -> tuple[str, str, str]:
     return found["AWSAccessKeyId"], signature, expires
 
 
-def _header_dates(header_map: dict[str, list[str]]) -> tuple[list[bytes], float, str]:
-    """(Date-line variants, request time in epoch seconds, the date header as sent)."""
+def _request_time(header_map: dict[str, list[str]]) -> tuple[float, str]:
+    """(Request time in epoch seconds, as sent): ``x-amz-date`` wins over ``Date``."""
+    given = _single_header(header_map, "x-amz-date")
+    if given is None:
+        given = _single_header(header_map, "date")
+    seconds = None if given is None else _parse_date(given)
+    if given is None or seconds is None:
+        raise _missing_date()
+    return seconds, given
+
+
+def _date_forms(
+    header_map: dict[str, list[str]], amz: dict[str, str]
+) -> list[tuple[bytes, dict[str, str]]]:
+    """(Date line, amz headers) as header-signing clients write them.
+
+    Without ``x-amz-date`` the Date line is the ``Date`` header. With it, the spec's text
+    says the Date line is empty (s3cmd); botocore and MinIO use the ``Date`` header
+    anyway; the spec's own DELETE example moves the ``x-amz-date`` value to the Date
+    line and leaves it out of the amz headers.
+    """
     http_date = _single_header(header_map, "date")
     amz_date = _single_header(header_map, "x-amz-date")
-    given = amz_date if amz_date is not None else http_date
-    if given is None:
-        raise _missing_date()
-    seconds = _parse_date(given)
-    if seconds is None:
-        raise _missing_date()
     if amz_date is None:
-        lines = [given.encode()]
-    else:
-        lines = [b""] + ([http_date.encode()] if http_date is not None else [])
-    return lines, seconds, given
+        return [((http_date or "").encode(), amz)]
+    forms = [(b"", amz)]
+    if http_date is not None:
+        forms.append((http_date.encode(), amz))
+    without = {name: value for name, value in amz.items() if name != "x-amz-date"}
+    forms.append((amz_date.encode(), without))
+    return forms
 
 
 def _parse_date(value: str) -> float | None:

@@ -43,6 +43,11 @@ The same canonical form serves the two ways to carry a signature:
   ``UNSIGNED-PAYLOAD`` unless ``x-amz-content-sha256`` is sent, and the URL is valid
   for ``X-Amz-Expires`` seconds after ``X-Amz-Date``.
 
+Signature Version 2 (``Authorization: AWS AK:signature``, or a presigned URL with
+``AWSAccessKeyId``, ``Signature`` and ``Expires``: what boto3's ``generate_presigned_url``
+still produces by default) is verified by :mod:`gateway.auth.sigv2`; :func:`authenticate`
+hands such requests over.
+
 Rules
 -----
 * No I/O, no clock: the caller passes ``now_seconds`` and a secret lookup.
@@ -204,13 +209,15 @@ def authenticate(
             "Signature query string parameter or the Authorization header should be specified",
             400,
         )
-    if (authorization is not None and ",".join(authorization).startswith("AWS ")) or (
-        authorization is None and not presigned and presigned_v2
-    ):
+    if authorization is not None:
+        sigv2 = ",".join(authorization).startswith("AWS ")
+    else:
+        sigv2 = presigned_v2 and not presigned
+    if sigv2:
         # Imported here: sigv2 builds on this module's types and helpers.
-        from gateway.auth import sigv2
+        from gateway.auth.sigv2 import verify as verify_sigv2
 
-        return sigv2.verify(
+        return verify_sigv2(
             method,
             raw_path,
             raw_query,

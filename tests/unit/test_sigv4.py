@@ -16,7 +16,7 @@ import pytest
 from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.config import Config
 from botocore.credentials import Credentials
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.auth import sigv4
@@ -285,6 +285,9 @@ unusual_text = st.text(
     params=st.lists(st.tuples(unusual_text, st.text(max_size=20)), max_size=4),
 )
 def test_hypothesis_keys_and_query_parameters(key: str, params: list[tuple[str, str]]) -> None:
+    # Authentication parameters (Hypothesis finds these names in the code) mean something else.
+    auth_names = {"AWSAccessKeyId", "Signature"}
+    assume(not any(k in auth_names or k.lower().startswith("x-amz-") for k, _ in params))
     query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in params)
     wire = botocore_sign("GET", key_url("bkt", key, query))
     assert isinstance(wire.verify(), AuthContext)
@@ -560,13 +563,16 @@ def test_presigned_with_content_sha256_header() -> None:
 
 def test_anonymous_and_unsupported_schemes() -> None:
     assert isinstance(Wire("GET", f"{ENDPOINT}/bkt/k?x=1", {}).verify(), Anonymous)
+    # SigV2 is verified by gateway.auth.sigv2 (tests/unit/test_sigv2.py): these two fail
+    # there, for want of a date and for having expired, not as an unsupported scheme.
     sigv2 = Wire("GET", f"{ENDPOINT}/bkt/k", {"Authorization": "AWS AK:c2lnbmF0dXJl"})
-    error = expect_error("InvalidRequest", sigv2.verify)
-    assert "Signature Version 4" in error.message
-    expect_error(
-        "InvalidRequest",
+    error = expect_error("AccessDenied", sigv2.verify)
+    assert "Date" in error.message
+    error = expect_error(
+        "AccessDenied",
         Wire("GET", f"{ENDPOINT}/b/k?AWSAccessKeyId=A&Signature=s&Expires=1", {}).verify,
     )
+    assert error.message == "Request has expired"
     sigv4a = Wire("GET", f"{ENDPOINT}/b", {"Authorization": "AWS4-ECDSA-P256-SHA256 Credential=x"})
     expect_error("InvalidRequest", sigv4a.verify)
     expect_error(
