@@ -22,7 +22,7 @@ from gateway.auth import Anonymous, AuthContext, AuthError, ChunkedError, authen
 from gateway.body import RequestBody
 from gateway.checksums import ChecksumError
 from gateway.errors import S3Error, error_for_client, error_for_storage
-from gateway.router import Endpoint, route
+from gateway.router import Endpoint, bucket_from_host, route
 from gateway.s3 import buckets, listing, multidelete, objects
 from gateway.s3.common import GatewayConfig, Owner, RequestContext
 from gateway.xml import render
@@ -149,7 +149,10 @@ class Gateway:
         query = parse_qs(query_string, keep_blank_values=True)
         endpoint = route(request.method, raw_path.decode("latin-1"), query,
                          request.headers, self.config.domains)
-        auth = self._authenticate(request, raw_path)
+        auth = self._authenticate(
+            request, raw_path, bucket_from_host(request.headers.get("host", ""),
+                                                self.config.domains)
+        )
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
@@ -162,7 +165,9 @@ class Gateway:
         )
         return await self._dispatch(ctx, endpoint)
 
-    def _authenticate(self, request: Request, raw_path: bytes) -> AuthContext:
+    def _authenticate(
+        self, request: Request, raw_path: bytes, host_bucket: str | None
+    ) -> AuthContext:
         try:
             result = authenticate(
                 request.method,
@@ -172,6 +177,7 @@ class Gateway:
                 self.config.credentials.get,
                 time.time(),
                 region=self.config.region,
+                virtual_host_bucket=host_bucket,
             )
         except AuthError as error:
             raise error_for_client(error) from error
