@@ -92,6 +92,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
             http="httptools",
             lifespan="on",
             server_header=False,
+            proxy_headers=False,  # no proxy is trusted: X-Forwarded-* are not believed
             log_level=args.log_level,
             access_log=args.access_log,
             timeout_keep_alive=30,

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
+from gateway.responses import BodyResponse
 from gateway.s3.common import (
     RequestContext,
     check_read_conditions,
@@ -237,11 +238,8 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     headers["Content-Length"] = str(end - start)
     if not send_body or end == start:
         return Response(status_code=status, headers=headers)
-    return StreamingResponse(
-        ctx.storage.read_body(version, start, end),
-        status_code=status,
-        headers=headers,
-    )
+    return BodyResponse(ctx.storage.read_body(version, start, end), status_code=status,
+                        headers=headers)
 
 
 async def get_object(ctx: RequestContext) -> Response:
