@@ -22,6 +22,7 @@ Rules and theory of operation:
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -189,12 +190,12 @@ def _checked_segments(
         raise InvalidArgument("CompleteMultipartUpload names no part")
     if len(parts) > limits.parts_per_upload_max:
         raise InvalidArgument(f"at most {limits.parts_per_upload_max} parts")
+    # Checked as S3 does: the order of the whole list first, then each part.
+    numbers = [named.part_number for named in parts]
+    if any(later <= earlier for earlier, later in itertools.pairwise(numbers)):
+        raise InvalidPartOrder("the list of parts was not in ascending order")
     segments: list[Segment] = []
-    previous_number = 0
     for index, named in enumerate(parts):
-        if named.part_number <= previous_number:
-            raise InvalidPartOrder("the list of parts was not in ascending order")
-        previous_number = named.part_number
         _check_part_number(named.part_number)
         packed = txn.get(keys.part_key(upload_id_raw, named.part_number), db=engine.parts)
         part = None if packed is None else unpack_part(packed)
