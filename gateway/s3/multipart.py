@@ -36,6 +36,7 @@ from gateway.s3.common import (
     metadata_from_headers,
     precondition_failed,
 )
+from gateway.s3.listing import _encoder
 from gateway.s3.objects import (
     _copy_source_version,
     _stage_body,
@@ -397,16 +398,6 @@ async def list_parts(ctx: RequestContext) -> Response:
         nodes += [("ChecksumAlgorithm", upload.checksum_algorithm),
                   ("ChecksumType", upload.checksum_type)]
     return _xml_response("ListPartsResult", nodes)
-
-
-def _encoder(ctx: RequestContext):  # type: ignore[no-untyped-def]
-    encoding = ctx.query_value("encoding-type")
-    if encoding is None:
-        return lambda text: text
-    if encoding != "url":
-        raise invalid_argument("Invalid Encoding Method specified in Request",
-                               "encoding-type", encoding)
-    return lambda text: quote(text, safe="/")
 
 
 async def list_multipart_uploads(ctx: RequestContext) -> Response:

@@ -63,7 +63,9 @@ def _stored_checksums(
 
 
 async def _stage_body(
-    upload: api.Upload, pieces: AsyncIterator[bytes | memoryview], checksummer: Checksummer
+    upload: api.Upload | api.PartUpload,
+    pieces: AsyncIterator[bytes | memoryview],
+    checksummer: Checksummer,
 ) -> None:
     async for piece in pieces:
         checksummer.update(piece)
