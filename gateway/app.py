@@ -23,7 +23,7 @@ from gateway.body import RequestBody
 from gateway.checksums import ChecksumError
 from gateway.errors import S3Error, error_for_client, error_for_storage
 from gateway.router import Endpoint, bucket_from_host, route
-from gateway.s3 import buckets, listing, multidelete, objects
+from gateway.s3 import buckets, listing, multidelete, multipart, objects
 from gateway.s3.common import GatewayConfig, Owner, RequestContext
 from gateway.xml import render
 from storage import api
@@ -46,6 +46,13 @@ HANDLERS: dict[str, Handler] = {
     "GetObject": objects.get_object,
     "HeadObject": objects.head_object,
     "DeleteObject": objects.delete_object,
+    "CreateMultipartUpload": multipart.create_multipart_upload,
+    "UploadPart": multipart.upload_part,
+    "UploadPartCopy": multipart.upload_part_copy,
+    "CompleteMultipartUpload": multipart.complete_multipart_upload,
+    "AbortMultipartUpload": multipart.abort_multipart_upload,
+    "ListParts": multipart.list_parts,
+    "ListMultipartUploads": multipart.list_multipart_uploads,
 }
 
 

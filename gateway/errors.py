@@ -76,6 +76,30 @@ _STORAGE_ERRORS: dict[type[api.StorageError], tuple[str, int, str]] = {
     api.KeyTooLong: ("KeyTooLongError", 400, "Your key is too long"),
     api.Overloaded: ("SlowDown", 503, "Please reduce your request rate."),
     api.InvalidArgument: ("InvalidArgument", 400, "Invalid Argument"),
+    api.NoSuchUpload: (
+        "NoSuchUpload",
+        404,
+        "The specified multipart upload does not exist. The upload ID might be invalid, or "
+        "the multipart upload might have been aborted or completed.",
+    ),
+    api.InvalidPart: (
+        "InvalidPart",
+        400,
+        "One or more of the specified parts could not be found. The part might not have "
+        "been uploaded, or the specified entity tag might not have matched the part's "
+        "entity tag.",
+    ),
+    api.InvalidPartOrder: (
+        "InvalidPartOrder",
+        400,
+        "The list of parts was not in ascending order. The parts list must be specified "
+        "in order by part number.",
+    ),
+    api.EntityTooSmall: (
+        "EntityTooSmall",
+        400,
+        "Your proposed upload is smaller than the minimum allowed object size.",
+    ),
 }
 
 

@@ -62,6 +62,15 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", OBJECT, None, "GetObject"),
     Route("HEAD", OBJECT, None, "HeadObject"),
     Route("DELETE", OBJECT, None, "DeleteObject"),
+    # Multipart upload. UploadPart's query is '?partNumber=N&uploadId=ID': partNumber
+    # selects nothing by itself, so the sub-resource is 'uploadId'.
+    Route("POST", OBJECT, "uploads", "CreateMultipartUpload"),
+    Route("PUT", OBJECT, "uploadId", "UploadPartCopy", header="x-amz-copy-source"),
+    Route("PUT", OBJECT, "uploadId", "UploadPart"),
+    Route("POST", OBJECT, "uploadId", "CompleteMultipartUpload"),
+    Route("DELETE", OBJECT, "uploadId", "AbortMultipartUpload"),
+    Route("GET", OBJECT, "uploadId", "ListParts"),
+    Route("GET", BUCKET, "uploads", "ListMultipartUploads"),
 )
 
 

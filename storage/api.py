@@ -14,7 +14,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,7 +28,13 @@ __all__ = [
     "ListPage",
     "ListVersionsPage",
     "DeleteResult",
+    "MultipartUploadInfo",
+    "PartInfo",
+    "CompletedPart",
+    "ListPartsPage",
+    "ListUploadsPage",
     "Upload",
+    "PartUpload",
     "StorageClient",
     "StorageError",
     "NoSuchBucket",
@@ -41,6 +47,10 @@ __all__ = [
     "KeyTooLong",
     "Overloaded",
     "InvalidArgument",
+    "NoSuchUpload",
+    "InvalidPart",
+    "InvalidPartOrder",
+    "EntityTooSmall",
     "limits",
 ]
 
@@ -81,6 +91,10 @@ class ObjectVersion:
     s3_version_id: str = "null"
     is_latest: bool = True
     storage_class: str = "STANDARD"
+    # Sizes of the parts of an object made by CompleteMultipartUpload, in part order;
+    # () for an object written in one piece. Part N is bytes
+    # [sum(part_sizes[:N-1]), sum(part_sizes[:N])) of the body.
+    part_sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +152,62 @@ class DeleteResult:
     s3_version_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MultipartUploadInfo:
+    """An upload started by CreateMultipartUpload and not yet completed or aborted."""
+
+    bucket: str
+    key: str
+    upload_id: str  # opaque and unguessable
+    initiated_ms: int
+    # The new object's metadata as given at Create; its ``etag`` and ``checksums`` are
+    # empty (Complete supplies them).
+    spec: PutSpec
+    # '' or 'CRC32' | 'CRC32C' | 'CRC64NVME' | 'SHA1' | 'SHA256' (x-amz-checksum-algorithm)
+    checksum_algorithm: str = ""
+    # '' or 'COMPOSITE' | 'FULL_OBJECT' (x-amz-checksum-type), set with the algorithm.
+    checksum_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    part_number: int
+    size_bytes: int
+    etag: str  # hex MD5 of the part, without quotes
+    last_modified_ms: int
+    checksum: str = ""  # base64 digest of the upload's checksum algorithm, '' if none
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedPart:
+    """One entry of CompleteMultipartUpload: the part must exist with this ETag (and this
+    checksum when one is given), checked at the commit point."""
+
+    part_number: int
+    etag: str  # without quotes
+    checksum: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListPartsPage:
+    upload: MultipartUploadInfo
+    parts: tuple[PartInfo, ...]
+    is_truncated: bool
+    next_part_number_marker: int | None  # the last part listed when truncated
+
+
+@dataclass(frozen=True, slots=True)
+class ListUploadsPage:
+    """Uploads in (key UTF-8 byte order, initiation order); common prefixes with a
+    delimiter, as ListObjects rolls them up."""
+
+    uploads: tuple[MultipartUploadInfo, ...]
+    common_prefixes: tuple[str, ...]
+    is_truncated: bool
+    next_key_marker: str | None
+    next_upload_id_marker: str | None
+
+
 # --- errors ------------------------------------------------------------------------------
 
 
@@ -185,6 +255,22 @@ class InvalidArgument(StorageError):
     pass
 
 
+class NoSuchUpload(StorageError):
+    """The multipart upload does not exist (never did, completed, or aborted)."""
+
+
+class InvalidPart(StorageError):
+    """A part named in Complete was not uploaded, or its ETag/checksum differs."""
+
+
+class InvalidPartOrder(StorageError):
+    """Complete named its parts out of ascending order (or one twice)."""
+
+
+class EntityTooSmall(StorageError):
+    """A part other than the last is smaller than ``limits.part_size_bytes_min``."""
+
+
 # --- protocols ---------------------------------------------------------------------------
 
 
@@ -208,6 +294,25 @@ class Upload(Protocol):
     async def abort(self) -> None: ...
 
     async def __aenter__(self) -> Upload: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+class PartUpload(Protocol):
+    """A part's body being staged, as ``Upload`` stages an object's. Use as
+    ``async with client.upload_part(...)``; ``commit`` makes it the upload's part
+    ``part_number`` (replacing any earlier one, whose bytes are freed)."""
+
+    async def write(self, data: bytes | memoryview) -> None: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
+    async def commit(self, etag: str, checksum: str = "") -> PartInfo: ...
+
+    async def abort(self) -> None: ...
+
+    async def __aenter__(self) -> PartUpload: ...
 
     async def __aexit__(self, *exc_info: object) -> None: ...
 
@@ -286,5 +391,56 @@ class StorageClient(Protocol):
     async def set_bucket_versioning(self, name: str, versioning: str) -> BucketInfo:
         """``versioning`` is 'Enabled' or 'Suspended' (a bucket never returns to '')."""
         ...
+
+    # multipart uploads
+    async def create_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        spec: PutSpec,
+        checksum_algorithm: str = "",
+        checksum_type: str = "",
+    ) -> MultipartUploadInfo: ...
+
+    def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int) -> PartUpload:
+        """Stage one part's body; NoSuchUpload surfaces at ``commit``."""
+        ...
+
+    async def complete_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        etag: str,
+        checksums: Mapping[str, str] | None = None,
+        conditions: WriteConditions | None = None,
+    ) -> ObjectVersion:
+        """Make the named parts, in order, the key's new version without copying them
+        (the version's body is the list of their blobs); parts not named are freed.
+        ``etag`` and ``checksums`` are the object's, computed by the caller from the
+        parts. Raises NoSuchUpload, InvalidPart, InvalidPartOrder, EntityTooSmall."""
+        ...
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None: ...
+
+    async def list_parts(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number_marker: int = 0,
+        max_parts: int = 1000,
+    ) -> ListPartsPage: ...
+
+    async def list_multipart_uploads(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> ListUploadsPage: ...
 
     async def close(self) -> None: ...

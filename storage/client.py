@@ -11,7 +11,10 @@ Rules and theory of operation:
   ``max_keys`` items after the marker; the merged first ``max_keys`` are then exact).
 * An upload buffers at most one chunk, stages each full chunk as soon as it is full
   (at most ``limits.upload_chunks_in_flight_max`` staged chunks in flight per upload),
-  and sends the tail inside the commit: a small PUT is ONE writer operation.
+  and sends the tail inside the commit: a small PUT is ONE writer operation. A part of
+  a multipart upload is staged the same way (``ClientPartUpload``); multipart
+  operations route by ``bucket/key`` like object operations, so an upload's parts and
+  its completed object live on one shard.
 """
 
 from __future__ import annotations
@@ -20,16 +23,21 @@ import asyncio
 import collections
 import logging
 import pathlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Self
 
 from storage.api import (
     BucketInfo,
+    CompletedPart,
     DeleteResult,
     InvalidArgument,
     ListPage,
+    ListPartsPage,
+    ListUploadsPage,
     ListVersionsPage,
+    MultipartUploadInfo,
     ObjectVersion,
+    PartInfo,
     PutSpec,
     StorageError,
     WriteConditions,
@@ -40,7 +48,7 @@ from storage.placement import View, single_node_view
 from storage.transport.base import Operation, Payload, Request, Transport
 from storage.transport.local import LocalTransport
 
-__all__ = ["ShardedStorageClient", "ClientUpload", "open_embedded"]
+__all__ = ["ShardedStorageClient", "ClientUpload", "ClientPartUpload", "open_embedded"]
 
 _log = logging.getLogger(__name__)
 EMBEDDED_NODE_ID = "node-0"
@@ -188,6 +196,101 @@ class ShardedStorageClient:
         )
         return pages[0] if len(pages) == 1 else _merge_version_pages(pages, max_keys)
 
+    # --- multipart uploads -------------------------------------------------------------
+
+    async def create_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        spec: PutSpec,
+        checksum_algorithm: str = "",
+        checksum_type: str = "",
+    ) -> MultipartUploadInfo:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.CREATE_MULTIPART_UPLOAD,
+            bucket=bucket,
+            key=key,
+            spec=spec,
+            checksum_algorithm=checksum_algorithm,
+            checksum_type=checksum_type,
+        )
+
+    def upload_part(
+        self, bucket: str, key: str, upload_id: str, part_number: int
+    ) -> ClientPartUpload:
+        node_id = self._object_leader(bucket, key)
+        return ClientPartUpload(self._transport, node_id, bucket, key, upload_id, part_number)
+
+    async def complete_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        etag: str,
+        checksums: Mapping[str, str] | None = None,
+        conditions: WriteConditions | None = None,
+    ) -> ObjectVersion:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.COMPLETE_MULTIPART_UPLOAD,
+            bucket=bucket,
+            key=key,
+            upload_id=upload_id,
+            parts=tuple(parts),
+            etag=etag,
+            checksums=dict(checksums or {}),
+            conditions=conditions,
+        )
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        await self._call(
+            self._object_leader(bucket, key),
+            Operation.ABORT_MULTIPART_UPLOAD,
+            bucket=bucket,
+            key=key,
+            upload_id=upload_id,
+        )
+
+    async def list_parts(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number_marker: int = 0,
+        max_parts: int = 1000,
+    ) -> ListPartsPage:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.LIST_PARTS,
+            bucket=bucket,
+            key=key,
+            upload_id=upload_id,
+            part_number_marker=part_number_marker,
+            max_parts=max_parts,
+        )
+
+    async def list_multipart_uploads(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> ListUploadsPage:
+        pages: list[ListUploadsPage] = await self._call_all(
+            Operation.LIST_MULTIPART_UPLOADS,
+            bucket=bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            key_marker=key_marker,
+            upload_id_marker=upload_id_marker,
+            max_uploads=max_uploads,
+        )
+        return pages[0] if len(pages) == 1 else _merge_upload_pages(pages, max_uploads)
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -237,12 +340,35 @@ def _merge_version_pages(pages: list[ListVersionsPage], max_keys: int) -> ListVe
     return ListVersionsPage(versions, prefixes, True, last.key, last.s3_version_id)
 
 
+def _merge_upload_pages(pages: list[ListUploadsPage], max_uploads: int) -> ListUploadsPage:
+    # All uploads of one key live on one shard: (key, position in its shard's page) is
+    # the global order, as for versions.
+    items: list[tuple[bytes, int, MultipartUploadInfo | str]] = []
+    for page in pages:
+        items.extend((u.key.encode("utf-8"), i, u) for i, u in enumerate(page.uploads))
+        items.extend((p.encode("utf-8"), -1, p) for p in page.common_prefixes)
+    unique = {(name, order): item for name, order, item in items}
+    ordered = [unique[position] for position in sorted(unique)]
+    max_uploads = min(max(max_uploads, 0), limits.list_uploads_max)
+    kept = ordered[:max_uploads]
+    truncated = len(ordered) > max_uploads or any(page.is_truncated for page in pages)
+    uploads = tuple(item for item in kept if isinstance(item, MultipartUploadInfo))
+    prefixes = tuple(item for item in kept if isinstance(item, str))
+    if not truncated or not kept:
+        return ListUploadsPage(uploads, prefixes, truncated, None, None)
+    last = kept[-1]
+    if isinstance(last, str):
+        return ListUploadsPage(uploads, prefixes, True, last, None)
+    return ListUploadsPage(uploads, prefixes, True, last.key, last.upload_id)
+
+
 class UploadClosed(StorageError):
     """write/commit after the upload was committed or aborted."""
 
 
-class ClientUpload:
-    """``api.Upload``: stages full chunks as they fill; commit sends the tail."""
+class _StagedBody:
+    """A body staged chunk by chunk as it is written; subclasses say what commit makes
+    of it. Stages full chunks as they fill; commit sends the tail."""
 
     def __init__(self, transport: Transport, node_id: str, bucket: str, key: str) -> None:
         self._transport = transport
@@ -303,26 +429,24 @@ class ClientUpload:
         if self._finished:
             raise UploadClosed(f"upload of {self.bucket}/{self.key} is finished")
 
-    async def commit(
-        self, spec: PutSpec, conditions: WriteConditions | None = None
-    ) -> ObjectVersion:
+    async def _commit(self, operation: Operation, arguments: dict[str, Any]) -> Any:
+        """Send the commit with the tail chunk; the upload is finished once it succeeds
+        (if it fails, leaving the ``async with`` block aborts and frees the staging)."""
         self._check_open()
         await self._drain_in_flight()
         arguments = {
-            "bucket": self.bucket,
-            "key": self.key,
+            **arguments,
             "blob_id": self._blob_id,
             "size_bytes": self._size_bytes,
-            "spec": spec,
-            "conditions": conditions,
             "tail_chunk_index": self._chunks_staged,
         }
         tail = self._buffer if self._buffer else None
-        request = Request(Operation.COMMIT_VERSION, arguments, payload=tail)
-        version: ObjectVersion = await self._transport.call(self._node_id, request)
+        result = await self._transport.call(
+            self._node_id, Request(operation, arguments, payload=tail)
+        )
         self._finished = True
         self._buffer = bytearray()
-        return version
+        return result
 
     async def abort(self) -> None:
         if self._finished:
@@ -341,7 +465,7 @@ class ClientUpload:
                 self._node_id, Request(Operation.ABORT_UPLOAD, {"blob_id": self._blob_id})
             )
 
-    async def __aenter__(self) -> ClientUpload:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -353,6 +477,46 @@ class ClientUpload:
             # E.g. Overloaded: the staged chunks stay until the node's next start-up
             # cleanup of staging. Not fatal to the caller, whose own error matters more.
             _log.warning("abort of upload %s/%s failed: %r", self.bucket, self.key, error)
+
+
+class ClientUpload(_StagedBody):
+    """``api.Upload``: the staged body becomes the key's new version."""
+
+    async def commit(
+        self, spec: PutSpec, conditions: WriteConditions | None = None
+    ) -> ObjectVersion:
+        arguments = {"bucket": self.bucket, "key": self.key, "spec": spec}
+        return await self._commit(
+            Operation.COMMIT_VERSION, {**arguments, "conditions": conditions}
+        )
+
+
+class ClientPartUpload(_StagedBody):
+    """``api.PartUpload``: the staged body becomes one part of a multipart upload."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        node_id: str,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+    ) -> None:
+        super().__init__(transport, node_id, bucket, key)
+        self.upload_id = upload_id
+        self.part_number = part_number
+
+    async def commit(self, etag: str, checksum: str = "") -> PartInfo:
+        arguments = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "upload_id": self.upload_id,
+            "part_number": self.part_number,
+            "etag": etag,
+            "checksum": checksum,
+        }
+        return await self._commit(Operation.COMMIT_PART, arguments)
 
 
 async def open_embedded(data_dir: pathlib.Path, *, durable: bool = True) -> ShardedStorageClient:

@@ -15,6 +15,12 @@ object_size_bytes_max = 5 * 1024**3  # AWS: a single PUT is at most 5 GiB
 buckets_per_owner_max = 10_000
 list_keys_max = 1000  # ListObjects/ListObjectsV2/ListObjectVersions max-keys clamp
 delete_objects_keys_max = 1000  # DeleteObjects: at most 1000 keys per request
+parts_per_upload_max = 10_000  # AWS: part numbers are 1..10000
+part_size_bytes_max = 5 * 1024**3  # AWS: one part is at most 5 GiB
+part_size_bytes_min = 5 * 1024**2  # AWS: every part but the last is at least 5 MiB
+multipart_object_size_bytes_max = 5 * 1024**4  # AWS: a multipart object is at most 5 TiB
+list_parts_max = 1000  # ListParts max-parts clamp
+list_uploads_max = 1000  # ListMultipartUploads max-uploads clamp
 
 # --- storage engine --------------------------------------------------------------------
 chunk_size_bytes = 1024 * 1024  # bodies are stored in chunks of this size

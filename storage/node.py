@@ -21,22 +21,34 @@ import asyncio
 import pathlib
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from storage.api import (
     BucketInfo,
+    CompletedPart,
     DeleteResult,
     InvalidArgument,
     ListPage,
+    ListPartsPage,
+    ListUploadsPage,
     ListVersionsPage,
+    MultipartUploadInfo,
     ObjectVersion,
     Overloaded,
+    PartInfo,
     PutSpec,
     WriteConditions,
     limits,
 )
-from storage.engine import BodyReader, Engine, GroupCommitWriter, StagedTail, operations
+from storage.engine import (
+    BodyReader,
+    Engine,
+    GroupCommitWriter,
+    StagedTail,
+    multipart,
+    operations,
+)
 from storage.engine.writer import WriteOperation
 from storage.transport.base import Operation, Request
 
@@ -119,6 +131,12 @@ class StorageNode:
             Operation.DELETE_OBJECT: self.delete_object,
             Operation.LIST_OBJECTS: self.list_objects,
             Operation.LIST_OBJECT_VERSIONS: self.list_object_versions,
+            Operation.CREATE_MULTIPART_UPLOAD: self.create_multipart_upload,
+            Operation.COMMIT_PART: self.commit_part,
+            Operation.COMPLETE_MULTIPART_UPLOAD: self.complete_multipart_upload,
+            Operation.ABORT_MULTIPART_UPLOAD: self.abort_multipart_upload,
+            Operation.LIST_PARTS: self.list_parts,
+            Operation.LIST_MULTIPART_UPLOADS: self.list_multipart_uploads,
         }
 
     @classmethod
@@ -199,6 +217,77 @@ class StorageNode:
         self, bucket: str, key: str, version_id: str | None = None
     ) -> DeleteResult:
         return await self._write(operations.delete_object(bucket, key, version_id))
+
+    # --- multipart uploads ------------------------------------------------------------
+
+    async def create_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        spec: PutSpec,
+        checksum_algorithm: str = "",
+        checksum_type: str = "",
+    ) -> MultipartUploadInfo:
+        return await self._write(
+            operations.create_multipart_upload(bucket, key, spec, checksum_algorithm, checksum_type)
+        )
+
+    async def commit_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        blob_id: bytes | None,
+        size_bytes: int,
+        etag: str,
+        checksum: str = "",
+        tail_chunk_index: int = 0,
+        payload: bytes | bytearray | memoryview | None = None,
+    ) -> PartInfo:
+        tail = None if not payload else StagedTail(tail_chunk_index, payload)
+        operation = operations.commit_part(
+            bucket,
+            key,
+            upload_id,
+            part_number,
+            blob_id=blob_id,
+            size_bytes=size_bytes,
+            etag=etag,
+            checksum=checksum,
+            tail=tail,
+        )
+        return await self._write(operation)
+
+    async def complete_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        etag: str,
+        checksums: Mapping[str, str] | None = None,
+        conditions: WriteConditions | None = None,
+    ) -> ObjectVersion:
+        operation = operations.complete_multipart_upload(
+            bucket,
+            key,
+            upload_id,
+            parts,
+            etag=etag,
+            checksums=checksums or {},
+            conditions=conditions,
+        )
+        return await self._write(operation)
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        await self._write(operations.abort_multipart_upload(bucket, key, upload_id))
+
+    async def list_parts(self, bucket: str, key: str, upload_id: str, **query: Any) -> ListPartsPage:
+        return multipart.list_parts(self.engine, bucket, key, upload_id, **query)
+
+    async def list_multipart_uploads(self, bucket: str, **query: Any) -> ListUploadsPage:
+        return multipart.list_uploads(self.engine, bucket, **query)
 
     # --- reads (on the event loop thread: microseconds each) ---------------------------
 

@@ -131,7 +131,9 @@ def object_headers(version: api.ObjectVersion, *, checksum_mode: bool) -> dict[s
         for algorithm, value in version.checksums.items():
             headers[f"x-amz-checksum-{algorithm.lower()}"] = value
         if version.checksums:
-            headers["x-amz-checksum-type"] = "FULL_OBJECT"
+            # A multipart object's COMPOSITE checksum is '<base64>-<part count>'.
+            composite = any("-" in value for value in version.checksums.values())
+            headers["x-amz-checksum-type"] = "COMPOSITE" if composite else "FULL_OBJECT"
     return headers
 
 

@@ -64,7 +64,9 @@ def _stored_checksums(
 
 
 async def _stage_body(
-    upload: api.Upload, pieces: AsyncIterator[bytes | memoryview], checksummer: Checksummer
+    upload: api.Upload | api.PartUpload,
+    pieces: AsyncIterator[bytes | memoryview],
+    checksummer: Checksummer,
 ) -> None:
     async for piece in pieces:
         checksummer.update(piece)
@@ -192,17 +194,21 @@ async def _readable_version(ctx: RequestContext) -> api.ObjectVersion:
 
 
 def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange | None:
-    """A partNumber read of a simple object: part 1 is the whole object."""
+    """The bytes of part ``partNumber``: a multipart object's part N, or part 1 (the whole
+    object) of an object written in one piece."""
     raw = ctx.query_value("partNumber")
     if raw is None:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    if not raw.isdigit() or not 1 <= int(raw) <= api.limits.parts_per_upload_max:
         raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive",
                                "partNumber", raw)
-    if int(raw) != 1:
+    part_sizes = version.part_sizes or (version.size_bytes,)
+    number = int(raw)
+    if number > len(part_sizes):
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable",
                       416, PartNumber=raw)
-    return ByteRange(0, version.size_bytes)
+    start = sum(part_sizes[: number - 1])
+    return ByteRange(start, start + part_sizes[number - 1])
 
 
 async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
@@ -224,7 +230,7 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     size = version.size_bytes
     byte_range = _part_number(ctx, version)
     if byte_range is not None:
-        headers["x-amz-mp-parts-count"] = "1"
+        headers["x-amz-mp-parts-count"] = str(len(version.part_sizes) or 1)
     elif "range" in ctx.headers:
         byte_range = parse_range(ctx.headers["range"], size)
     status = 200

@@ -20,6 +20,8 @@ Useful bounds (UTF-8 never contains 0xFE or 0xFF, and escape never makes 0x00 0x
 
 from __future__ import annotations
 
+import base64
+import binascii
 import struct
 
 from storage.api import InvalidArgument, KeyTooLong, limits
@@ -107,3 +109,57 @@ def chunk_key(blob_id: bytes, chunk_index: int) -> bytes:
 def new_blob_id(hlc: int, random_bytes: bytes) -> bytes:
     assert len(random_bytes) == BLOB_ID_BYTES - 8
     return _U64.pack(hlc) + random_bytes
+
+
+# --- multipart uploads -------------------------------------------------------------------
+#
+# ``uploads`` keys are ``key_prefix(bucket, key) + upload id raw``; the raw id is the
+# initiating HLC (u64 big-endian) + 16 random bytes, so one key's uploads sort by
+# initiation and the id cannot be guessed. ``parts`` keys are ``upload id raw + part
+# number (u32 big-endian)``: one upload's parts are adjacent, in part order.
+
+UPLOAD_ID_RANDOM_BYTES = 16
+UPLOAD_ID_RAW_BYTES = 8 + UPLOAD_ID_RANDOM_BYTES
+
+
+def new_upload_id_raw(hlc: int, random_bytes: bytes) -> bytes:
+    assert len(random_bytes) == UPLOAD_ID_RANDOM_BYTES
+    return _U64.pack(hlc) + random_bytes
+
+
+def encode_upload_id(raw: bytes) -> str:
+    assert len(raw) == UPLOAD_ID_RAW_BYTES
+    return base64.urlsafe_b64encode(raw).decode("ascii")  # 32 characters, no padding
+
+
+def decode_upload_id(upload_id: str) -> bytes | None:
+    """The raw id, or None when ``upload_id`` cannot be one we handed out."""
+    if len(upload_id) != 32:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(upload_id.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+    return raw if encode_upload_id(raw) == upload_id else None
+
+
+def upload_key(bucket_raw: bytes, key_raw: bytes, upload_id_raw: bytes) -> bytes:
+    return key_prefix(bucket_raw, key_raw) + upload_id_raw
+
+
+def split_upload_key(bucket_raw: bytes, lmdb_key: bytes | memoryview) -> tuple[bytes, bytes]:
+    """(object key raw bytes, upload id raw) of an ``uploads`` key of ``bucket_raw``."""
+    raw = bytes(lmdb_key)
+    end = len(raw) - UPLOAD_ID_RAW_BYTES - len(KEY_TERMINATOR)
+    assert raw[end : end + 2] == KEY_TERMINATOR, "corrupt uploads key"
+    return unescape(raw[len(bucket_raw) + 1 : end]), raw[end + 2 :]
+
+
+def part_key(upload_id_raw: bytes, part_number: int) -> bytes:
+    assert len(upload_id_raw) == UPLOAD_ID_RAW_BYTES
+    return upload_id_raw + _U32.pack(part_number)
+
+
+def split_part_key(lmdb_key: bytes | memoryview) -> tuple[bytes, int]:
+    raw = bytes(lmdb_key)
+    return raw[:UPLOAD_ID_RAW_BYTES], _U32.unpack_from(raw, UPLOAD_ID_RAW_BYTES)[0]

@@ -7,7 +7,10 @@ the caller must not mutate them until the operation's future resolves.
 
 from __future__ import annotations
 
-from storage.api import PutSpec, WriteConditions
+from collections.abc import Mapping, Sequence
+
+from storage.api import CompletedPart, PutSpec, WriteConditions
+from storage.engine import multipart
 from storage.engine.store import StagedTail
 from storage.engine.writer import WriteOperation
 
@@ -82,4 +85,80 @@ def delete_object(bucket: str, key: str, version_id: str | None = None) -> Write
     return WriteOperation(
         lambda engine, txn: engine.apply_delete_object(txn, bucket, key, version_id),
         name="delete_object",
+    )
+
+
+def create_multipart_upload(
+    bucket: str, key: str, spec: PutSpec, checksum_algorithm: str, checksum_type: str
+) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: multipart.apply_create(
+            engine, txn, bucket, key, spec, checksum_algorithm, checksum_type
+        ),
+        name="create_multipart_upload",
+    )
+
+
+def commit_part(
+    bucket: str,
+    key: str,
+    upload_id: str,
+    part_number: int,
+    *,
+    blob_id: bytes | None,
+    size_bytes: int,
+    etag: str,
+    checksum: str,
+    tail: StagedTail | None = None,
+) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: multipart.apply_commit_part(
+            engine,
+            txn,
+            bucket,
+            key,
+            upload_id,
+            part_number,
+            blob_id=blob_id,
+            size_bytes=size_bytes,
+            etag=etag,
+            checksum=checksum,
+            tail_chunk_index=0 if tail is None else tail.chunk_index,
+            tail=None if tail is None else tail.data,
+        ),
+        payload_bytes=0 if tail is None else len(tail.data),
+        name="commit_part",
+    )
+
+
+def complete_multipart_upload(
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: Sequence[CompletedPart],
+    *,
+    etag: str,
+    checksums: Mapping[str, str],
+    conditions: WriteConditions | None = None,
+) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: multipart.apply_complete(
+            engine,
+            txn,
+            bucket,
+            key,
+            upload_id,
+            parts,
+            etag=etag,
+            checksums=dict(checksums),
+            conditions=conditions,
+        ),
+        name="complete_multipart_upload",
+    )
+
+
+def abort_multipart_upload(bucket: str, key: str, upload_id: str) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: multipart.apply_abort(engine, txn, bucket, key, upload_id),
+        name="abort_multipart_upload",
     )

@@ -2,10 +2,22 @@
 
 A version record holds everything in ``api.ObjectVersion`` except bucket, key and
 is_latest (those come from the LMDB key and its position), plus where its body lives
-(``blob_id``, ``chunk_count``) and ``null_version``: true for writes made while the
-bucket was unversioned or Suspended (S3 shows their version id as 'null').
+and ``null_version``: true for writes made while the bucket was unversioned or
+Suspended (S3 shows their version id as 'null').
+
+Where a body lives: a body written in one piece is ONE blob (``blob_id``,
+``chunk_count``). A body made by CompleteMultipartUpload is a list of ``segments``
+``(blob_id, size_bytes)``, one per part, in order: the parts' blobs become the
+version's without a byte copied. Each segment's blob is chunked from its own offset 0.
+
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve.
+record format number so the layout can evolve. Version format 1 (single blob) is still
+what a single-blob version is written as; format 2 appends the segment list. Both are
+read.
+
+Multipart records: an upload (``uploads``: key prefix + upload id -> metadata given
+at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
+checksum, time).
 """
 
 from __future__ import annotations
@@ -15,11 +27,16 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from storage.api import BucketInfo, ObjectVersion
+from storage.api import BucketInfo, MultipartUploadInfo, ObjectVersion, PartInfo, PutSpec
 from storage.versions import encode_version_id, hlc_to_ms
 
 VERSION_RECORD_FORMAT = 1
+VERSION_RECORD_FORMAT_SEGMENTED = 2
 BUCKET_RECORD_FORMAT = 1
+UPLOAD_RECORD_FORMAT = 1
+PART_RECORD_FORMAT = 1
+
+Segment = tuple[bytes | None, int]  # (blob id, or None for an empty part; size in bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +53,7 @@ class VersionRecord:
     user_metadata: Mapping[str, str] = field(default_factory=dict)
     checksums: Mapping[str, str] = field(default_factory=dict)
     storage_class: str = "STANDARD"
+    segments: tuple[Segment, ...] = ()  # multipart bodies only (then blob_id is None)
 
     @property
     def version_id(self) -> str:
@@ -61,32 +79,47 @@ class VersionRecord:
             s3_version_id=self.s3_version_id,
             is_latest=is_latest,
             storage_class=self.storage_class,
+            part_sizes=tuple(size for _, size in self.segments),
         )
+
+    def blobs(self) -> list[Segment]:
+        """Every blob holding this version's body, with its size: what GC frees."""
+        if self.segments:
+            return [segment for segment in self.segments if segment[0] is not None]
+        if self.blob_id is None:
+            return []
+        return [(self.blob_id, self.size_bytes)]
 
 
 def pack_version(record: VersionRecord) -> bytes:
-    return msgpack.packb(
-        [
-            VERSION_RECORD_FORMAT,
-            record.size_bytes,
-            record.etag,
-            record.is_delete_marker,
-            record.null_version,
-            record.blob_id,
-            record.chunk_count,
-            record.content_type,
-            dict(record.system_metadata),
-            dict(record.user_metadata),
-            dict(record.checksums),
-            record.storage_class,
-        ],
-        use_bin_type=True,
-    )
+    segmented = bool(record.segments)
+    fields = [
+        VERSION_RECORD_FORMAT_SEGMENTED if segmented else VERSION_RECORD_FORMAT,
+        record.size_bytes,
+        record.etag,
+        record.is_delete_marker,
+        record.null_version,
+        record.blob_id,
+        record.chunk_count,
+        record.content_type,
+        dict(record.system_metadata),
+        dict(record.user_metadata),
+        dict(record.checksums),
+        record.storage_class,
+    ]
+    if segmented:
+        fields.append([[blob_id, size] for blob_id, size in record.segments])
+    return msgpack.packb(fields, use_bin_type=True)
 
 
 def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
     fields = msgpack.unpackb(packed, raw=False)
-    assert fields[0] == VERSION_RECORD_FORMAT, f"unknown version record format {fields[0]}"
+    assert fields[0] in (VERSION_RECORD_FORMAT, VERSION_RECORD_FORMAT_SEGMENTED), (
+        f"unknown version record format {fields[0]}"
+    )
+    segments: tuple[Segment, ...] = ()
+    if fields[0] == VERSION_RECORD_FORMAT_SEGMENTED:
+        segments = tuple((blob_id, size) for blob_id, size in fields[12])
     return VersionRecord(
         hlc=hlc,
         size_bytes=fields[1],
@@ -100,6 +133,7 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         user_metadata=fields[9],
         checksums=fields[10],
         storage_class=fields[11],
+        segments=segments,
     )
 
 
@@ -118,3 +152,95 @@ def unpack_bucket(name: str, packed: bytes | memoryview) -> BucketInfo:
 
 def pack_staging(started_ms: int) -> bytes:
     return msgpack.packb([started_ms])
+
+
+# --- multipart uploads ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    initiated_ms: int
+    content_type: str
+    system_metadata: Mapping[str, str]
+    user_metadata: Mapping[str, str]
+    storage_class: str
+    checksum_algorithm: str
+    checksum_type: str
+
+    def to_info(self, bucket: str, key: str, upload_id: str) -> MultipartUploadInfo:
+        spec = PutSpec(
+            etag="",
+            content_type=self.content_type,
+            system_metadata=dict(self.system_metadata),
+            user_metadata=dict(self.user_metadata),
+            storage_class=self.storage_class,
+        )
+        return MultipartUploadInfo(
+            bucket=bucket,
+            key=key,
+            upload_id=upload_id,
+            initiated_ms=self.initiated_ms,
+            spec=spec,
+            checksum_algorithm=self.checksum_algorithm,
+            checksum_type=self.checksum_type,
+        )
+
+
+def pack_upload(record: UploadRecord) -> bytes:
+    return msgpack.packb(
+        [
+            UPLOAD_RECORD_FORMAT,
+            record.initiated_ms,
+            record.content_type,
+            dict(record.system_metadata),
+            dict(record.user_metadata),
+            record.storage_class,
+            record.checksum_algorithm,
+            record.checksum_type,
+        ],
+        use_bin_type=True,
+    )
+
+
+def unpack_upload(packed: bytes | memoryview) -> UploadRecord:
+    fields = msgpack.unpackb(packed, raw=False)
+    assert fields[0] == UPLOAD_RECORD_FORMAT, f"unknown upload record format {fields[0]}"
+    return UploadRecord(*fields[1:8])
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecord:
+    blob_id: bytes | None  # None for an empty part
+    size_bytes: int
+    etag: str
+    checksum: str
+    last_modified_ms: int
+
+    def to_info(self, part_number: int) -> PartInfo:
+        return PartInfo(
+            part_number=part_number,
+            size_bytes=self.size_bytes,
+            etag=self.etag,
+            last_modified_ms=self.last_modified_ms,
+            checksum=self.checksum,
+        )
+
+
+def pack_part(record: PartRecord) -> bytes:
+    return msgpack.packb(
+        [
+            PART_RECORD_FORMAT,
+            record.blob_id,
+            record.size_bytes,
+            record.etag,
+            record.checksum,
+            record.last_modified_ms,
+        ],
+        use_bin_type=True,
+    )
+
+
+def unpack_part(packed: bytes | memoryview) -> PartRecord:
+    fields = msgpack.unpackb(packed, raw=False)
+    assert fields[0] == PART_RECORD_FORMAT, f"unknown part record format {fields[0]}"
+    return PartRecord(*fields[1:6])

@@ -2,12 +2,16 @@
 
 Rules and theory of operation:
 
-* One LMDB environment per node with five named sub-databases: ``buckets`` (name ->
+* One LMDB environment per node with named sub-databases: ``buckets`` (name ->
   record), ``versions`` (see ``keys``: one entry per version, newest first per key),
   ``chunks`` (blob id + chunk index -> at most ``limits.chunk_size_bytes`` of body),
-  ``staging`` (blob id -> start time, for bodies uploaded but not yet committed) and
+  ``staging`` (blob id -> start time, for bodies uploaded but not yet committed),
   ``meta`` (the highest HLC handed out, so a restarted node never reuses a version id
-  even if its wall clock went backwards).
+  even if its wall clock went backwards), ``bucket_configs``, and ``uploads`` /
+  ``parts`` for multipart uploads (see ``multipart``).
+* A blob belongs to exactly one owner at a time: the staging table, one part record,
+  or one version record (a multipart version owns all its parts' blobs). Whoever drops
+  the owner frees the blob's chunks in the same transaction, so nothing leaks.
 * Writes happen ONLY in the writer thread (``writer.GroupCommitWriter``), through the
   ``apply_*`` methods, each given a child transaction of the group's transaction: a
   method that raises writes nothing, and the others in its group still commit.
@@ -25,6 +29,8 @@ Rules and theory of operation:
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import pathlib
 import struct
@@ -52,7 +58,7 @@ from storage.api import (
     WriteConditions,
     limits,
 )
-from storage.engine import keys, listing
+from storage.engine import keys, listing, multipart
 from storage.engine.records import (
     VersionRecord,
     pack_bucket,
@@ -71,7 +77,16 @@ from storage.versions import (
 VERSIONING_STATES = ("", "Enabled", "Suspended")
 _META_HLC_LAST = b"hlc_last"
 _U64 = struct.Struct(">Q")
-_SUB_DATABASES = (b"buckets", b"versions", b"chunks", b"staging", b"meta", b"bucket_configs")
+_SUB_DATABASES = (
+    b"buckets",
+    b"versions",
+    b"chunks",
+    b"staging",
+    b"meta",
+    b"bucket_configs",
+    b"uploads",
+    b"parts",
+)
 
 
 def wall_clock_ms() -> int:
@@ -113,6 +128,8 @@ class Engine:
             self.staging,
             self.meta,
             self.bucket_configs,
+            self.uploads,
+            self.parts,
         ) = (self.env.open_db(name) for name in _SUB_DATABASES)
         self.key_size_max = self.env.max_key_size()
         self.clock = HybridLogicalClock(now_ms, self._read_last_hlc())
@@ -168,6 +185,11 @@ class Engine:
                 return True
         return True
 
+    def free_blob(self, txn: lmdb.Transaction, blob_id: bytes, size_bytes: int) -> None:
+        """Delete a committed blob's chunks (it has no staging entry)."""
+        for chunk_index in range(-(-size_bytes // limits.chunk_size_bytes)):
+            txn.delete(keys.chunk_key(blob_id, chunk_index), db=self.chunks)
+
     # --- buckets (reads) ---------------------------------------------------------------
 
     def get_bucket(self, name: str) -> BucketInfo:
@@ -209,6 +231,7 @@ class Engine:
         prefix = keys.bucket_prefix(name_raw)
         if cursor.set_range(prefix) and bytes(cursor.key()).startswith(prefix):
             raise BucketNotEmpty(f"bucket {name} is not empty")
+        multipart.abort_bucket_uploads(self, txn, name_raw)
         txn.delete(name_raw, db=self.buckets)
         configs = txn.cursor(db=self.bucket_configs)
         if configs.set_range(prefix):
@@ -530,28 +553,17 @@ class Engine:
     ) -> None:
         deleted = txn.delete(keys.version_key(bucket_raw, key_raw, record.hlc), db=self.versions)
         assert deleted
-        for chunk_index in range(record.chunk_count):
-            assert record.blob_id is not None
-            txn.delete(keys.chunk_key(record.blob_id, chunk_index), db=self.chunks)
+        for blob_id, size_bytes in record.blobs():
+            assert blob_id is not None
+            self.free_blob(txn, blob_id, size_bytes)
 
     # --- introspection (tests, metrics) ------------------------------------------------
 
     def entry_counts(self) -> dict[str, int]:
         with self.env.begin() as txn:
             return {
-                name.decode(): txn.stat(db)["entries"]
-                for name, db in zip(
-                    _SUB_DATABASES,
-                    (
-                        self.buckets,
-                        self.versions,
-                        self.chunks,
-                        self.staging,
-                        self.meta,
-                        self.bucket_configs,
-                    ),
-                    strict=True,
-                )
+                name.decode(): txn.stat(getattr(self, name.decode()))["entries"]
+                for name in _SUB_DATABASES
             }
 
 
@@ -576,7 +588,8 @@ class BodyReader:
     version overwritten) between the metadata read and this call raises NoSuchVersion
     here, before any byte is sent. Chunks are yielded as memoryviews of LMDB's memory
     map: no copy. A yielded view is valid until ``close`` (or exhaustion): a consumer that
-    keeps bytes longer must copy them. Only the chunks overlapping the range are read.
+    keeps bytes longer must copy them. Only the chunks overlapping the range are read; a
+    multipart version's body is read across its segments (one blob per part).
     """
 
     def __init__(
@@ -595,6 +608,14 @@ class BodyReader:
         self.start = start
         self.end_exclusive = min(end, self._record.size_bytes)
         self._chunks = engine.chunks
+        # The body as (blob, size) segments: one for a single-blob version, one per part
+        # for a multipart one (empty parts have no blob and are skipped here).
+        self._segments = [
+            segment for segment in self._record.segments if segment[1] > 0
+        ] or [(self._record.blob_id, self._record.size_bytes)]
+        self._segment_starts = list(
+            itertools.accumulate((size for _, size in self._segments[:-1]), initial=0)
+        )
 
     def _find_record(self, engine: Engine, version: ObjectVersion) -> VersionRecord:
         assert self._txn is not None
@@ -615,9 +636,12 @@ class BodyReader:
         while position < self.end_exclusive:
             if self._txn is None:
                 raise InvalidArgument("body stream is closed")
-            chunk_index, offset = divmod(position, chunk_size)
-            assert self._record.blob_id is not None
-            chunk = self._txn.get(keys.chunk_key(self._record.blob_id, chunk_index), db=self._chunks)
+            segment = bisect.bisect_right(self._segment_starts, position) - 1
+            blob_id, segment_size = self._segments[segment]
+            segment_start = self._segment_starts[segment]
+            chunk_index, offset = divmod(position - segment_start, chunk_size)
+            assert blob_id is not None and position - segment_start < segment_size
+            chunk = self._txn.get(keys.chunk_key(blob_id, chunk_index), db=self._chunks)
             assert chunk is not None, "a committed version is missing a chunk"
             piece_end = min(len(chunk), offset + self.end_exclusive - position)
             yield chunk[offset:piece_end]

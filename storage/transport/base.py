@@ -36,6 +36,12 @@ class Operation(enum.Enum):
     LIST_OBJECTS = "list_objects"
     LIST_OBJECT_VERSIONS = "list_object_versions"
     READ_BODY = "read_body"  # a stream
+    CREATE_MULTIPART_UPLOAD = "create_multipart_upload"
+    COMMIT_PART = "commit_part"  # payload: the part's tail chunk, if any
+    COMPLETE_MULTIPART_UPLOAD = "complete_multipart_upload"
+    ABORT_MULTIPART_UPLOAD = "abort_multipart_upload"
+    LIST_PARTS = "list_parts"
+    LIST_MULTIPART_UPLOADS = "list_multipart_uploads"
 
 
 Payload = bytes | bytearray | memoryview

@@ -94,3 +94,29 @@ def test_invalid_percent_encoding_is_invalid_uri() -> None:
     with pytest.raises(S3Error) as caught:
         _route("GET /b/%FF%FE")
     assert caught.value.code == "InvalidURI"
+
+
+# Multipart upload, as the request lines of AWS's API reference show them.
+@pytest.mark.parametrize(
+    ("request_line", "headers", "expected"),
+    [
+        ("POST /b/example-object?uploads", {}, "CreateMultipartUpload"),
+        ("PUT /b/my-movie.m2ts?partNumber=1&uploadId=VCVsb2FkIElEIGZvciBlbZZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZR",
+         {}, "UploadPart"),
+        ("PUT /b/my-movie.m2ts?uploadId=VCVsb2FkIElE&partNumber=1", {}, "UploadPart"),
+        ("PUT /b/example-object?partNumber=1&uploadId=VXBsb2FkIElE",
+         {"x-amz-copy-source": "/source-bucket/sourceobject"}, "UploadPartCopy"),
+        ("POST /b/example-object?uploadId=AAAsb2FkIElEIGZvciBlbHZpbmcncyWeeS1tb3ZpZS5tMnRzIRRwbG9hZA",
+         {}, "CompleteMultipartUpload"),
+        ("DELETE /b/example-object?uploadId=VXBsb2FkIElE", {}, "AbortMultipartUpload"),
+        ("GET /b/example-object?uploadId=XXBsb2FkIElE&max-parts=2&part-number-marker=1", {},
+         "ListParts"),
+        ("GET /b?uploads", {}, "ListMultipartUploads"),
+        ("GET /b?uploads&max-uploads=3&key-marker=a&upload-id-marker=x", {},
+         "ListMultipartUploads"),
+        ("GET /b/k?partNumber=2", {}, "GetObject"),
+        ("HEAD /b/k?partNumber=2", {}, "HeadObject"),
+    ],
+)  # fmt: skip
+def test_multipart_routes(request_line: str, headers: dict[str, str], expected: str) -> None:
+    assert _route(request_line, **headers).operation == expected

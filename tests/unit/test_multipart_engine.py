@@ -1,0 +1,337 @@
+"""Multipart uploads in the engine and through the embedded client: parts are staged
+like bodies, Complete is a manifest over the parts' blobs (no copy), and nothing an
+upload staged outlives it (checked with the engine's entry counts)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import pathlib
+
+import msgpack
+import pytest
+
+from storage.api import (
+    CompletedPart,
+    EntityTooSmall,
+    InvalidArgument,
+    InvalidPart,
+    InvalidPartOrder,
+    NoSuchUpload,
+    PreconditionFailed,
+    PutSpec,
+    WriteConditions,
+    limits,
+)
+from storage.client import open_embedded
+from storage.engine import keys, multipart, operations
+from storage.engine.records import unpack_version
+from storage.engine.store import StagedTail
+from tests.unit.engine_helpers import Store, open_store
+
+CHUNK = limits.chunk_size_bytes
+PART_MIN = CHUNK + CHUNK // 2  # the tests lower the 5 MiB minimum to keep bodies small
+
+
+@pytest.fixture(autouse=True)
+def small_part_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "part_size_bytes_min", PART_MIN)
+
+
+@pytest.fixture
+def store(tmp_path: pathlib.Path):
+    with open_store(tmp_path) as opened:
+        opened.create_bucket("b")
+        yield opened
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def create(store: Store, key: str = "k", spec: PutSpec | None = None) -> str:
+    spec = spec or PutSpec(etag="", content_type="text/plain", user_metadata={"a": "1"})
+    info = store.write(operations.create_multipart_upload("b", key, spec, "", ""))
+    return info.upload_id
+
+
+def upload_part(store: Store, upload_id: str, number: int, body: bytes, key: str = "k"):
+    """Stage all chunks but the last, then commit the part with the tail (as the client)."""
+    chunk_count = -(-len(body) // CHUNK)
+    blob_id = store.engine.new_blob_id() if chunk_count > 1 else None
+    for index in range(chunk_count - 1):
+        assert blob_id is not None
+        store.write(operations.stage_chunk(blob_id, index, body[index * CHUNK : (index + 1) * CHUNK]))
+    tail = None
+    if chunk_count:
+        tail = StagedTail(chunk_count - 1, body[(chunk_count - 1) * CHUNK :])
+    return store.write(
+        operations.commit_part(
+            "b", key, upload_id, number, blob_id=blob_id, size_bytes=len(body),
+            etag=md5(body), checksum="", tail=tail,
+        )
+    )  # fmt: skip
+
+
+def complete(store: Store, upload_id: str, parts: dict[int, bytes], key: str = "k", **kwargs):
+    named = [CompletedPart(number, md5(body)) for number, body in sorted(parts.items())]
+    return store.write(
+        operations.complete_multipart_upload(
+            "b", key, upload_id, named, etag="e-" + str(len(named)), checksums={}, **kwargs
+        )
+    )
+
+
+def blob_entries(store: Store) -> tuple[int, int, int, int]:
+    counts = store.engine.entry_counts()
+    return counts["chunks"], counts["staging"], counts["uploads"], counts["parts"]
+
+
+def three_parts() -> dict[int, bytes]:
+    return {1: os.urandom(PART_MIN), 2: os.urandom(2 * CHUNK + 7), 3: os.urandom(100)}
+
+
+def test_complete_is_a_manifest_over_the_parts(store: Store) -> None:
+    parts = three_parts()
+    upload_id = create(store)
+    for number, body in parts.items():
+        upload_part(store, upload_id, number, body)
+    chunks_before, _, _, _ = blob_entries(store)
+    version = complete(store, upload_id, parts)
+    body = b"".join(parts[n] for n in sorted(parts))
+    assert version.size_bytes == len(body)
+    assert version.part_sizes == tuple(len(parts[n]) for n in sorted(parts))
+    assert version.content_type == "text/plain" and version.user_metadata == {"a": "1"}
+    assert store.read(version) == body
+    # No byte was copied: the chunks are the parts' chunks; the upload is gone.
+    assert blob_entries(store) == (chunks_before, 0, 0, 0)
+    latest = store.engine.get_version("b", "k")
+    assert latest.part_sizes == version.part_sizes and latest.etag == "e-3"
+
+
+@pytest.mark.parametrize(
+    "start, end",
+    [(0, 1), (PART_MIN - 3, PART_MIN + 3), (PART_MIN, PART_MIN + 2 * CHUNK + 7),
+     (CHUNK - 1, PART_MIN + CHUNK + 1), (PART_MIN + 2 * CHUNK + 5, None), (7, None)],
+)  # fmt: skip
+def test_ranges_read_across_segments(store: Store, start: int, end: int | None) -> None:
+    parts = three_parts()
+    upload_id = create(store)
+    for number, body in parts.items():
+        upload_part(store, upload_id, number, body)
+    version = complete(store, upload_id, parts)
+    body = b"".join(parts[n] for n in sorted(parts))
+    assert store.read(version, start, end) == body[start:end]
+
+
+def test_reuploading_a_part_frees_the_old_blob(store: Store) -> None:
+    upload_id = create(store)
+    upload_part(store, upload_id, 1, os.urandom(3 * CHUNK))
+    first = blob_entries(store)
+    replacement = os.urandom(CHUNK + 1)
+    info = upload_part(store, upload_id, 1, replacement)
+    assert info.etag == md5(replacement) and info.size_bytes == CHUNK + 1
+    assert blob_entries(store) == (2, 0, 1, 1)
+    assert first == (3, 0, 1, 1)
+    version = complete(store, upload_id, {1: replacement})
+    assert store.read(version) == replacement
+
+
+def test_abort_and_unnamed_parts_leave_no_garbage(store: Store) -> None:
+    empty = blob_entries(store)
+    upload_id = create(store)
+    for number, body in three_parts().items():
+        upload_part(store, upload_id, number, body)
+    store.write(operations.abort_multipart_upload("b", "k", upload_id))
+    assert blob_entries(store) == empty
+    with pytest.raises(NoSuchUpload):
+        store.write(operations.abort_multipart_upload("b", "k", upload_id))
+
+    parts = three_parts()
+    upload_id = create(store)
+    for number, body in parts.items():
+        upload_part(store, upload_id, number, body)
+    version = complete(store, upload_id, {1: parts[1], 3: parts[3]})
+    assert store.read(version) == parts[1] + parts[3]
+    expected_chunks = -(-len(parts[1]) // CHUNK) + 1
+    assert blob_entries(store) == (expected_chunks, 0, 0, 0)
+
+
+def test_overwrite_and_delete_free_every_segment(store: Store) -> None:
+    empty = blob_entries(store)
+    for _ in range(2):  # the second Complete replaces the first null version
+        parts = three_parts()
+        upload_id = create(store)
+        for number, body in parts.items():
+            upload_part(store, upload_id, number, body)
+        complete(store, upload_id, parts)
+    chunks = sum(-(-len(body) // CHUNK) for body in parts.values())
+    assert blob_entries(store) == (chunks, 0, 0, 0)
+    store.write(operations.delete_object("b", "k"))
+    assert blob_entries(store) == empty
+
+
+def test_complete_errors(store: Store) -> None:
+    parts = three_parts()
+    upload_id = create(store)
+    for number, body in parts.items():
+        upload_part(store, upload_id, number, body)
+    small = os.urandom(10)
+    upload_part(store, upload_id, 5, small)
+    with pytest.raises(InvalidPartOrder):
+        named = [CompletedPart(2, md5(parts[2])), CompletedPart(1, md5(parts[1]))]
+        store.write(operations.complete_multipart_upload(
+            "b", "k", upload_id, named, etag="e", checksums={}))  # fmt: skip
+    with pytest.raises(InvalidPart):
+        named = [CompletedPart(1, md5(parts[1])), CompletedPart(4, md5(b""))]
+        store.write(operations.complete_multipart_upload(
+            "b", "k", upload_id, named, etag="e", checksums={}))  # fmt: skip
+    with pytest.raises(InvalidPart):
+        named = [CompletedPart(1, md5(parts[2]))]
+        store.write(operations.complete_multipart_upload(
+            "b", "k", upload_id, named, etag="e", checksums={}))  # fmt: skip
+    with pytest.raises(EntityTooSmall):
+        complete(store, upload_id, {3: parts[3], 5: small})
+    with pytest.raises(InvalidArgument):
+        store.write(operations.complete_multipart_upload(
+            "b", "k", upload_id, [], etag="e", checksums={}))  # fmt: skip
+    with pytest.raises(NoSuchUpload):
+        complete(store, "A" * 32, parts)
+    with pytest.raises(NoSuchUpload):
+        complete(store, upload_id, parts, key="other")
+    with pytest.raises(InvalidArgument):
+        upload_part(store, upload_id, limits.parts_per_upload_max + 1, b"x")
+    # Nothing above changed the upload: it still completes.
+    version = complete(store, upload_id, {1: parts[1], 5: small})
+    assert store.read(version) == parts[1] + small
+
+
+def test_complete_checks_write_conditions(store: Store) -> None:
+    store.put("b", "k", b"existing")
+    upload_id = create(store)
+    upload_part(store, upload_id, 1, b"new")
+    with pytest.raises(PreconditionFailed):
+        complete(store, upload_id, {1: b"new"}, conditions=WriteConditions(if_none_match_any=True))
+    with pytest.raises(PreconditionFailed):
+        complete(store, upload_id, {1: b"new"}, conditions=WriteConditions(if_match="nope"))
+    version = complete(
+        store, upload_id, {1: b"new"}, conditions=WriteConditions(if_match=md5(b"existing"))
+    )
+    assert store.read(version) == b"new"
+
+
+def test_part_of_an_unknown_upload_is_rolled_back(store: Store) -> None:
+    with pytest.raises(NoSuchUpload):
+        upload_part(store, "not-an-upload-id", 1, b"x")
+    assert blob_entries(store) == (0, 0, 0, 0)
+
+
+def test_list_parts_pages(store: Store) -> None:
+    upload_id = create(store)
+    for number in (1, 2, 3, 7):
+        upload_part(store, upload_id, number, bytes([number]) * number)
+    page = multipart.list_parts(store.engine, "b", "k", upload_id, max_parts=2)
+    assert [p.part_number for p in page.parts] == [1, 2]
+    assert page.is_truncated and page.next_part_number_marker == 2
+    assert page.upload.spec.content_type == "text/plain"
+    page = multipart.list_parts(store.engine, "b", "k", upload_id, part_number_marker=2)
+    assert [(p.part_number, p.size_bytes) for p in page.parts] == [(3, 3), (7, 7)]
+    assert not page.is_truncated and page.next_part_number_marker is None
+    with pytest.raises(NoSuchUpload):
+        multipart.list_parts(store.engine, "b", "k2", upload_id)
+
+
+def test_list_uploads_pages_and_prefixes(store: Store) -> None:
+    ids = {}
+    for key in ["a/1", "a/2", "b", "b", "c/x/y", "d"]:
+        ids.setdefault(key, []).append(create(store, key))
+    page = multipart.list_uploads(store.engine, "b")
+    assert [(u.key, u.upload_id) for u in page.uploads] == [
+        (key, upload_id) for key in sorted(ids) for upload_id in ids[key]
+    ]
+    # Paging one at a time visits every upload once, both uploads of 'b' included.
+    seen, key_marker, id_marker = [], "", ""
+    while True:
+        page = multipart.list_uploads(
+            store.engine, "b", key_marker=key_marker, upload_id_marker=id_marker, max_uploads=1
+        )
+        seen += [(u.key, u.upload_id) for u in page.uploads]
+        if not page.is_truncated:
+            break
+        key_marker, id_marker = page.next_key_marker, page.next_upload_id_marker or ""
+    assert seen == [(key, upload_id) for key in sorted(ids) for upload_id in ids[key]]
+    page = multipart.list_uploads(store.engine, "b", delimiter="/")
+    assert page.common_prefixes == ("a/", "c/")
+    assert [u.key for u in page.uploads] == ["b", "b", "d"]
+    page = multipart.list_uploads(store.engine, "b", prefix="c/", delimiter="/")
+    assert page.common_prefixes == ("c/x/",) and page.uploads == ()
+    page = multipart.list_uploads(store.engine, "b", delimiter="/", max_uploads=2)
+    assert page.is_truncated and page.common_prefixes == ("a/",)
+    assert (page.next_key_marker, page.next_upload_id_marker) == ("b", ids["b"][0])
+
+
+def test_deleting_a_bucket_aborts_its_uploads(store: Store) -> None:
+    upload_id = create(store)
+    upload_part(store, upload_id, 1, os.urandom(CHUNK + 1))
+    store.write(operations.delete_bucket("b"))
+    assert blob_entries(store) == (0, 0, 0, 0)
+
+
+def test_single_blob_records_stay_format_one(store: Store) -> None:
+    """Existing data (format 1) reads as before; single-blob versions are still
+    written in format 1; only multipart versions use format 2."""
+    version = store.put("b", "plain", b"abc")
+    with store.engine.env.begin() as txn:
+        cursor = txn.cursor(db=store.engine.versions)
+        assert cursor.set_range(keys.key_prefix(b"b", b"plain"))
+        fields = msgpack.unpackb(cursor.value(), raw=False)
+    assert fields[0] == 1 and len(fields) == 12
+    assert unpack_version(0, msgpack.packb(fields, use_bin_type=True)).segments == ()
+    assert version.part_sizes == ()
+
+
+def test_embedded_client_round_trip(tmp_path: pathlib.Path) -> None:
+    parts = three_parts()
+
+    async def scenario() -> None:
+        client = await open_embedded(tmp_path, durable=False)
+        try:
+            await client.create_bucket("b", "owner")
+            info = await client.create_multipart_upload(
+                "b", "k", PutSpec(etag=""), checksum_algorithm="CRC32", checksum_type="COMPOSITE"
+            )
+            for number, body in parts.items():
+                async with client.upload_part("b", "k", info.upload_id, number) as upload:
+                    for offset in range(0, len(body), 100_000):
+                        await upload.write(body[offset : offset + 100_000])
+                    await upload.commit(md5(body), checksum=f"c{number}")
+            async with client.upload_part("b", "k", info.upload_id, 9) as upload:
+                await upload.write(b"abandoned")  # left without commit: aborted
+            page = await client.list_parts("b", "k", info.upload_id)
+            assert [(p.part_number, p.checksum) for p in page.parts] == [
+                (1, "c1"), (2, "c2"), (3, "c3")]  # fmt: skip
+            assert page.upload.checksum_algorithm == "CRC32"
+            uploads = await client.list_multipart_uploads("b")
+            assert [u.upload_id for u in uploads.uploads] == [info.upload_id]
+            named = [CompletedPart(n, md5(parts[n]), f"c{n}") for n in sorted(parts)]
+            with pytest.raises(InvalidPart):
+                await client.complete_multipart_upload(
+                    "b", "k", info.upload_id, [CompletedPart(1, md5(parts[1]), "bad")], "e"
+                )
+            version = await client.complete_multipart_upload(
+                "b", "k", info.upload_id, named, "e-3", {"CRC32": "x-3"}
+            )
+            assert version.checksums == {"CRC32": "x-3"}
+            received = bytearray()
+            async for piece in client.read_body(version, 5, len(parts[1]) + 10):
+                received += piece
+            assert bytes(received) == b"".join(parts[n] for n in sorted(parts))[5 : len(parts[1]) + 10]
+            other = await client.create_multipart_upload("b", "k2", PutSpec(etag=""))
+            await client.abort_multipart_upload("b", "k2", other.upload_id)
+            with pytest.raises(NoSuchUpload):
+                await client.list_parts("b", "k2", other.upload_id)
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
