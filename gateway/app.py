@@ -23,7 +23,18 @@ from gateway.body import RequestBody
 from gateway.checksums import ChecksumError
 from gateway.errors import S3Error, error_for_client, error_for_storage
 from gateway.router import Endpoint, bucket_from_host, route
-from gateway.s3 import buckets, listing, multidelete, multipart, objects
+from gateway.s3 import (
+    acl,
+    buckets,
+    cors,
+    lifecycle,
+    listing,
+    multidelete,
+    multipart,
+    objects,
+    policy,
+    settings,
+)
 from gateway.s3.common import GatewayConfig, Owner, RequestContext
 from gateway.xml import render
 from storage import api
@@ -53,7 +64,26 @@ HANDLERS: dict[str, Handler] = {
     "AbortMultipartUpload": multipart.abort_multipart_upload,
     "ListParts": multipart.list_parts,
     "ListMultipartUploads": multipart.list_multipart_uploads,
+    # Bucket configuration documents. (PreflightCors is answered before authentication,
+    # in Gateway._handle, so it has no entry here.)
+    "PutBucketCors": cors.put_bucket_cors,
+    "GetBucketCors": cors.get_bucket_cors,
+    "DeleteBucketCors": cors.delete_bucket_cors,
+    "PutBucketLifecycleConfiguration": lifecycle.put_bucket_lifecycle,
+    "GetBucketLifecycleConfiguration": lifecycle.get_bucket_lifecycle,
+    "DeleteBucketLifecycle": lifecycle.delete_bucket_lifecycle,
+    "GetBucketAcl": acl.get_bucket_acl,
+    "PutBucketAcl": acl.put_bucket_acl,
+    "GetObjectAcl": acl.get_object_acl,
+    "PutObjectAcl": acl.put_object_acl,
+    "PutBucketPolicy": policy.put_bucket_policy,
+    "GetBucketPolicy": policy.get_bucket_policy,
+    "DeleteBucketPolicy": policy.delete_bucket_policy,
+    "GetBucketEncryption": settings.get_bucket_encryption,
+    "GetBucketOwnershipControls": settings.get_bucket_ownership_controls,
+    "GetPublicAccessBlock": settings.get_public_access_block,
 }
+PREFLIGHT_OPERATION = "PreflightCors"
 
 
 def owner_for(access_key: str) -> Owner:
@@ -116,6 +146,7 @@ class Gateway:
     def __init__(self, storage: api.StorageClient, config: GatewayConfig) -> None:
         self.storage = storage
         self.config = config
+        self.cors_rules = cors.ParsedCorsCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -128,8 +159,10 @@ class Gateway:
         request_id = new_request_id()
         raw_path = scope.get("raw_path") or scope["path"].encode()
         resource = raw_path.decode("latin-1").split("?", 1)[0]
+        endpoint: Endpoint | None = None
         try:
-            response = await self._handle(request, request_id, raw_path)
+            endpoint = self._route(request, raw_path)
+            response = await self._handle(request, endpoint, request_id, raw_path)
         except S3Error as error:
             response = error_response(error, request_id=request_id, resource=resource,
                                       method=request.method)
@@ -143,6 +176,8 @@ class Gateway:
         response.headers.setdefault("x-amz-request-id", request_id)
         response.headers.setdefault("x-amz-id-2", request_id)
         response.headers.setdefault("Server", "Squall")
+        if endpoint is not None and "origin" in request.headers:
+            await self._add_cors_headers(request, endpoint, response)
         if not watched.body_complete and _has_body(request):
             # We answer without having read the body (an early error, or a client that
             # sent 'Expect: 100-continue' and will not send it now): the rest of the
@@ -150,12 +185,26 @@ class Gateway:
             response.headers["Connection"] = "close"
         await response(scope, watched, send)
 
-    async def _handle(self, request: Request, request_id: str, raw_path: bytes) -> Response:
+    def _route(self, request: Request, raw_path: bytes) -> Endpoint:
         _check_header_size(request.scope["headers"])
         query_string = request.scope.get("query_string", b"").decode("latin-1")
         query = parse_qs(query_string, keep_blank_values=True)
-        endpoint = route(request.method, raw_path.decode("latin-1"), query,
-                         request.headers, self.config.domains)
+        return route(request.method, raw_path.decode("latin-1"), query,
+                     request.headers, self.config.domains)
+
+    async def _handle(
+        self, request: Request, endpoint: Endpoint, request_id: str, raw_path: bytes
+    ) -> Response:
+        if endpoint.operation == PREFLIGHT_OPERATION:
+            # Browsers never sign a preflight: it is answered from the bucket's CORS
+            # rules alone, and is the only operation that skips authentication.
+            try:
+                return await cors.preflight(self.storage, self.cors_rules, endpoint,
+                                            request.headers)
+            except api.StorageError as error:
+                raise error_for_storage(error, bucket=endpoint.bucket) from error
+        query_string = request.scope.get("query_string", b"").decode("latin-1")
+        query = parse_qs(query_string, keep_blank_values=True)
         auth = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains)
@@ -171,6 +220,23 @@ class Gateway:
             request_id=request_id,
         )
         return await self._dispatch(ctx, endpoint)
+
+    async def _add_cors_headers(
+        self, request: Request, endpoint: Endpoint, response: Response
+    ) -> None:
+        """CORS headers for a request with an Origin header, from its bucket's rules."""
+        if endpoint.bucket is None or endpoint.operation == PREFLIGHT_OPERATION:
+            return
+        try:
+            headers = await cors.response_headers(
+                self.storage, self.cors_rules, endpoint.bucket, request.headers["origin"],
+                request.method,
+            )
+        except api.StorageError as error:
+            # The response itself stands; only its CORS headers are missing.
+            log.warning("no CORS headers for %s: %r", endpoint.bucket, error)
+            return
+        response.headers.update(headers)
 
     def _authenticate(
         self, request: Request, raw_path: bytes, host_bucket: str | None

@@ -24,6 +24,9 @@ from gateway.errors import S3Error
 
 # Target kinds.
 SERVICE, BUCKET, OBJECT = "service", "bucket", "object"
+# A route's sub-resource that matches whatever sub-resource is present, or none: a CORS
+# preflight asks about the URL of the request to come, query string included.
+ANY_SUBRESOURCE = "*"
 
 # Query parameters that select an operation (S3's "sub-resources").
 SUBRESOURCES = frozenset(
@@ -42,7 +45,7 @@ SUBRESOURCES = frozenset(
 class Route:
     method: str
     target: str
-    subresource: str | None  # None: no sub-resource present
+    subresource: str | None  # None: no sub-resource present; ANY_SUBRESOURCE: any or none
     operation: str
     header: str | None = None  # the operation also needs this request header
 
@@ -71,6 +74,27 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", OBJECT, "uploadId", "AbortMultipartUpload"),
     Route("GET", OBJECT, "uploadId", "ListParts"),
     Route("GET", BUCKET, "uploads", "ListMultipartUploads"),
+    # Bucket configuration documents (gateway/s3/cors.py, lifecycle.py, acl.py, policy.py,
+    # settings.py). A preflight is answered without authentication (browsers never sign
+    # it): gateway/app.py checks for exactly the PreflightCors operation.
+    Route("OPTIONS", BUCKET, ANY_SUBRESOURCE, "PreflightCors"),
+    Route("OPTIONS", OBJECT, ANY_SUBRESOURCE, "PreflightCors"),
+    Route("GET", BUCKET, "cors", "GetBucketCors"),
+    Route("PUT", BUCKET, "cors", "PutBucketCors"),
+    Route("DELETE", BUCKET, "cors", "DeleteBucketCors"),
+    Route("GET", BUCKET, "lifecycle", "GetBucketLifecycleConfiguration"),
+    Route("PUT", BUCKET, "lifecycle", "PutBucketLifecycleConfiguration"),
+    Route("DELETE", BUCKET, "lifecycle", "DeleteBucketLifecycle"),
+    Route("GET", BUCKET, "acl", "GetBucketAcl"),
+    Route("PUT", BUCKET, "acl", "PutBucketAcl"),
+    Route("GET", OBJECT, "acl", "GetObjectAcl"),
+    Route("PUT", OBJECT, "acl", "PutObjectAcl"),
+    Route("GET", BUCKET, "policy", "GetBucketPolicy"),
+    Route("PUT", BUCKET, "policy", "PutBucketPolicy"),
+    Route("DELETE", BUCKET, "policy", "DeleteBucketPolicy"),
+    Route("GET", BUCKET, "encryption", "GetBucketEncryption"),
+    Route("GET", BUCKET, "ownershipControls", "GetBucketOwnershipControls"),
+    Route("GET", BUCKET, "publicAccessBlock", "GetPublicAccessBlock"),
 )
 
 
@@ -129,11 +153,9 @@ def route(
     target = SERVICE if bucket is None else (BUCKET if key is None else OBJECT)
     subresource = _subresource(query)
     for candidate in ROUTES:
-        if (candidate.method, candidate.target, candidate.subresource) != (
-            method,
-            target,
-            subresource,
-        ):
+        if (candidate.method, candidate.target) != (method, target):
+            continue
+        if candidate.subresource not in (subresource, ANY_SUBRESOURCE):
             continue
         if candidate.header is not None and candidate.header not in headers:
             continue

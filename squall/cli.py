@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from storage import limits
+
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 DEV_ROOT_USER = "squall-dev"
@@ -74,8 +76,12 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
     from gateway.app import Gateway
     from gateway.s3.common import GatewayConfig
     from storage.client import open_embedded
+    from storage.lifecycle import SweeperSettings
 
-    storage = await open_embedded(Path(args.data_dir), durable=not args.volatile)
+    lifecycle = SweeperSettings(period_seconds=args.lifecycle_period_seconds)
+    storage = await open_embedded(
+        Path(args.data_dir), durable=not args.volatile, lifecycle=lifecycle
+    )
     try:
         gateway = Gateway(
             storage,
@@ -149,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--volatile",
         action="store_true",
         help="acknowledge writes before they are synced to disk (faster, not crash-safe)",
+    )
+    serve.add_argument(
+        "--lifecycle-period-seconds",
+        type=float,
+        default=limits.lifecycle_sweep_period_seconds,
+        help="how often the lifecycle sweeper applies the buckets' expiry rules",
     )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true")

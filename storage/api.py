@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,6 +34,9 @@ __all__ = [
     "CompletedPart",
     "ListPartsPage",
     "ListUploadsPage",
+    "LifecycleRule",
+    "LifecycleConfiguration",
+    "LIFECYCLE_RULES_CONFIG",
     "Upload",
     "PartUpload",
     "StorageClient",
@@ -206,6 +210,66 @@ class ListUploadsPage:
     is_truncated: bool
     next_key_marker: str | None
     next_upload_id_marker: str | None
+
+
+# --- bucket configuration documents that storage itself reads ----------------------------
+
+# The config name under which the gateway stores a bucket's lifecycle rules in the form
+# below (it keeps the client's XML under 'lifecycle' for GetBucketLifecycleConfiguration).
+LIFECYCLE_RULES_CONFIG = "lifecycle-rules"
+LIFECYCLE_RULES_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleRule:
+    """One validated lifecycle rule, as the sweeper (``storage.lifecycle``) applies it.
+
+    The filter is the conjunction of every field set (an empty filter matches every
+    object). Days count from the version's creation (``expiration_days``) or from when it
+    became noncurrent (``noncurrent_days``) and, as on AWS, a due time is rounded up to
+    the next midnight UTC.
+    """
+
+    rule_id: str
+    enabled: bool
+    prefix: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    object_size_greater_than_bytes: int | None = None
+    object_size_less_than_bytes: int | None = None
+    expiration_days: int | None = None
+    expiration_date_ms: int | None = None
+    expired_object_delete_marker: bool = False
+    noncurrent_days: int | None = None
+    newer_noncurrent_versions: int | None = None
+    abort_incomplete_multipart_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleConfiguration:
+    """A bucket's lifecycle rules and their storage-readable document (JSON)."""
+
+    rules: tuple[LifecycleRule, ...]
+
+    def to_document(self) -> bytes:
+        rules = []
+        for rule in self.rules:
+            fields = {name: getattr(rule, name) for name in LifecycleRule.__slots__}
+            fields["tags"] = dict(rule.tags)
+            rules.append(fields)
+        document = {"format": LIFECYCLE_RULES_FORMAT, "rules": rules}
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_document(cls, document: bytes) -> LifecycleConfiguration:
+        parsed = json.loads(document)
+        assert parsed["format"] == LIFECYCLE_RULES_FORMAT, "unknown lifecycle rules format"
+        known = set(LifecycleRule.__slots__)
+        return cls(
+            tuple(
+                LifecycleRule(**{name: value for name, value in rule.items() if name in known})
+                for rule in parsed["rules"]
+            )
+        )
 
 
 # --- errors ------------------------------------------------------------------------------

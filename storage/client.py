@@ -43,6 +43,7 @@ from storage.api import (
     WriteConditions,
     limits,
 )
+from storage.lifecycle import SweeperSettings
 from storage.node import StorageNode
 from storage.placement import View, single_node_view
 from storage.transport.base import Operation, Payload, Request, Transport
@@ -52,6 +53,7 @@ __all__ = ["ShardedStorageClient", "ClientUpload", "ClientPartUpload", "open_emb
 
 _log = logging.getLogger(__name__)
 EMBEDDED_NODE_ID = "node-0"
+DEFAULT_SWEEPER_SETTINGS = SweeperSettings()
 
 
 class ShardedStorageClient:
@@ -519,10 +521,18 @@ class ClientPartUpload(_StagedBody):
         return await self._commit(Operation.COMMIT_PART, arguments)
 
 
-async def open_embedded(data_dir: pathlib.Path, *, durable: bool = True) -> ShardedStorageClient:
-    """The embedded store: one node, one shard, the in-process transport."""
+async def open_embedded(
+    data_dir: pathlib.Path,
+    *,
+    durable: bool = True,
+    lifecycle: SweeperSettings | None = DEFAULT_SWEEPER_SETTINGS,
+) -> ShardedStorageClient:
+    """The embedded store: one node, one shard, the in-process transport. Its lifecycle
+    sweeper runs with ``lifecycle`` (None: no sweeper) until the client is closed."""
     node = await asyncio.to_thread(
         StorageNode.open, EMBEDDED_NODE_ID, pathlib.Path(data_dir), durable=durable
     )
+    if lifecycle is not None:
+        node.start_lifecycle(lifecycle)
     transport = LocalTransport({EMBEDDED_NODE_ID: node})
     return ShardedStorageClient(single_node_view(EMBEDDED_NODE_ID), transport, (node,))

@@ -33,6 +33,13 @@ read_streams_max = 512  # concurrently open GET body streams; more -> Overloaded
 upload_chunks_in_flight_max = 4  # staged chunks of one upload awaiting the writer
 staging_gc_deletes_per_txn_max = 10_000  # start-up cleanup of crashed uploads, per txn
 
+# --- lifecycle sweeper (storage/lifecycle.py) ------------------------------------------
+lifecycle_rules_max = 1000  # AWS: a lifecycle configuration has at most 1000 rules
+lifecycle_sweep_period_seconds = 3600.0  # one pass over every bucket with rules, this often
+lifecycle_deletes_per_second_max = 1000  # expiry deletes, all buckets together
+lifecycle_deletes_per_txn_max = 100  # expiry deletes sharing one writer operation
+lifecycle_scan_versions_per_page_max = 1000  # versions read in one read transaction
+
 # --- gateway ---------------------------------------------------------------------------
 request_header_bytes_max = 16 * 1024  # all request headers together (uvicorn h11 limit too)
 request_xml_body_bytes_max = 1024 * 1024  # any XML request body (DeleteObjects, configs)
@@ -42,3 +49,7 @@ request_time_skew_seconds_max = 15 * 60  # AWS: RequestTimeTooSkewed beyond 15 m
 aws_chunk_header_bytes_max = 4096  # one aws-chunked chunk header line
 aws_chunk_size_bytes_max = 16 * 1024 * 1024  # one aws-chunked chunk's payload
 aws_trailer_bytes_max = 16 * 1024  # all aws-chunked trailers together
+cors_config_bytes_max = 64 * 1024  # AWS: a CORS configuration is at most 64 KB
+cors_rules_max = 100  # AWS: a CORS configuration has at most 100 rules
+cors_parsed_configs_cached_max = 1024  # parsed CORS configurations the gateway keeps
+bucket_policy_bytes_max = 20 * 1024  # AWS: a bucket policy is at most 20 KB

@@ -50,6 +50,7 @@ from storage.engine import (
     operations,
 )
 from storage.engine.writer import WriteOperation
+from storage.lifecycle import LifecycleSweeper, SweeperSettings
 from storage.transport.base import Operation, Request
 
 
@@ -115,6 +116,7 @@ class StorageNode:
         self._stream_slots = _StreamSlots(limits.read_streams_max)
         self._streams: weakref.WeakSet[BodyStream] = weakref.WeakSet()
         self._closed = False
+        self.lifecycle: LifecycleSweeper | None = None
         self._handlers: dict[Operation, Callable[..., Coroutine[Any, Any, Any]]] = {
             Operation.CREATE_BUCKET: self.create_bucket,
             Operation.DELETE_BUCKET: self.delete_bucket,
@@ -330,12 +332,24 @@ class StorageNode:
 
     # --- lifecycle ---------------------------------------------------------------------
 
+    def start_lifecycle(self, settings: SweeperSettings) -> LifecycleSweeper:
+        """Start the object lifecycle sweeper (see ``storage.lifecycle``); from a coroutine.
+
+        TODO(replication): with replicas, only a shard's leader should sweep."""
+        assert self.lifecycle is None and not self._closed
+        self.lifecycle = LifecycleSweeper(self.engine, self._write, settings)
+        self.lifecycle.start()
+        return self.lifecycle
+
     async def close(self) -> None:
-        """Drain and stop the writer (in a thread: it may wait on an fsync), close any
-        body stream still open (its views become invalid), then the environment."""
+        """Stop the lifecycle sweeper, drain and stop the writer (in a thread: it may wait
+        on an fsync), close any body stream still open (its views become invalid), then
+        the environment."""
         if self._closed:
             return
         self._closed = True
+        if self.lifecycle is not None:
+            await self.lifecycle.close()
         await asyncio.to_thread(self.writer.close)
         for stream in list(self._streams):
             await stream.aclose()
