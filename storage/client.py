@@ -20,7 +20,7 @@ import asyncio
 import collections
 import logging
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from storage.api import (
@@ -146,6 +146,18 @@ class ShardedStorageClient:
             bucket=bucket,
             key=key,
             version_id=version_id,
+        )
+
+    async def replace_tags(
+        self, bucket: str, key: str, version_id: str, tags: Mapping[str, str]
+    ) -> ObjectVersion:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.REPLACE_TAGS,
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+            tags=dict(tags),
         )
 
     async def list_objects(

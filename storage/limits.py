@@ -15,6 +15,10 @@ object_size_bytes_max = 5 * 1024**3  # AWS: a single PUT is at most 5 GiB
 buckets_per_owner_max = 10_000
 list_keys_max = 1000  # ListObjects/ListObjectsV2/ListObjectVersions max-keys clamp
 delete_objects_keys_max = 1000  # DeleteObjects: at most 1000 keys per request
+object_tags_max = 10  # AWS: at most 10 tags per object version
+bucket_tags_max = 50  # AWS: at most 50 tags per bucket
+tag_key_chars_max = 128  # AWS: a tag key is 1..128 Unicode characters
+tag_value_chars_max = 256  # AWS: a tag value is 0..256 Unicode characters
 
 # --- storage engine --------------------------------------------------------------------
 chunk_size_bytes = 1024 * 1024  # bodies are stored in chunks of this size

@@ -21,7 +21,7 @@ import asyncio
 import pathlib
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 from storage.api import (
@@ -117,6 +117,7 @@ class StorageNode:
             Operation.COMMIT_VERSION: self.commit_version,
             Operation.GET_VERSION: self.get_version,
             Operation.DELETE_OBJECT: self.delete_object,
+            Operation.REPLACE_TAGS: self.replace_tags,
             Operation.LIST_OBJECTS: self.list_objects,
             Operation.LIST_OBJECT_VERSIONS: self.list_object_versions,
         }
@@ -199,6 +200,11 @@ class StorageNode:
         self, bucket: str, key: str, version_id: str | None = None
     ) -> DeleteResult:
         return await self._write(operations.delete_object(bucket, key, version_id))
+
+    async def replace_tags(
+        self, bucket: str, key: str, version_id: str, tags: Mapping[str, str]
+    ) -> ObjectVersion:
+        return await self._write(operations.replace_tags(bucket, key, version_id, dict(tags)))
 
     # --- reads (on the event loop thread: microseconds each) ---------------------------
 

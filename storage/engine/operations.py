@@ -7,6 +7,8 @@ the caller must not mutate them until the operation's future resolves.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from storage.api import PutSpec, WriteConditions
 from storage.engine.store import StagedTail
 from storage.engine.writer import WriteOperation
@@ -82,4 +84,11 @@ def delete_object(bucket: str, key: str, version_id: str | None = None) -> Write
     return WriteOperation(
         lambda engine, txn: engine.apply_delete_object(txn, bucket, key, version_id),
         name="delete_object",
+    )
+
+
+def replace_tags(bucket: str, key: str, version_id: str, tags: Mapping[str, str]) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.apply_replace_tags(txn, bucket, key, version_id, tags),
+        name="replace_tags",
     )

@@ -5,7 +5,8 @@ is_latest (those come from the LMDB key and its position), plus where its body l
 (``blob_id``, ``chunk_count``) and ``null_version``: true for writes made while the
 bucket was unversioned or Suspended (S3 shows their version id as 'null').
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve.
+record format number so the layout can evolve. Format 2 appended the tag set; format 1
+records (written before tags existed) are still read, with no tags.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import msgpack
 from storage.api import BucketInfo, ObjectVersion
 from storage.versions import encode_version_id, hlc_to_ms
 
-VERSION_RECORD_FORMAT = 1
+VERSION_RECORD_FORMAT = 2
+_VERSION_RECORD_FORMATS_READ = (1, 2)
 BUCKET_RECORD_FORMAT = 1
 
 
@@ -36,6 +38,7 @@ class VersionRecord:
     user_metadata: Mapping[str, str] = field(default_factory=dict)
     checksums: Mapping[str, str] = field(default_factory=dict)
     storage_class: str = "STANDARD"
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def version_id(self) -> str:
@@ -61,6 +64,7 @@ class VersionRecord:
             s3_version_id=self.s3_version_id,
             is_latest=is_latest,
             storage_class=self.storage_class,
+            tags=dict(self.tags),
         )
 
 
@@ -79,6 +83,7 @@ def pack_version(record: VersionRecord) -> bytes:
             dict(record.user_metadata),
             dict(record.checksums),
             record.storage_class,
+            dict(record.tags),
         ],
         use_bin_type=True,
     )
@@ -86,7 +91,7 @@ def pack_version(record: VersionRecord) -> bytes:
 
 def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
     fields = msgpack.unpackb(packed, raw=False)
-    assert fields[0] == VERSION_RECORD_FORMAT, f"unknown version record format {fields[0]}"
+    assert fields[0] in _VERSION_RECORD_FORMATS_READ, f"unknown version record format {fields[0]}"
     return VersionRecord(
         hlc=hlc,
         size_bytes=fields[1],
@@ -100,6 +105,7 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         user_metadata=fields[9],
         checksums=fields[10],
         storage_class=fields[11],
+        tags=fields[12] if fields[0] >= 2 else {},
     )
 
 
