@@ -23,7 +23,7 @@ from gateway.body import RequestBody
 from gateway.checksums import ChecksumError
 from gateway.errors import S3Error, error_for_client, error_for_storage
 from gateway.router import Endpoint, route
-from gateway.s3 import buckets, listing, multidelete, objects
+from gateway.s3 import buckets, listing, multidelete, objects, tagging, versioning
 from gateway.s3.common import GatewayConfig, Owner, RequestContext
 from gateway.xml import render
 from storage import api
@@ -46,6 +46,15 @@ HANDLERS: dict[str, Handler] = {
     "GetObject": objects.get_object,
     "HeadObject": objects.head_object,
     "DeleteObject": objects.delete_object,
+    "GetBucketVersioning": versioning.get_bucket_versioning,
+    "PutBucketVersioning": versioning.put_bucket_versioning,
+    "ListObjectVersions": versioning.list_object_versions,
+    "GetBucketTagging": tagging.get_bucket_tagging,
+    "PutBucketTagging": tagging.put_bucket_tagging,
+    "DeleteBucketTagging": tagging.delete_bucket_tagging,
+    "GetObjectTagging": tagging.get_object_tagging,
+    "PutObjectTagging": tagging.put_object_tagging,
+    "DeleteObjectTagging": tagging.delete_object_tagging,
 }
 
 

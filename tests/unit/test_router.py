@@ -76,7 +76,7 @@ def test_bucket_from_host_ignores_other_domains() -> None:
     assert bucket_from_host("[::1]:9000", DOMAINS) is None
 
 
-@pytest.mark.parametrize("line", ["GET /b?tagging", "PUT /b/k?acl", "GET /b?versions"])
+@pytest.mark.parametrize("line", ["GET /b?website", "PUT /b/k?acl", "GET /b?replication"])
 def test_known_but_unserved_subresource_is_not_implemented(line: str) -> None:
     with pytest.raises(S3Error) as caught:
         _route(line)
