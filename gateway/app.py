@@ -34,6 +34,8 @@ from gateway.s3 import (
     objects,
     policy,
     settings,
+    tagging,
+    versioning,
 )
 from gateway.s3.common import GatewayConfig, Owner, RequestContext
 from gateway.xml import render
@@ -82,6 +84,15 @@ HANDLERS: dict[str, Handler] = {
     "GetBucketEncryption": settings.get_bucket_encryption,
     "GetBucketOwnershipControls": settings.get_bucket_ownership_controls,
     "GetPublicAccessBlock": settings.get_public_access_block,
+    "GetBucketVersioning": versioning.get_bucket_versioning,
+    "PutBucketVersioning": versioning.put_bucket_versioning,
+    "ListObjectVersions": versioning.list_object_versions,
+    "GetBucketTagging": tagging.get_bucket_tagging,
+    "PutBucketTagging": tagging.put_bucket_tagging,
+    "DeleteBucketTagging": tagging.delete_bucket_tagging,
+    "GetObjectTagging": tagging.get_object_tagging,
+    "PutObjectTagging": tagging.put_object_tagging,
+    "DeleteObjectTagging": tagging.delete_object_tagging,
 }
 PREFLIGHT_OPERATION = "PreflightCors"
 

@@ -5,8 +5,9 @@ Rules:
 * Everything here is a value type, a typed error, or a protocol. Nothing here touches
   LMDB, sockets or threads; the implementation lives in ``storage.client`` (what the
   gateway calls), ``storage.node`` and ``storage.engine``.
-* Records are immutable (frozen dataclasses): a version never changes once committed, so
-  a record read once can be cached under its version id forever.
+* Records are immutable (frozen dataclasses). A version's bytes and metadata never change
+  once committed; its tag set is the one thing S3 lets a client replace
+  (PutObjectTagging), so a cache of records keyed by version id must not cache tags.
 * Times are integer milliseconds since the Unix epoch (``*_ms``); sizes are bytes.
 * Errors are typed; the gateway maps each to exactly one S3 error code in one table
   (``gateway.errors``). An error that reaches the gateway untyped is a bug (500).
@@ -99,6 +100,8 @@ class ObjectVersion:
     # () for an object written in one piece. Part N is bytes
     # [sum(part_sizes[:N-1]), sum(part_sizes[:N])) of the body.
     part_sizes: tuple[int, ...] = ()
+    # The object's tag set (key -> value); replaceable per version, see replace_tags.
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,7 @@ class PutSpec:
     user_metadata: Mapping[str, str] = field(default_factory=dict)
     checksums: Mapping[str, str] = field(default_factory=dict)
     storage_class: str = "STANDARD"
+    tags: Mapping[str, str] = field(default_factory=dict)  # validated by the gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,5 +510,14 @@ class StorageClient(Protocol):
         upload_id_marker: str = "",
         max_uploads: int = 1000,
     ) -> ListUploadsPage: ...
+
+    async def replace_tags(
+        self, bucket: str, key: str, version_id: str, tags: Mapping[str, str]
+    ) -> ObjectVersion:
+        """Replace the tag set of one version (``version_id`` as ``get_version`` returned
+        it, never 'null') atomically; an empty mapping removes every tag. Raises
+        NoSuchVersion when the version is gone, InvalidArgument for a delete marker.
+        Returns the version with its new tags."""
+        ...
 
     async def close(self) -> None: ...

@@ -158,6 +158,18 @@ class ShardedStorageClient:
             version_id=version_id,
         )
 
+    async def replace_tags(
+        self, bucket: str, key: str, version_id: str, tags: Mapping[str, str]
+    ) -> ObjectVersion:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.REPLACE_TAGS,
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+            tags=dict(tags),
+        )
+
     async def list_objects(
         self,
         bucket: str,

@@ -21,6 +21,10 @@ part_size_bytes_min = 5 * 1024**2  # AWS: every part but the last is at least 5 
 multipart_object_size_bytes_max = 5 * 1024**4  # AWS: a multipart object is at most 5 TiB
 list_parts_max = 1000  # ListParts max-parts clamp
 list_uploads_max = 1000  # ListMultipartUploads max-uploads clamp
+object_tags_max = 10  # AWS: at most 10 tags per object version
+bucket_tags_max = 50  # AWS: at most 50 tags per bucket
+tag_key_chars_max = 128  # AWS: a tag key is 1..128 Unicode characters
+tag_value_chars_max = 256  # AWS: a tag value is 0..256 Unicode characters
 
 # --- storage engine --------------------------------------------------------------------
 chunk_size_bytes = 1024 * 1024  # bodies are stored in chunks of this size

@@ -131,6 +131,7 @@ class StorageNode:
             Operation.COMMIT_VERSION: self.commit_version,
             Operation.GET_VERSION: self.get_version,
             Operation.DELETE_OBJECT: self.delete_object,
+            Operation.REPLACE_TAGS: self.replace_tags,
             Operation.LIST_OBJECTS: self.list_objects,
             Operation.LIST_OBJECT_VERSIONS: self.list_object_versions,
             Operation.CREATE_MULTIPART_UPLOAD: self.create_multipart_upload,
@@ -290,6 +291,11 @@ class StorageNode:
 
     async def list_multipart_uploads(self, bucket: str, **query: Any) -> ListUploadsPage:
         return multipart.list_uploads(self.engine, bucket, **query)
+
+    async def replace_tags(
+        self, bucket: str, key: str, version_id: str, tags: Mapping[str, str]
+    ) -> ObjectVersion:
+        return await self._write(operations.replace_tags(bucket, key, version_id, dict(tags)))
 
     # --- reads (on the event loop thread: microseconds each) ---------------------------
 

@@ -1,4 +1,4 @@
-"""Listing: ListObjects (v1) and ListObjectsV2.
+"""Listing: ListObjects (v1) and ListObjectsV2 (both may read as of a time: ``as_of``).
 
 Both are one storage call per page. Pages continue after the last key or common prefix
 they covered: v1 exposes it as NextMarker, v2 as an opaque continuation token (that
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from urllib.parse import quote
 
 from starlette.responses import Response
 
 from gateway.errors import invalid_argument
+from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import RequestContext
 from gateway.xml import Node, bool_text, iso8601_ms, render
 from storage import api
@@ -34,8 +36,8 @@ def parse_max_keys(raw: str | None) -> int:
     return min(value, api.limits.list_keys_max)
 
 
-def _encoder(ctx: RequestContext):  # type: ignore[no-untyped-def]
-    encoding = ctx.query_value("encoding-type")
+def encoder_for(encoding: str | None) -> Callable[[str], str]:
+    """How keys and prefixes are written for an ``encoding-type`` (absent or 'url')."""
     if encoding is None:
         return lambda text: text
     if encoding != "url":
@@ -44,15 +46,20 @@ def _encoder(ctx: RequestContext):  # type: ignore[no-untyped-def]
     return lambda text: quote(text, safe="/")
 
 
+def _encoder(ctx: RequestContext) -> Callable[[str], str]:
+    return encoder_for(ctx.query_value("encoding-type"))
+
+
 async def _page(ctx: RequestContext, start_after: str, max_keys: int) -> api.ListPage:
     prefix = ctx.query_value("prefix") or ""
     delimiter = ctx.query_value("delimiter") or ""
+    as_of_ms = requested_as_of_ms(ctx)
     if max_keys == 0:
         await ctx.storage.get_bucket(ctx.bucket)
         return api.ListPage((), (), False, None)
     return await ctx.storage.list_objects(
         ctx.bucket, prefix=prefix, delimiter=delimiter, start_after=start_after,
-        max_keys=max_keys,
+        max_keys=max_keys, as_of_ms=as_of_ms,
     )
 
 

@@ -52,9 +52,9 @@ def _result_node(key: str, version_id: str | None, outcome: api.DeleteResult | S
                           ("Code", outcome.code), ("Message", outcome.message)])
     fields: list[Node] = [("Key", key), ("VersionId", version_id)]
     if outcome.delete_marker:
+        # AWS: the marker this delete created, or the marker it removed by version id.
         fields.append(("DeleteMarker", bool_text(True)))
-        if version_id is None:
-            fields.append(("DeleteMarkerVersionId", outcome.s3_version_id))
+        fields.append(("DeleteMarkerVersionId", outcome.s3_version_id))
     return ("Deleted", fields)
 
 

@@ -3,6 +3,11 @@
 Each handler translates HTTP to storage calls and back, nothing more. Bodies stream:
 a PUT is hashed and staged piece by piece as it arrives, a GET is sent chunk by chunk
 from the store's memory map, and no handler holds a whole object.
+
+Version ids in headers follow AWS: a write to a bucket that is not versioning-Enabled
+answers no ``x-amz-version-id``; a GET/HEAD of a null version answers
+``x-amz-version-id: null`` once the bucket has a versioning state (Enabled or
+Suspended), and nothing in a bucket that never had one.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.responses import BodyResponse
+from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
     RequestContext,
     check_read_conditions,
@@ -24,7 +30,8 @@ from gateway.s3.common import (
     object_headers,
     precondition_failed,
 )
-from gateway.xml import iso8601_ms, render
+from gateway.s3.tagging import TAGGING_HEADER, parse_tagging_header, tags_for_copy
+from gateway.xml import http_date, iso8601_ms, render
 from storage import api
 
 
@@ -82,6 +89,8 @@ async def put_object(ctx: RequestContext) -> Response:
                       "object size.", 400, ProposedSize=str(declared),
                       MaxSizeAllowed=str(api.limits.object_size_bytes_max))
     conditions = _write_conditions(ctx)
+    tagging = ctx.headers.get(TAGGING_HEADER)
+    tags = parse_tagging_header(tagging) if tagging is not None else {}
     wanted = integrity.parse_request(ctx.headers)
     await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
     checksummer = Checksummer(wanted.algorithms)
@@ -95,6 +104,7 @@ async def put_object(ctx: RequestContext) -> Response:
             system_metadata=system,
             user_metadata=user,
             checksums=checksums,
+            tags=tags,
         )
         version = await upload.commit(spec, conditions)
     headers = {"ETag": f'"{version.etag}"'}
@@ -170,17 +180,21 @@ _RESPONSE_OVERRIDES = {
 
 
 async def _readable_version(ctx: RequestContext) -> api.ObjectVersion:
-    """The version a GET/HEAD reads; delete markers answer as S3 answers them."""
+    """The version a GET/HEAD reads (now, by id, or as of a time); delete markers answer
+    as S3 answers them."""
     version_id = ctx.query_value("versionId")
     if version_id == "":
         raise invalid_argument("Version id cannot be the empty string", "versionId", "")
-    version = await ctx.storage.get_version(ctx.bucket, ctx.key, version_id=version_id)
+    as_of_ms = requested_as_of_ms(ctx)
+    version = await ctx.storage.get_version(ctx.bucket, ctx.key, version_id=version_id,
+                                            as_of_ms=as_of_ms)
     if not version.is_delete_marker:
         return version
-    marker_headers = {"x-amz-delete-marker": "true"}
-    if version.s3_version_id != "null" or version_id is not None:
-        marker_headers["x-amz-version-id"] = version.s3_version_id
+    # A delete marker exists only in a bucket with a versioning state, where even a null
+    # marker's id is shown.
+    marker_headers = {"x-amz-delete-marker": "true", "x-amz-version-id": version.s3_version_id}
     if version_id is not None:
+        marker_headers["Last-Modified"] = http_date(version.last_modified_ms)
         raise S3Error(
             "MethodNotAllowed",
             "The specified method is not allowed against this resource.",
@@ -191,6 +205,11 @@ async def _readable_version(ctx: RequestContext) -> api.ObjectVersion:
         )
     raise S3Error("NoSuchKey", "The specified key does not exist.", 404,
                   headers=marker_headers, Key=ctx.key)
+
+
+async def _bucket_has_versioning_state(ctx: RequestContext) -> bool:
+    info = await ctx.storage.get_bucket(ctx.bucket)
+    return info.versioning != ""
 
 
 def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange | None:
@@ -216,6 +235,10 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     version = await _readable_version(ctx)
     checksum_mode = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(version, checksum_mode=checksum_mode)
+    if version.s3_version_id == "null" and await _bucket_has_versioning_state(ctx):
+        headers["x-amz-version-id"] = "null"
+    if version.tags:
+        headers["x-amz-tagging-count"] = str(len(version.tags))
     outcome = check_read_conditions(ctx.headers, version)
     if outcome == 412:
         raise precondition_failed("If-Match" if "if-match" in ctx.headers
@@ -350,6 +373,7 @@ async def copy_object(ctx: RequestContext) -> Response:
                       f"allowable size for a copy source: {api.limits.object_size_bytes_max}",
                       400)
     content_type, system, user = _copy_metadata(ctx, source)
+    tags = tags_for_copy(ctx, source)
     await ctx.storage.get_bucket(ctx.bucket)
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
@@ -363,6 +387,7 @@ async def copy_object(ctx: RequestContext) -> Response:
                 system_metadata=system,
                 user_metadata=user,
                 checksums=checksums,
+                tags=tags,
             ),
             _write_conditions(ctx),
         )

@@ -162,3 +162,10 @@ def abort_multipart_upload(bucket: str, key: str, upload_id: str) -> WriteOperat
         lambda engine, txn: multipart.apply_abort(engine, txn, bucket, key, upload_id),
         name="abort_multipart_upload",
     )
+
+
+def replace_tags(bucket: str, key: str, version_id: str, tags: Mapping[str, str]) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.apply_replace_tags(txn, bucket, key, version_id, tags),
+        name="replace_tags",
+    )

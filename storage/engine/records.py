@@ -11,9 +11,9 @@ Where a body lives: a body written in one piece is ONE blob (``blob_id``,
 version's without a byte copied. Each segment's blob is chunked from its own offset 0.
 
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve. Version format 1 (single blob) is still
-what a single-blob version is written as; format 2 appends the segment list. Both are
-read.
+record format number so the layout can evolve. Format 3 (written now) holds the tag
+set and the segment list; formats 1 (single blob, no tags) and 2 (with segments, no
+tags) are still read.
 
 Multipart records: an upload (``uploads``: key prefix + upload id -> metadata given
 at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
@@ -24,14 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
 from storage.api import BucketInfo, MultipartUploadInfo, ObjectVersion, PartInfo, PutSpec
 from storage.versions import encode_version_id, hlc_to_ms
 
-VERSION_RECORD_FORMAT = 1
-VERSION_RECORD_FORMAT_SEGMENTED = 2
+VERSION_RECORD_FORMAT = 3
+_VERSION_RECORD_FORMATS_READ = (1, 2, 3)
 BUCKET_RECORD_FORMAT = 1
 UPLOAD_RECORD_FORMAT = 1
 PART_RECORD_FORMAT = 1
@@ -54,6 +55,7 @@ class VersionRecord:
     checksums: Mapping[str, str] = field(default_factory=dict)
     storage_class: str = "STANDARD"
     segments: tuple[Segment, ...] = ()  # multipart bodies only (then blob_id is None)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def version_id(self) -> str:
@@ -80,6 +82,7 @@ class VersionRecord:
             is_latest=is_latest,
             storage_class=self.storage_class,
             part_sizes=tuple(size for _, size in self.segments),
+            tags=dict(self.tags),
         )
 
     def blobs(self) -> list[Segment]:
@@ -92,34 +95,41 @@ class VersionRecord:
 
 
 def pack_version(record: VersionRecord) -> bytes:
-    segmented = bool(record.segments)
-    fields = [
-        VERSION_RECORD_FORMAT_SEGMENTED if segmented else VERSION_RECORD_FORMAT,
-        record.size_bytes,
-        record.etag,
-        record.is_delete_marker,
-        record.null_version,
-        record.blob_id,
-        record.chunk_count,
-        record.content_type,
-        dict(record.system_metadata),
-        dict(record.user_metadata),
-        dict(record.checksums),
-        record.storage_class,
-    ]
-    if segmented:
-        fields.append([[blob_id, size] for blob_id, size in record.segments])
-    return msgpack.packb(fields, use_bin_type=True)
+    return msgpack.packb(
+        [
+            VERSION_RECORD_FORMAT,
+            record.size_bytes,
+            record.etag,
+            record.is_delete_marker,
+            record.null_version,
+            record.blob_id,
+            record.chunk_count,
+            record.content_type,
+            dict(record.system_metadata),
+            dict(record.user_metadata),
+            dict(record.checksums),
+            record.storage_class,
+            dict(record.tags),
+            [[blob_id, size] for blob_id, size in record.segments],
+        ],
+        use_bin_type=True,
+    )
 
 
 def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
     fields = msgpack.unpackb(packed, raw=False)
-    assert fields[0] in (VERSION_RECORD_FORMAT, VERSION_RECORD_FORMAT_SEGMENTED), (
-        f"unknown version record format {fields[0]}"
+    record_format = fields[0]
+    assert record_format in _VERSION_RECORD_FORMATS_READ, (
+        f"unknown version record format {record_format}"
     )
-    segments: tuple[Segment, ...] = ()
-    if fields[0] == VERSION_RECORD_FORMAT_SEGMENTED:
-        segments = tuple((blob_id, size) for blob_id, size in fields[12])
+    # Format 2 put the segments at [12]; format 3 puts the tags there, segments at [13].
+    tags: Mapping[str, str] = {}
+    raw_segments: list[list[Any]] = []
+    if record_format == 2:
+        raw_segments = fields[12]
+    elif record_format == 3:
+        tags, raw_segments = fields[12], fields[13]
+    segments: tuple[Segment, ...] = tuple((blob_id, size) for blob_id, size in raw_segments)
     return VersionRecord(
         hlc=hlc,
         size_bytes=fields[1],
@@ -134,6 +144,7 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         checksums=fields[10],
         storage_class=fields[11],
         segments=segments,
+        tags=tags,
     )
 
 

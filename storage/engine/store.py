@@ -25,6 +25,9 @@ Rules and theory of operation:
   the same transaction. 'Enabled' keeps every version.
 * A body is read from ONE read transaction (a snapshot) held for the whole stream, so a
   concurrent overwrite or garbage collection cannot tear it (see ``BodyReader``).
+* A version is immutable except for its tag set, which ``apply_replace_tags`` rewrites in
+  place (same LMDB key, same HLC): replacing tags is not a new version, as in S3, and
+  as-of reads see a version's current tags.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ import os
 import pathlib
 import struct
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 
 import lmdb
 
@@ -482,9 +485,35 @@ class Engine:
             user_metadata=dict(spec.user_metadata),
             checksums=dict(spec.checksums),
             storage_class=spec.storage_class,
+            tags=checked_tags(spec.tags),
         )
         self._put_version(txn, bucket_raw, key_raw, record)
         return record.to_object_version(bucket, key, is_latest=True)
+
+    def apply_replace_tags(
+        self,
+        txn: lmdb.Transaction,
+        bucket: str,
+        key: str,
+        version_id: str,
+        tags: Mapping[str, str],
+    ) -> ObjectVersion:
+        """Replace the tag set of the version ``version_id`` (an internal id) in place."""
+        self._bucket(txn, bucket)
+        bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
+        hlc = decode_version_id(version_id)
+        version_key = keys.version_key(bucket_raw, key_raw, hlc)
+        packed = txn.get(version_key, db=self.versions)
+        if packed is None:
+            raise NoSuchVersion(f"no version {version_id} of {bucket}/{key}")
+        record = unpack_version(hlc, packed)
+        if record.is_delete_marker:
+            raise InvalidArgument("a delete marker has no tag set")
+        updated = replace(record, tags=checked_tags(tags))
+        txn.put(version_key, pack_version(updated), db=self.versions, overwrite=True)
+        latest = self._latest(txn.cursor(db=self.versions), bucket_raw, key_raw)
+        assert latest is not None
+        return updated.to_object_version(bucket, key, is_latest=latest.hlc == hlc)
 
     def _take_staged_blob(
         self, txn: lmdb.Transaction, blob_id: bytes, chunk_count: int, size_bytes: int
@@ -565,6 +594,13 @@ class Engine:
                 name.decode(): txn.stat(getattr(self, name.decode()))["entries"]
                 for name in _SUB_DATABASES
             }
+
+
+def checked_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``tags`` within S3's per-object bound (the gateway checks the rest)."""
+    if len(tags) > limits.object_tags_max:
+        raise InvalidArgument(f"an object has at most {limits.object_tags_max} tags")
+    return dict(tags)
 
 
 def check_conditions(latest: VersionRecord | None, conditions: WriteConditions | None) -> None:

@@ -33,6 +33,7 @@ class Operation(enum.Enum):
     COMMIT_VERSION = "commit_version"  # payload: the tail chunk, if any
     GET_VERSION = "get_version"
     DELETE_OBJECT = "delete_object"
+    REPLACE_TAGS = "replace_tags"
     LIST_OBJECTS = "list_objects"
     LIST_OBJECT_VERSIONS = "list_object_versions"
     READ_BODY = "read_body"  # a stream

@@ -278,17 +278,26 @@ def test_deleting_a_bucket_aborts_its_uploads(store: Store) -> None:
     assert blob_entries(store) == (0, 0, 0, 0)
 
 
-def test_single_blob_records_stay_format_one(store: Store) -> None:
-    """Existing data (format 1) reads as before; single-blob versions are still
-    written in format 1; only multipart versions use format 2."""
+def test_older_record_formats_still_read(store: Store) -> None:
+    """Records written by earlier formats read as before: format 1 (single blob, no
+    tags) and format 2 (segments at [12], no tags); new records are format 3."""
     version = store.put("b", "plain", b"abc")
     with store.engine.env.begin() as txn:
         cursor = txn.cursor(db=store.engine.versions)
         assert cursor.set_range(keys.key_prefix(b"b", b"plain"))
         fields = msgpack.unpackb(cursor.value(), raw=False)
-    assert fields[0] == 1 and len(fields) == 12
-    assert unpack_version(0, msgpack.packb(fields, use_bin_type=True)).segments == ()
+    assert fields[0] == 3 and len(fields) == 14
     assert version.part_sizes == ()
+    format_1 = [1, *fields[1:12]]
+    old = unpack_version(0, msgpack.packb(format_1, use_bin_type=True))
+    assert (old.segments, dict(old.tags), old.etag) == ((), {}, version.etag)
+    blob = b"\x01" * 16
+    format_2 = [2, *fields[1:12], [[blob, 3]]]
+    segmented = unpack_version(0, msgpack.packb(format_2, use_bin_type=True))
+    assert (segmented.segments, dict(segmented.tags)) == (((blob, 3),), {})
+    format_3 = [3, *fields[1:12], {"t": "v"}, [[blob, 3]]]
+    current = unpack_version(0, msgpack.packb(format_3, use_bin_type=True))
+    assert (current.segments, dict(current.tags)) == (((blob, 3),), {"t": "v"})
 
 
 def test_embedded_client_round_trip(tmp_path: pathlib.Path) -> None:

@@ -1,0 +1,134 @@
+"""Versioning: Put/GetBucketVersioning and ListObjectVersions.
+
+The store keeps versions, null versions and delete markers itself (``storage.engine``);
+this module only translates. A bucket that never had versioning answers an empty
+``VersioningConfiguration``; once Enabled it can be Suspended but never return to that
+unversioned state, as in S3. ``Status`` other than Enabled/Suspended is MalformedXML
+(what AWS answers); MFA delete cannot be enabled (Squall has no MFA devices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.responses import Response
+
+from gateway.errors import S3Error, invalid_argument, malformed_xml
+from gateway.s3.common import RequestContext
+from gateway.s3.listing import encoder_for, parse_max_keys
+from gateway.s3.tagging import read_verified_body
+from gateway.xml import Node, bool_text, child_text, iso8601_ms, local_name, parse, render
+from storage import api
+
+VERSIONING_STATES = ("Enabled", "Suspended")
+MFA_DELETE_STATES = ("Enabled", "Disabled")
+
+
+def parse_versioning_configuration(body: bytes) -> str | None:
+    """The Status a PutBucketVersioning body asks for; None when it names none."""
+    root = parse(body)
+    if local_name(root) != "VersioningConfiguration":
+        raise malformed_xml()
+    status = child_text(root, "Status")
+    mfa_delete = child_text(root, "MfaDelete")
+    if status is not None and status not in VERSIONING_STATES:
+        raise malformed_xml()
+    if mfa_delete is not None and mfa_delete not in MFA_DELETE_STATES:
+        raise malformed_xml()
+    if mfa_delete == "Enabled":
+        raise S3Error("NotImplemented", "MFA delete is not implemented by this server.", 501)
+    if status is None and mfa_delete is None:
+        raise S3Error("IllegalVersioningConfigurationException",
+                      "The Versioning element must be specified", 400)
+    return status
+
+
+async def get_bucket_versioning(ctx: RequestContext) -> Response:
+    info = await ctx.storage.get_bucket(ctx.bucket)
+    children: list[Node] = [("Status", info.versioning or None)]
+    return Response(render("VersioningConfiguration", children), media_type="application/xml")
+
+
+async def put_bucket_versioning(ctx: RequestContext) -> Response:
+    status = parse_versioning_configuration(await read_verified_body(ctx))
+    if status is None:  # only MfaDelete=Disabled: nothing changes
+        await ctx.storage.get_bucket(ctx.bucket)
+    else:
+        await ctx.storage.set_bucket_versioning(ctx.bucket, status)
+    return Response(status_code=200)
+
+
+# --- ListObjectVersions ------------------------------------------------------------------
+
+
+def _entry(version: api.ObjectVersion, encode: Callable[[str], str], owner: Node) -> Node:
+    fields: list[Node] = [
+        ("Key", encode(version.key)),
+        ("VersionId", version.s3_version_id),
+        ("IsLatest", bool_text(version.is_latest)),
+        ("LastModified", iso8601_ms(version.last_modified_ms)),
+    ]
+    if version.is_delete_marker:
+        fields.append(owner)
+        return ("DeleteMarker", fields)
+    fields.append(("ETag", f'"{version.etag}"'))
+    fields += [("ChecksumAlgorithm", algorithm) for algorithm in version.checksums]
+    fields += [("Size", str(version.size_bytes)), ("StorageClass", version.storage_class),
+               owner]
+    return ("Version", fields)
+
+
+def list_versions_body(
+    bucket: str,
+    query: dict[str, str],
+    max_keys: int,
+    page: api.ListVersionsPage,
+    owner: Node,
+) -> bytes:
+    """The ListVersionsResult document (pure: golden-tested)."""
+    encoding_type = query.get("encoding-type")
+    encode = encoder_for(encoding_type)
+    delimiter = query.get("delimiter", "")
+    body: list[Node] = [
+        ("Name", bucket),
+        ("Prefix", encode(query.get("prefix", ""))),
+        ("KeyMarker", encode(query.get("key-marker", ""))),
+        ("VersionIdMarker", query.get("version-id-marker", "")),
+        ("NextKeyMarker", encode(page.next_key_marker)
+         if page.is_truncated and page.next_key_marker is not None else None),
+        ("NextVersionIdMarker", page.next_version_id_marker if page.is_truncated else None),
+        ("MaxKeys", str(max_keys)),
+        ("Delimiter", encode(delimiter) if delimiter else None),
+        ("IsTruncated", bool_text(page.is_truncated)),
+        ("EncodingType", encoding_type),
+    ]
+    body += [_entry(version, encode, owner) for version in page.versions]
+    body += [("CommonPrefixes", [("Prefix", encode(p))]) for p in page.common_prefixes]
+    return render("ListVersionsResult", body)
+
+
+async def list_object_versions(ctx: RequestContext) -> Response:
+    names = ("prefix", "delimiter", "key-marker", "version-id-marker", "encoding-type")
+    query = {name: value for name in names if (value := ctx.query_value(name)) is not None}
+    encoder_for(query.get("encoding-type"))  # reject a bad encoding-type before any work
+    max_keys = parse_max_keys(ctx.query_value("max-keys"))
+    key_marker = query.get("key-marker", "")
+    version_id_marker = query.get("version-id-marker", "")
+    if version_id_marker and not key_marker:
+        raise invalid_argument("A version-id marker cannot be specified without a key marker.",
+                               "version-id-marker", version_id_marker)
+    if max_keys == 0:
+        await ctx.storage.get_bucket(ctx.bucket)
+        page = api.ListVersionsPage((), (), False, None, None)
+    else:
+        page = await ctx.storage.list_object_versions(
+            ctx.bucket,
+            prefix=query.get("prefix", ""),
+            delimiter=query.get("delimiter", ""),
+            key_marker=key_marker,
+            version_id_marker=version_id_marker,
+            max_keys=max_keys,
+        )
+    owner: Node = ("Owner", [("ID", ctx.owner.id), ("DisplayName", ctx.owner.display_name)])
+    body = list_versions_body(ctx.bucket, query, max_keys, page, owner)
+    return Response(body, media_type="application/xml")
