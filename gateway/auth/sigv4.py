@@ -322,16 +322,25 @@ def canonical_request(
     )
 
 
+_UNRESERVED = re.compile(rb"[A-Za-z0-9_.~-]*")
+
+
 def aws_uri_encode(raw: bytes) -> str:
     """Percent-encode every byte except the unreserved ``A-Za-z0-9-._~``."""
+    if _UNRESERVED.fullmatch(raw):  # the common case: nothing to encode
+        return raw.decode("ascii")
     return quote(raw, safe="")
+
+
+def _decode(raw: bytes) -> bytes:
+    return unquote_to_bytes(raw) if b"%" in raw else raw
 
 
 def canonical_uri(raw_path: bytes) -> str:
     """Decode and re-encode each segment; S3 keeps empty and dot segments as they are."""
     if not raw_path:
         return "/"
-    return "/".join(aws_uri_encode(unquote_to_bytes(s)) for s in raw_path.split(b"/"))
+    return "/".join(aws_uri_encode(_decode(s)) for s in raw_path.split(b"/"))
 
 
 def canonical_query(query: Sequence[tuple[bytes, bytes]], excluded_name: str | None) -> str:
@@ -362,7 +371,7 @@ def _parse_query(raw_query: bytes) -> list[tuple[bytes, bytes]]:
     for piece in raw_query.split(b"&"):
         if piece:
             name, _, value = piece.replace(b"+", b" ").partition(b"=")
-            pairs.append((unquote_to_bytes(name), unquote_to_bytes(value)))
+            pairs.append((_decode(name), _decode(value)))
     return pairs
 
 
@@ -435,10 +444,20 @@ def _header_timestamp(header_map: dict[str, list[str]]) -> str:
 
 
 def _parse_timestamp(timestamp: str) -> float | None:
-    try:
-        return datetime.strptime(timestamp, TIMESTAMP_FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError:
+    """Seconds since the epoch of an ISO 8601 basic UTC time (20130524T000000Z).
+
+    Sliced by hand: ``datetime.strptime`` was a tenth of the cost of verifying a GET.
+    """
+    if not _TIMESTAMP.fullmatch(timestamp):
         return None
+    try:
+        moment = datetime(
+            int(timestamp[0:4]), int(timestamp[4:6]), int(timestamp[6:8]),
+            int(timestamp[9:11]), int(timestamp[11:13]), int(timestamp[13:15]), tzinfo=UTC,
+        )  # fmt: skip
+    except ValueError:  # month 13, second 61 ...
+        return None
+    return moment.timestamp()
 
 
 def _payload_hash(header_map: dict[str, list[str]], default: str | None) -> str:
