@@ -18,13 +18,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.admin import ADMIN_PREFIX, handle_admin
 from gateway.auth import Anonymous, AuthContext, AuthError, ChunkedError, authenticate
 from gateway.body import RequestBody
 from gateway.checksums import ChecksumError
 from gateway.errors import S3Error, error_for_client, error_for_storage
 from gateway.router import Endpoint, bucket_from_host, route
-from gateway.s3 import buckets, listing, multidelete, objects
+from gateway.s3 import buckets, listing, multidelete, notification, objects
 from gateway.s3.common import GatewayConfig, Owner, RequestContext
+from gateway.verdicts import discarded_response_headers
 from gateway.xml import render
 from storage import api
 
@@ -46,6 +48,8 @@ HANDLERS: dict[str, Handler] = {
     "GetObject": objects.get_object,
     "HeadObject": objects.head_object,
     "DeleteObject": objects.delete_object,
+    "PutBucketNotificationConfiguration": notification.put_bucket_notification,
+    "GetBucketNotificationConfiguration": notification.get_bucket_notification,
 }
 
 
@@ -147,6 +151,15 @@ class Gateway:
         _check_header_size(request.scope["headers"])
         query_string = request.scope.get("query_string", b"").decode("latin-1")
         query = parse_qs(query_string, keep_blank_values=True)
+        if raw_path.startswith(ADMIN_PREFIX):
+            auth = self._authenticate(request, raw_path, None)
+            try:
+                return await handle_admin(request, raw_path, RequestBody(request, auth),
+                                          self.config.functions)
+            except api.StorageError as error:
+                raise error_for_storage(error) from error
+            except (AuthError, ChunkedError, ChecksumError) as error:
+                raise error_for_client(error) from error
         endpoint = route(request.method, raw_path.decode("latin-1"), query,
                          request.headers, self.config.domains)
         auth = self._authenticate(
@@ -189,6 +202,10 @@ class Gateway:
         handler = HANDLERS[endpoint.operation]
         try:
             return await handler(ctx)
+        except api.WriteDiscarded as discarded:
+            # A function answered and discarded the object: success, nothing stored.
+            return Response(status_code=200,
+                            headers=discarded_response_headers(discarded.verdict))
         except api.StorageError as error:
             raise error_for_storage(error, bucket=endpoint.bucket, key=endpoint.key) from error
         except (AuthError, ChunkedError, ChecksumError) as error:

@@ -57,6 +57,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", BUCKET, "location", "GetBucketLocation"),
     Route("GET", BUCKET, None, "ListObjects"),  # list-type=2 -> ListObjectsV2 (below)
     Route("POST", BUCKET, "delete", "DeleteObjects"),
+    Route("PUT", BUCKET, "notification", "PutBucketNotificationConfiguration"),
+    Route("GET", BUCKET, "notification", "GetBucketNotificationConfiguration"),
     Route("PUT", OBJECT, None, "CopyObject", header="x-amz-copy-source"),
     Route("PUT", OBJECT, None, "PutObject"),
     Route("GET", OBJECT, None, "GetObject"),

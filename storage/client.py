@@ -30,9 +30,12 @@ from storage.api import (
     ListPage,
     ListVersionsPage,
     ObjectVersion,
+    PreCommitHook,
     PutSpec,
     StorageError,
     WriteConditions,
+    WriteDiscarded,
+    WriteRejected,
     limits,
 )
 from storage.node import StorageNode
@@ -304,7 +307,11 @@ class ClientUpload:
             raise UploadClosed(f"upload of {self.bucket}/{self.key} is finished")
 
     async def commit(
-        self, spec: PutSpec, conditions: WriteConditions | None = None
+        self,
+        spec: PutSpec,
+        conditions: WriteConditions | None = None,
+        *,
+        event_name: str = "s3:ObjectCreated:Put",
     ) -> ObjectVersion:
         self._check_open()
         await self._drain_in_flight()
@@ -316,10 +323,15 @@ class ClientUpload:
             "spec": spec,
             "conditions": conditions,
             "tail_chunk_index": self._chunks_staged,
+            "event_name": event_name,
         }
         tail = self._buffer if self._buffer else None
         request = Request(Operation.COMMIT_VERSION, arguments, payload=tail)
-        version: ObjectVersion = await self._transport.call(self._node_id, request)
+        try:
+            version: ObjectVersion = await self._transport.call(self._node_id, request)
+        except (WriteRejected, WriteDiscarded):
+            self._finished = True  # the node has already freed what was staged
+            raise
         self._finished = True
         self._buffer = bytearray()
         return version
@@ -355,10 +367,27 @@ class ClientUpload:
             _log.warning("abort of upload %s/%s failed: %r", self.bucket, self.key, error)
 
 
-async def open_embedded(data_dir: pathlib.Path, *, durable: bool = True) -> ShardedStorageClient:
-    """The embedded store: one node, one shard, the in-process transport."""
+async def open_embedded(
+    data_dir: pathlib.Path,
+    *,
+    durable: bool = True,
+    pre_commit_hook: PreCommitHook | None = None,
+) -> ShardedStorageClient:
+    """The embedded store: one node, one shard, the in-process transport.
+
+    ``pre_commit_hook`` (built by the composition root, e.g. from the import string
+    "triggers.hook:TriggerHook") judges writes before they commit; it is started here
+    with the client it reads configs and models through, and closed with the node.
+    """
     node = await asyncio.to_thread(
-        StorageNode.open, EMBEDDED_NODE_ID, pathlib.Path(data_dir), durable=durable
+        StorageNode.open,
+        EMBEDDED_NODE_ID,
+        pathlib.Path(data_dir),
+        durable=durable,
+        pre_commit_hook=pre_commit_hook,
     )
     transport = LocalTransport({EMBEDDED_NODE_ID: node})
-    return ShardedStorageClient(single_node_view(EMBEDDED_NODE_ID), transport, (node,))
+    client = ShardedStorageClient(single_node_view(EMBEDDED_NODE_ID), transport, (node,))
+    if pre_commit_hook is not None:
+        await pre_commit_hook.start(client)
+    return client

@@ -35,3 +35,16 @@ request_time_skew_seconds_max = 15 * 60  # AWS: RequestTimeTooSkewed beyond 15 m
 aws_chunk_header_bytes_max = 4096  # one aws-chunked chunk header line
 aws_chunk_size_bytes_max = 16 * 1024 * 1024  # one aws-chunked chunk's payload
 aws_trailer_bytes_max = 16 * 1024  # all aws-chunked trailers together
+
+# --- pre-commit functions (triggers) ---------------------------------------------------
+function_definition_bytes_max = 64 * 1024  # one function definition document
+functions_max = 1000  # registered functions
+function_name_length_max = 64
+trigger_chain_depth_max = 4  # functions one write may pass through (chain actions)
+trigger_judge_timeout_ms = 30_000  # a judgement that takes longer -> Overloaded (SlowDown)
+trigger_input_bytes_max = 64 * 1024 * 1024  # bodies larger than this are not decoded
+trigger_batch_size_max = 256  # clamp of a function's max_batch_size
+trigger_queue_delay_ms_max = 1000  # clamp of a function's max_queue_delay_ms
+trigger_queue_length_max = 1024  # clamp of a function's queue_length_max (full -> SlowDown)
+model_object_bytes_max = 512 * 1024 * 1024  # a model object larger than this is refused
+model_cache_bytes_max = 1024 * 1024 * 1024  # loaded models kept (LRU beyond this budget)
