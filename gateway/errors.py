@@ -101,6 +101,8 @@ def error_for_storage(
     if key is not None and code in ("NoSuchKey", "NoSuchVersion"):
         fields["Key"] = key
     headers = {"Retry-After": "1"} if code == "SlowDown" else None
+    if isinstance(error, api.InvalidArgument) and str(error):
+        message = str(error)  # says what is wrong (e.g. a pre-commit function's config)
     if isinstance(error, api.WriteRejected):
         message = str(error)
         headers = verdict_headers(error.verdict)

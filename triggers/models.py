@@ -27,7 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from storage.api import InvalidArgument, NoSuchKey, ObjectVersion, StorageClient, limits
+from storage.api import (
+    InvalidArgument,
+    NoSuchKey,
+    NoSuchVersion,
+    ObjectVersion,
+    StorageClient,
+    limits,
+)
 from triggers.config import ObjectRef
 
 _log = logging.getLogger(__name__)
@@ -89,7 +96,7 @@ async def resolve(storage: StorageClient, ref: ObjectRef) -> ObjectVersion:
     """The version a reference names now (the latest, unless pinned)."""
     try:
         version = await storage.get_version(ref.bucket, ref.key, version_id=ref.version_id)
-    except NoSuchKey:
+    except (NoSuchKey, NoSuchVersion):
         raise InvalidArgument(f"{ref.uri()} does not exist") from None
     if version.is_delete_marker:
         raise InvalidArgument(f"{ref.uri()} is deleted")
