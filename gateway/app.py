@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway import admin
 from gateway.auth import Anonymous, AuthContext, AuthError, ChunkedError, authenticate
 from gateway.body import RequestBody
 from gateway.checksums import ChecksumError
@@ -31,6 +32,7 @@ from gateway.s3 import (
     listing,
     multidelete,
     multipart,
+    notification,
     objects,
     policy,
     settings,
@@ -38,6 +40,7 @@ from gateway.s3 import (
     versioning,
 )
 from gateway.s3.common import GatewayConfig, Owner, RequestContext
+from gateway.verdicts import discarded_response_headers
 from gateway.xml import render
 from storage import api
 
@@ -93,6 +96,9 @@ HANDLERS: dict[str, Handler] = {
     "GetObjectTagging": tagging.get_object_tagging,
     "PutObjectTagging": tagging.put_object_tagging,
     "DeleteObjectTagging": tagging.delete_object_tagging,
+    "PutBucketNotificationConfiguration": notification.put_bucket_notification,
+    "GetBucketNotificationConfiguration": notification.get_bucket_notification,
+    "SquallAdmin": admin.handle,
 }
 PREFLIGHT_OPERATION = "PreflightCors"
 
@@ -273,6 +279,10 @@ class Gateway:
         handler = HANDLERS[endpoint.operation]
         try:
             return await handler(ctx)
+        except api.WriteDiscarded as discarded:
+            # A function answered and discarded the object: success, nothing stored.
+            return Response(status_code=200,
+                            headers=discarded_response_headers(discarded.verdict))
         except api.StorageError as error:
             raise error_for_storage(error, bucket=endpoint.bucket, key=endpoint.key) from error
         except (AuthError, ChunkedError, ChecksumError) as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.verdicts import verdict_headers
 from storage import api
 
 
@@ -100,6 +101,10 @@ _STORAGE_ERRORS: dict[type[api.StorageError], tuple[str, int, str]] = {
         400,
         "Your proposed upload is smaller than the minimum allowed object size.",
     ),
+    # A pre-commit function refused the object (the message names it and its verdict).
+    api.WriteRejected: ("RejectedByFunction", 403, ""),
+    # Handled by the gateway as a 200 with the verdict; reaching this table is a bug.
+    api.WriteDiscarded: ("InternalError", 500, "We encountered an internal error."),
 }
 
 
@@ -120,6 +125,12 @@ def error_for_storage(
     if key is not None and code in ("NoSuchKey", "NoSuchVersion"):
         fields["Key"] = key
     headers = {"Retry-After": "1"} if code == "SlowDown" else None
+    if isinstance(error, api.InvalidArgument) and str(error):
+        message = str(error)  # says what is wrong (e.g. a pre-commit function's config)
+    if isinstance(error, api.WriteRejected):
+        message = str(error)
+        headers = verdict_headers(error.verdict)
+        fields["Function"] = error.verdict.function
     return S3Error(code, message, status, headers=headers, **fields)
 
 

@@ -22,6 +22,8 @@ from urllib.parse import unquote
 
 from gateway.errors import S3Error
 
+ADMIN_PATH_PREFIX = "/_squall/"  # Squall's admin API (gateway/admin.py), path style only
+
 # Target kinds.
 SERVICE, BUCKET, OBJECT = "service", "bucket", "object"
 # A route's sub-resource that matches whatever sub-resource is present, or none: a CORS
@@ -69,6 +71,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", OBJECT, "tagging", "DeleteObjectTagging"),
     Route("GET", BUCKET, None, "ListObjects"),  # list-type=2 -> ListObjectsV2 (below)
     Route("POST", BUCKET, "delete", "DeleteObjects"),
+    Route("PUT", BUCKET, "notification", "PutBucketNotificationConfiguration"),
+    Route("GET", BUCKET, "notification", "GetBucketNotificationConfiguration"),
     Route("PUT", OBJECT, None, "CopyObject", header="x-amz-copy-source"),
     Route("PUT", OBJECT, None, "PutObject"),
     Route("GET", OBJECT, None, "GetObject"),
@@ -155,10 +159,14 @@ def route(
     domains: Sequence[str] = (),
 ) -> Endpoint:
     """The S3 operation a request asks for; S3Error when it names none we serve."""
+    host_bucket = bucket_from_host(headers.get("host", ""), domains)
     try:
-        bucket, key = split_path(raw_path, bucket_from_host(headers.get("host", ""), domains))
+        bucket, key = split_path(raw_path, host_bucket)
     except UnicodeDecodeError as error:
         raise S3Error("InvalidURI", "Couldn't parse the specified URI.", 400) from error
+    if host_bucket is None and raw_path.startswith(ADMIN_PATH_PREFIX):
+        # Squall's own admin API ('_' is never in a bucket name, so no bucket is hidden).
+        return Endpoint("SquallAdmin")
     target = SERVICE if bucket is None else (BUCKET if key is None else OBJECT)
     subresource = _subresource(query)
     for candidate in ROUTES:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -25,6 +27,8 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 DEV_ROOT_USER = "squall-dev"
 DEV_ROOT_PASSWORD = "squall-dev-secret-change-me"
+DEFAULT_PRE_COMMIT_HOOK = "triggers.hook:TriggerHook"
+FUNCTION_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def _is_loopback(host: str) -> bool:
@@ -70,6 +74,29 @@ def _uvicorn_server(config: Any) -> Any:
     return Server(config)
 
 
+def load_by_import_string(import_string: str) -> Any:
+    """``package.module:attribute`` -> the attribute (how hooks are named in config)."""
+    module_name, _, attribute = import_string.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"squall: {import_string!r} is not package.module:attribute")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+async def _register_function_files(hook: Any, directory: Path) -> None:
+    """``--functions DIR``: register every definition file (NAME.yaml / .yml / .json)."""
+    from storage.api import InvalidArgument
+
+    if hook is None:
+        raise SystemExit("squall: --functions needs a pre-commit hook")
+    for path in sorted(directory.iterdir()):
+        if path.suffix in FUNCTION_FILE_SUFFIXES:
+            try:
+                await hook.put_function(path.stem, path.read_bytes())
+            except InvalidArgument as error:
+                raise SystemExit(f"squall: function {path.stem} ({path}): {error}") from None
+            logging.getLogger("squall").info("registered function %s from %s", path.stem, path)
+
+
 async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> None:
     import uvicorn
 
@@ -79,16 +106,22 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
     from storage.lifecycle import SweeperSettings
 
     lifecycle = SweeperSettings(period_seconds=args.lifecycle_period_seconds)
+    # The pre-commit hook is named by an import string: storage never imports triggers.
+    hook = load_by_import_string(args.pre_commit_hook)() if args.pre_commit_hook else None
     storage = await open_embedded(
-        Path(args.data_dir), durable=not args.volatile, lifecycle=lifecycle
+        Path(args.data_dir), durable=not args.volatile, lifecycle=lifecycle,
+        pre_commit_hook=hook,
     )
     try:
+        if args.functions:
+            await _register_function_files(hook, Path(args.functions))
         gateway = Gateway(
             storage,
             GatewayConfig(
                 credentials={access_key: secret_key},
                 region=args.region,
                 domains=tuple(d for d in args.domain if d),
+                functions=hook,
             ),
         )
         config = uvicorn.Config(
@@ -164,8 +197,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true")
+    serve.add_argument(
+        "--pre-commit-hook",
+        default=os.environ.get("SQUALL_PRE_COMMIT_HOOK", DEFAULT_PRE_COMMIT_HOOK),
+        help="package.module:Class of the hook that judges writes before they commit "
+        "(ML triggers); '' to run without",
+    )
+    serve.add_argument(
+        "--functions",
+        default=None,
+        metavar="DIR",
+        help="register every function definition DIR/NAME.yaml|.yml|.json at start-up",
+    )
     serve.set_defaults(run=_serve_command)
+    _add_function_commands(commands)
     return parser
+
+
+def _add_function_commands(commands: Any) -> None:
+    function = commands.add_parser(
+        "function", help="register, list, show and remove pre-commit functions"
+    )
+    function.add_argument(
+        "--endpoint", default=os.environ.get("SQUALL_ENDPOINT", "http://127.0.0.1:9000")
+    )
+    function.add_argument("--region", default=os.environ.get("SQUALL_REGION", "us-east-1"))
+    actions = function.add_subparsers(dest="function_command", required=True)
+    put = actions.add_parser("put", help="register (or replace) NAME from FILE (YAML/JSON)")
+    put.add_argument("name")
+    put.add_argument("file", type=Path)
+    actions.add_parser("ls", help="list registered functions")
+    show = actions.add_parser("show", help="print a function's stored definition")
+    show.add_argument("name")
+    rm = actions.add_parser("rm", help="remove a function")
+    rm.add_argument("name")
+    function.set_defaults(run=_function_command)
+
+
+def _function_command(args: argparse.Namespace) -> int:
+    from squall.admin_client import AdminClient, AdminError
+
+    user = os.environ.get("SQUALL_ROOT_USER") or DEV_ROOT_USER
+    password = os.environ.get("SQUALL_ROOT_PASSWORD") or DEV_ROOT_PASSWORD
+    client = AdminClient(args.endpoint, user, password, args.region)
+    try:
+        if args.function_command == "put":
+            result = client.put_function(args.name, args.file.read_bytes())
+            print(f"registered {args.name} (version {result['version_id']})")
+        elif args.function_command == "ls":
+            for entry in client.list_functions():
+                target = entry.get("model") or entry.get("entry_point", "")
+                print(f"{entry['name']}\t{entry['kind']}\t{target}\t{entry['version_id']}")
+        elif args.function_command == "show":
+            print(json.dumps(client.get_function(args.name), indent=2, sort_keys=True))
+        else:
+            client.delete_function(args.name)
+            print(f"removed {args.name}")
+    except AdminError as error:
+        print(f"squall function {args.function_command}: {error.body}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"squall function {args.function_command}: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

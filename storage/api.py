@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from storage import limits as limits  # re-exported: the gateway reads bounds from here
 
@@ -57,6 +57,16 @@ __all__ = [
     "InvalidPartOrder",
     "EntityTooSmall",
     "limits",
+    # pre-commit hook (ML triggers)
+    "OBJECT_CREATED_EVENTS",
+    "NotificationRule",
+    "NotificationConfiguration",
+    "WriteEvent",
+    "Verdict",
+    "WriteRejected",
+    "WriteDiscarded",
+    "PreCommitHook",
+    "FunctionAdmin",
 ]
 
 
@@ -102,6 +112,9 @@ class ObjectVersion:
     part_sizes: tuple[int, ...] = ()
     # The object's tag set (key -> value); replaceable per version, see replace_tags.
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Set only on the version a commit returns when a pre-commit function judged it (the
+    # judgement itself is stored as 'squall-*' user metadata when the function annotates).
+    verdict: Verdict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,8 +369,16 @@ class Upload(Protocol):
     def size_bytes(self) -> int: ...
 
     async def commit(
-        self, spec: PutSpec, conditions: WriteConditions | None = None
-    ) -> ObjectVersion: ...
+        self,
+        spec: PutSpec,
+        conditions: WriteConditions | None = None,
+        *,
+        event_name: str = "s3:ObjectCreated:Put",
+    ) -> ObjectVersion:
+        """Commit the staged body. With a pre-commit hook, the functions the bucket binds
+        to ``event_name`` judge it first: the result may carry a ``verdict`` (and a new
+        bucket/key when routed), or this raises WriteRejected / WriteDiscarded."""
+        ...
 
     async def abort(self) -> None: ...
 
@@ -521,3 +542,182 @@ class StorageClient(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# --- the pre-commit hook (ML triggers) -----------------------------------------------------
+#
+# A hook object (``triggers.hook:TriggerHook`` by default) is built by the composition root
+# and handed to the storage node. On the shard leader, after a body is staged and before it
+# is committed, the node asks the hook which functions the bucket binds to the write
+# (``bindings``), and if any, calls ``judge`` with zero-copy views of the staged body. The
+# verdict is applied atomically with the commit (metadata in the same version record, a
+# new bucket/key for a route) or instead of it (reject, discard). Storage never imports
+# the hook's implementation.
+
+OBJECT_CREATED_EVENTS = (
+    "s3:ObjectCreated:Put",
+    "s3:ObjectCreated:Post",
+    "s3:ObjectCreated:Copy",
+    "s3:ObjectCreated:CompleteMultipartUpload",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRule:
+    """One entry of a bucket's notification configuration (S3's NotificationConfiguration).
+
+    ``kind`` is 'function' (CloudFunction/LambdaFunction: a pre-commit trigger whose ARN
+    is ``arn:squall:function:NAME``), 'queue' or 'topic' (kept for post-commit delivery).
+    """
+
+    kind: str
+    id: str
+    arn: str
+    events: tuple[str, ...]
+    # (Name, Value) as the client sent them; Name is 'prefix' or 'suffix' in any case.
+    filter_rules: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def prefix(self) -> str | None:
+        return next((v for n, v in self.filter_rules if n.lower() == "prefix"), None)
+
+    @property
+    def suffix(self) -> str | None:
+        return next((v for n, v in self.filter_rules if n.lower() == "suffix"), None)
+
+    def matches(self, key: str, event_name: str) -> bool:
+        if self.prefix is not None and not key.startswith(self.prefix):
+            return False
+        if self.suffix is not None and not key.endswith(self.suffix):
+            return False
+        category = event_name.rsplit(":", 1)[0] + ":*"
+        return event_name in self.events or category in self.events
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationConfiguration:
+    rules: tuple[NotificationRule, ...] = ()
+    event_bridge: bool = False
+
+    def to_json(self) -> bytes:
+        rules = [
+            {"kind": r.kind, "id": r.id, "arn": r.arn, "events": list(r.events),
+             "filter_rules": [list(pair) for pair in r.filter_rules]}
+            for r in self.rules
+        ]
+        document = {"rules": rules, "event_bridge": self.event_bridge}
+        return json.dumps(document, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, document: bytes | memoryview) -> NotificationConfiguration:
+        parsed = json.loads(bytes(document))
+        rules = tuple(
+            NotificationRule(r["kind"], r["id"], r["arn"], tuple(r["events"]),
+                             tuple((name, value) for name, value in r["filter_rules"]))
+            for r in parsed["rules"]
+        )
+        return cls(rules, bool(parsed.get("event_bridge", False)))
+
+
+@dataclass(frozen=True, slots=True)
+class WriteEvent:
+    """An object about to be committed, as a function sees it.
+
+    ``body`` is a sequence of zero-copy views of the staged chunks (each at most
+    ``limits.chunk_size_bytes``), valid only until ``judge`` returns: copy to keep.
+    """
+
+    bucket: str
+    key: str
+    event_name: str  # one of OBJECT_CREATED_EVENTS
+    size_bytes: int
+    content_type: str
+    user_metadata: Mapping[str, str]
+    body: Sequence[memoryview]
+
+    def body_view(self) -> memoryview | bytes:
+        """The body as one buffer: a view when it is one chunk, else a joined copy."""
+        if len(self.body) == 1:
+            return self.body[0]
+        return b"".join(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the functions bound to a write decided about it.
+
+    ``action`` is 'store', 'reject' or 'discard'. ``annotations`` are user metadata
+    (without 'x-amz-meta-') stored with the version when the function annotates; the
+    response carries them either way. ``bucket``/``key`` name where the object is stored
+    (a route changes them). ``summary`` is a JSON-serialisable account of every step.
+    """
+
+    function: str
+    action: str = "store"
+    label: str = ""
+    score: float | None = None
+    model_version: str = ""
+    reason: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    store_annotations: bool = False
+    bucket: str | None = None
+    key: str | None = None
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+    def summary_json(self) -> str:
+        """One line of ASCII JSON (an HTTP header value)."""
+        return json.dumps(self.summary, sort_keys=True, separators=(",", ":"))
+
+
+class WriteRejected(StorageError):
+    """A pre-commit function rejected the object; nothing was stored."""
+
+    def __init__(
+        self, message: str = "a function rejected the object", verdict: Verdict | None = None
+    ) -> None:
+        super().__init__(message)
+        self.verdict = verdict or Verdict(function="", action="reject", reason=message)
+
+
+class WriteDiscarded(StorageError):
+    """A pre-commit function answered and discarded the object: success, nothing stored.
+    The gateway answers 200 with the verdict; it is an error only in that no version
+    exists."""
+
+    def __init__(self, verdict: Verdict | None = None) -> None:
+        self.verdict = verdict or Verdict(function="", action="discard")
+        super().__init__(f"function {self.verdict.function!r} discarded the object")
+
+
+@runtime_checkable
+class PreCommitHook(Protocol):
+    async def start(self, storage: StorageClient) -> None:
+        """Called once the storage client exists (the hook reads configs and models
+        through it)."""
+        ...
+
+    async def bindings(self, bucket: str, key: str, event_name: str) -> Sequence[str]:
+        """The functions this bucket binds to this write, in order; () for none. Cheap:
+        called for every write."""
+        ...
+
+    async def judge(self, event: WriteEvent, functions: Sequence[str]) -> Verdict:
+        """Run the functions; may raise Overloaded or InvalidArgument."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class FunctionAdmin(Protocol):
+    """Registration of functions (what ``squall function put/ls/rm`` reaches). Definitions
+    are JSON or YAML documents; errors are InvalidArgument (with what is wrong) or
+    NoSuchKey (no such function)."""
+
+    async def put_function(self, name: str, document: bytes) -> Mapping[str, Any]: ...
+
+    async def get_function(self, name: str) -> Mapping[str, Any]: ...
+
+    async def list_functions(self) -> list[Mapping[str, Any]]: ...
+
+    async def delete_function(self, name: str) -> None: ...

@@ -38,9 +38,12 @@ from storage.api import (
     MultipartUploadInfo,
     ObjectVersion,
     PartInfo,
+    PreCommitHook,
     PutSpec,
     StorageError,
     WriteConditions,
+    WriteDiscarded,
+    WriteRejected,
     limits,
 )
 from storage.lifecycle import SweeperSettings
@@ -455,9 +458,13 @@ class _StagedBody:
             "tail_chunk_index": self._chunks_staged,
         }
         tail = self._buffer if self._buffer else None
-        result = await self._transport.call(
-            self._node_id, Request(operation, arguments, payload=tail)
-        )
+        try:
+            result = await self._transport.call(
+                self._node_id, Request(operation, arguments, payload=tail)
+            )
+        except (WriteRejected, WriteDiscarded):
+            self._finished = True  # the node has already freed what was staged
+            raise
         self._finished = True
         self._buffer = bytearray()
         return result
@@ -497,12 +504,16 @@ class ClientUpload(_StagedBody):
     """``api.Upload``: the staged body becomes the key's new version."""
 
     async def commit(
-        self, spec: PutSpec, conditions: WriteConditions | None = None
+        self,
+        spec: PutSpec,
+        conditions: WriteConditions | None = None,
+        *,
+        event_name: str = "s3:ObjectCreated:Put",
     ) -> ObjectVersion:
-        arguments = {"bucket": self.bucket, "key": self.key, "spec": spec}
-        return await self._commit(
-            Operation.COMMIT_VERSION, {**arguments, "conditions": conditions}
-        )
+        arguments = {"bucket": self.bucket, "key": self.key, "spec": spec,
+                     "conditions": conditions, "event_name": event_name}
+        version: ObjectVersion = await self._commit(Operation.COMMIT_VERSION, arguments)
+        return version
 
 
 class ClientPartUpload(_StagedBody):
@@ -538,13 +549,26 @@ async def open_embedded(
     *,
     durable: bool = True,
     lifecycle: SweeperSettings | None = DEFAULT_SWEEPER_SETTINGS,
+    pre_commit_hook: PreCommitHook | None = None,
 ) -> ShardedStorageClient:
     """The embedded store: one node, one shard, the in-process transport. Its lifecycle
-    sweeper runs with ``lifecycle`` (None: no sweeper) until the client is closed."""
+    sweeper runs with ``lifecycle`` (None: no sweeper) until the client is closed.
+
+    ``pre_commit_hook`` (built by the composition root, e.g. from the import string
+    "triggers.hook:TriggerHook") judges writes before they commit; it is started here
+    with the client it reads configs and models through, and closed with the node.
+    """
     node = await asyncio.to_thread(
-        StorageNode.open, EMBEDDED_NODE_ID, pathlib.Path(data_dir), durable=durable
+        StorageNode.open,
+        EMBEDDED_NODE_ID,
+        pathlib.Path(data_dir),
+        durable=durable,
+        pre_commit_hook=pre_commit_hook,
     )
     if lifecycle is not None:
         node.start_lifecycle(lifecycle)
     transport = LocalTransport({EMBEDDED_NODE_ID: node})
-    return ShardedStorageClient(single_node_view(EMBEDDED_NODE_ID), transport, (node,))
+    client = ShardedStorageClient(single_node_view(EMBEDDED_NODE_ID), transport, (node,))
+    if pre_commit_hook is not None:
+        await pre_commit_hook.start(client)
+    return client

@@ -57,3 +57,16 @@ cors_config_bytes_max = 64 * 1024  # AWS: a CORS configuration is at most 64 KB
 cors_rules_max = 100  # AWS: a CORS configuration has at most 100 rules
 cors_parsed_configs_cached_max = 1024  # parsed CORS configurations the gateway keeps
 bucket_policy_bytes_max = 20 * 1024  # AWS: a bucket policy is at most 20 KB
+
+# --- pre-commit functions (triggers) ---------------------------------------------------
+function_definition_bytes_max = 64 * 1024  # one function definition document
+functions_max = 1000  # registered functions
+function_name_length_max = 64
+trigger_chain_depth_max = 4  # functions one write may pass through (chain actions)
+trigger_judge_timeout_ms = 30_000  # a judgement that takes longer -> Overloaded (SlowDown)
+trigger_input_bytes_max = 64 * 1024 * 1024  # bodies larger than this are not decoded
+trigger_batch_size_max = 256  # clamp of a function's max_batch_size
+trigger_queue_delay_ms_max = 1000  # clamp of a function's max_queue_delay_ms
+trigger_queue_length_max = 1024  # clamp of a function's queue_length_max (full -> SlowDown)
+model_object_bytes_max = 512 * 1024 * 1024  # a model object larger than this is refused
+model_cache_bytes_max = 1024 * 1024 * 1024  # loaded models kept (LRU beyond this budget)

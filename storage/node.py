@@ -13,11 +13,18 @@ Rules and theory of operation:
   is exhausted or closed (``aclose``); one dropped unclosed gives it back when collected.
 * The node is addressed through a transport with ``Request``s; ``handle`` maps each
   operation to one method. Payloads travel apart from control arguments.
+* Pre-commit hook (``api.PreCommitHook``, given by the composition root): before a
+  commit, the node asks it which functions the bucket binds to the write; if any, it
+  opens zero-copy views of the staged body (``StagedBody``), awaits the verdict (bounded
+  by ``limits.trigger_judge_timeout_ms``), closes the views, and applies the verdict:
+  reject/discard abort the staged body and raise; a route commits under the new
+  bucket/key; annotations join the user metadata of the SAME version record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pathlib
 import threading
 import weakref
@@ -37,8 +44,13 @@ from storage.api import (
     ObjectVersion,
     Overloaded,
     PartInfo,
+    PreCommitHook,
     PutSpec,
+    Verdict,
     WriteConditions,
+    WriteDiscarded,
+    WriteEvent,
+    WriteRejected,
     limits,
 )
 from storage.engine import (
@@ -49,6 +61,7 @@ from storage.engine import (
     multipart,
     operations,
 )
+from storage.engine.staged import StagedBody
 from storage.engine.writer import WriteOperation
 from storage.lifecycle import LifecycleSweeper, SweeperSettings
 from storage.transport.base import Operation, Request
@@ -109,9 +122,12 @@ class BodyStream:
 
 
 class StorageNode:
-    def __init__(self, node_id: str, engine: Engine) -> None:
+    def __init__(
+        self, node_id: str, engine: Engine, pre_commit_hook: PreCommitHook | None = None
+    ) -> None:
         self.node_id = node_id
         self.engine = engine
+        self.pre_commit_hook = pre_commit_hook
         self.writer = GroupCommitWriter(engine)
         self._stream_slots = _StreamSlots(limits.read_streams_max)
         self._streams: weakref.WeakSet[BodyStream] = weakref.WeakSet()
@@ -143,8 +159,15 @@ class StorageNode:
         }
 
     @classmethod
-    def open(cls, node_id: str, data_dir: pathlib.Path, *, durable: bool = True) -> StorageNode:
-        return cls(node_id, Engine(data_dir, durable=durable))
+    def open(
+        cls,
+        node_id: str,
+        data_dir: pathlib.Path,
+        *,
+        durable: bool = True,
+        pre_commit_hook: PreCommitHook | None = None,
+    ) -> StorageNode:
+        return cls(node_id, Engine(data_dir, durable=durable), pre_commit_hook)
 
     @property
     def open_stream_count(self) -> int:
@@ -203,7 +226,26 @@ class StorageNode:
         conditions: WriteConditions | None = None,
         tail_chunk_index: int = 0,
         payload: bytes | bytearray | memoryview | None = None,
+        event_name: str = "s3:ObjectCreated:Put",
     ) -> ObjectVersion:
+        verdict = None
+        if self.pre_commit_hook is not None:
+            functions = await self.pre_commit_hook.bindings(bucket, key, event_name)
+            if functions:
+                event = WriteEvent(bucket, key, event_name, size_bytes, spec.content_type,
+                                   spec.user_metadata, ())
+                verdict = await self._judge(event, functions, blob_id, tail_chunk_index,
+                                            payload)
+                if verdict.action in ("reject", "discard"):
+                    if blob_id is not None:
+                        await self.abort_upload(blob_id)
+                    if verdict.action == "reject":
+                        raise WriteRejected(verdict.reason, verdict)
+                    raise WriteDiscarded(verdict)
+                bucket, key = verdict.bucket or bucket, verdict.key or key
+                if verdict.store_annotations and verdict.annotations:
+                    metadata = {**spec.user_metadata, **verdict.annotations}
+                    spec = dataclasses.replace(spec, user_metadata=metadata)
         tail = None if not payload else StagedTail(tail_chunk_index, payload)
         operation = operations.commit_version(
             bucket,
@@ -214,7 +256,30 @@ class StorageNode:
             conditions=conditions,
             tail=tail,
         )
-        return await self._write(operation)
+        version: ObjectVersion = await self._write(operation)
+        return version if verdict is None else dataclasses.replace(version, verdict=verdict)
+
+    async def _judge(
+        self,
+        event: WriteEvent,
+        functions: tuple[str, ...] | list[str],
+        blob_id: bytes | None,
+        staged_chunk_count: int,
+        tail: bytes | bytearray | memoryview | None,
+    ) -> Verdict:
+        assert self.pre_commit_hook is not None
+        with StagedBody(self.engine, blob_id, staged_chunk_count, tail) as staged:
+            event = dataclasses.replace(event, body=staged.views)
+            try:
+                return await asyncio.wait_for(
+                    self.pre_commit_hook.judge(event, tuple(functions)),
+                    limits.trigger_judge_timeout_ms / 1000,
+                )
+            except TimeoutError:
+                raise Overloaded(
+                    f"functions {', '.join(functions)} took more than "
+                    f"{limits.trigger_judge_timeout_ms} ms"
+                ) from None
 
     async def delete_object(
         self, bucket: str, key: str, version_id: str | None = None
@@ -356,6 +421,8 @@ class StorageNode:
         self._closed = True
         if self.lifecycle is not None:
             await self.lifecycle.close()
+        if self.pre_commit_hook is not None:
+            await self.pre_commit_hook.close()
         await asyncio.to_thread(self.writer.close)
         for stream in list(self._streams):
             await stream.aclose()

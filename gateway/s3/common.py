@@ -32,6 +32,8 @@ class GatewayConfig:
     region: str = "us-east-1"
     # Host suffixes for virtual-host-style addressing: '<bucket>.<domain>'.
     domains: tuple[str, ...] = ("localhost",)
+    # Registered pre-commit functions (the triggers hook); None when triggers are off.
+    functions: api.FunctionAdmin | None = None
 
 
 @dataclass(slots=True)

@@ -31,6 +31,7 @@ from gateway.s3.common import (
     precondition_failed,
 )
 from gateway.s3.tagging import TAGGING_HEADER, parse_tagging_header, tags_for_copy
+from gateway.verdicts import verdict_headers
 from gateway.xml import http_date, iso8601_ms, render
 from storage import api
 
@@ -112,6 +113,8 @@ async def put_object(ctx: RequestContext) -> Response:
         headers["x-amz-version-id"] = version.s3_version_id
     for algorithm, value in checksums.items():
         headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    if version.verdict is not None:
+        headers.update(verdict_headers(version.verdict))
     return Response(status_code=200, headers=headers)
 
 
@@ -390,6 +393,7 @@ async def copy_object(ctx: RequestContext) -> Response:
                 tags=tags,
             ),
             _write_conditions(ctx),
+            event_name="s3:ObjectCreated:Copy",
         )
     result: list = [("LastModified", iso8601_ms(version.last_modified_ms)),
                     ("ETag", f'"{version.etag}"')]
@@ -399,5 +403,7 @@ async def copy_object(ctx: RequestContext) -> Response:
         headers["x-amz-version-id"] = version.s3_version_id
     if source.s3_version_id != "null":
         headers["x-amz-copy-source-version-id"] = source.s3_version_id
+    if version.verdict is not None:
+        headers.update(verdict_headers(version.verdict))
     return Response(render("CopyObjectResult", result), media_type="application/xml",
                     headers=headers)

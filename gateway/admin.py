@@ -1,0 +1,75 @@
+"""Squall's admin API (not S3): registered pre-commit functions.
+
+    PUT    /_squall/functions/NAME   body: a definition (JSON or YAML) -> 200, JSON
+    GET    /_squall/functions/NAME   -> 200, the stored definition as JSON
+    GET    /_squall/functions        -> 200, {"functions": [...]}
+    DELETE /_squall/functions/NAME   -> 204
+
+Requests are SigV4-signed like any S3 request (``_squall`` can never be a bucket name:
+S3 bucket names have no '_'), by the root credentials. Errors are S3 XML errors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.body import RequestBody
+from gateway.errors import S3Error
+from gateway.s3.common import RequestContext
+from storage import api
+
+FUNCTIONS_PATH = "/_squall/functions"
+
+
+def _json(document: Mapping[str, Any] | list[Any], status: int = 200) -> Response:
+    return Response(json.dumps(document, sort_keys=True, indent=1) + "\n", status_code=status,
+                    media_type="application/json")
+
+
+def _not_found(name: str) -> S3Error:
+    return S3Error("NoSuchFunction", f"No function named {name!r} is registered.", 404,
+                   FunctionName=name)
+
+
+async def handle(ctx: RequestContext) -> Response:
+    """The handler of the router's ``SquallAdmin`` operation."""
+    raw_path = ctx.request.scope.get("raw_path") or ctx.request.scope["path"].encode()
+    return await handle_admin(ctx.request, raw_path, ctx.body, ctx.config.functions)
+
+
+async def handle_admin(
+    request: Request, raw_path: bytes, body: RequestBody, functions: api.FunctionAdmin | None
+) -> Response:
+    path = unquote(raw_path.decode("latin-1").split("?", 1)[0])
+    if functions is None:
+        raise S3Error("NotImplemented", "Functions are not enabled on this server (start it "
+                      "with a pre-commit hook).", 501)
+    if path.rstrip("/") == FUNCTIONS_PATH:
+        if request.method != "GET":
+            raise S3Error("MethodNotAllowed", "Use GET to list functions.", 405,
+                          Method=request.method, ResourceType="FUNCTIONS")
+        return _json({"functions": await functions.list_functions()})
+    if not path.startswith(FUNCTIONS_PATH + "/"):
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.", 400)
+    name = path[len(FUNCTIONS_PATH) + 1:]
+    try:
+        if request.method == "PUT":
+            document = await body.read_all(api.limits.function_definition_bytes_max)
+            return _json(await functions.put_function(name, document))
+        if request.method == "GET":
+            return _json(await functions.get_function(name))
+        if request.method == "DELETE":
+            await functions.delete_function(name)
+            return Response(status_code=204)
+    except api.NoSuchKey:
+        raise _not_found(name) from None
+    except api.InvalidArgument as error:
+        raise S3Error("InvalidArgument", str(error), 400, FunctionName=name) from error
+    raise S3Error("MethodNotAllowed", "The specified method is not allowed against this "
+                  "resource.", 405, Method=request.method, ResourceType="FUNCTION")

@@ -1,0 +1,51 @@
+"""Zero-copy views of a staged (not yet committed) body, for pre-commit functions.
+
+A ``StagedBody`` holds ONE read transaction open for its life and hands out the staged
+chunks as memoryviews of LMDB's memory map, plus the tail chunk that the commit itself
+carries (still in the caller's buffer). Nothing is copied. Views are valid until
+``close``; the staging entry cannot be collected meanwhile (only an abort or the commit
+removes it, and both come after the judgement).
+"""
+
+from __future__ import annotations
+
+from storage.api import InvalidArgument
+from storage.engine import keys
+from storage.engine.store import Engine
+
+
+class StagedBody:
+    def __init__(
+        self,
+        engine: Engine,
+        blob_id: bytes | None,
+        staged_chunk_count: int,
+        tail: bytes | bytearray | memoryview | None,
+    ) -> None:
+        self._txn = engine.env.begin(buffers=True)
+        views: list[memoryview] = []
+        try:
+            for chunk_index in range(staged_chunk_count):
+                assert blob_id is not None
+                chunk = self._txn.get(keys.chunk_key(blob_id, chunk_index), db=engine.chunks)
+                if chunk is None:
+                    raise InvalidArgument("the staged body is missing chunks")
+                views.append(memoryview(chunk))
+        except BaseException:
+            self.close()
+            raise
+        if tail:
+            views.append(memoryview(tail).cast("B"))
+        self.views: tuple[memoryview, ...] = tuple(views)
+
+    def close(self) -> None:
+        if self._txn is not None:
+            self.views = ()
+            self._txn.abort()
+            self._txn = None
+
+    def __enter__(self) -> StagedBody:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,218 @@
+"""Pre-commit functions through the real gateway, without TensorFlow: python functions,
+notification binding (boto3 round trip), the admin API and the ``squall function`` CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from squall.launcher import ServerProcess
+from tests.integration import triggers_support as support
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from support.server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def s3(process: ServerProcess):  # type: ignore[no-untyped-def]
+    return support.s3_client(process.url)
+
+
+_bucket_numbers = itertools.count()
+
+
+@pytest.fixture
+def bucket(s3, request: pytest.FixtureRequest) -> str:  # type: ignore[no-untyped-def]
+
+    base = re.sub(r"[^a-z0-9-]", "-", request.node.name.replace("_", "-").lower())[:40]
+    name = f"t-{base}-{next(_bucket_numbers)}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+SIZES = {
+    "kind": "python",
+    "entry_point": "triggers.examples:size_class",
+    "actions": [
+        {"annotate": True},
+        {"when": {"label": "empty"}, "reject": "empty objects are refused"},
+        {"when": {"label": "large"}, "route": "big/{key}"},
+    ],
+}
+
+
+def test_python_function_annotates_routes_and_rejects(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    support.register(process, "sizes", SIZES)
+    support.bind(s3, bucket, "sizes", prefix="in/")
+    small = s3.put_object(Bucket=bucket, Key="in/a.txt", Body=b"hello")
+    headers = small["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-amz-meta-squall-label"] == "small"
+    assert support.verdict(small)["action"] == "store"
+    assert s3.head_object(Bucket=bucket, Key="in/a.txt")["Metadata"] == {
+        "squall-label": "small", "squall-score": "1.0000", "squall-function": "sizes"}
+
+    large = s3.put_object(Bucket=bucket, Key="in/b.bin", Body=b"x" * 5000)
+    assert support.verdict(large)["key"] == "big/in/b.bin"
+    assert s3.get_object(Bucket=bucket, Key="big/in/b.bin")["Body"].read() == b"x" * 5000
+
+    with pytest.raises(ClientError) as raised:
+        s3.put_object(Bucket=bucket, Key="in/empty", Body=b"")
+    error = raised.value.response
+    assert error["Error"]["Code"] == "RejectedByFunction"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "empty objects are refused" in error["Error"]["Message"]
+    assert json.loads(error["ResponseMetadata"]["HTTPHeaders"]["x-squall-verdict"])[
+        "action"] == "reject"
+
+    # Outside the prefix filter nothing judges the write.
+    plain = s3.put_object(Bucket=bucket, Key="other/empty", Body=b"")
+    assert "x-squall-verdict" not in plain["ResponseMetadata"]["HTTPHeaders"]
+    assert sorted(support.keys(s3, bucket)) == ["big/in/b.bin", "in/a.txt", "other/empty"]
+
+
+def test_discard_answers_and_stores_nothing(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    support.register(process, "magic", {
+        "kind": "python", "entry_point": "triggers.examples:has_magic",
+        "actions": [{"when": {"label": "other"}, "discard": "counted, not kept"}],
+    })
+    support.bind(s3, bucket, "magic")
+    response = s3.put_object(Bucket=bucket, Key="note.txt", Body=b"just text")
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert support.verdict(response)["action"] == "discard"
+    assert response["ResponseMetadata"]["HTTPHeaders"]["x-amz-meta-squall-label"] == "other"
+    assert support.keys(s3, bucket) == []
+    kept = s3.put_object(Bucket=bucket, Key="p.png", Body=b"\x89PNG\r\n\x1a\n...")
+    assert support.verdict(kept)["action"] == "store"
+    assert support.keys(s3, bucket) == ["p.png"]
+
+
+def test_chain_selects_the_next_function_by_label(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    support.register(process, "sizes2", {**SIZES, "actions": [{"annotate": True}]})
+    support.register(process, "router", {
+        "kind": "python", "entry_point": "triggers.examples:has_magic",
+        "actions": [{"annotate": True}, {"chain": {"other": "sizes2"}}],
+    })
+    support.bind(s3, bucket, "router")
+    response = s3.put_object(Bucket=bucket, Key="x", Body=b"abc")
+    steps = support.verdict(response)["steps"]
+    assert [(s["function"], s["label"]) for s in steps] == [("router", "other"),
+                                                           ("sizes2", "small")]
+    assert s3.head_object(Bucket=bucket, Key="x")["Metadata"]["squall-function"] == "sizes2"
+    png = s3.put_object(Bucket=bucket, Key="y", Body=b"\x89PNG\r\n\x1a\n")
+    assert [s["function"] for s in support.verdict(png)["steps"]] == ["router"]
+
+
+def test_copy_is_judged_as_object_created_copy(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    s3.put_object(Bucket=bucket, Key="src", Body=b"")
+    support.register(process, "sizes", SIZES)
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "LambdaFunctionConfigurations": [{
+            "Id": "copies", "LambdaFunctionArn": "arn:squall:function:sizes",
+            "Events": ["s3:ObjectCreated:Copy"]}]})
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"")  # a Put: not bound
+    with pytest.raises(ClientError) as raised:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert raised.value.response["Error"]["Code"] == "RejectedByFunction"
+    assert sorted(support.keys(s3, bucket)) == ["plain", "src"]
+
+
+def test_notification_configuration_round_trips(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    support.register(process, "sizes", SIZES)
+    configuration = {
+        "TopicConfigurations": [{
+            "Id": "topic-1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+            "Events": ["s3:ObjectRemoved:*"]}],
+        "QueueConfigurations": [{
+            "Id": "queue-1", "QueueArn": "arn:aws:sqs:us-east-1:123456789012:q",
+            "Events": ["s3:ObjectCreated:Put", "s3:ObjectCreated:Copy"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".jpg"}]}}}],
+        "LambdaFunctionConfigurations": [{
+            "Id": "fn-1", "LambdaFunctionArn": "arn:squall:function:sizes",
+            "Events": ["s3:ObjectCreated:*"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "cam/"},
+                                               {"Name": "suffix", "Value": ".png"}]}}}],
+    }
+    assert s3.get_bucket_notification_configuration(Bucket=bucket).keys() == {
+        "ResponseMetadata"}
+    s3.put_bucket_notification_configuration(Bucket=bucket,
+                                             NotificationConfiguration=configuration)
+    got = s3.get_bucket_notification_configuration(Bucket=bucket)
+    got.pop("ResponseMetadata")
+    assert got == configuration
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+    assert s3.get_bucket_notification_configuration(Bucket=bucket).keys() == {
+        "ResponseMetadata"}
+
+
+@pytest.mark.parametrize(("configuration", "message"), [
+    ({"LambdaFunctionArn": "arn:squall:function:no-such-fn",
+      "Events": ["s3:ObjectCreated:*"]}, "'no-such-fn' is not registered"),
+    ({"LambdaFunctionArn": "arn:aws:lambda:us-east-1:1:function:f",
+      "Events": ["s3:ObjectCreated:*"]}, "arn:squall:function:NAME"),
+    ({"LambdaFunctionArn": "arn:squall:function:sizes",
+      "Events": ["s3:ObjectRemoved:*"]}, "only s3:ObjectCreated"),
+])
+def test_bad_binding_is_invalid_argument(process, s3, bucket, configuration, message) -> None:  # type: ignore[no-untyped-def]
+    support.register(process, "sizes", SIZES)
+    with pytest.raises(ClientError) as raised:
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={"LambdaFunctionConfigurations": [configuration]})
+    assert raised.value.response["Error"]["Code"] == "InvalidArgument"
+    assert message in raised.value.response["Error"]["Message"]
+
+
+def test_removed_function_fails_closed(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    support.register(process, "doomed", SIZES)
+    support.bind(s3, bucket, "doomed")
+    support.admin(process).delete_function("doomed")
+    with pytest.raises(ClientError) as raised:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert "'doomed' is bound to bucket" in raised.value.response["Error"]["Message"]
+    assert support.keys(s3, bucket) == []
+
+
+def test_function_cli(process: ServerProcess, tmp_path: Path) -> None:
+    good = tmp_path / "sizes.yaml"
+    good.write_text("kind: python\nentry_point: triggers.examples:size_class\n"
+                    "actions:\n  - annotate: true\n")
+    put = support.squall_cli(process, "put", "cli-sizes", str(good))
+    assert put.returncode == 0, put.stderr
+    assert put.stdout.startswith("registered cli-sizes (version ")
+    listed = support.squall_cli(process, "ls")
+    assert "cli-sizes\tpython\ttriggers.examples:size_class" in listed.stdout
+    shown = json.loads(support.squall_cli(process, "show", "cli-sizes").stdout)
+    assert shown["entry_point"] == "triggers.examples:size_class"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: python\nentry_point: triggers.examples:size_class\n"
+                   "actions:\n  - rout: 'x/{key}'\n")
+    failed = support.squall_cli(process, "put", "cli-bad", str(bad))
+    assert failed.returncode == 1
+    assert "actions[0]: needs exactly one action" in failed.stderr
+    missing = support.squall_cli(process, "put", "cli-bad", str(bad).replace("bad", "nope"))
+    assert missing.returncode == 1
+
+    assert support.squall_cli(process, "rm", "cli-sizes").returncode == 0
+    gone = support.squall_cli(process, "show", "cli-sizes")
+    assert gone.returncode == 1 and "No function named 'cli-sizes'" in gone.stderr
+
+
+def test_python_entry_point_is_imported_at_registration(process: ServerProcess) -> None:
+    from squall.admin_client import AdminError
+
+    with pytest.raises(AdminError) as raised:
+        support.register(process, "broken", {"kind": "python",
+                                             "entry_point": "triggers.examples:nope"})
+    assert raised.value.status == 400
+    assert "cannot import 'triggers.examples:nope'" in raised.value.body

@@ -1,0 +1,267 @@
+"""TensorFlow classifiers as pre-commit triggers, through the real server and boto3.
+
+Models are tiny Keras models with hand-set weights (deterministic labels), uploaded as
+objects of a 'models' bucket; the server loads them from the store. (The bucket is not
+versioning-enabled here, so a model's version id is learnt from the verdicts, which
+record the internal version id of the model object that judged each write.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from botocore.exceptions import ClientError
+
+from squall.launcher import ServerProcess
+from tests.integration import triggers_support as support
+
+pytest.importorskip("tensorflow")
+from tests.integration import tf_models  # noqa: E402  (needs TensorFlow)
+
+pytestmark = [pytest.mark.slow, pytest.mark.tf]
+
+_numbers = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from support.server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def s3(process: ServerProcess):  # type: ignore[no-untyped-def]
+    client = support.s3_client(process.url)
+    client.create_bucket(Bucket="models")
+    return client
+
+
+@pytest.fixture
+def bucket(s3) -> str:  # type: ignore[no-untyped-def]
+    name = f"cams-{next(_numbers)}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def upload_model(s3, key: str, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    s3.put_object(Bucket="models", Key=key, Body=body)
+
+
+def colours_function(model_key: str, **extra: object) -> dict[str, object]:
+    return {
+        "kind": "tensorflow",
+        "model": f"s3://models/{model_key}",
+        "input": {"format": "image", "scale": 1 / 255},
+        "labels": ["red", "green", "blue"],
+        "top_k": 2,
+        **extra,
+    }
+
+
+def put_png(s3, bucket: str, key: str, colour: str):  # type: ignore[no-untyped-def]
+    return s3.put_object(Bucket=bucket, Key=key, Body=tf_models.png(tf_models.COLOURS[colour]),
+                         ContentType="image/png")
+
+
+def test_classify_annotate_route_reject_discard(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    upload_model(s3, "colours.keras", tf_models.colour_model())
+    support.register(process, "colours", colours_function("colours.keras", actions=[
+        {"annotate": True},
+        {"when": {"label": "red", "score_min": 0.9}, "route": "sorted/{label}/{key}"},
+        {"when": {"label": "blue"}, "reject": "no blue objects here"},
+        {"when": {"label": "green"}, "discard": "green is counted, not kept"},
+    ]))
+    support.bind(s3, bucket, "colours", prefix="in/")
+
+    red = put_png(s3, bucket, "in/r.png", "red")
+    headers = red["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-amz-meta-squall-label"] == "red"
+    model_version = headers["x-amz-meta-squall-model-version"]
+    assert model_version
+    step = support.verdict(red)["steps"][0]
+    assert step["label"] == "red" and step["score"] > 0.99 and step["top"][0][0] == "red"
+    stored = s3.head_object(Bucket=bucket, Key="sorted/red/in/r.png")
+    assert stored["Metadata"]["squall-label"] == "red"
+    assert stored["Metadata"]["squall-function"] == "colours"
+    assert stored["Metadata"]["squall-model-version"] == model_version
+    assert float(stored["Metadata"]["squall-score"]) > 0.99
+
+    with pytest.raises(ClientError) as raised:
+        put_png(s3, bucket, "in/b.png", "blue")
+    assert raised.value.response["Error"]["Code"] == "RejectedByFunction"
+    assert raised.value.response["Error"]["Message"] == "no blue objects here"
+
+    green = put_png(s3, bucket, "in/g.png", "green")
+    assert support.verdict(green)["action"] == "discard"
+    assert green["ResponseMetadata"]["HTTPHeaders"]["x-amz-meta-squall-label"] == "green"
+    assert support.keys(s3, bucket) == ["sorted/red/in/r.png"]
+
+    with pytest.raises(ClientError) as raised:
+        s3.put_object(Bucket=bucket, Key="in/junk.png", Body=b"not an image")
+    assert "could not judge" in raised.value.response["Error"]["Message"]
+
+
+def test_npy_tensors_and_labels_object(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    upload_model(s3, "vector.keras", tf_models.vector_model())
+    s3.put_object(Bucket="models", Key="vector.labels", Body=b"negative\npositive\n")
+    support.register(process, "vector", {
+        "kind": "tensorflow", "model": "s3://models/vector.keras",
+        "input": {"format": "npy", "scale": 1.0}, "labels": "s3://models/vector.labels",
+    })
+    support.bind(s3, bucket, "vector")
+    up = s3.put_object(Bucket=bucket, Key="v1.npy", Body=tf_models.npy([1, 2, 3, 4]))
+    down = s3.put_object(Bucket=bucket, Key="v2.npy", Body=tf_models.npy([-1, -2, 0, 0]))
+    assert support.verdict(up)["steps"][0]["label"] == "positive"
+    assert support.verdict(down)["steps"][0]["label"] == "negative"
+    with pytest.raises(ClientError) as raised:
+        s3.put_object(Bucket=bucket, Key="v3.npy", Body=tf_models.npy([1, 2, 3]))
+    assert "does not fit the model's input (4,)" in raised.value.response["Error"]["Message"]
+
+
+def test_chain_from_a_classifier_to_a_python_function(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    upload_model(s3, "chain.keras", tf_models.colour_model())
+    support.register(process, "sizer", {"kind": "python",
+                                        "entry_point": "triggers.examples:size_class"})
+    support.register(process, "chooser", colours_function("chain.keras", actions=[
+        {"annotate": True}, {"chain": {"red": "sizer"}}]))
+    support.bind(s3, bucket, "chooser")
+    red = support.verdict(put_png(s3, bucket, "r.png", "red"))
+    assert [s["function"] for s in red["steps"]] == ["chooser", "sizer"]
+    blue = support.verdict(put_png(s3, bucket, "b.png", "blue"))
+    assert [s["function"] for s in blue["steps"]] == ["chooser"]
+
+
+def test_model_update_mid_stream_switches_atomically(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    """v1 labels a red image 'red', v2 labels it 'blue'. While PUTs stream, v2 is
+    uploaded: every PUT is judged wholly by one version (each version it records always
+    goes with one label), both versions are seen, and PUTs after the upload all use v2."""
+    upload_model(s3, "switch.keras", tf_models.colour_model((0, 1, 2)))
+    support.register(process, "switch", colours_function("switch.keras", batching={
+        "max_batch_size": 4, "max_queue_delay_ms": 1}))
+    support.bind(s3, bucket, "switch")
+    seen: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def stream(worker: int) -> None:
+        client = support.s3_client(process.url)
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            response = put_png(s3=client, bucket=bucket, key=f"w{worker}/{n}.png", colour="red")
+            step = support.verdict(response)["steps"][0]
+            seen.append((step["model_version"], step["label"]))
+
+    with ThreadPoolExecutor(3) as pool:
+        workers = [pool.submit(stream, w) for w in range(3)]
+        while len(seen) < 6:
+            threading.Event().wait(0.05)
+        upload_model(s3, "switch.keras", tf_models.colour_model((2, 1, 0)))
+        count_at_switch = len(seen)
+        while len(seen) < count_at_switch + 9:
+            threading.Event().wait(0.05)
+        stop.set()
+        for worker in workers:
+            worker.result()
+    labels_by_version: dict[str, set[str]] = {}
+    for version, label in seen:
+        labels_by_version.setdefault(version, set()).add(label)
+    assert sorted(labels_by_version.values(), key=sorted) == [{"blue"}, {"red"}]
+    (v2,) = [v for v, labels in labels_by_version.items() if labels == {"blue"}]
+    assert seen[0][1] == "red" and seen[-1] == (v2, "blue")
+    first_blue = next(i for i, (_, label) in enumerate(seen) if label == "blue")
+    # Once v2 judged a write, no later-finishing write went back to v1 (3 workers: a
+    # write already judged by v1 may still be recorded after, one per worker at most).
+    assert sum(1 for _, label in seen[first_blue:] if label == "red") <= 3
+    after = support.verdict(put_png(s3, bucket, "after.png", "red"))["steps"][0]
+    assert (after["model_version"], after["label"]) == (v2, "blue")
+
+
+def test_pinned_model_version(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    """A pinned version keeps judging after the model is overwritten (needs a
+    versioning-enabled models bucket); in an unversioned bucket the overwrite removes
+    the pinned version and writes say so."""
+    try:
+        s3.create_bucket(Bucket="models-versioned")
+        s3.put_bucket_versioning(Bucket="models-versioned",
+                                 VersioningConfiguration={"Status": "Enabled"})
+        models_bucket = "models-versioned"
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "NotImplemented"
+        models_bucket = "models"
+    s3.put_object(Bucket=models_bucket, Key="pinned.keras", Body=tf_models.colour_model())
+    function = colours_function("pinned.keras")
+    function["model"] = f"s3://{models_bucket}/pinned.keras"
+    support.register(process, "latest", function)
+    support.bind(s3, bucket, "latest")
+    v1 = support.verdict(put_png(s3, bucket, "first.png", "red"))["steps"][0]["model_version"]
+    support.register(process, "pinned", {**function, "model": f"{function['model']}"
+                                                              f"?versionId={v1}"})
+    support.bind(s3, bucket, "pinned")
+    s3.put_object(Bucket=models_bucket, Key="pinned.keras",
+                  Body=tf_models.colour_model((2, 1, 0)))
+    if models_bucket == "models":
+        with pytest.raises(ClientError) as raised:
+            put_png(s3, bucket, "r.png", "red")
+        assert f"pinned.keras?versionId={v1} does not exist" in raised.value.response[
+            "Error"]["Message"]
+        return
+    step = support.verdict(put_png(s3, bucket, "r.png", "red"))["steps"][0]
+    assert (step["model_version"], step["label"]) == (v1, "red")
+
+
+def test_batching_under_concurrency(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    upload_model(s3, "batch.keras", tf_models.colour_model())
+    support.register(process, "batched", colours_function("batch.keras", batching={
+        "max_batch_size": 8, "max_queue_delay_ms": 50}))
+    support.bind(s3, bucket, "batched")
+    put_png(s3, bucket, "warm.png", "red")  # loads the model
+
+    def put(n: int) -> dict[str, object]:
+        colour = ("red", "green", "blue")[n % 3]
+        step = support.verdict(put_png(s3, bucket, f"c/{n}.png", colour))["steps"][0]
+        assert step["label"] == colour
+        return step
+
+    with ThreadPoolExecutor(16) as pool:
+        steps = list(pool.map(put, range(32)))
+    sizes = [int(step.get("batch_size", 1)) for step in steps]
+    assert max(sizes) > 1, sizes
+    assert max(sizes) <= 8
+
+
+def test_full_queue_is_slow_down(process, bucket) -> None:  # type: ignore[no-untyped-def]
+    s3 = support.s3_client(process.url, retries=1)
+    upload_model(s3, "tight.keras", tf_models.colour_model())
+    support.register(process, "tight", colours_function("tight.keras", batching={
+        "max_batch_size": 1, "max_queue_delay_ms": 0, "queue_length_max": 1}))
+    support.bind(s3, bucket, "tight")
+    put_png(s3, bucket, "warm.png", "red")
+
+    def put(n: int) -> str:
+        try:
+            put_png(s3, bucket, f"q/{n}.png", "red")
+            return "ok"
+        except ClientError as error:
+            assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+            return str(error.response["Error"]["Code"])
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(put, range(48)))
+    assert "ok" in outcomes
+    assert "SlowDown" in outcomes, outcomes
+
+
+def test_registration_checks_the_model_exists(process) -> None:  # type: ignore[no-untyped-def]
+    from squall.admin_client import AdminError
+
+    with pytest.raises(AdminError) as raised:
+        support.register(process, "ghost", colours_function("ghost.keras"))
+    assert "s3://models/ghost.keras does not exist" in raised.value.body
+    body = json.dumps(colours_function("x.keras", top_k=0)).encode()
+    with pytest.raises(AdminError) as raised:
+        support.admin(process).put_function("bad", body)
+    assert "top_k: 0 is not an integer in [1, 100]" in raised.value.body

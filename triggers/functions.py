@@ -1,0 +1,382 @@
+"""The function registry and the two kinds of function: tensorflow and python.
+
+Rules and theory of operation:
+
+* Definitions are objects in the store's system bucket ``.squall`` (a name no S3 client
+  can create: it starts with a dot) under ``functions/NAME``: they are persisted,
+  versioned and replicated like any object, through ``storage.api`` only. A running
+  function is built for one definition version and cached by (name, version id); a new
+  PUT of the definition takes effect at the next write, with no invalidation protocol.
+* A ``tensorflow`` function classifies through an adaptive ``Batcher``; each batch
+  resolves the model object's current version through the ``ModelCache`` and runs
+  decoding and inference in a thread (the event loop never waits on TensorFlow).
+* A ``python`` function is ``package.module:callable``, imported at registration (an
+  import error is a registration error) and called as ``callable(event, store)`` with
+  the ``api.WriteEvent`` (zero-copy views of the body) and the ``api.StorageClient``.
+  It may be a coroutine function (run on the event loop: it must not block) or a plain
+  function (run in a thread). It returns a label, a (label, score) pair, a mapping with
+  'label' (and optionally 'score', 'details'), or a ``Prediction``.
+* A body a function cannot judge (undecodable image, wrong tensor shape, an exception in
+  a python function) is ``FunctionFailed``; the hook applies the definition's
+  ``on_error`` (reject, by default, or store unjudged).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from storage.api import (
+    BucketAlreadyOwnedByYou,
+    InvalidArgument,
+    NoSuchKey,
+    PutSpec,
+    StorageClient,
+    WriteEvent,
+    limits,
+)
+from triggers.actions import Prediction
+from triggers.batching import Batcher
+from triggers.config import (
+    FunctionDefinition,
+    InputSpec,
+    definition_from_document,
+    parse_definition,
+)
+from triggers.models import LabelCache, LoadedModel, ModelCache, read_object, resolve
+
+_log = logging.getLogger(__name__)
+
+SYSTEM_BUCKET = ".squall"
+SYSTEM_OWNER_ID = "squall-system"
+FUNCTIONS_PREFIX = "functions/"
+
+
+class FunctionFailed(Exception):
+    """A function could not judge a body (bad input, or its own error)."""
+
+
+# --- input decoding (in a worker thread) -------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _image_decoder(height: int, width: int, channels: int) -> Callable[[Any], Any]:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def decode(data: Any) -> Any:
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        return tf.image.resize(tf.cast(image, tf.float32), (height, width))
+
+    return decode
+
+
+def _decode_image(data: bytes, spec: InputSpec, input_shape: tuple[int, ...]) -> Any:
+    import tensorflow as tf
+
+    if spec.size is not None:
+        height, width = spec.size
+    elif len(input_shape) == 3:
+        height, width = input_shape[0], input_shape[1]
+    else:
+        raise FunctionFailed(f"the model's input {input_shape} is not an image: give input.size")
+    channels = spec.channels or (input_shape[2] if len(input_shape) == 3 else 3)
+    try:
+        image = _image_decoder(height, width, channels)(tf.constant(data)).numpy()
+    except tf.errors.InvalidArgumentError as error:
+        raise FunctionFailed(f"not a decodable image: {error.message.splitlines()[0]}") from None
+    return image
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def decode_npy(view: memoryview | bytes) -> Any:
+    """An .npy body as an array that VIEWS the body (no copy); object arrays refused."""
+    import numpy as np
+
+    view = memoryview(view).cast("B")
+    if bytes(view[:6]) != _NPY_MAGIC or len(view) < 10:
+        raise FunctionFailed("not an .npy file")
+    major = view[6]
+    if major == 1:
+        header_start, header_length = 10, struct.unpack_from("<H", view, 8)[0]
+    elif major in (2, 3) and len(view) >= 12:
+        header_start, header_length = 12, struct.unpack_from("<I", view, 8)[0]
+    else:
+        raise FunctionFailed(f"unsupported .npy version {major}")
+    try:
+        header = ast.literal_eval(
+            bytes(view[header_start:header_start + header_length]).decode("latin-1"))
+        dtype = np.dtype(header["descr"])
+        shape = tuple(header["shape"])
+        fortran = bool(header["fortran_order"])
+    except (ValueError, SyntaxError, KeyError, TypeError) as error:
+        raise FunctionFailed(f"bad .npy header: {error}") from None
+    if dtype.hasobject:
+        raise FunctionFailed(".npy object arrays are refused")
+    count = int(np.prod(shape))
+    offset = header_start + header_length
+    if len(view) - offset != count * dtype.itemsize:
+        raise FunctionFailed(f".npy body has {len(view) - offset} bytes, shape {shape} needs "
+                             f"{count * dtype.itemsize}")
+    array = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _decode(body: memoryview | bytes, spec: InputSpec, input_shape: tuple[int, ...]) -> Any:
+    import numpy as np
+
+    if len(body) > limits.trigger_input_bytes_max:
+        raise FunctionFailed(f"bodies over {limits.trigger_input_bytes_max} bytes are not "
+                             "decoded")
+    if spec.format == "npy":
+        array = decode_npy(body).astype(np.float32) * spec.scale + spec.offset
+    else:
+        array = _decode_image(bytes(body), spec, input_shape) * spec.scale + spec.offset
+    if array.shape != input_shape:
+        if array.size != int(np.prod(input_shape)):
+            raise FunctionFailed(f"input of shape {array.shape} does not fit the model's "
+                                 f"input {input_shape}")
+        array = array.reshape(input_shape)
+    return array
+
+
+def _top_k(probabilities: Any, labels: Sequence[str], k: int) -> tuple[tuple[str, float], ...]:
+    order = probabilities.argsort()[::-1][:k]
+    return tuple((labels[i], float(probabilities[i])) for i in order)
+
+
+# --- functions -----------------------------------------------------------------------------
+
+
+class TensorFlowFunction:
+    def __init__(
+        self, definition: FunctionDefinition, models: ModelCache, labels: LabelCache
+    ) -> None:
+        assert definition.kind == "tensorflow" and definition.model is not None
+        self.definition = definition
+        self._models = models
+        self._labels = labels
+        batching = definition.batching
+        self.batcher = Batcher(
+            definition.name,
+            self._run_batch,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay_ms=batching.max_queue_delay_ms,
+            queue_length_max=batching.queue_length_max,
+        )
+
+    async def predict(self, event: WriteEvent) -> tuple[Prediction, int]:
+        result: tuple[Prediction, int] = await self.batcher.submit(event)
+        return result
+
+    async def _label_names(self, model: LoadedModel) -> tuple[str, ...]:
+        labels = self.definition.labels
+        if labels is None:
+            return tuple(str(i) for i in range(model.output_size))
+        names = await self._labels.get(labels) if not isinstance(labels, tuple) else labels
+        if len(names) != model.output_size:
+            raise InvalidArgument(f"function {self.definition.name!r}: the model has "
+                                  f"{model.output_size} outputs but {len(names)} labels")
+        return names
+
+    async def _run_batch(self, events: Sequence[WriteEvent]) -> list[Prediction | Exception]:
+        assert self.definition.model is not None
+        model = await self._models.get(self.definition.model)
+        labels = await self._label_names(model)
+        return await asyncio.to_thread(self._infer, model, labels, events)
+
+    def _infer(
+        self, model: LoadedModel, labels: Sequence[str], events: Sequence[WriteEvent]
+    ) -> list[Prediction | Exception]:
+        import numpy as np
+
+        results: list[Prediction | Exception | None] = []
+        inputs = []
+        for event in events:
+            try:
+                inputs.append(_decode(event.body_view(), self.definition.input,
+                                      model.input_shape))
+                results.append(None)
+            except FunctionFailed as error:
+                results.append(error)
+        if inputs:
+            probabilities = model.predict(np.stack(inputs).astype(np.float32, copy=False))
+            rows = iter(np.asarray(probabilities))
+        for index, result in enumerate(results):
+            if result is None:
+                top = _top_k(next(rows), labels, self.definition.top_k)
+                results[index] = Prediction(top[0][0], top[0][1], top, model.version_id)
+        return [r for r in results if r is not None]
+
+
+def import_entry_point(entry_point: str) -> Callable[..., Any]:
+    module_name, _, attribute = entry_point.partition(":")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise InvalidArgument(f"entry_point: cannot import {entry_point!r}: {error}") from None
+    if not callable(target):
+        raise InvalidArgument(f"entry_point: {entry_point!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def as_prediction(result: Any) -> Prediction:
+    if isinstance(result, Prediction):
+        return result
+    if isinstance(result, str):
+        return Prediction(result, 1.0)
+    if isinstance(result, tuple) and len(result) == 2:
+        return Prediction(str(result[0]), float(result[1]))
+    if isinstance(result, Mapping) and "label" in result:
+        score = result.get("score")
+        return Prediction(str(result["label"]), None if score is None else float(score),
+                          details=dict(result.get("details", {})))
+    raise FunctionFailed(f"returned {type(result).__name__}: expected a label, (label, "
+                         "score), a mapping with 'label', or a Prediction")
+
+
+class PythonFunction:
+    def __init__(self, definition: FunctionDefinition, storage: StorageClient) -> None:
+        assert definition.kind == "python" and definition.entry_point is not None
+        self.definition = definition
+        self._storage = storage
+        self._callable = import_entry_point(definition.entry_point)
+
+    async def predict(self, event: WriteEvent) -> tuple[Prediction, int]:
+        try:
+            if inspect.iscoroutinefunction(self._callable):
+                result = await self._callable(event, self._storage)
+            else:
+                work = asyncio.ensure_future(asyncio.to_thread(self._callable, event,
+                                                               self._storage))
+                try:
+                    result = await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    await asyncio.wait({work})  # it reads the body views until it returns
+                    raise
+        except (FunctionFailed, InvalidArgument):
+            raise
+        except Exception as error:  # the user's code: its failure is a verdict, logged
+            _log.warning("function %s raised", self.definition.name, exc_info=True)
+            raise FunctionFailed(f"{type(error).__name__}: {error}") from error
+        return as_prediction(result), 1
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+Function = TensorFlowFunction | PythonFunction
+
+
+# --- the registry -----------------------------------------------------------------------
+
+
+class Registry:
+    def __init__(self, storage: StorageClient, models: ModelCache, labels: LabelCache) -> None:
+        self._storage = storage
+        self._models = models
+        self._labels = labels
+        self._functions: dict[str, tuple[str, Function]] = {}  # name -> (version id, fn)
+        self._retired: list[Function] = []
+
+    async def start(self) -> None:
+        try:
+            await self._storage.create_bucket(SYSTEM_BUCKET, SYSTEM_OWNER_ID)
+        except BucketAlreadyOwnedByYou:
+            pass  # made by an earlier start
+
+    def _key(self, name: str) -> str:
+        return FUNCTIONS_PREFIX + name
+
+    async def _validate(self, definition: FunctionDefinition) -> None:
+        if definition.kind == "python":
+            assert definition.entry_point is not None
+            import_entry_point(definition.entry_point)
+            return
+        assert definition.model is not None
+        try:
+            await resolve(self._storage, definition.model)
+        except InvalidArgument as error:
+            raise InvalidArgument(f"model: {error} (upload the model first)") from None
+        if definition.labels is not None and not isinstance(definition.labels, tuple):
+            try:
+                await resolve(self._storage, definition.labels)
+            except InvalidArgument as error:
+                raise InvalidArgument(f"labels: {error}") from None
+
+    async def put(self, name: str, raw: bytes) -> dict[str, Any]:
+        definition = parse_definition(name, raw)
+        await self._validate(definition)
+        existing = await self.list_names()
+        if name not in existing and len(existing) >= limits.functions_max:
+            raise InvalidArgument(f"at most {limits.functions_max} functions can be registered")
+        document = json.dumps(definition.to_document(), sort_keys=True).encode()
+        async with self._storage.open_upload(SYSTEM_BUCKET, self._key(name)) as upload:
+            await upload.write(document)
+            version = await upload.commit(PutSpec(etag=hashlib.md5(document).hexdigest(),
+                                                  content_type="application/json"))
+        return {**definition.to_document(), "version_id": version.version_id}
+
+    async def _document(self, name: str) -> tuple[str, dict[str, Any]]:
+        try:
+            version = await self._storage.get_version(SYSTEM_BUCKET, self._key(name))
+        except NoSuchKey:
+            raise NoSuchKey(f"no function named {name!r}") from None
+        if version.is_delete_marker:
+            raise NoSuchKey(f"no function named {name!r}")
+        body = await read_object(self._storage, version, limits.function_definition_bytes_max)
+        return version.version_id, json.loads(body)
+
+    async def show(self, name: str) -> dict[str, Any]:
+        version_id, document = await self._document(name)
+        return {**document, "version_id": version_id}
+
+    async def list_names(self) -> list[str]:
+        page = await self._storage.list_objects(SYSTEM_BUCKET, prefix=FUNCTIONS_PREFIX,
+                                                max_keys=limits.functions_max)
+        return [o.key[len(FUNCTIONS_PREFIX):] for o in page.objects]
+
+    async def delete(self, name: str) -> None:
+        await self._document(name)  # NoSuchKey when there is none
+        await self._storage.delete_object(SYSTEM_BUCKET, self._key(name))
+
+    async def function(self, name: str) -> Function:
+        """The running function for the definition's current version."""
+        try:
+            version = await self._storage.get_version(SYSTEM_BUCKET, self._key(name))
+        except NoSuchKey:
+            version = None
+        if version is None or version.is_delete_marker:
+            raise NoSuchKey(f"no function named {name!r}")
+        cached = self._functions.get(name)
+        if cached is not None and cached[0] == version.version_id:
+            return cached[1]
+        _, document = await self._document(name)
+        definition = definition_from_document(name, document)
+        function: Function
+        if definition.kind == "tensorflow":
+            function = TensorFlowFunction(definition, self._models, self._labels)
+        else:
+            function = PythonFunction(definition, self._storage)
+        if cached is not None:
+            self._retired.append(cached[1])  # in-flight requests finish on it; closed at end
+        self._functions[name] = (version.version_id, function)
+        return function
+
+    async def close(self) -> None:
+        for function in [f for _, f in self._functions.values()] + self._retired:
+            if isinstance(function, TensorFlowFunction):
+                await function.batcher.close()
+        self._functions.clear()
+        self._retired.clear()

@@ -1,0 +1,248 @@
+"""``TriggerHook``: storage's pre-commit hook and the function admin, in one object.
+
+The composition root (``squall serve``) builds it from the import string
+``triggers.hook:TriggerHook`` and hands it to the storage node (``api.PreCommitHook``)
+and to the gateway (``api.FunctionAdmin``). It reaches the store only through
+``storage.api``.
+
+Theory of operation, per write:
+
+1. ``bindings``: the bucket's 'notification' document (one metadata read, parsed once
+   per distinct document) gives the function rules whose events and prefix/suffix
+   filters match the write. Most writes stop here.
+2. ``judge``: each bound function runs in order on the same event; a ``chain`` action
+   appends the function it names (at most ``limits.trigger_chain_depth_max`` in all).
+   Each step's prediction goes through its actions (``triggers.actions``); reject or
+   discard end the judgement; a route changes where the object will be committed.
+3. The verdict carries the last step's annotations, whether they are stored, the final
+   bucket/key and a JSON summary of every step, which the response carries.
+
+A bound function that is not registered (removed after binding) fails CLOSED: the write
+is rejected with a message saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from storage.api import (
+    InvalidArgument,
+    NoSuchBucket,
+    NoSuchKey,
+    NotificationConfiguration,
+    StorageClient,
+    Verdict,
+    WriteEvent,
+    WriteRejected,
+    limits,
+)
+from triggers.actions import Prediction, annotations, evaluate
+from triggers.config import FunctionDefinition, check_function_name
+from triggers.functions import SYSTEM_BUCKET, FunctionFailed, Registry
+from triggers.models import LabelCache, ModelCache
+
+_log = logging.getLogger(__name__)
+
+FUNCTION_ARN_PREFIX = "arn:squall:function:"
+NOTIFICATION_CONFIG = "notification"
+
+
+class TriggerHook:
+    def __init__(self, model_cache_bytes_max: int = limits.model_cache_bytes_max) -> None:
+        self._model_cache_bytes_max = model_cache_bytes_max
+        self._storage: StorageClient | None = None
+        self._registry: Registry | None = None
+        self.models: ModelCache | None = None
+        # bucket -> (raw document, parsed): re-parsed only when the document changes.
+        self._configs: dict[str, tuple[bytes, NotificationConfiguration]] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, storage: StorageClient) -> None:
+        self._storage = storage
+        self.models = ModelCache(storage, self._model_cache_bytes_max)
+        self._registry = Registry(storage, self.models, LabelCache(storage))
+        await self._registry.start()
+
+    async def close(self) -> None:
+        if self._registry is not None:
+            await self._registry.close()
+
+    @property
+    def registry(self) -> Registry:
+        assert self._registry is not None, "TriggerHook.start was not called"
+        return self._registry
+
+    # --- api.PreCommitHook -----------------------------------------------------------------
+
+    async def _configuration(self, bucket: str) -> NotificationConfiguration | None:
+        assert self._storage is not None
+        try:
+            raw = await self._storage.get_bucket_config(bucket, NOTIFICATION_CONFIG)
+        except NoSuchBucket:
+            return None  # the commit itself will say so
+        if raw is None:
+            self._configs.pop(bucket, None)
+            return None
+        raw = bytes(raw)
+        cached = self._configs.get(bucket)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        configuration = NotificationConfiguration.from_json(raw)
+        self._configs[bucket] = (raw, configuration)
+        return configuration
+
+    async def bindings(self, bucket: str, key: str, event_name: str) -> Sequence[str]:
+        if bucket == SYSTEM_BUCKET:
+            return ()
+        configuration = await self._configuration(bucket)
+        if configuration is None:
+            return ()
+        return tuple(
+            rule.arn[len(FUNCTION_ARN_PREFIX):]
+            for rule in configuration.rules
+            if rule.kind == "function" and rule.arn.startswith(FUNCTION_ARN_PREFIX)
+            and rule.matches(key, event_name)
+        )
+
+    async def judge(self, event: WriteEvent, functions: Sequence[str]) -> Verdict:
+        pending = list(functions)
+        steps: list[dict[str, Any]] = []
+        bucket, key = event.bucket, event.key
+        stored: dict[str, str] = {}
+        shown: dict[str, str] = {}
+        last: tuple[FunctionDefinition, Prediction] | None = None
+        while pending:
+            name = pending.pop(0)
+            if len(steps) >= limits.trigger_chain_depth_max:
+                raise WriteRejected(
+                    f"more than {limits.trigger_chain_depth_max} functions judged "
+                    f"{event.bucket}/{event.key} (a chain loop?)",
+                    self._verdict(name, "reject", steps, shown, stored, event, bucket, key,
+                                  last))
+            definition, prediction, batch_size = await self._predict(name, event, steps)
+            if prediction is None:
+                continue  # on_error: store -- the step is recorded, the write goes on
+            outcome = evaluate(definition, prediction, event.bucket, event.key)
+            step_annotations = annotations(definition, prediction)
+            shown.update(step_annotations)
+            if outcome.annotate:
+                stored.update(step_annotations)
+            if outcome.key is not None:
+                bucket, key = outcome.bucket or bucket, outcome.key
+            steps.append(_step(definition, prediction, batch_size, outcome.terminal))
+            last = (definition, prediction)
+            if outcome.terminal is not None:
+                verdict = self._verdict(name, outcome.terminal, steps, shown, stored, event,
+                                        bucket, key, last, reason=outcome.reason)
+                if outcome.terminal == "reject":
+                    raise WriteRejected(outcome.reason, verdict)
+                return verdict
+            if outcome.chain is not None:
+                pending.append(outcome.chain)
+        if bucket != event.bucket:
+            await self._check_route_bucket(bucket, steps)
+        return self._verdict(steps[-1]["function"] if steps else functions[0], "store", steps,
+                             shown, stored, event, bucket, key, last)
+
+    async def _predict(
+        self, name: str, event: WriteEvent, steps: list[dict[str, Any]]
+    ) -> tuple[FunctionDefinition, Prediction | None, int]:
+        try:
+            function = await self.registry.function(name)
+        except NoSuchKey:
+            message = (f"function {name!r} is bound to bucket {event.bucket!r} but is not "
+                       "registered")
+            raise WriteRejected(message, Verdict(function=name, action="reject",
+                                                 reason=message)) from None
+        definition = function.definition
+        try:
+            prediction, batch_size = await function.predict(event)
+        except FunctionFailed as error:
+            message = f"function {name!r} could not judge {event.key!r}: {error}"
+            if definition.on_error == "reject":
+                steps.append({"function": name, "error": str(error), "action": "reject"})
+                raise WriteRejected(message, Verdict(
+                    function=name, action="reject", reason=message,
+                    summary={"action": "reject", "steps": steps})) from None
+            steps.append({"function": name, "error": str(error), "action": "store"})
+            return definition, None, 0
+        return definition, prediction, batch_size
+
+    async def _check_route_bucket(self, bucket: str, steps: list[dict[str, Any]]) -> None:
+        assert self._storage is not None
+        try:
+            await self._storage.get_bucket(bucket)
+        except NoSuchBucket:
+            names = ", ".join(step["function"] for step in steps)
+            raise InvalidArgument(f"function {names} routes to bucket {bucket!r}, which does "
+                                  "not exist") from None
+
+    @staticmethod
+    def _verdict(
+        function: str,
+        action: str,
+        steps: list[dict[str, Any]],
+        shown: Mapping[str, str],
+        stored: Mapping[str, str],
+        event: WriteEvent,
+        bucket: str,
+        key: str,
+        last: tuple[FunctionDefinition, Prediction] | None,
+        reason: str = "",
+    ) -> Verdict:
+        summary: dict[str, Any] = {"action": action, "steps": steps}
+        if (bucket, key) != (event.bucket, event.key):
+            summary["bucket"], summary["key"] = bucket, key
+        if reason:
+            summary["reason"] = reason
+        prediction = last[1] if last is not None else None
+        return Verdict(
+            function=function,
+            action=action,
+            label=prediction.label if prediction else "",
+            score=prediction.score if prediction else None,
+            model_version=prediction.model_version if prediction else "",
+            reason=reason,
+            annotations=dict(shown),
+            store_annotations=bool(stored),
+            bucket=bucket if bucket != event.bucket else None,
+            key=key if key != event.key or bucket != event.bucket else None,
+            summary=summary,
+        )
+
+    # --- api.FunctionAdmin -------------------------------------------------------------------
+
+    async def put_function(self, name: str, document: bytes) -> Mapping[str, Any]:
+        check_function_name(name)
+        return await self.registry.put(name, document)
+
+    async def get_function(self, name: str) -> Mapping[str, Any]:
+        check_function_name(name)
+        return await self.registry.show(name)
+
+    async def list_functions(self) -> list[Mapping[str, Any]]:
+        return [await self.registry.show(name) for name in await self.registry.list_names()]
+
+    async def delete_function(self, name: str) -> None:
+        check_function_name(name)
+        await self.registry.delete(name)
+
+
+def _step(
+    definition: FunctionDefinition, prediction: Prediction, batch_size: int, terminal: str | None
+) -> dict[str, Any]:
+    step: dict[str, Any] = {"function": definition.name, "label": prediction.label}
+    if prediction.score is not None:
+        step["score"] = round(prediction.score, 4)
+    if prediction.model_version:
+        step["model_version"] = prediction.model_version
+    if len(prediction.top) > 1:
+        step["top"] = [[label, round(score, 4)] for label, score in prediction.top]
+    if batch_size > 1:
+        step["batch_size"] = batch_size
+    if terminal is not None:
+        step["action"] = terminal
+    return step

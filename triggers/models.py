@@ -1,0 +1,198 @@
+"""Models loaded from objects in the store, cached by version id.
+
+Rules and theory of operation:
+
+* A model is an object (``s3://models/shapes.keras``). Each batch resolves the name to
+  its latest version (one metadata seek) unless the definition pins a version id, and
+  runs on the model loaded for THAT version: a PUT of a new model version switches
+  triggers at the next batch, while batches already running finish on the version they
+  hold. A loaded model is never mutated, so no request can see a torn model.
+* Versions are immutable, so the cache needs no invalidation: the key is
+  (bucket, key, version id). It is bounded by ``limits.model_cache_bytes_max`` (the sum
+  of the loaded models' weight sizes) with least-recently-used eviction; a model in use
+  by a running batch stays alive through its reference even if evicted.
+* Concurrent requests for a version that is loading wait for that one load.
+* TensorFlow is imported here lazily, on the first load: a server with no tensorflow
+  function never imports it. Loading (file I/O, graph tracing) runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from storage.api import (
+    InvalidArgument,
+    NoSuchKey,
+    NoSuchVersion,
+    ObjectVersion,
+    StorageClient,
+    limits,
+)
+from triggers.config import ObjectRef
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A Keras model behind a compiled ``tf.function`` with a fixed input signature."""
+
+    ref: ObjectRef
+    version_id: str
+    predict: Callable[[Any], Any]  # float32 [batch, *input_shape] -> [batch, classes]
+    input_shape: tuple[int, ...]  # without the batch dimension
+    output_size: int
+    size_bytes: int
+
+
+def load_keras_model(path: str, ref: ObjectRef, version_id: str) -> LoadedModel:
+    """Load a .keras file and compile its inference (call from a thread)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    model = keras.saving.load_model(path, compile=False)
+    input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    signature = tf.TensorSpec((None, *input_shape), tf.float32)
+
+    @tf.function(input_signature=[signature])
+    def predict(batch: Any) -> Any:
+        return model(batch, training=False)
+
+    # Trace now (and warm up) so that the first request does not pay for it.
+    output = predict(tf.zeros((1, *input_shape), tf.float32))
+    size_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+    _log.info("loaded model %s version %s: input %s, %d outputs, %d bytes, devices %s",
+              ref.uri(), version_id, input_shape, int(output.shape[-1]), size_bytes,
+              [d.name for d in tf.config.list_logical_devices()])
+    return LoadedModel(ref, version_id, predict, input_shape, int(output.shape[-1]),
+                       max(size_bytes, 1))
+
+
+async def read_object(storage: StorageClient, version: ObjectVersion, size_max: int) -> bytes:
+    if version.size_bytes > size_max:
+        raise InvalidArgument(f"s3://{version.bucket}/{version.key} is {version.size_bytes} "
+                              f"bytes; at most {size_max} can be loaded")
+    body = bytearray()
+    stream = storage.read_body(version)
+    try:
+        async for piece in stream:
+            body += piece
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return bytes(body)
+
+
+async def resolve(storage: StorageClient, ref: ObjectRef) -> ObjectVersion:
+    """The version a reference names now (the latest, unless pinned)."""
+    try:
+        version = await storage.get_version(ref.bucket, ref.key, version_id=ref.version_id)
+    except (NoSuchKey, NoSuchVersion):
+        raise InvalidArgument(f"{ref.uri()} does not exist") from None
+    if version.is_delete_marker:
+        raise InvalidArgument(f"{ref.uri()} is deleted")
+    return version
+
+
+class ModelCache:
+    def __init__(
+        self,
+        storage: StorageClient,
+        budget_bytes: int = limits.model_cache_bytes_max,
+        loader: Callable[[str, ObjectRef, str], LoadedModel] = load_keras_model,
+    ) -> None:
+        self._storage = storage
+        self._budget_bytes = budget_bytes
+        self._loader = loader
+        self._models: collections.OrderedDict[tuple[str, str, str], LoadedModel] = (
+            collections.OrderedDict())
+        self._loading: dict[tuple[str, str, str], asyncio.Future[LoadedModel]] = {}
+        self.loads = 0
+        self.evictions = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(model.size_bytes for model in self._models.values())
+
+    def cached_versions(self) -> list[tuple[str, str, str]]:
+        return list(self._models)
+
+    async def get(self, ref: ObjectRef) -> LoadedModel:
+        version = await resolve(self._storage, ref)
+        cache_key = (ref.bucket, ref.key, version.version_id)
+        model = self._models.get(cache_key)
+        if model is not None:
+            self._models.move_to_end(cache_key)
+            return model
+        loading = self._loading.get(cache_key)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        loading = asyncio.get_running_loop().create_future()
+        self._loading[cache_key] = loading
+        try:
+            model = await self._load(ref, version)
+        except BaseException as error:
+            loading.set_exception(error)
+            loading.exception()  # retrieved: waiters (if any) get it too
+            raise
+        finally:
+            del self._loading[cache_key]
+        loading.set_result(model)
+        self._insert(cache_key, model)
+        return model
+
+    async def _load(self, ref: ObjectRef, version: ObjectVersion) -> LoadedModel:
+        body = await read_object(self._storage, version, limits.model_object_bytes_max)
+        self.loads += 1
+        return await asyncio.to_thread(self._load_file, body, ref, version.version_id)
+
+    def _load_file(self, body: bytes, ref: ObjectRef, version_id: str) -> LoadedModel:
+        # Keras loads from a path whose name ends in '.keras'.
+        descriptor, path = tempfile.mkstemp(suffix=".keras", prefix="squall-model-")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(body)
+            try:
+                return self._loader(path, ref, version_id)
+            except (ValueError, OSError, TypeError) as error:
+                raise InvalidArgument(f"{ref.uri()} (version {version_id}) is not a loadable "
+                                      f"Keras model: {error}") from error
+        finally:
+            os.unlink(path)
+
+    def _insert(self, cache_key: tuple[str, str, str], model: LoadedModel) -> None:
+        self._models[cache_key] = model
+        self._models.move_to_end(cache_key)
+        while self.cached_bytes > self._budget_bytes and len(self._models) > 1:
+            evicted_key, _ = self._models.popitem(last=False)
+            self.evictions += 1
+            _log.info("model cache over %d bytes: evicted %s", self._budget_bytes, evicted_key)
+
+
+class LabelCache:
+    """Label lists kept as objects (one label per line), cached by version id."""
+
+    def __init__(self, storage: StorageClient) -> None:
+        self._storage = storage
+        self._labels: dict[tuple[str, str, str], tuple[str, ...]] = {}
+
+    async def get(self, ref: ObjectRef) -> tuple[str, ...]:
+        version = await resolve(self._storage, ref)
+        cache_key = (ref.bucket, ref.key, version.version_id)
+        labels = self._labels.get(cache_key)
+        if labels is None:
+            text = (await read_object(self._storage, version, 1024 * 1024)).decode("utf-8")
+            labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+            if len(self._labels) >= 64:  # bounded: old label lists are simply dropped
+                self._labels.clear()
+            self._labels[cache_key] = labels
+        return labels
