@@ -212,6 +212,13 @@ def _parse_rule(element: Element) -> api.LifecycleRule:
         raise _invalid_request("At least one action needs to be specified in a rule")
     if rule.tags and rule.abort_incomplete_multipart_days is not None:
         raise _invalid_request("AbortIncompleteMultipartUpload cannot be specified with Tags.")
+    has_size_filter = (rule.object_size_greater_than_bytes is not None
+                       or rule.object_size_less_than_bytes is not None)
+    if has_size_filter and rule.abort_incomplete_multipart_days is not None:
+        # An upload has no size until it is completed: AWS refuses the combination.
+        raise _invalid_request(
+            "AbortIncompleteMultipartUpload cannot be specified with an object size filter."
+        )
     if rule.tags and rule.expired_object_delete_marker:
         raise _invalid_request("ExpiredObjectDeleteMarker cannot be specified with Tags.")
     return rule

@@ -14,8 +14,9 @@ Rules and theory of operation:
   part records to the version; the blobs of parts not named are freed; the upload and
   its part records are removed. The version then follows the ordinary commit rules
   (write conditions, null-version replacement, HLC version id).
-* ``apply_abort`` (and deleting the bucket) frees every part's blob and removes every
-  record of the upload: an upload leaves nothing behind.
+* ``apply_abort`` (and deleting the bucket, and the lifecycle rule
+  AbortIncompleteMultipartUpload through ``abort_if_present``) frees every part's blob
+  and removes every record of the upload: an upload leaves nothing behind.
 * Work per operation is bounded: an upload has at most ``limits.parts_per_upload_max``
   parts; listings return at most ``limits.list_parts_max`` / ``list_uploads_max`` items.
 """
@@ -281,9 +282,22 @@ def _drop_upload(
 def apply_abort(
     engine: Engine, txn: lmdb.Transaction, bucket: str, key: str, upload_id: str
 ) -> None:
+    if not abort_if_present(engine, txn, bucket, key, upload_id):
+        raise NoSuchUpload(f"no upload {upload_id!r} of {bucket}/{key}")
+
+
+def abort_if_present(
+    engine: Engine, txn: lmdb.Transaction, bucket: str, key: str, upload_id: str
+) -> bool:
+    """Abort the upload if it is still there; False when it was completed or aborted
+    since (the lifecycle sweeper decides from a snapshot and re-checks here)."""
     engine._bucket(txn, bucket)
-    upload_key, upload_id_raw, _ = _upload(engine, txn, bucket, key, upload_id)
+    try:
+        upload_key, upload_id_raw, _ = _upload(engine, txn, bucket, key, upload_id)
+    except NoSuchUpload:
+        return False
     _drop_upload(engine, txn, upload_key, upload_id_raw)
+    return True
 
 
 def abort_bucket_uploads(engine: Engine, txn: lmdb.Transaction, bucket_raw: bytes) -> int:

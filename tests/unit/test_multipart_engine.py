@@ -27,7 +27,6 @@ from storage.api import (
 from storage.client import open_embedded
 from storage.engine import keys, multipart, operations
 from storage.engine.records import unpack_version
-from storage.engine.store import StagedTail
 from tests.unit.engine_helpers import Store, open_store
 
 CHUNK = limits.chunk_size_bytes
@@ -52,26 +51,11 @@ def md5(data: bytes) -> str:
 
 def create(store: Store, key: str = "k", spec: PutSpec | None = None) -> str:
     spec = spec or PutSpec(etag="", content_type="text/plain", user_metadata={"a": "1"})
-    info = store.write(operations.create_multipart_upload("b", key, spec, "", ""))
-    return info.upload_id
+    return store.create_upload("b", key, spec)
 
 
 def upload_part(store: Store, upload_id: str, number: int, body: bytes, key: str = "k"):
-    """Stage all chunks but the last, then commit the part with the tail (as the client)."""
-    chunk_count = -(-len(body) // CHUNK)
-    blob_id = store.engine.new_blob_id() if chunk_count > 1 else None
-    for index in range(chunk_count - 1):
-        assert blob_id is not None
-        store.write(operations.stage_chunk(blob_id, index, body[index * CHUNK : (index + 1) * CHUNK]))
-    tail = None
-    if chunk_count:
-        tail = StagedTail(chunk_count - 1, body[(chunk_count - 1) * CHUNK :])
-    return store.write(
-        operations.commit_part(
-            "b", key, upload_id, number, blob_id=blob_id, size_bytes=len(body),
-            etag=md5(body), checksum="", tail=tail,
-        )
-    )  # fmt: skip
+    return store.upload_part("b", key, upload_id, number, body)
 
 
 def complete(store: Store, upload_id: str, parts: dict[int, bytes], key: str = "k", **kwargs):
