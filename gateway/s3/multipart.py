@@ -43,6 +43,7 @@ from gateway.s3.objects import (
     _write_conditions,
     check_key,
 )
+from gateway.s3.tagging import requested_tags
 from gateway.xml import Node, bool_text, child_text, children, iso8601_ms, local_name, parse, render
 from storage import api
 
@@ -116,8 +117,10 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     content_type, system, user = metadata_from_headers(ctx.headers)
     algorithm, checksum_type = _requested_checksum(ctx)
+    tags = requested_tags(ctx)
+    # The tag set is kept with the upload and becomes the object's at Complete.
     spec = api.PutSpec(etag="", content_type=content_type, system_metadata=system,
-                       user_metadata=user)
+                       user_metadata=user, tags=tags)
     upload = await ctx.storage.create_multipart_upload(ctx.bucket, ctx.key, spec, algorithm,
                                                        checksum_type)
     headers = {}

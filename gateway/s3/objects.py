@@ -30,7 +30,7 @@ from gateway.s3.common import (
     object_headers,
     precondition_failed,
 )
-from gateway.s3.tagging import TAGGING_HEADER, parse_tagging_header, tags_for_copy
+from gateway.s3.tagging import requested_tags, tags_for_copy
 from gateway.xml import http_date, iso8601_ms, render
 from storage import api
 
@@ -89,8 +89,7 @@ async def put_object(ctx: RequestContext) -> Response:
                       "object size.", 400, ProposedSize=str(declared),
                       MaxSizeAllowed=str(api.limits.object_size_bytes_max))
     conditions = _write_conditions(ctx)
-    tagging = ctx.headers.get(TAGGING_HEADER)
-    tags = parse_tagging_header(tagging) if tagging is not None else {}
+    tags = requested_tags(ctx)
     wanted = integrity.parse_request(ctx.headers)
     await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
     checksummer = Checksummer(wanted.algorithms)

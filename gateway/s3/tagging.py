@@ -1,5 +1,6 @@
 """Tagging: Put/Get/DeleteObjectTagging, Put/Get/DeleteBucketTagging, and the tag-set
-codecs PutObject (``x-amz-tagging``) and CopyObject (``x-amz-tagging-directive``) use.
+codecs PutObject and CreateMultipartUpload (``x-amz-tagging``) and CopyObject
+(``x-amz-tagging-directive``) use.
 
 An object's tags live in its version record; replacing them rewrites that one record
 (``StorageClient.replace_tags``) and makes no new version, as in S3. A bucket's tags are
@@ -89,6 +90,13 @@ def parse_tagging_header(value: str) -> dict[str, str]:
         raise invalid_tag("The header 'x-amz-tagging' shall be encoded as UTF-8 then "
                           "URLEncoded URL query parameters without tag name duplicates.") from None
     return check_tags(pairs, api.limits.object_tags_max, "Object")
+
+
+def requested_tags(ctx: RequestContext) -> dict[str, str]:
+    """The tag set a write (PutObject, CreateMultipartUpload) asks for in x-amz-tagging;
+    {} when the header is absent."""
+    value = ctx.headers.get(TAGGING_HEADER)
+    return parse_tagging_header(value) if value is not None else {}
 
 
 def render_tagging(tags: Mapping[str, str]) -> bytes:

@@ -3,8 +3,9 @@
 Rules and theory of operation:
 
 * An upload is one ``uploads`` entry (see ``keys``: the key's prefix + the raw upload
-  id) holding the metadata given at Create; its parts are ``parts`` entries (raw upload
-  id + part number), each owning one blob (none for an empty part).
+  id) holding the metadata and tag set given at Create (the completed version gets
+  both); its parts are ``parts`` entries (raw upload id + part number), each owning one
+  blob (none for an empty part).
 * A part's bytes are staged exactly as a PutObject body is (``stage_chunk`` into a
   fresh blob); ``apply_commit_part`` takes the blob out of staging and into the part
   record. Uploading a part number again replaces the record and frees the old blob in
@@ -114,6 +115,8 @@ def apply_create(
     checksum_algorithm: str,
     checksum_type: str,
 ) -> MultipartUploadInfo:
+    from storage.engine.store import checked_tags  # store imports this module
+
     engine._bucket(txn, bucket)
     bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
     raw_id = keys.new_upload_id_raw(engine.clock.tick(), os.urandom(keys.UPLOAD_ID_RANDOM_BYTES))
@@ -128,6 +131,7 @@ def apply_create(
         storage_class=spec.storage_class,
         checksum_algorithm=checksum_algorithm,
         checksum_type=checksum_type,
+        tags=checked_tags(spec.tags),
     )
     written = txn.put(upload_key, pack_upload(record), db=engine.uploads, overwrite=False)
     assert written, "an upload id was handed out twice"
@@ -256,6 +260,7 @@ def apply_complete(
         checksums=dict(checksums),
         storage_class=upload.storage_class,
         segments=tuple(segments),
+        tags=dict(upload.tags),
     )
     engine._put_version(txn, bucket_raw, key_raw, record)
     return record.to_object_version(bucket, key, is_latest=True)
