@@ -29,7 +29,6 @@ from s3compat_tests.support import (
     signed_request,
     upload_parts,
 )
-from s3compat_tests.test_cli import aws, s3cmd  # noqa: F401  (fixtures)
 
 MIB = 1024 * 1024
 part_size_min_bytes = 5 * MIB
@@ -319,7 +318,7 @@ def test_full_object_checksum(s3, bucket, three_parts, algorithm, checksum_type,
 
 @pytest.mark.slow
 @pytest.mark.cli
-def test_aws_s3_cp_100_mib_multipart(aws, s3, bucket, tmp_path: Path):  # noqa: F811
+def test_aws_s3_cp_100_mib_multipart(aws, s3, bucket, tmp_path: Path):
     local = tmp_path / "big.bin"
     local.write_bytes(os.urandom(100 * MIB))
     aws("s3", "cp", str(local), f"s3://{bucket}/big.bin")
@@ -332,7 +331,7 @@ def test_aws_s3_cp_100_mib_multipart(aws, s3, bucket, tmp_path: Path):  # noqa: 
 
 
 @pytest.mark.cli
-def test_s3cmd_multipart_put_and_get(s3cmd, s3, bucket, tmp_path: Path):  # noqa: F811
+def test_s3cmd_multipart_put_and_get(s3cmd, s3, bucket, tmp_path: Path):
     local = tmp_path / "twelve.bin"
     local.write_bytes(os.urandom(12 * MIB))
     s3cmd("put", "--multipart-chunk-size-mb=5", str(local), f"s3://{bucket}/twelve.bin")
