@@ -46,7 +46,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from storage.api import (
     LIFECYCLE_RULES_CONFIG,
@@ -229,6 +230,7 @@ class SweeperStats:
 
 
 WriteFunction = Callable[[WriteOperation], Awaitable[Any]]
+Action = TypeVar("Action", ExpiryAction, UploadAbort)
 
 
 class LifecycleSweeper:
@@ -326,32 +328,32 @@ class LifecycleSweeper:
                     planner = KeyPlanner(rules, now_ms, version.key)
                 _append(batch, planner.consume(version))
                 if len(batch) >= self.settings.deletes_per_txn_max:
-                    applied += await self._flush(bucket, batch)
+                    applied += await self._flush(batch, partial(expire, bucket))
             if page.resume_after is None:
                 break
             resume_after = page.resume_after
             await asyncio.sleep(0)  # let requests run between pages
         _append(batch, planner.finish() if planner is not None else None)
-        applied += await self._flush(bucket, batch)
+        applied += await self._flush(batch, partial(expire, bucket))
         return applied
 
-    async def _flush(self, bucket: str, batch: list[ExpiryAction]) -> int:
+    async def _flush(
+        self, batch: list[Action], operation_for: Callable[[tuple[Action, ...]], WriteOperation]
+    ) -> int:
+        """Apply a batch of actions in one writer operation (``operation_for(actions)``),
+        empty the batch, then pause for the rate bound. Returns how many were applied."""
         if not batch:
             return 0
         actions = tuple(batch)
         batch.clear()
-        return await self._apply_bounded(expire(bucket, actions), len(actions))
-
-    async def _apply_bounded(self, operation: WriteOperation, action_count: int) -> int:
-        """Apply one batch of ``action_count`` actions, then pause for the rate bound."""
-        self.stats.actions_planned += action_count
+        self.stats.actions_planned += len(actions)
         try:
-            applied: int = await self._write(operation)
+            applied: int = await self._write(operation_for(actions))
         except NoSuchBucket:
             return 0
         self.stats.actions_applied += applied
         # The rate bound: this many deletes may not come faster than deletes_per_second.
-        await asyncio.sleep(action_count / self.settings.deletes_per_second_max)
+        await asyncio.sleep(len(actions) / self.settings.deletes_per_second_max)
         return applied
 
     async def _abort_incomplete_multipart_uploads(
@@ -380,21 +382,14 @@ class LifecycleSweeper:
                 if aborts_upload(rules, upload.key, upload.initiated_ms, now_ms):
                     batch.append(UploadAbort(upload.key, upload.upload_id))
                 if len(batch) >= self.settings.deletes_per_txn_max:
-                    applied += await self._flush_aborts(bucket, batch)
+                    applied += await self._flush(batch, partial(abort_uploads, bucket))
             if not page.is_truncated:
                 break
             assert page.next_key_marker is not None and page.next_upload_id_marker is not None
             key_marker, upload_id_marker = page.next_key_marker, page.next_upload_id_marker
             await asyncio.sleep(0)  # let requests run between pages
-        applied += await self._flush_aborts(bucket, batch)
+        applied += await self._flush(batch, partial(abort_uploads, bucket))
         return applied
-
-    async def _flush_aborts(self, bucket: str, batch: list[UploadAbort]) -> int:
-        if not batch:
-            return 0
-        aborts = tuple(batch)
-        batch.clear()
-        return await self._apply_bounded(abort_uploads(bucket, aborts), len(aborts))
 
 
 def _append(batch: list[ExpiryAction], action: ExpiryAction | None) -> None:
