@@ -178,8 +178,10 @@ class Gateway:
         resource = raw_path.decode("latin-1").split("?", 1)[0]
         endpoint: Endpoint | None = None
         try:
-            endpoint = self._route(request, raw_path)
-            response = await self._handle(request, endpoint, request_id, raw_path)
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"),
+                             keep_blank_values=True)
+            endpoint = self._route(request, raw_path, query)
+            response = await self._handle(request, endpoint, query, request_id, raw_path)
         except S3Error as error:
             response = error_response(error, request_id=request_id, resource=resource,
                                       method=request.method)
@@ -202,15 +204,18 @@ class Gateway:
             response.headers["Connection"] = "close"
         await response(scope, watched, send)
 
-    def _route(self, request: Request, raw_path: bytes) -> Endpoint:
+    def _route(self, request: Request, raw_path: bytes, query: dict[str, list[str]]) -> Endpoint:
         _check_header_size(request.scope["headers"])
-        query_string = request.scope.get("query_string", b"").decode("latin-1")
-        query = parse_qs(query_string, keep_blank_values=True)
         return route(request.method, raw_path.decode("latin-1"), query,
                      request.headers, self.config.domains)
 
     async def _handle(
-        self, request: Request, endpoint: Endpoint, request_id: str, raw_path: bytes
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        query: dict[str, list[str]],
+        request_id: str,
+        raw_path: bytes,
     ) -> Response:
         if endpoint.operation == PREFLIGHT_OPERATION:
             # Browsers never sign a preflight: it is answered from the bucket's CORS
@@ -220,8 +225,6 @@ class Gateway:
                                             request.headers)
             except api.StorageError as error:
                 raise error_for_storage(error, bucket=endpoint.bucket) from error
-        query_string = request.scope.get("query_string", b"").decode("latin-1")
-        query = parse_qs(query_string, keep_blank_values=True)
         auth = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains)

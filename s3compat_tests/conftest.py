@@ -151,3 +151,91 @@ def make_bucket(s3, s3_endpoint: Endpoint) -> Iterator[Callable[[], str]]:
 @pytest.fixture
 def bucket(make_bucket) -> str:
     return make_bucket()
+
+
+# ---- command-line clients (aws cli v1, s3cmd) -----------------------------------------
+#
+# Both run with a temporary HOME and generated config files only, so nothing from the
+# developer's ~/.aws or ~/.s3cfg leaks in. Each fixture is a function that runs the tool
+# with its arguments and asserts exit status 0. Tests that use them are marked `cli`.
+
+cli_timeout_seconds = 60
+venv_bin = Path(sys.executable).parent
+
+
+def _tool(name: str) -> Path:
+    path = venv_bin / name
+    if not path.exists():
+        pytest.skip(f"{name} is not installed next to {sys.executable}")
+    return path
+
+
+def _run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        command,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=cli_timeout_seconds,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(command[1:4])}... exited {result.returncode}\n"
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
+    return result
+
+
+@pytest.fixture
+def aws(s3_endpoint: Endpoint, tmp_path: Path):
+    aws_path = _tool("aws")
+    home = tmp_path / "home"
+    home.mkdir()
+    config = home / "aws-config"
+    config.write_text("[default]\ns3 =\n    addressing_style = path\n")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "AWS_ACCESS_KEY_ID": s3_endpoint.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_endpoint.secret_key,
+        "AWS_DEFAULT_REGION": s3_endpoint.region,
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+
+    def run(*arguments: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(aws_path), "--endpoint-url", s3_endpoint.url, *arguments]
+        return _run(command, env, tmp_path)
+
+    return run
+
+
+@pytest.fixture
+def s3cmd(s3_endpoint: Endpoint, tmp_path: Path):
+    s3cmd_path = _tool("s3cmd")
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    config = home / "s3cfg"
+    config.write_text(
+        "[default]\n"
+        f"access_key = {s3_endpoint.access_key}\n"
+        f"secret_key = {s3_endpoint.secret_key}\n"
+        f"host_base = {s3_endpoint.netloc}\n"
+        f"host_bucket = {s3_endpoint.netloc}\n"  # no %(bucket)s: path-style
+        f"bucket_location = {s3_endpoint.region}\n"
+        "use_https = False\n"
+        "signature_v2 = False\n"
+        "check_ssl_certificate = False\n"
+        "guess_mime_type = False\n"
+        "progress_meter = False\n"
+    )
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+
+    def run(*arguments: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(s3cmd_path), "-c", str(config), *arguments]
+        return _run(command, env, tmp_path)
+
+    return run

@@ -222,6 +222,39 @@ def put_objects(client, bucket: str, keys: Iterable[str], body: bytes = b"x") ->
             future.result()
 
 
+# ---- multipart uploads ----------------------------------------------------------------
+
+
+def multipart_etag(parts: list[bytes]) -> str:
+    """The ETag AWS gives a multipart object: MD5 of the part MD5s, '-', part count."""
+    digests = b"".join(hashlib.md5(part).digest() for part in parts)
+    return f'"{hashlib.md5(digests).hexdigest()}-{len(parts)}"'
+
+
+def upload_parts(client, bucket: str, key: str, parts: list[bytes], **create_args):
+    """CreateMultipartUpload (with ``create_args``) and UploadPart of each body in order;
+    returns (upload id, the Parts list CompleteMultipartUpload takes)."""
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **create_args)["UploadId"]
+    checksum = create_args.get("ChecksumAlgorithm")
+    completed = []
+    for number, body in enumerate(parts, start=1):
+        extra = {"ChecksumAlgorithm": checksum} if checksum else {}
+        response = client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **extra
+        )
+        entry = {"PartNumber": number, "ETag": response["ETag"]}
+        if checksum:
+            entry[f"Checksum{checksum}"] = response[f"Checksum{checksum}"]
+        completed.append(entry)
+    return upload_id, completed
+
+
+def complete_upload(client, bucket: str, key: str, upload_id: str, completed: list, **extra):
+    return client.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed}, **extra
+    )
+
+
 # ---- hand-signed requests -------------------------------------------------------------
 
 

@@ -1,80 +1,24 @@
 """The aws cli (v1) and s3cmd, driven as subprocesses against the endpoint.
 
 Both run with a temporary HOME and generated config files only, so nothing from the
-developer's ~/.aws or ~/.s3cfg leaks in. Files stay small: `aws s3 cp` switches to
-multipart above 8 MB, which test_multipart.py covers.
+developer's ~/.aws or ~/.s3cfg leaks in (the `aws` and `s3cmd` fixtures are in
+conftest.py, shared with test_multipart_api.py). Files stay small: `aws s3 cp` switches
+to multipart above 8 MB, which test_multipart_api.py covers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from s3compat_tests.support import Endpoint, empty_and_delete_bucket, unique_bucket_name
+from s3compat_tests.support import empty_and_delete_bucket, unique_bucket_name
 
 pytestmark = pytest.mark.cli
 
-cli_timeout_seconds = 60
-venv_bin = Path(sys.executable).parent
 
-
-def _tool(name: str) -> Path:
-    path = venv_bin / name
-    if not path.exists():
-        pytest.skip(f"{name} is not installed next to {sys.executable}")
-    return path
-
-
-def _run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        command,
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=cli_timeout_seconds,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"{' '.join(command[1:4])}... exited {result.returncode}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    return result
-
-
-# ---- aws cli --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def aws(s3_endpoint: Endpoint, tmp_path: Path):
-    aws_path = _tool("aws")
-    home = tmp_path / "home"
-    home.mkdir()
-    config = home / "aws-config"
-    config.write_text("[default]\ns3 =\n    addressing_style = path\n")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "AWS_ACCESS_KEY_ID": s3_endpoint.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_endpoint.secret_key,
-        "AWS_DEFAULT_REGION": s3_endpoint.region,
-        "AWS_CONFIG_FILE": str(config),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_MAX_ATTEMPTS": "1",
-    }
-
-    def run(*arguments: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, str(aws_path), "--endpoint-url", s3_endpoint.url, *arguments]
-        return _run(command, env, tmp_path)
-
-    return run
+# ---- aws cli (the `aws` fixture is in conftest.py) --------------------------------------
 
 
 def test_aws_s3_cp_ls_rm(aws, s3, bucket, tmp_path):
@@ -175,35 +119,7 @@ def test_aws_s3api(aws, bucket, tmp_path):
     assert listed["KeyCount"] == 1
 
 
-# ---- s3cmd ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def s3cmd(s3_endpoint: Endpoint, tmp_path: Path):
-    s3cmd_path = _tool("s3cmd")
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    config = home / "s3cfg"
-    config.write_text(
-        "[default]\n"
-        f"access_key = {s3_endpoint.access_key}\n"
-        f"secret_key = {s3_endpoint.secret_key}\n"
-        f"host_base = {s3_endpoint.netloc}\n"
-        f"host_bucket = {s3_endpoint.netloc}\n"  # no %(bucket)s: path-style
-        f"bucket_location = {s3_endpoint.region}\n"
-        "use_https = False\n"
-        "signature_v2 = False\n"
-        "check_ssl_certificate = False\n"
-        "guess_mime_type = False\n"
-        "progress_meter = False\n"
-    )
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
-
-    def run(*arguments: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, str(s3cmd_path), "-c", str(config), *arguments]
-        return _run(command, env, tmp_path)
-
-    return run
+# ---- s3cmd (the `s3cmd` fixture is in conftest.py) --------------------------------------
 
 
 def test_s3cmd_bucket_and_object_lifecycle(s3cmd, s3, tmp_path):

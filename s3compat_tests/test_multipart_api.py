@@ -20,21 +20,18 @@ from awscrt import checksums as crt_checksums
 from botocore.exceptions import ClientError
 
 from s3compat_tests.support import (
+    complete_upload,
     error_code,
     http_status,
+    multipart_etag,
     parse_error_body,
     quote_key,
     signed_request,
+    upload_parts,
 )
-from s3compat_tests.test_cli import aws, s3cmd  # noqa: F401  (fixtures)
 
 MIB = 1024 * 1024
 part_size_min_bytes = 5 * MIB
-
-
-def multipart_etag(parts: list[bytes]) -> str:
-    digests = b"".join(hashlib.md5(part).digest() for part in parts)
-    return f'"{hashlib.md5(digests).hexdigest()}-{len(parts)}"'
 
 
 @pytest.fixture(scope="module")
@@ -42,34 +39,12 @@ def three_parts() -> list[bytes]:
     return [os.urandom(part_size_min_bytes), os.urandom(part_size_min_bytes), os.urandom(1000)]
 
 
-def upload(s3, bucket: str, key: str, parts: list[bytes], **create_args) -> tuple[str, list]:
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, **create_args)["UploadId"]
-    checksum = create_args.get("ChecksumAlgorithm")
-    completed = []
-    for number, body in enumerate(parts, start=1):
-        extra = {"ChecksumAlgorithm": checksum} if checksum else {}
-        response = s3.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **extra
-        )
-        entry = {"PartNumber": number, "ETag": response["ETag"]}
-        if checksum:
-            entry[f"Checksum{checksum}"] = response[f"Checksum{checksum}"]
-        completed.append(entry)
-    return upload_id, completed
-
-
-def complete(s3, bucket: str, key: str, upload_id: str, completed: list, **extra):
-    return s3.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed}, **extra
-    )
-
-
 def test_three_part_round_trip_keeps_metadata(s3, bucket, three_parts):
-    upload_id, completed = upload(
+    upload_id, completed = upload_parts(
         s3, bucket, "dir/obj", three_parts, ContentType="text/plain",
         Metadata={"color": "blue"}, CacheControl="no-cache",
     )  # fmt: skip
-    response = complete(s3, bucket, "dir/obj", upload_id, completed)
+    response = complete_upload(s3, bucket, "dir/obj", upload_id, completed)
     assert response["ETag"] == multipart_etag(three_parts)
     assert response["Location"].endswith(f"/{bucket}/dir/obj")
     body = b"".join(three_parts)
@@ -90,8 +65,8 @@ def test_three_part_round_trip_keeps_metadata(s3, bucket, three_parts):
 
 
 def test_get_and_head_by_part_number(s3, bucket, three_parts):
-    upload_id, completed = upload(s3, bucket, "k", three_parts)
-    complete(s3, bucket, "k", upload_id, completed)
+    upload_id, completed = upload_parts(s3, bucket, "k", three_parts)
+    complete_upload(s3, bucket, "k", upload_id, completed)
     total = sum(len(part) for part in three_parts)
     offset = 0
     for number, part in enumerate(three_parts, start=1):
@@ -111,7 +86,7 @@ def test_get_and_head_by_part_number(s3, bucket, three_parts):
 
 def test_list_parts_pages(s3, bucket):
     parts = [bytes([n]) * 10 for n in range(1, 6)]
-    upload_id, completed = upload(s3, bucket, "k", parts)
+    upload_id, completed = upload_parts(s3, bucket, "k", parts)
     page = s3.list_parts(Bucket=bucket, Key="k", UploadId=upload_id, MaxParts=2)
     assert [p["PartNumber"] for p in page["Parts"]] == [1, 2]
     assert page["IsTruncated"] is True and page["NextPartNumberMarker"] == 2
@@ -183,7 +158,7 @@ def test_upload_part_copy_with_ranges(s3, bucket):
     # A third part copied whole, then dropped from Complete.
     s3.upload_part_copy(Bucket=bucket, Key="copy", UploadId=upload_id, PartNumber=3,
                         CopySource=f"{bucket}/source")  # fmt: skip
-    complete(s3, bucket, "copy", upload_id, completed)
+    complete_upload(s3, bucket, "copy", upload_id, completed)
     assert s3.get_object(Bucket=bucket, Key="copy")["Body"].read() == source
 
     other = s3.create_multipart_upload(Bucket=bucket, Key="copy2")["UploadId"]
@@ -203,10 +178,10 @@ def test_upload_part_copy_with_ranges(s3, bucket):
 
 
 def test_abort_then_every_operation_is_no_such_upload(s3, bucket):
-    upload_id, completed = upload(s3, bucket, "k", [b"part one"])
+    upload_id, completed = upload_parts(s3, bucket, "k", [b"part one"])
     assert http_status(s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload_id)) == 204
     attempts = [
-        lambda: complete(s3, bucket, "k", upload_id, completed),
+        lambda: complete_upload(s3, bucket, "k", upload_id, completed),
         lambda: s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload_id),
         lambda: s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=2,
                                Body=b"x"),
@@ -222,32 +197,32 @@ def test_abort_then_every_operation_is_no_such_upload(s3, bucket):
 
 
 def test_completed_upload_is_gone_and_unlisted_parts_are_dropped(s3, bucket, three_parts):
-    upload_id, completed = upload(s3, bucket, "k", three_parts)
-    complete(s3, bucket, "k", upload_id, [completed[0], completed[2]])
+    upload_id, completed = upload_parts(s3, bucket, "k", three_parts)
+    complete_upload(s3, bucket, "k", upload_id, [completed[0], completed[2]])
     expected = three_parts[0] + three_parts[2]
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == expected
     with pytest.raises(ClientError) as caught:
-        complete(s3, bucket, "k", upload_id, completed)
+        complete_upload(s3, bucket, "k", upload_id, completed)
     assert error_code(caught.value) == "NoSuchUpload"
 
 
 def test_reuploaded_part_replaces_the_first(s3, bucket):
-    upload_id, _ = upload(s3, bucket, "k", [b"first version"])
+    upload_id, _ = upload_parts(s3, bucket, "k", [b"first version"])
     again = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=1,
                            Body=b"second")  # fmt: skip
     listed = s3.list_parts(Bucket=bucket, Key="k", UploadId=upload_id)["Parts"]
     assert [(p["ETag"], p["Size"]) for p in listed] == [(again["ETag"], 6)]
-    complete(s3, bucket, "k", upload_id, [{"PartNumber": 1, "ETag": again["ETag"]}])
+    complete_upload(s3, bucket, "k", upload_id, [{"PartNumber": 1, "ETag": again["ETag"]}])
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"second"
 
 
 def test_complete_errors(s3, s3_endpoint, http, bucket):
-    upload_id, completed = upload(s3, bucket, "k", [b"a", b"b"])
+    upload_id, completed = upload_parts(s3, bucket, "k", [b"a", b"b"])
     with pytest.raises(ClientError) as caught:  # unknown part
-        complete(s3, bucket, "k", upload_id, [{"PartNumber": 7, "ETag": completed[0]["ETag"]}])
+        complete_upload(s3, bucket, "k", upload_id, [{"PartNumber": 7, "ETag": completed[0]["ETag"]}])
     assert (http_status(caught.value), error_code(caught.value)) == (400, "InvalidPart")
     with pytest.raises(ClientError) as caught:  # same part twice is not ascending
-        complete(s3, bucket, "k", upload_id, [completed[0], completed[0]])
+        complete_upload(s3, bucket, "k", upload_id, [completed[0], completed[0]])
     assert error_code(caught.value) == "InvalidPartOrder"
 
     path = f"/{bucket}/{quote_key('k')}"
@@ -261,17 +236,17 @@ def test_complete_errors(s3, s3_endpoint, http, bucket):
     assert response.status_code == 400
     assert parse_error_body(response.content)["Code"] == "InvalidArgument"
     # Still intact after all that.
-    complete(s3, bucket, "k", upload_id, [completed[1]])
+    complete_upload(s3, bucket, "k", upload_id, [completed[1]])
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"b"
 
 
 def test_complete_honours_if_none_match(s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"exists")
-    upload_id, completed = upload(s3, bucket, "k", [b"new"])
+    upload_id, completed = upload_parts(s3, bucket, "k", [b"new"])
     with pytest.raises(ClientError) as caught:
-        complete(s3, bucket, "k", upload_id, completed, IfNoneMatch="*")
+        complete_upload(s3, bucket, "k", upload_id, completed, IfNoneMatch="*")
     assert http_status(caught.value) == 412
-    complete(s3, bucket, "k", upload_id, completed,
+    complete_upload(s3, bucket, "k", upload_id, completed,
              IfMatch=f'"{hashlib.md5(b"exists").hexdigest()}"')  # fmt: skip
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"new"
 
@@ -292,7 +267,7 @@ def test_part_integrity_is_verified(s3, bucket):
 
 
 def test_composite_checksum(s3, bucket, three_parts):
-    upload_id, completed = upload(s3, bucket, "k", three_parts, ChecksumAlgorithm="SHA256")
+    upload_id, completed = upload_parts(s3, bucket, "k", three_parts, ChecksumAlgorithm="SHA256")
     digests = b"".join(hashlib.sha256(part).digest() for part in three_parts)
     expected = f"{base64.b64encode(hashlib.sha256(digests).digest()).decode()}-3"
     listed = s3.list_parts(Bucket=bucket, Key="k", UploadId=upload_id)
@@ -300,7 +275,7 @@ def test_composite_checksum(s3, bucket, three_parts):
     assert [p["ChecksumSHA256"] for p in listed["Parts"]] == [
         base64.b64encode(hashlib.sha256(part).digest()).decode() for part in three_parts
     ]
-    response = complete(s3, bucket, "k", upload_id, completed)
+    response = complete_upload(s3, bucket, "k", upload_id, completed)
     assert response["ChecksumSHA256"] == expected
     assert response["ChecksumType"] == "COMPOSITE"
     head = s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
@@ -326,10 +301,10 @@ def test_part_checksum_must_use_the_upload_algorithm(s3, bucket):
 )  # fmt: skip
 def test_full_object_checksum(s3, bucket, three_parts, algorithm, checksum_type, crc, width):
     extra = {"ChecksumType": checksum_type} if checksum_type else {}
-    upload_id, completed = upload(s3, bucket, "k", three_parts, ChecksumAlgorithm=algorithm,
+    upload_id, completed = upload_parts(s3, bucket, "k", three_parts, ChecksumAlgorithm=algorithm,
                                   **extra)  # fmt: skip
     expected = base64.b64encode(crc(b"".join(three_parts)).to_bytes(width, "big")).decode()
-    response = complete(s3, bucket, "k", upload_id, completed,
+    response = complete_upload(s3, bucket, "k", upload_id, completed,
                         **{f"Checksum{algorithm}": expected})  # fmt: skip
     assert response[f"Checksum{algorithm}"] == expected
     assert response["ChecksumType"] == "FULL_OBJECT"
@@ -343,7 +318,7 @@ def test_full_object_checksum(s3, bucket, three_parts, algorithm, checksum_type,
 
 @pytest.mark.slow
 @pytest.mark.cli
-def test_aws_s3_cp_100_mib_multipart(aws, s3, bucket, tmp_path: Path):  # noqa: F811
+def test_aws_s3_cp_100_mib_multipart(aws, s3, bucket, tmp_path: Path):
     local = tmp_path / "big.bin"
     local.write_bytes(os.urandom(100 * MIB))
     aws("s3", "cp", str(local), f"s3://{bucket}/big.bin")
@@ -356,7 +331,7 @@ def test_aws_s3_cp_100_mib_multipart(aws, s3, bucket, tmp_path: Path):  # noqa: 
 
 
 @pytest.mark.cli
-def test_s3cmd_multipart_put_and_get(s3cmd, s3, bucket, tmp_path: Path):  # noqa: F811
+def test_s3cmd_multipart_put_and_get(s3cmd, s3, bucket, tmp_path: Path):
     local = tmp_path / "twelve.bin"
     local.write_bytes(os.urandom(12 * MIB))
     s3cmd("put", "--multipart-chunk-size-mb=5", str(local), f"s3://{bucket}/twelve.bin")

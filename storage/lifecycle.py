@@ -18,15 +18,23 @@ Rules and theory of operation:
   - a current delete marker that is the key's only version is removed when a matching
     rule has ``expired_object_delete_marker``.
 
-  As on AWS, "N days after T" is T + N days rounded up to the next midnight UTC. A version
-  without a ``tags`` attribute (object tagging is not merged yet) has no tags.
+  - an incomplete multipart upload is aborted (``aborts_upload``) when an enabled rule
+    with ``abort_incomplete_multipart_days`` whose prefix matches its key has that many
+    days elapsed since its initiation. The gateway refuses tag and size filters on such
+    a rule, as AWS does: an upload has neither yet.
+
+  As on AWS, "N days after T" is T + N days rounded up to the next midnight UTC.
 * ``LifecycleSweeper`` is one asyncio task per node, started by the node and cancelled by
   its ``close``. Every ``period_seconds`` it walks every bucket that has rules, reading
   versions in pages of one read transaction each on the event loop thread (microseconds
   per version, as every metadata read), and submits the actions in writer operations of
   at most ``deletes_per_txn_max``, pausing so that it applies at most
-  ``deletes_per_second_max`` a second. Each action re-checks its reason at the commit
-  point (``storage.engine.expiry``), so a key changed since the scan is left alone.
+  ``deletes_per_second_max`` a second. Incomplete multipart uploads are read the same
+  way (pages of ``scan_uploads_per_page_max``) before the versions; an upload abort
+  counts as one delete against both bounds, as the expiry of a multipart version does,
+  whatever its number of parts. Each action re-checks its reason at the commit point
+  (``storage.engine.expiry``), so a key changed (or an upload completed) since the scan
+  is left alone.
 * A failing pass is logged with its traceback and counted; the next period tries again.
   A bucket deleted mid-pass ends that bucket's pass quietly.
 """
@@ -38,7 +46,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from storage.api import (
     LIFECYCLE_RULES_CONFIG,
@@ -48,10 +57,12 @@ from storage.api import (
     ObjectVersion,
     limits,
 )
-from storage.engine import Engine, WriteOperation
+from storage.engine import Engine, WriteOperation, multipart
 from storage.engine.expiry import (
     ExpiryAction,
     ExpiryKind,
+    UploadAbort,
+    abort_uploads,
     bucket_names,
     expire,
     scan_versions,
@@ -63,6 +74,7 @@ __all__ = [
     "LifecycleSweeper",
     "SweeperSettings",
     "SweeperStats",
+    "aborts_upload",
     "due_ms",
     "plan_key",
     "rule_matches",
@@ -86,7 +98,7 @@ def due_ms(start_ms: int, days: int) -> int:
 
 
 def version_tags(version: ObjectVersion) -> Mapping[str, str]:
-    # Object tags arrive with the tagging work (api.ObjectVersion.tags); until then, none.
+    # Tests hand the planner stand-ins for api.ObjectVersion that may carry no tags.
     tags: Mapping[str, str] = getattr(version, "tags", None) or {}
     return tags
 
@@ -102,6 +114,18 @@ def rule_matches(rule: LifecycleRule, key: str, size_bytes: int, tags: Mapping[s
     if greater is not None and not size_bytes > greater:
         return False
     return less is None or size_bytes < less
+
+
+def aborts_upload(rules: Iterable[LifecycleRule], key: str, initiated_ms: int, now_ms: int) -> bool:
+    """Whether an enabled AbortIncompleteMultipartUpload rule matching ``key`` is due for
+    an upload initiated at ``initiated_ms`` (only the prefix filters: see the module doc)."""
+    return any(
+        rule.enabled
+        and rule.abort_incomplete_multipart_days is not None
+        and key.startswith(rule.prefix)
+        and now_ms >= due_ms(initiated_ms, rule.abort_incomplete_multipart_days)
+        for rule in rules
+    )
 
 
 def _expires_current(rule: LifecycleRule, version: ObjectVersion, now_ms: int) -> bool:
@@ -189,6 +213,7 @@ class SweeperSettings:
     deletes_per_second_max: int = limits.lifecycle_deletes_per_second_max
     deletes_per_txn_max: int = limits.lifecycle_deletes_per_txn_max
     scan_versions_per_page_max: int = limits.lifecycle_scan_versions_per_page_max
+    scan_uploads_per_page_max: int = limits.lifecycle_scan_uploads_per_page_max
     # The sweeper's notion of "now". Tests pass a clock days ahead of the engine's.
     now_ms: Callable[[], int] = wall_clock_ms
 
@@ -198,12 +223,14 @@ class SweeperStats:
     passes_completed: int = 0
     passes_failed: int = 0
     versions_scanned: int = 0
+    uploads_scanned: int = 0
     actions_planned: int = 0
     actions_applied: int = 0
     last_error: BaseException | None = field(default=None, repr=False)
 
 
 WriteFunction = Callable[[WriteOperation], Awaitable[Any]]
+Action = TypeVar("Action", ExpiryAction, UploadAbort)
 
 
 class LifecycleSweeper:
@@ -211,6 +238,7 @@ class LifecycleSweeper:
         assert settings.period_seconds > 0
         assert settings.deletes_per_second_max > 0 and settings.deletes_per_txn_max > 0
         assert settings.scan_versions_per_page_max > 0
+        assert settings.scan_uploads_per_page_max > 0
         self._engine = engine
         self._write = write
         self.settings = settings
@@ -281,10 +309,9 @@ class LifecycleSweeper:
         rules = self._rules(bucket)
         if not rules:
             return 0
-        await self._abort_incomplete_multipart_uploads(bucket, rules)
+        applied = await self._abort_incomplete_multipart_uploads(bucket, rules)
         now_ms = self.settings.now_ms()
         batch: list[ExpiryAction] = []
-        applied = 0
         planner: KeyPlanner | None = None
         resume_after: bytes | None = None
         while True:
@@ -301,23 +328,27 @@ class LifecycleSweeper:
                     planner = KeyPlanner(rules, now_ms, version.key)
                 _append(batch, planner.consume(version))
                 if len(batch) >= self.settings.deletes_per_txn_max:
-                    applied += await self._flush(bucket, batch)
+                    applied += await self._flush(batch, partial(expire, bucket))
             if page.resume_after is None:
                 break
             resume_after = page.resume_after
             await asyncio.sleep(0)  # let requests run between pages
         _append(batch, planner.finish() if planner is not None else None)
-        applied += await self._flush(bucket, batch)
+        applied += await self._flush(batch, partial(expire, bucket))
         return applied
 
-    async def _flush(self, bucket: str, batch: list[ExpiryAction]) -> int:
+    async def _flush(
+        self, batch: list[Action], operation_for: Callable[[tuple[Action, ...]], WriteOperation]
+    ) -> int:
+        """Apply a batch of actions in one writer operation (``operation_for(actions)``),
+        empty the batch, then pause for the rate bound. Returns how many were applied."""
         if not batch:
             return 0
         actions = tuple(batch)
         batch.clear()
         self.stats.actions_planned += len(actions)
         try:
-            applied: int = await self._write(expire(bucket, actions))
+            applied: int = await self._write(operation_for(actions))
         except NoSuchBucket:
             return 0
         self.stats.actions_applied += applied
@@ -327,18 +358,38 @@ class LifecycleSweeper:
 
     async def _abort_incomplete_multipart_uploads(
         self, bucket: str, rules: tuple[LifecycleRule, ...]
-    ) -> None:
-        """AbortIncompleteMultipartUpload: abort uploads older than DaysAfterInitiation.
-
-        TODO(multipart): multipart uploads are being added in another branch. Once the
-        engine has them, list this bucket's incomplete uploads whose key matches a rule
-        with ``abort_incomplete_multipart_days`` (prefix and size filters only: AWS
-        forbids tag filters here) and abort each one initiated before
-        ``due_ms(initiated_ms, days) <= now``, through a writer operation that re-checks
-        the upload still exists, with the same batching and rate bound as _flush.
-        Until then the rule is stored and validated but has nothing to act on.
-        """
-        del bucket, rules
+    ) -> int:
+        """AbortIncompleteMultipartUpload: abort the uploads whose rule is due; returns how
+        many were aborted. Uploads are read in pages (one read transaction each) in key
+        order, and aborted in batches under the same bounds as version expiry."""
+        if not any(rule.abort_incomplete_multipart_days is not None for rule in rules):
+            return 0
+        now_ms = self.settings.now_ms()
+        batch: list[UploadAbort] = []
+        applied = 0
+        key_marker, upload_id_marker = "", ""
+        while True:
+            try:
+                page = multipart.list_uploads(
+                    self._engine, bucket, key_marker=key_marker,
+                    upload_id_marker=upload_id_marker,
+                    max_uploads=self.settings.scan_uploads_per_page_max,
+                )  # fmt: skip
+            except NoSuchBucket:
+                break
+            self.stats.uploads_scanned += len(page.uploads)
+            for upload in page.uploads:
+                if aborts_upload(rules, upload.key, upload.initiated_ms, now_ms):
+                    batch.append(UploadAbort(upload.key, upload.upload_id))
+                if len(batch) >= self.settings.deletes_per_txn_max:
+                    applied += await self._flush(batch, partial(abort_uploads, bucket))
+            if not page.is_truncated:
+                break
+            assert page.next_key_marker is not None and page.next_upload_id_marker is not None
+            key_marker, upload_id_marker = page.next_key_marker, page.next_upload_id_marker
+            await asyncio.sleep(0)  # let requests run between pages
+        applied += await self._flush(batch, partial(abort_uploads, bucket))
+        return applied
 
 
 def _append(batch: list[ExpiryAction], action: ExpiryAction | None) -> None:

@@ -43,6 +43,7 @@ lifecycle_sweep_period_seconds = 3600.0  # one pass over every bucket with rules
 lifecycle_deletes_per_second_max = 1000  # expiry deletes, all buckets together
 lifecycle_deletes_per_txn_max = 100  # expiry deletes sharing one writer operation
 lifecycle_scan_versions_per_page_max = 1000  # versions read in one read transaction
+lifecycle_scan_uploads_per_page_max = 1000  # multipart uploads read in one read transaction
 
 # --- gateway ---------------------------------------------------------------------------
 request_header_bytes_max = 16 * 1024  # all request headers together (uvicorn h11 limit too)

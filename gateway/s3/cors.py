@@ -32,7 +32,7 @@ from starlette.responses import Response
 from gateway.errors import S3Error, malformed_xml
 from gateway.router import Endpoint
 from gateway.s3.common import RequestContext
-from gateway.s3.documents import read_document
+from gateway.s3.documents import delete_documents, read_document, stored_document
 from gateway.xml import Node, local_name, parse, render
 from storage import api
 
@@ -270,13 +270,9 @@ async def put_bucket_cors(ctx: RequestContext) -> Response:
 
 
 async def get_bucket_cors(ctx: RequestContext) -> Response:
-    document = await ctx.storage.get_bucket_config(ctx.bucket, CORS_CONFIG)
-    if document is None:
-        raise S3Error("NoSuchCORSConfiguration", "The CORS configuration does not exist", 404,
-                      BucketName=ctx.bucket)
-    return Response(document, media_type="application/xml")
+    return await stored_document(ctx, CORS_CONFIG, missing_code="NoSuchCORSConfiguration",
+                                 missing_message="The CORS configuration does not exist")
 
 
 async def delete_bucket_cors(ctx: RequestContext) -> Response:
-    await ctx.storage.put_bucket_config(ctx.bucket, CORS_CONFIG, None)
-    return Response(status_code=204)
+    return await delete_documents(ctx, CORS_CONFIG)

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from gateway.errors import S3Error, invalid_argument, malformed_xml, not_implemented
 from gateway.s3.common import RequestContext
-from gateway.s3.documents import read_document
+from gateway.s3.documents import delete_documents, read_document, stored_document
 from gateway.xml import children, local_name, parse
 from storage import api
 
@@ -212,6 +212,13 @@ def _parse_rule(element: Element) -> api.LifecycleRule:
         raise _invalid_request("At least one action needs to be specified in a rule")
     if rule.tags and rule.abort_incomplete_multipart_days is not None:
         raise _invalid_request("AbortIncompleteMultipartUpload cannot be specified with Tags.")
+    has_size_filter = (rule.object_size_greater_than_bytes is not None
+                       or rule.object_size_less_than_bytes is not None)
+    if has_size_filter and rule.abort_incomplete_multipart_days is not None:
+        # An upload has no size until it is completed: AWS refuses the combination.
+        raise _invalid_request(
+            "AbortIncompleteMultipartUpload cannot be specified with an object size filter."
+        )
     if rule.tags and rule.expired_object_delete_marker:
         raise _invalid_request("ExpiredObjectDeleteMarker cannot be specified with Tags.")
     return rule
@@ -249,14 +256,12 @@ async def put_bucket_lifecycle(ctx: RequestContext) -> Response:
 
 
 async def get_bucket_lifecycle(ctx: RequestContext) -> Response:
-    document = await ctx.storage.get_bucket_config(ctx.bucket, LIFECYCLE_XML_CONFIG)
-    if document is None:
-        raise S3Error("NoSuchLifecycleConfiguration", "The lifecycle configuration does not exist",
-                      404, BucketName=ctx.bucket)
-    return Response(document, media_type="application/xml")
+    return await stored_document(
+        ctx, LIFECYCLE_XML_CONFIG, missing_code="NoSuchLifecycleConfiguration",
+        missing_message="The lifecycle configuration does not exist",
+    )  # fmt: skip
 
 
 async def delete_bucket_lifecycle(ctx: RequestContext) -> Response:
-    await ctx.storage.put_bucket_config(ctx.bucket, api.LIFECYCLE_RULES_CONFIG, None)
-    await ctx.storage.put_bucket_config(ctx.bucket, LIFECYCLE_XML_CONFIG, None)
-    return Response(status_code=204)
+    # The rules first (see the module doc).
+    return await delete_documents(ctx, api.LIFECYCLE_RULES_CONFIG, LIFECYCLE_XML_CONFIG)

@@ -46,7 +46,8 @@ def encoder_for(encoding: str | None) -> Callable[[str], str]:
     return lambda text: quote(text, safe="/")
 
 
-def _encoder(ctx: RequestContext) -> Callable[[str], str]:
+def request_encoder(ctx: RequestContext) -> Callable[[str], str]:
+    """The encoder for the request's ``encoding-type`` query parameter."""
     return encoder_for(ctx.query_value("encoding-type"))
 
 
@@ -82,7 +83,7 @@ def _contents(page: api.ListPage, encode, owner: Node | None) -> list[Node]:  # 
 
 
 async def list_objects(ctx: RequestContext) -> Response:
-    encode = _encoder(ctx)
+    encode = request_encoder(ctx)
     max_keys = parse_max_keys(ctx.query_value("max-keys"))
     marker = ctx.query_value("marker") or ""
     delimiter = ctx.query_value("delimiter") or ""
@@ -118,7 +119,7 @@ def decode_token(token: str) -> str:
 
 
 async def list_objects_v2(ctx: RequestContext) -> Response:
-    encode = _encoder(ctx)
+    encode = request_encoder(ctx)
     max_keys = parse_max_keys(ctx.query_value("max-keys"))
     token = ctx.query_value("continuation-token")
     if token == "":

@@ -10,9 +10,9 @@ import asyncio
 
 from starlette.responses import Response
 
-from gateway import checksums as integrity
 from gateway.errors import S3Error, error_for_storage, malformed_xml
 from gateway.s3.common import RequestContext
+from gateway.s3.documents import read_document
 from gateway.xml import Node, bool_text, child_text, children, local_name, parse, render
 from storage import api
 
@@ -59,15 +59,9 @@ def _result_node(key: str, version_id: str | None, outcome: api.DeleteResult | S
 
 
 async def delete_objects(ctx: RequestContext) -> Response:
-    wanted = integrity.parse_request(ctx.headers)
-    body = await ctx.body.read_all(api.limits.request_xml_body_bytes_max)
-    checksummer = integrity.Checksummer(wanted.algorithms)
-    checksummer.update(body)
-    integrity.verify(wanted, checksummer, ctx.body.trailers)
-    if wanted.content_md5 is None and wanted.algorithm is None:
-        # AWS requires integrity data on DeleteObjects (Content-MD5 or a checksum).
-        raise S3Error("InvalidRequest",
-                      "Missing required header for this request: Content-MD5", 400)
+    # AWS requires integrity data on DeleteObjects (Content-MD5 or a checksum).
+    body = await read_document(ctx, api.limits.request_xml_body_bytes_max,
+                               integrity_required=True)
     quiet, objects = _parse_request(body)
     await ctx.storage.get_bucket(ctx.bucket)
     outcomes = await asyncio.gather(*(_delete_one(ctx, key, vid) for key, vid in objects))

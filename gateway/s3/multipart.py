@@ -36,13 +36,15 @@ from gateway.s3.common import (
     metadata_from_headers,
     precondition_failed,
 )
-from gateway.s3.listing import _encoder
+from gateway.s3.listing import request_encoder
 from gateway.s3.objects import (
-    _copy_source_version,
-    _stage_body,
-    _write_conditions,
     check_key,
+    copy_source_version,
+    stage_body,
+    stored_checksums,
+    write_conditions,
 )
+from gateway.s3.tagging import requested_tags
 from gateway.xml import Node, bool_text, child_text, children, iso8601_ms, local_name, parse, render
 from storage import api
 
@@ -116,8 +118,10 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     content_type, system, user = metadata_from_headers(ctx.headers)
     algorithm, checksum_type = _requested_checksum(ctx)
+    tags = requested_tags(ctx)
+    # The tag set is kept with the upload and becomes the object's at Complete.
     spec = api.PutSpec(etag="", content_type=content_type, system_metadata=system,
-                       user_metadata=user)
+                       user_metadata=user, tags=tags)
     upload = await ctx.storage.create_multipart_upload(ctx.bucket, ctx.key, spec, algorithm,
                                                        checksum_type)
     headers = {}
@@ -150,12 +154,6 @@ def _part_algorithms(
     return frozenset({upload_algorithm})
 
 
-def _part_checksums(
-    checksummer: Checksummer, algorithms: frozenset[ChecksumAlgorithm]
-) -> dict[str, str]:
-    return {algorithm.value: checksummer.b64(algorithm) for algorithm in algorithms}
-
-
 async def upload_part(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     upload_id, part_number = _upload_id(ctx), _part_number(ctx)
@@ -169,9 +167,9 @@ async def upload_part(ctx: RequestContext) -> Response:
     algorithms = _part_algorithms(wanted, upload)
     checksummer = Checksummer(algorithms)
     async with ctx.storage.upload_part(ctx.bucket, ctx.key, upload_id, part_number) as part:
-        await _stage_body(part, ctx.body.pieces(), checksummer)
+        await stage_body(part, ctx.body.pieces(), checksummer)
         integrity.verify(wanted, checksummer, ctx.body.trailers)
-        checksums = _part_checksums(checksummer, algorithms)
+        checksums = stored_checksums(checksummer, algorithms)
         stored = checksums.get(upload.checksum_algorithm, "")
         info = await part.commit(checksummer.md5_digest().hex(), stored)
     return Response(status_code=200,
@@ -198,7 +196,7 @@ def parse_copy_range(value: str, size: int) -> tuple[int, int]:
 async def upload_part_copy(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     upload_id, part_number = _upload_id(ctx), _part_number(ctx)
-    source = await _copy_source_version(ctx)
+    source = await copy_source_version(ctx)
     if check_read_conditions(ctx.headers, source, prefix="x-amz-copy-source-if-") is not None:
         raise precondition_failed("x-amz-copy-source-If")
     start, end = 0, source.size_bytes
@@ -214,8 +212,8 @@ async def upload_part_copy(ctx: RequestContext) -> Response:
     checksummer = Checksummer(algorithms)
     async with ctx.storage.upload_part(ctx.bucket, ctx.key, upload_id, part_number) as part:
         if end > start:
-            await _stage_body(part, ctx.storage.read_body(source, start, end), checksummer)
-        checksums = _part_checksums(checksummer, algorithms)
+            await stage_body(part, ctx.storage.read_body(source, start, end), checksummer)
+        checksums = stored_checksums(checksummer, algorithms)
         info = await part.commit(checksummer.md5_digest().hex(),
                                  checksums.get(upload.checksum_algorithm, ""))
     result: list[Node] = [("LastModified", iso8601_ms(info.last_modified_ms)),
@@ -312,7 +310,7 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     upload_id = _upload_id(ctx)
     body = await ctx.body.read_all(api.limits.request_xml_body_bytes_max)
     named = parse_complete_request(body)
-    conditions = _write_conditions(ctx)
+    conditions = write_conditions(ctx)
     listing = await _all_parts(ctx, upload_id)
     etag = multipart_etag([part.etag for part in named])
     if etag is None:
@@ -401,7 +399,7 @@ async def list_parts(ctx: RequestContext) -> Response:
 
 
 async def list_multipart_uploads(ctx: RequestContext) -> Response:
-    encode = _encoder(ctx)
+    encode = request_encoder(ctx)
     prefix = ctx.query_value("prefix") or ""
     delimiter = ctx.query_value("delimiter") or ""
     key_marker = ctx.query_value("key-marker") or ""

@@ -30,7 +30,7 @@ from gateway.s3.common import (
     object_headers,
     precondition_failed,
 )
-from gateway.s3.tagging import TAGGING_HEADER, parse_tagging_header, tags_for_copy
+from gateway.s3.tagging import requested_tags, tags_for_copy
 from gateway.verdicts import verdict_headers
 from gateway.xml import http_date, iso8601_ms, render
 from storage import api
@@ -50,7 +50,8 @@ def check_key(key: str) -> None:
 # --- PUT -------------------------------------------------------------------------------
 
 
-def _write_conditions(ctx: RequestContext) -> api.WriteConditions | None:
+def write_conditions(ctx: RequestContext) -> api.WriteConditions | None:
+    """If-Match / If-None-Match: * of a write (PutObject, CopyObject, Complete)."""
     if_match = ctx.headers.get("if-match")
     if_none_match = ctx.headers.get("if-none-match")
     if if_match is None and if_none_match is None:
@@ -64,18 +65,20 @@ def _write_conditions(ctx: RequestContext) -> api.WriteConditions | None:
     )
 
 
-def _stored_checksums(
+def stored_checksums(
     checksummer: Checksummer, algorithms: frozenset[integrity.ChecksumAlgorithm]
 ) -> dict[str, str]:
+    """Algorithm name -> base64 digest of what the checksummer saw, in name order."""
     return {algorithm.value: checksummer.b64(algorithm) for algorithm in sorted(
         algorithms, key=lambda a: a.value)}
 
 
-async def _stage_body(
+async def stage_body(
     upload: api.Upload | api.PartUpload,
     pieces: AsyncIterator[bytes | memoryview],
     checksummer: Checksummer,
 ) -> None:
+    """Hash each piece and stage it (PutObject, CopyObject, UploadPart, UploadPartCopy)."""
     async for piece in pieces:
         checksummer.update(piece)
         await upload.write(piece)
@@ -89,16 +92,15 @@ async def put_object(ctx: RequestContext) -> Response:
         raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed "
                       "object size.", 400, ProposedSize=str(declared),
                       MaxSizeAllowed=str(api.limits.object_size_bytes_max))
-    conditions = _write_conditions(ctx)
-    tagging = ctx.headers.get(TAGGING_HEADER)
-    tags = parse_tagging_header(tagging) if tagging is not None else {}
+    conditions = write_conditions(ctx)
+    tags = requested_tags(ctx)
     wanted = integrity.parse_request(ctx.headers)
     await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
-        await _stage_body(upload, ctx.body.pieces(), checksummer)
+        await stage_body(upload, ctx.body.pieces(), checksummer)
         integrity.verify(wanted, checksummer, ctx.body.trailers)
-        checksums = _stored_checksums(checksummer, wanted.algorithms)
+        checksums = stored_checksums(checksummer, wanted.algorithms)
         spec = api.PutSpec(
             etag=checksummer.md5_digest().hex(),
             content_type=content_type,
@@ -317,7 +319,8 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
     return bucket, key, version_id
 
 
-async def _copy_source_version(ctx: RequestContext) -> api.ObjectVersion:
+async def copy_source_version(ctx: RequestContext) -> api.ObjectVersion:
+    """The version x-amz-copy-source names (CopyObject, UploadPartCopy)."""
     bucket, key, version_id = parse_copy_source(ctx.headers["x-amz-copy-source"])
     check_key(key)
     try:
@@ -368,7 +371,7 @@ def _copy_checksum_algorithms(
 
 async def copy_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
-    source = await _copy_source_version(ctx)
+    source = await copy_source_version(ctx)
     if check_read_conditions(ctx.headers, source, prefix="x-amz-copy-source-if-") is not None:
         raise precondition_failed("x-amz-copy-source-If")
     if source.size_bytes > api.limits.object_size_bytes_max:
@@ -381,8 +384,8 @@ async def copy_object(ctx: RequestContext) -> Response:
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
-        await _stage_body(upload, ctx.storage.read_body(source), checksummer)
-        checksums = _stored_checksums(checksummer, algorithms)
+        await stage_body(upload, ctx.storage.read_body(source), checksummer)
+        checksums = stored_checksums(checksummer, algorithms)
         version = await upload.commit(
             api.PutSpec(
                 etag=checksummer.md5_digest().hex(),
@@ -392,7 +395,7 @@ async def copy_object(ctx: RequestContext) -> Response:
                 checksums=checksums,
                 tags=tags,
             ),
-            _write_conditions(ctx),
+            write_conditions(ctx),
             event_name="s3:ObjectCreated:Copy",
         )
     result: list = [("LastModified", iso8601_ms(version.last_modified_ms)),

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from gateway.errors import S3Error
 from gateway.s3.common import RequestContext
+from gateway.s3.documents import delete_documents, stored_document
 from storage import api
 
 POLICY_CONFIG = "policy"
@@ -120,13 +121,10 @@ async def put_bucket_policy(ctx: RequestContext) -> Response:
 
 
 async def get_bucket_policy(ctx: RequestContext) -> Response:
-    document = await ctx.storage.get_bucket_config(ctx.bucket, POLICY_CONFIG)
-    if document is None:
-        raise S3Error("NoSuchBucketPolicy", "The bucket policy does not exist", 404,
-                      BucketName=ctx.bucket)
-    return Response(document, media_type="application/json")
+    return await stored_document(ctx, POLICY_CONFIG, missing_code="NoSuchBucketPolicy",
+                                 missing_message="The bucket policy does not exist",
+                                 media_type="application/json")
 
 
 async def delete_bucket_policy(ctx: RequestContext) -> Response:
-    await ctx.storage.put_bucket_config(ctx.bucket, POLICY_CONFIG, None)
-    return Response(status_code=204)
+    return await delete_documents(ctx, POLICY_CONFIG)

@@ -1,5 +1,6 @@
 """Tagging: Put/Get/DeleteObjectTagging, Put/Get/DeleteBucketTagging, and the tag-set
-codecs PutObject (``x-amz-tagging``) and CopyObject (``x-amz-tagging-directive``) use.
+codecs PutObject and CreateMultipartUpload (``x-amz-tagging``) and CopyObject
+(``x-amz-tagging-directive``) use.
 
 An object's tags live in its version record; replacing them rewrites that one record
 (``StorageClient.replace_tags``) and makes no new version, as in S3. A bucket's tags are
@@ -18,9 +19,9 @@ from urllib.parse import parse_qsl, quote
 
 from starlette.responses import Response
 
-from gateway import checksums as integrity
 from gateway.errors import S3Error, malformed_xml
 from gateway.s3.common import RequestContext
+from gateway.s3.documents import delete_documents, read_document, stored_document
 from gateway.xml import Node, child_text, children, local_name, parse, render
 from storage import api
 
@@ -28,16 +29,6 @@ BUCKET_TAGGING_DOCUMENT = "tagging"
 TAGGING_HEADER = "x-amz-tagging"
 TAGGING_DIRECTIVE_HEADER = "x-amz-tagging-directive"
 _RESERVED_PREFIX = "aws:"
-
-
-async def read_verified_body(ctx: RequestContext) -> bytes:
-    """A small XML request body, checked against Content-MD5 / x-amz-checksum-* if sent."""
-    wanted = integrity.parse_request(ctx.headers)
-    body = await ctx.body.read_all(api.limits.request_xml_body_bytes_max)
-    checksummer = integrity.Checksummer(wanted.algorithms)
-    checksummer.update(body)
-    integrity.verify(wanted, checksummer, ctx.body.trailers)
-    return body
 
 
 def invalid_tag(message: str) -> S3Error:
@@ -89,6 +80,13 @@ def parse_tagging_header(value: str) -> dict[str, str]:
         raise invalid_tag("The header 'x-amz-tagging' shall be encoded as UTF-8 then "
                           "URLEncoded URL query parameters without tag name duplicates.") from None
     return check_tags(pairs, api.limits.object_tags_max, "Object")
+
+
+def requested_tags(ctx: RequestContext) -> dict[str, str]:
+    """The tag set a write (PutObject, CreateMultipartUpload) asks for in x-amz-tagging;
+    {} when the header is absent."""
+    value = ctx.headers.get(TAGGING_HEADER)
+    return parse_tagging_header(value) if value is not None else {}
 
 
 def render_tagging(tags: Mapping[str, str]) -> bytes:
@@ -144,7 +142,8 @@ async def get_object_tagging(ctx: RequestContext) -> Response:
 
 
 async def put_object_tagging(ctx: RequestContext) -> Response:
-    body = await read_verified_body(ctx)
+    body = await read_document(ctx, api.limits.request_xml_body_bytes_max,
+                               integrity_required=False)
     tags = parse_tagging_xml(body, api.limits.object_tags_max, "Object")
     version = await _tagged_version(ctx)
     updated = await ctx.storage.replace_tags(ctx.bucket, ctx.key, version.version_id, tags)
@@ -161,14 +160,13 @@ async def delete_object_tagging(ctx: RequestContext) -> Response:
 
 
 async def get_bucket_tagging(ctx: RequestContext) -> Response:
-    document = await ctx.storage.get_bucket_config(ctx.bucket, BUCKET_TAGGING_DOCUMENT)
-    if document is None:
-        raise S3Error("NoSuchTagSet", "The TagSet does not exist", 404, BucketName=ctx.bucket)
-    return Response(document, media_type="application/xml")
+    return await stored_document(ctx, BUCKET_TAGGING_DOCUMENT, missing_code="NoSuchTagSet",
+                                 missing_message="The TagSet does not exist")
 
 
 async def put_bucket_tagging(ctx: RequestContext) -> Response:
-    body = await read_verified_body(ctx)
+    body = await read_document(ctx, api.limits.request_xml_body_bytes_max,
+                               integrity_required=False)
     tags = parse_tagging_xml(body, api.limits.bucket_tags_max, "Bucket")
     await ctx.storage.put_bucket_config(ctx.bucket, BUCKET_TAGGING_DOCUMENT,
                                         render_tagging(tags))
@@ -176,5 +174,4 @@ async def put_bucket_tagging(ctx: RequestContext) -> Response:
 
 
 async def delete_bucket_tagging(ctx: RequestContext) -> Response:
-    await ctx.storage.put_bucket_config(ctx.bucket, BUCKET_TAGGING_DOCUMENT, None)
-    return Response(status_code=204)
+    return await delete_documents(ctx, BUCKET_TAGGING_DOCUMENT)

@@ -15,8 +15,8 @@ from starlette.responses import Response
 
 from gateway.errors import S3Error, invalid_argument, malformed_xml
 from gateway.s3.common import RequestContext
+from gateway.s3.documents import read_document
 from gateway.s3.listing import encoder_for, parse_max_keys
-from gateway.s3.tagging import read_verified_body
 from gateway.xml import Node, bool_text, child_text, iso8601_ms, local_name, parse, render
 from storage import api
 
@@ -50,7 +50,9 @@ async def get_bucket_versioning(ctx: RequestContext) -> Response:
 
 
 async def put_bucket_versioning(ctx: RequestContext) -> Response:
-    status = parse_versioning_configuration(await read_verified_body(ctx))
+    body = await read_document(ctx, api.limits.request_xml_body_bytes_max,
+                               integrity_required=False)
+    status = parse_versioning_configuration(body)
     if status is None:  # only MfaDelete=Disabled: nothing changes
         await ctx.storage.get_bucket(ctx.bucket)
     else:

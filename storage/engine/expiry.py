@@ -13,6 +13,9 @@ Rules and theory of operation:
   one gets a delete marker, a Suspended one a null delete marker.
 * Removing a version frees its chunks in the same transaction; LMDB reuses freed pages,
   so a workload under a rule that expires old data reaches a steady file size.
+* AbortIncompleteMultipartUpload decisions (``UploadAbort``) are applied the same way:
+  the upload is aborted (every part's blob freed) only if it still exists at the commit
+  point; one completed or aborted since the decision is left alone.
 * This module reaches into ``Engine`` internals (same package) so that store.py, shared
   by every object operation, stays free of lifecycle code.
 """
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 import lmdb
 
 from storage.api import ObjectVersion
-from storage.engine import keys
+from storage.engine import keys, multipart
 from storage.engine.records import unpack_version
 from storage.engine.store import Engine
 from storage.engine.writer import WriteOperation
@@ -43,6 +46,14 @@ class ExpiryAction:
     kind: ExpiryKind
     key: str
     version_id: str  # the internal version id the decision was made for
+
+
+@dataclass(frozen=True, slots=True)
+class UploadAbort:
+    """AbortIncompleteMultipartUpload, decided for one upload of one key."""
+
+    key: str
+    upload_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +116,24 @@ def expire(bucket: str, actions: tuple[ExpiryAction, ...]) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: apply_expiry_actions(engine, txn, bucket, actions),
         name="lifecycle_expire",
+    )
+
+
+def apply_upload_aborts(
+    engine: Engine, txn: lmdb.Transaction, bucket: str, aborts: tuple[UploadAbort, ...]
+) -> int:
+    """Abort the uploads that still exist; returns how many were aborted."""
+    return sum(
+        1 for abort in aborts
+        if multipart.abort_if_present(engine, txn, bucket, abort.key, abort.upload_id)
+    )  # fmt: skip
+
+
+def abort_uploads(bucket: str, aborts: tuple[UploadAbort, ...]) -> WriteOperation:
+    """The writer operation that applies ``aborts`` in one (child) transaction."""
+    return WriteOperation(
+        lambda engine, txn: apply_upload_aborts(engine, txn, bucket, aborts),
+        name="lifecycle_abort_uploads",
     )
 
 

@@ -3,8 +3,9 @@
 Rules and theory of operation:
 
 * An upload is one ``uploads`` entry (see ``keys``: the key's prefix + the raw upload
-  id) holding the metadata given at Create; its parts are ``parts`` entries (raw upload
-  id + part number), each owning one blob (none for an empty part).
+  id) holding the metadata and tag set given at Create (the completed version gets
+  both); its parts are ``parts`` entries (raw upload id + part number), each owning one
+  blob (none for an empty part).
 * A part's bytes are staged exactly as a PutObject body is (``stage_chunk`` into a
   fresh blob); ``apply_commit_part`` takes the blob out of staging and into the part
   record. Uploading a part number again replaces the record and frees the old blob in
@@ -14,8 +15,9 @@ Rules and theory of operation:
   part records to the version; the blobs of parts not named are freed; the upload and
   its part records are removed. The version then follows the ordinary commit rules
   (write conditions, null-version replacement, HLC version id).
-* ``apply_abort`` (and deleting the bucket) frees every part's blob and removes every
-  record of the upload: an upload leaves nothing behind.
+* ``apply_abort`` (and deleting the bucket, and the lifecycle rule
+  AbortIncompleteMultipartUpload through ``abort_if_present``) frees every part's blob
+  and removes every record of the upload: an upload leaves nothing behind.
 * Work per operation is bounded: an upload has at most ``limits.parts_per_upload_max``
   parts; listings return at most ``limits.list_parts_max`` / ``list_uploads_max`` items.
 """
@@ -113,6 +115,8 @@ def apply_create(
     checksum_algorithm: str,
     checksum_type: str,
 ) -> MultipartUploadInfo:
+    from storage.engine.store import checked_tags  # store imports this module
+
     engine._bucket(txn, bucket)
     bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
     raw_id = keys.new_upload_id_raw(engine.clock.tick(), os.urandom(keys.UPLOAD_ID_RANDOM_BYTES))
@@ -127,6 +131,7 @@ def apply_create(
         storage_class=spec.storage_class,
         checksum_algorithm=checksum_algorithm,
         checksum_type=checksum_type,
+        tags=checked_tags(spec.tags),
     )
     written = txn.put(upload_key, pack_upload(record), db=engine.uploads, overwrite=False)
     assert written, "an upload id was handed out twice"
@@ -255,6 +260,7 @@ def apply_complete(
         checksums=dict(checksums),
         storage_class=upload.storage_class,
         segments=tuple(segments),
+        tags=dict(upload.tags),
     )
     engine._put_version(txn, bucket_raw, key_raw, record)
     return record.to_object_version(bucket, key, is_latest=True)
@@ -281,9 +287,22 @@ def _drop_upload(
 def apply_abort(
     engine: Engine, txn: lmdb.Transaction, bucket: str, key: str, upload_id: str
 ) -> None:
+    if not abort_if_present(engine, txn, bucket, key, upload_id):
+        raise NoSuchUpload(f"no upload {upload_id!r} of {bucket}/{key}")
+
+
+def abort_if_present(
+    engine: Engine, txn: lmdb.Transaction, bucket: str, key: str, upload_id: str
+) -> bool:
+    """Abort the upload if it is still there; False when it was completed or aborted
+    since (the lifecycle sweeper decides from a snapshot and re-checks here)."""
     engine._bucket(txn, bucket)
-    upload_key, upload_id_raw, _ = _upload(engine, txn, bucket, key, upload_id)
+    try:
+        upload_key, upload_id_raw, _ = _upload(engine, txn, bucket, key, upload_id)
+    except NoSuchUpload:
+        return False
     _drop_upload(engine, txn, upload_key, upload_id_raw)
+    return True
 
 
 def abort_bucket_uploads(engine: Engine, txn: lmdb.Transaction, bucket_raw: bytes) -> int:

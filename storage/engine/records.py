@@ -17,7 +17,9 @@ tags) are still read.
 
 Multipart records: an upload (``uploads``: key prefix + upload id -> metadata given
 at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
-checksum, time).
+checksum, time). Upload format 2 (written now) adds the tag set given at Create
+(``x-amz-tagging``), which Complete gives the new version; format 1 (no tags) is still
+read.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from storage.versions import encode_version_id, hlc_to_ms
 VERSION_RECORD_FORMAT = 3
 _VERSION_RECORD_FORMATS_READ = (1, 2, 3)
 BUCKET_RECORD_FORMAT = 1
-UPLOAD_RECORD_FORMAT = 1
+UPLOAD_RECORD_FORMAT = 2
+_UPLOAD_RECORD_FORMATS_READ = (1, 2)
 PART_RECORD_FORMAT = 1
 
 Segment = tuple[bytes | None, int]  # (blob id, or None for an empty part; size in bytes)
@@ -177,6 +180,7 @@ class UploadRecord:
     storage_class: str
     checksum_algorithm: str
     checksum_type: str
+    tags: Mapping[str, str] = field(default_factory=dict)  # the completed version's
 
     def to_info(self, bucket: str, key: str, upload_id: str) -> MultipartUploadInfo:
         spec = PutSpec(
@@ -185,6 +189,7 @@ class UploadRecord:
             system_metadata=dict(self.system_metadata),
             user_metadata=dict(self.user_metadata),
             storage_class=self.storage_class,
+            tags=dict(self.tags),
         )
         return MultipartUploadInfo(
             bucket=bucket,
@@ -208,6 +213,7 @@ def pack_upload(record: UploadRecord) -> bytes:
             record.storage_class,
             record.checksum_algorithm,
             record.checksum_type,
+            dict(record.tags),
         ],
         use_bin_type=True,
     )
@@ -215,8 +221,9 @@ def pack_upload(record: UploadRecord) -> bytes:
 
 def unpack_upload(packed: bytes | memoryview) -> UploadRecord:
     fields = msgpack.unpackb(packed, raw=False)
-    assert fields[0] == UPLOAD_RECORD_FORMAT, f"unknown upload record format {fields[0]}"
-    return UploadRecord(*fields[1:8])
+    assert fields[0] in _UPLOAD_RECORD_FORMATS_READ, f"unknown upload record format {fields[0]}"
+    # Format 1 ends after the checksum type; format 2 appends the tag set.
+    return UploadRecord(*fields[1:9])
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from storage.api import ObjectVersion, PutSpec, WriteConditions, limits
+from storage.api import ObjectVersion, PartInfo, PutSpec, WriteConditions, limits
 from storage.engine import Engine, GroupCommitWriter, StagedTail, operations
 from storage.engine.writer import WriteOperation
 
@@ -38,14 +38,9 @@ class Store:
     def create_bucket(self, name: str = "b", owner_id: str = "owner") -> None:
         self.write(operations.create_bucket(name, owner_id))
 
-    def put(
-        self,
-        bucket: str,
-        key: str,
-        body: bytes,
-        conditions: WriteConditions | None = None,
-    ) -> ObjectVersion:
-        """Stage full chunks, then commit with the tail (as the client does)."""
+    def stage_all_but_tail(self, body: bytes) -> tuple[bytes | None, StagedTail | None]:
+        """Stage every full chunk but the last; the commit carries the tail (as the
+        client does). Returns (blob id or None, tail or None)."""
         chunk_size = limits.chunk_size_bytes
         chunk_count = -(-len(body) // chunk_size)
         blob_id = self.engine.new_blob_id() if chunk_count > 1 else None
@@ -56,6 +51,16 @@ class Store:
         tail = None
         if chunk_count:
             tail = StagedTail(chunk_count - 1, body[(chunk_count - 1) * chunk_size :])
+        return blob_id, tail
+
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        conditions: WriteConditions | None = None,
+    ) -> ObjectVersion:
+        blob_id, tail = self.stage_all_but_tail(body)
         spec = PutSpec(etag=hashlib.md5(body).hexdigest())
         operation = operations.commit_version(
             bucket,
@@ -64,6 +69,28 @@ class Store:
             size_bytes=len(body),
             spec=spec,
             conditions=conditions,
+            tail=tail,
+        )
+        return self.write(operation)
+
+    def create_upload(self, bucket: str, key: str, spec: PutSpec | None = None) -> str:
+        """CreateMultipartUpload; returns the upload id."""
+        spec = spec or PutSpec(etag="")
+        return self.write(operations.create_multipart_upload(bucket, key, spec, "", "")).upload_id
+
+    def upload_part(
+        self, bucket: str, key: str, upload_id: str, part_number: int, body: bytes
+    ) -> PartInfo:
+        blob_id, tail = self.stage_all_but_tail(body)
+        operation = operations.commit_part(
+            bucket,
+            key,
+            upload_id,
+            part_number,
+            blob_id=blob_id,
+            size_bytes=len(body),
+            etag=hashlib.md5(body).hexdigest(),
+            checksum="",
             tail=tail,
         )
         return self.write(operation)

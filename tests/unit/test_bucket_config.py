@@ -233,6 +233,10 @@ ENABLED_ALL = "<Filter></Filter><Status>Enabled</Status>"
          "<AbortIncompleteMultipartUpload><DaysAfterInitiation>1</DaysAfterInitiation>"
          "</AbortIncompleteMultipartUpload>", "InvalidRequest",
          "AbortIncompleteMultipartUpload cannot be specified with Tags."),
+        ("<Filter><ObjectSizeGreaterThan>10</ObjectSizeGreaterThan></Filter>"
+         "<Status>Enabled</Status><AbortIncompleteMultipartUpload><DaysAfterInitiation>1"
+         "</DaysAfterInitiation></AbortIncompleteMultipartUpload>", "InvalidRequest",
+         "AbortIncompleteMultipartUpload cannot be specified with an object size filter."),
         (ENABLED_ALL + "<Transition><Days>1</Days><StorageClass>GLACIER</StorageClass>"
          "</Transition>", "NotImplemented", None),
         ("<ID>" + "x" * 256 + "</ID>" + ENABLED_ALL + EXPIRE_1, "InvalidArgument", None),

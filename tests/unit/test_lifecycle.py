@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import pathlib
 from collections.abc import Mapping
@@ -17,15 +18,20 @@ import pytest
 
 from storage.api import (
     LIFECYCLE_RULES_CONFIG,
+    CompletedPart,
     LifecycleConfiguration,
     LifecycleRule,
+    NoSuchUpload,
     PutSpec,
+    limits,
 )
 from storage.client import open_embedded
-from storage.engine import WriteOperation, operations
+from storage.engine import WriteOperation, multipart, operations
 from storage.engine.expiry import (
     ExpiryAction,
     ExpiryKind,
+    UploadAbort,
+    abort_uploads,
     apply_expiry_actions,
     expire,
     scan_versions,
@@ -34,6 +40,7 @@ from storage.lifecycle import (
     DAY_MS,
     LifecycleSweeper,
     SweeperSettings,
+    aborts_upload,
     due_ms,
     plan_key,
     rule_matches,
@@ -318,6 +325,96 @@ def test_the_embedded_store_runs_the_sweeper_until_closed(tmp_path: pathlib.Path
             await client.close()
 
     asyncio.run(scenario())
+
+
+# --- AbortIncompleteMultipartUpload ------------------------------------------------------
+
+
+def upload_counts(store: Store) -> tuple[int, int, int]:
+    counts = store.engine.entry_counts()
+    return counts["uploads"], counts["parts"], counts["chunks"]
+
+
+def start_upload(store: Store, key: str, part_bodies: list[bytes]) -> str:
+    upload_id = store.create_upload("b", key)
+    for number, body in enumerate(part_bodies, start=1):
+        store.upload_part("b", key, upload_id, number, body)
+    return upload_id
+
+
+def test_upload_due_time_rounds_up_to_midnight_after_initiation() -> None:
+    initiated = ms("2024-03-01T10:30:00")
+    rules = [rule(prefix="tmp/", abort_incomplete_multipart_days=2)]
+    assert not aborts_upload(rules, "tmp/a", initiated, ms("2024-03-03T23:59:59"))
+    assert aborts_upload(rules, "tmp/a", initiated, ms("2024-03-04T00:00:00"))
+    assert not aborts_upload(rules, "data/a", initiated, ms("2024-04-01T00:00:00"))
+    disabled = [rule(abort_incomplete_multipart_days=1, enabled=False)]
+    assert not aborts_upload(disabled, "tmp/a", initiated, ms("2024-04-01T00:00:00"))
+    assert not aborts_upload([rule(expiration_days=1)], "tmp/a", initiated,
+                             ms("2024-04-01T00:00:00"))
+
+
+def test_sweeper_aborts_old_uploads_and_frees_their_parts(tmp_path) -> None:
+    chunk = limits.chunk_size_bytes
+    with open_store(tmp_path) as store:
+        store.create_bucket("b")
+        old_upload = start_upload(store, "tmp/old", [b"x" * (chunk + 1), b"y" * 10])
+        other_prefix = start_upload(store, "keep/old", [b"z" * 10])
+        store.clock.advance(DAY_MS)  # a day later: the young upload
+        young = start_upload(store, "tmp/young", [b"w" * 10])
+        set_rules(store, "b", rule(prefix="tmp/", abort_incomplete_multipart_days=1))
+        assert upload_counts(store) == (3, 4, 5)
+        # Initiated 2023-11-14T22:13:20Z: due 2023-11-16T00:00Z, the young one a day later.
+        clock = FakeClock(ms("2023-11-15T23:59:59"))
+        assert sweep(store, clock) == 0
+        assert upload_counts(store) == (3, 4, 5)
+        clock.now_ms = ms("2023-11-16T00:00:00")
+        assert sweep(store, clock) == 1
+        assert upload_counts(store) == (2, 2, 2)  # its two parts' three chunks are freed
+        remaining = multipart.list_uploads(store.engine, "b").uploads
+        assert [(u.key, u.upload_id) for u in remaining] == [
+            ("keep/old", other_prefix), ("tmp/young", young)]  # fmt: skip
+        with pytest.raises(NoSuchUpload):
+            multipart.list_parts(store.engine, "b", "tmp/old", old_upload)
+        clock.advance(DAY_MS)
+        assert sweep(store, clock) == 1
+        assert upload_counts(store) == (1, 1, 1)  # only keep/old is left
+
+
+def test_upload_aborts_are_batched_and_recheck_the_upload(tmp_path) -> None:
+    with open_store(tmp_path) as store:
+        store.create_bucket("b")
+        ids = [start_upload(store, f"k{index}", [b"p"]) for index in range(5)]
+        set_rules(store, "b", rule(abort_incomplete_multipart_days=1))
+        writes: list[str] = []
+
+        async def write(operation):
+            writes.append(operation.name)
+            return await asyncio.wrap_future(store.writer.submit(operation))
+
+        settings = SweeperSettings(now_ms=FakeClock(T0 + 3 * DAY_MS), deletes_per_txn_max=2,
+                                   scan_uploads_per_page_max=2, deletes_per_second_max=1_000_000)
+        sweeper = LifecycleSweeper(store.engine, write, settings)
+        assert asyncio.run(sweeper.sweep_once()) == 5
+        assert writes == ["lifecycle_abort_uploads"] * 3  # 2 + 2 + 1
+        assert sweeper.stats.uploads_scanned == 5
+        assert upload_counts(store) == (0, 0, 0)
+        # Decided before a Complete or an Abort got there: nothing happens, no error.
+        stale = (UploadAbort("k0", ids[0]),)
+        assert store.write(abort_uploads("b", stale)) == 0
+
+
+def test_completed_uploads_are_not_touched(tmp_path) -> None:
+    with open_store(tmp_path) as store:
+        store.create_bucket("b")
+        upload_id = start_upload(store, "k", [b"body"])
+        store.write(operations.complete_multipart_upload(
+            "b", "k", upload_id, [CompletedPart(1, hashlib.md5(b"body").hexdigest())],
+            etag="e-1", checksums={}))  # fmt: skip
+        set_rules(store, "b", rule(abort_incomplete_multipart_days=1))
+        assert sweep(store, FakeClock(T0 + 10 * DAY_MS)) == 0
+        version = store.engine.get_version("b", "k")
+        assert store.read(version) == b"body"
 
 
 # --- expired data is really reclaimed ---------------------------------------------------

@@ -27,7 +27,6 @@ from storage.api import (
 from storage.client import open_embedded
 from storage.engine import keys, multipart, operations
 from storage.engine.records import unpack_version
-from storage.engine.store import StagedTail
 from tests.unit.engine_helpers import Store, open_store
 
 CHUNK = limits.chunk_size_bytes
@@ -52,26 +51,11 @@ def md5(data: bytes) -> str:
 
 def create(store: Store, key: str = "k", spec: PutSpec | None = None) -> str:
     spec = spec or PutSpec(etag="", content_type="text/plain", user_metadata={"a": "1"})
-    info = store.write(operations.create_multipart_upload("b", key, spec, "", ""))
-    return info.upload_id
+    return store.create_upload("b", key, spec)
 
 
 def upload_part(store: Store, upload_id: str, number: int, body: bytes, key: str = "k"):
-    """Stage all chunks but the last, then commit the part with the tail (as the client)."""
-    chunk_count = -(-len(body) // CHUNK)
-    blob_id = store.engine.new_blob_id() if chunk_count > 1 else None
-    for index in range(chunk_count - 1):
-        assert blob_id is not None
-        store.write(operations.stage_chunk(blob_id, index, body[index * CHUNK : (index + 1) * CHUNK]))
-    tail = None
-    if chunk_count:
-        tail = StagedTail(chunk_count - 1, body[(chunk_count - 1) * CHUNK :])
-    return store.write(
-        operations.commit_part(
-            "b", key, upload_id, number, blob_id=blob_id, size_bytes=len(body),
-            etag=md5(body), checksum="", tail=tail,
-        )
-    )  # fmt: skip
+    return store.upload_part("b", key, upload_id, number, body)
 
 
 def complete(store: Store, upload_id: str, parts: dict[int, bytes], key: str = "k", **kwargs):
@@ -298,6 +282,58 @@ def test_older_record_formats_still_read(store: Store) -> None:
     format_3 = [3, *fields[1:12], {"t": "v"}, [[blob, 3]]]
     current = unpack_version(0, msgpack.packb(format_3, use_bin_type=True))
     assert (current.segments, dict(current.tags)) == (((blob, 3),), {"t": "v"})
+
+
+def test_tags_given_at_create_are_the_completed_versions(store: Store) -> None:
+    upload_id = create(store, spec=PutSpec(etag="", tags={"project": "x", "tmp": ""}))
+    page = multipart.list_parts(store.engine, "b", "k", upload_id)
+    assert page.upload.spec.tags == {"project": "x", "tmp": ""}
+    upload_part(store, upload_id, 1, b"body")
+    version = complete(store, upload_id, {1: b"body"})
+    assert version.tags == {"project": "x", "tmp": ""}
+    assert store.engine.get_version("b", "k").tags == {"project": "x", "tmp": ""}
+    too_many = {f"t{index}": "" for index in range(limits.object_tags_max + 1)}
+    with pytest.raises(InvalidArgument):
+        create(store, spec=PutSpec(etag="", tags=too_many))
+
+
+def test_format_1_upload_records_still_read(store: Store) -> None:
+    upload_id = create(store)
+    upload_key = keys.upload_key(b"b", b"k", keys.decode_upload_id(upload_id))
+    with store.engine.env.begin() as txn:
+        fields = msgpack.unpackb(txn.get(upload_key, db=store.engine.uploads), raw=False)
+    assert fields[0] == 2 and len(fields) == 9
+    format_1 = msgpack.packb([1, *fields[1:8]], use_bin_type=True)
+    with store.engine.env.begin(write=True) as txn:
+        txn.put(upload_key, format_1, db=store.engine.uploads)
+    upload_part(store, upload_id, 1, b"old")
+    version = complete(store, upload_id, {1: b"old"})
+    assert (version.tags, version.content_type, store.read(version)) == ({}, "text/plain", b"old")
+
+
+def test_versioned_multipart_versions_are_listed_and_freed_by_version_id(store: Store) -> None:
+    store.write(operations.set_bucket_versioning("b", "Enabled"))
+    empty = blob_entries(store)
+    versions = []
+    for _ in range(2):
+        parts = three_parts()
+        upload_id = create(store)
+        for number, body in parts.items():
+            upload_part(store, upload_id, number, body)
+        versions.append(complete(store, upload_id, parts))
+    assert all(v.s3_version_id == v.version_id for v in versions)
+    listed = store.engine.list_object_versions("b").versions
+    assert [(v.version_id, v.is_latest, v.part_sizes) for v in listed] == [
+        (versions[1].version_id, True, versions[1].part_sizes),
+        (versions[0].version_id, False, versions[0].part_sizes),
+    ]
+    one_version_chunks = sum(-(-len(body) // CHUNK) for body in three_parts().values())
+    assert blob_entries(store) == (2 * one_version_chunks, 0, 0, 0)
+    store.write(operations.delete_object("b", "k", versions[0].version_id))
+    assert blob_entries(store) == (one_version_chunks, 0, 0, 0)
+    assert store.read(store.engine.get_version("b", "k", versions[1].version_id))
+    store.write(operations.delete_object("b", "k", versions[1].version_id))
+    assert blob_entries(store) == empty
 
 
 def test_embedded_client_round_trip(tmp_path: pathlib.Path) -> None:
