@@ -19,10 +19,9 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import admin
-from gateway.auth import Anonymous, AuthContext, AuthError, ChunkedError, authenticate
+from gateway.auth import Anonymous, AuthContext, AuthError, authenticate
 from gateway.body import RequestBody
-from gateway.checksums import ChecksumError
-from gateway.errors import S3Error, error_for_client, error_for_storage
+from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
 from gateway.router import Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
@@ -288,7 +287,7 @@ class Gateway:
                             headers=discarded_response_headers(discarded.verdict))
         except api.StorageError as error:
             raise error_for_storage(error, bucket=endpoint.bucket, key=endpoint.key) from error
-        except (AuthError, ChunkedError, ChecksumError) as error:
+        except CodedError as error:
             raise error_for_client(error) from error
         except ClientDisconnect:
             # The client went away mid-body; whatever was staged has been aborted.

@@ -39,20 +39,13 @@ from typing import Protocol
 
 from awscrt import checksums as crt_checksums
 
+from gateway.errors import CodedError
+
 Piece = bytes | bytearray | memoryview
 
 
-class ChecksumError(Exception):
+class ChecksumError(CodedError):
     """Integrity data that is malformed or does not match; maps to one S3 error."""
-
-    def __init__(
-        self, code: str, message: str, status: int = 400, details: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-        self.details: dict[str, str] = details or {}
 
 
 class ChecksumAlgorithm(Enum):

@@ -7,19 +7,26 @@ message AWS documents for it; the gateway renders it as the standard XML error b
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from gateway.verdicts import verdict_headers
 from storage import api
 
 
-class ClientError(Protocol):
-    """What the auth, aws-chunked and checksum modules raise: an S3 code, ready made."""
+class CodedError(Exception):
+    """What the auth, aws-chunked and checksum modules raise: an S3 code, ready made.
 
-    code: str
-    message: str
-    status: int
-    details: dict[str, str]
+    Those modules stay free of HTTP and rendering; ``error_for_client`` turns one into
+    the S3Error the gateway renders.
+    """
+
+    def __init__(
+        self, code: str, message: str, status: int = 400, details: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        # Extra XML elements of the S3 error body, in the order AWS writes them.
+        self.details: dict[str, str] = details or {}
 
 
 class S3Error(Exception):
@@ -119,8 +126,12 @@ def error_for_storage(
     else:  # a StorageError subclass nobody mapped: a bug, surfaced as such
         raise AssertionError(f"unmapped storage error {type(error).__name__}") from error
     fields: dict[str, str] = {}
-    if bucket is not None and code in ("NoSuchBucket", "BucketNotEmpty", "BucketAlreadyExists",
-                                       "BucketAlreadyOwnedByYou"):
+    if bucket is not None and code in (
+        "NoSuchBucket",
+        "BucketNotEmpty",
+        "BucketAlreadyExists",
+        "BucketAlreadyOwnedByYou",
+    ):
         fields["BucketName"] = bucket
     if key is not None and code in ("NoSuchKey", "NoSuchVersion"):
         fields["Key"] = key
@@ -134,7 +145,7 @@ def error_for_storage(
     return S3Error(code, message, status, headers=headers, **fields)
 
 
-def error_for_client(error: ClientError) -> S3Error:
+def error_for_client(error: CodedError) -> S3Error:
     """The S3 error for an auth / payload / checksum error (they carry their own code)."""
     return S3Error(error.code, error.message, error.status, **error.details)
 

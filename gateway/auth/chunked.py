@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from gateway.auth.sigv4 import EMPTY_SHA256_HEX, AuthContext
+from gateway.errors import CodedError
 from storage.api import limits
 
 _CHUNK_SIGNATURE_PREFIX = b"chunk-signature="
@@ -58,17 +59,8 @@ _SIGNATURE = re.compile(rb"[0-9a-f]{64}")
 _CRLF = b"\r\n"
 
 
-class ChunkedError(Exception):
+class ChunkedError(CodedError):
     """An ``aws-chunked`` body that cannot be accepted; maps to one S3 error response."""
-
-    def __init__(
-        self, code: str, message: str, status: int = 400, details: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-        self.details: dict[str, str] = details or {}
 
 
 @dataclass(slots=True)

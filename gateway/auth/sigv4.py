@@ -72,6 +72,7 @@ from email.utils import parsedate_to_datetime
 from enum import Enum
 from urllib.parse import quote, unquote_to_bytes
 
+from gateway.errors import CodedError
 from storage.api import limits
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -96,18 +97,8 @@ _PRESIGN_REQUIRED = (
 )
 
 
-class AuthError(Exception):
+class AuthError(CodedError):
     """A request that fails authentication; maps to one S3 error response."""
-
-    def __init__(
-        self, code: str, message: str, status: int, details: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-        # Extra XML elements of the S3 error body, in the order AWS writes them.
-        self.details: dict[str, str] = details or {}
 
 
 class PayloadMode(Enum):
