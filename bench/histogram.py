@@ -67,7 +67,11 @@ class Histogram:
             return 0.0
         if percent >= 100.0:
             return float(self.max_ns)
-        rank = max(1, math.ceil(percent / 100.0 * self.count))
+        if percent <= 0.0:
+            return float(self.min_ns)
+        # The epsilon keeps float noise (99.9 * 5000 / 100 = 4995.000000000001) from
+        # moving the rank by one.
+        rank = max(1, math.ceil(percent * self.count / 100.0 - 1e-9))
         seen = 0
         for bucket in sorted(self.counts):
             seen += self.counts[bucket]
