@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument(
+        "--client",
+        choices=("raw", "http.client"),
+        help="HTTP client of the load generator (default raw)",
+    )
+    parser.add_argument(
         "--report",
         type=Path,
         metavar="RESULT_JSON",
@@ -88,6 +93,8 @@ def parameters_from(args: argparse.Namespace) -> Parameters:
     elif parameters.external:
         parameters.systems += list(parameters.external)
     parameters.ceilings = not args.no_ceilings
+    if args.client:
+        parameters.client = args.client
     if args.results_dir:
         parameters.results_directory = args.results_dir
     if args.docs is not None:

@@ -61,12 +61,13 @@ class Parameters:
     results_directory: str
     docs_path: str
     external: dict[str, str] = field(default_factory=dict)
+    client: str = loadgen.default_client  # raw | http.client (see bench.loadgen.RawConnection)
 
 
 def quick_parameters() -> Parameters:
     return Parameters(
         mode="quick", duration_seconds=1.0, sweep_concurrency=[1, 8], headline_concurrency=8,
-        list_object_count=10_000, small_key_count=1000, big_ops=2,
+        list_object_count=2_000, small_key_count=256, big_ops=2,
         multipart_total_bytes=256 * MiB, puts_per_second_guess=3000,
         systems=["squall", "squall-volatile", "rgw", "moto"], ceilings=True,
         volatile_workloads=["put_4k", "get_4k"], profile_seconds=0.0,
@@ -95,6 +96,7 @@ class Run:
         self.parameters = parameters
         self.document = results.new_document(parameters.mode, command, vars(parameters))
         self.work_dir = Path(tempfile.mkdtemp(prefix="squall-bench-"))
+        loadgen.default_client = parameters.client  # the forked workers inherit it
         self.run_id = self.document["run"]["id"]
 
     # --- recording ----------------------------------------------------------------------
@@ -235,6 +237,8 @@ class Run:
             self.record_system(bare, "ok")
             for workload in ("put_4k", "get_4k", "head_4k"):
                 for concurrency in p.sweep_concurrency:
+                    if p.mode == "quick" and concurrency != p.headline_concurrency:
+                        continue
                     self.small_workload(bare, workload, concurrency)
         finally:
             bare.stop()
@@ -364,6 +368,8 @@ class Run:
         pairs.append(("list_1000", p.headline_concurrency))
         if system.name == "squall-volatile":
             pairs = [pair for pair in pairs if pair[0] in p.volatile_workloads]
+            if p.mode == "quick":
+                pairs = [pair for pair in pairs if pair[1] == p.headline_concurrency]
         return pairs
 
     def measure_system(self, system: System) -> None:
