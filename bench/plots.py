@@ -75,7 +75,8 @@ def _bars(
     axes.set_xticks(range(len(workload_names)), workload_names)
     axes.set_yscale("log")
     axes.set_title(title)
-    axes.legend(fontsize=7)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7)
     axes.grid(axis="y", alpha=0.3)
 
 
@@ -136,7 +137,8 @@ def plot_all(document: Mapping[str, Any], directory: Path) -> dict[str, str]:
         axes.set_title(f"{workload} latency CDF", fontsize=9)
         axes.set_xlabel("ms", fontsize=8)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=6)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=6)
     for axes in [a for row in axes_grid for a in row][len(shown) :]:
         axes.set_visible(False)
     figure.tight_layout()
@@ -158,7 +160,8 @@ def plot_all(document: Mapping[str, Any], directory: Path) -> dict[str, str]:
         axes.set_yscale("log")
         axes.set_title(f"{workload}: ops/s vs concurrency", fontsize=9)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=6)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=6)
     figure.tight_layout()
     name = f"{run_id}-sweep.png"
     figure.savefig(directory / name, dpi=110)
