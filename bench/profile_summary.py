@@ -17,7 +17,10 @@ groups: list[tuple[str, str]] = [
     ("SigV4 verification (gateway/auth)", r"gateway/auth/"),
     ("LMDB engine + writer (storage/engine)", r"storage/engine/"),
     ("storage client/node/transport", r"storage/(client|node|transport)"),
-    ("S3 handlers, XML, errors (gateway/s3, xml)", r"gateway/(s3|xml|errors|router|body|checksums)"),
+    (
+        "S3 handlers, XML, errors (gateway/s3, xml)",
+        r"gateway/(s3|xml|errors|router|body|checksums)",
+    ),
     ("gateway app (gateway/app.py)", r"gateway/app\.py"),
     ("Starlette", r"starlette/"),
     ("uvicorn + httptools", r"uvicorn/|httptools"),
