@@ -68,7 +68,7 @@ def quick_parameters() -> Parameters:
     return Parameters(
         mode="quick", duration_seconds=1.0, sweep_concurrency=[1, 8], headline_concurrency=8,
         list_object_count=2_000, small_key_count=256, big_ops=2,
-        multipart_total_bytes=256 * MiB, puts_per_second_guess=3000,
+        multipart_total_bytes=128 * MiB, puts_per_second_guess=3000,
         systems=["squall", "squall-volatile", "rgw", "moto"], ceilings=True,
         volatile_workloads=["put_4k", "get_4k"], profile_seconds=0.0,
         results_directory=str(results.results_directory), docs_path="docs/benchmarks.md",
