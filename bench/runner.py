@@ -67,7 +67,7 @@ class Parameters:
 def quick_parameters() -> Parameters:
     return Parameters(
         mode="quick", duration_seconds=1.0, sweep_concurrency=[1, 8], headline_concurrency=8,
-        list_object_count=2_000, small_key_count=256, big_ops=2,
+        list_object_count=1_000, small_key_count=256, big_ops=2,
         multipart_total_bytes=128 * MiB, puts_per_second_guess=3000,
         systems=["squall", "squall-volatile", "rgw", "moto"], ceilings=True,
         volatile_workloads=["put_4k", "get_4k"], profile_seconds=0.0,
@@ -197,7 +197,7 @@ class Run:
             "get_64m": (overhead, big_size_bytes + overhead),
         }.items():
             histogram, elapsed = ceilings.loopback(
-                request_bytes, reply_bytes, 1, max(p.duration_seconds, 2.0)
+                request_bytes, reply_bytes, 1, max(p.duration_seconds, 1.0)
             )
             self.record_figure("loopback", workload, 1, histogram, elapsed, histogram.count, big_size_bytes,
                                f"request {request_bytes} B, reply {reply_bytes} B")  # fmt: skip
