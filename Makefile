@@ -31,5 +31,14 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# Benchmarks (docs/benchmarks.md): Squall, Ceph RGW, moto and the limits in one run;
+# JSON and PNGs under bench/results/. RGW needs apt packages that start-rgw.sh installs
+# itself; a system that cannot start is reported as unavailable and the run goes on.
+bench: $(STAMP)
+	$(PY) -m bench --quick
+
+bench-full: $(STAMP)
+	$(PY) -m bench --full
+
 clean:
 	rm -rf $(VENV) .pytest_cache
