@@ -45,6 +45,8 @@ class View:
         return len(self.shards)
 
     def shard_for_object(self, bucket: str, key: str) -> int:
+        if len(self.shards) == 1:  # the embedded store: no hash to compute
+            return 0
         placement_key = bucket.encode("utf-8") + b"\x00" + key.encode("utf-8")
         return jump_consistent_hash(stable_hash64(placement_key), self.shard_count)
 
