@@ -96,6 +96,19 @@ class _Walk:
     def past_key(self, key_raw: bytes) -> bytes:
         return keys.after_key(self.bucket_raw, key_raw)
 
+    def next_key(self, key_raw: bytes) -> _Position | None:
+        """The first entry after every version of ``key_raw``, wherever the cursor is
+        within that key: one step when the next entry is another key (a key with one
+        version, the common case), else one seek past all of the key's versions."""
+        current = self.here()
+        if current is None or current.key_raw != key_raw:
+            # An as-of seek already left the key: the cursor is on what follows it.
+            return current
+        found = self.step()
+        if found is None or found.key_raw != key_raw:
+            return found
+        return self.seek(self.past_key(key_raw))
+
 
 def _current_record(
     walk: _Walk, position: _Position, as_of_ms: int | None
@@ -121,27 +134,27 @@ def list_objects(
     last_item = b""
     if walk.max_keys == 0:
         return ListPage((), (), is_truncated=False, next_marker=None)
-    position_raw = walk.first_position()
-    while (position := walk.seek(position_raw)) is not None:
+    position = walk.seek(walk.first_position())
+    while position is not None:
         common_prefix = walk.common_prefix(position.key_raw)
         if common_prefix is not None and common_prefix <= walk.marker_raw:
-            position_raw = walk.past_prefix(common_prefix)
+            position = walk.seek(walk.past_prefix(common_prefix))
             continue
         record = _current_record(walk, position, as_of_ms)
         if record is None or record.is_delete_marker:
-            position_raw = walk.past_key(position.key_raw)
+            position = walk.next_key(position.key_raw)
             continue
         if len(objects) + len(prefixes) == walk.max_keys:
             return ListPage(tuple(objects), tuple(prefixes), True, last_item.decode("utf-8"))
         if common_prefix is not None:
             prefixes.append(common_prefix.decode("utf-8"))
             last_item = common_prefix
-            position_raw = walk.past_prefix(common_prefix)
+            position = walk.seek(walk.past_prefix(common_prefix))
         else:
             key = position.key_raw.decode("utf-8")
             objects.append(record.to_object_version(bucket, key, is_latest=as_of_ms is None))
             last_item = position.key_raw
-            position_raw = walk.past_key(position.key_raw)
+            position = walk.next_key(position.key_raw)
     return ListPage(tuple(objects), tuple(prefixes), is_truncated=False, next_marker=None)
 
 

@@ -78,14 +78,16 @@ class VersionRecord:
             etag=self.etag,
             is_delete_marker=self.is_delete_marker,
             content_type=self.content_type,
-            system_metadata=dict(self.system_metadata),
-            user_metadata=dict(self.user_metadata),
-            checksums=dict(self.checksums),
+            # A record's mappings are its own (fresh from msgpack, or copied when it was
+            # built from a spec) and neither side mutates them: no copy per listed key.
+            system_metadata=self.system_metadata,
+            user_metadata=self.user_metadata,
+            checksums=self.checksums,
             s3_version_id=self.s3_version_id,
             is_latest=is_latest,
             storage_class=self.storage_class,
             part_sizes=tuple(size for _, size in self.segments),
-            tags=dict(self.tags),
+            tags=self.tags,
         )
 
     def blobs(self) -> list[Segment]:
