@@ -49,6 +49,8 @@ class Webhook:
         webhook = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real webhook server would
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers["content-length"]))
                 status = webhook.status

@@ -175,3 +175,53 @@ def test_backoff_doubles_per_failed_round_up_to_the_ceiling() -> None:
     for step, delay in enumerate(delays):
         expected = min(0.002 * 2**step, 0.040)
         assert expected * 0.5 <= delay <= expected, (step, delay)
+
+
+@pytest.mark.parametrize("protocol", ["HTTP/1.0", "HTTP/1.1"])
+def test_h11_poster_against_a_real_http_server(protocol: str) -> None:
+    """Kept-alive (1.1) and one-connection-per-request (1.0) servers both work; a body is
+    read to its end; a refused connection is an OSError."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from squall.launcher import free_port
+    from triggers.events import H11Poster
+
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = protocol
+
+        def do_POST(self) -> None:  # noqa: N802
+            bodies.append(self.rfile.read(int(self.headers["content-length"])))
+            answer = b"accepted" if len(bodies) % 2 else b""
+            self.send_response(202 if len(bodies) < 3 else 503)
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook?x=1"
+
+    async def scenario() -> list[int]:
+        poster = H11Poster(4)
+        try:
+            statuses = [await poster(url, f"event {i}".encode(), {"x-test": "1"})
+                        for i in range(3)]
+            with pytest.raises(OSError):
+                await poster(f"http://127.0.0.1:{free_port()}/", b"", {})
+            return statuses
+        finally:
+            await poster.close()
+
+    try:
+        assert asyncio.run(scenario()) == [202, 202, 503]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert bodies == [b"event 0", b"event 1", b"event 2"]
