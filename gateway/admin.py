@@ -1,9 +1,11 @@
-"""Squall's admin API (not S3): registered pre-commit functions.
+"""Squall's admin API (not S3): registered pre-commit functions, the notification outbox.
 
     PUT    /_squall/functions/NAME   body: a definition (JSON or YAML) -> 200, JSON
     GET    /_squall/functions/NAME   -> 200, the stored definition as JSON
     GET    /_squall/functions        -> 200, {"functions": [...]}
     DELETE /_squall/functions/NAME   -> 204
+    GET    /_squall/outbox           -> 200, {"shards": [{depth, depth_max, ...}],
+                                              "delivery": {per-target state} | null}
 
 Requests are SigV4-signed like any S3 request (``_squall`` can never be a bucket name:
 S3 bucket names have no '_'), by the root credentials. Errors are S3 XML errors.
@@ -25,6 +27,7 @@ from gateway.s3.common import RequestContext
 from storage import api
 
 FUNCTIONS_PATH = "/_squall/functions"
+OUTBOX_PATH = "/_squall/outbox"
 
 
 def _json(document: Mapping[str, Any] | list[Any], status: int = 200) -> Response:
@@ -40,7 +43,25 @@ def _not_found(name: str) -> S3Error:
 async def handle(ctx: RequestContext) -> Response:
     """The handler of the router's ``SquallAdmin`` operation."""
     raw_path = ctx.request.scope.get("raw_path") or ctx.request.scope["path"].encode()
+    path = unquote(raw_path.decode("latin-1").split("?", 1)[0])
+    if path.rstrip("/") == OUTBOX_PATH:
+        return await outbox_status(ctx)
     return await handle_admin(ctx.request, raw_path, ctx.body, ctx.config.functions)
+
+
+async def outbox_status(ctx: RequestContext) -> Response:
+    """The outbox depth of every shard and, when a dispatcher runs, its targets' state."""
+    if ctx.request.method != "GET":
+        raise S3Error("MethodNotAllowed", "Use GET to read the outbox status.", 405,
+                      Method=ctx.request.method, ResourceType="OUTBOX")
+    shards = [
+        {"shard": s.shard, "depth": s.depth, "depth_max": s.depth_max,
+         "next_sequence": s.next_sequence, "oldest_event_time_ms": s.oldest_event_time_ms}
+        for s in await ctx.storage.outbox_status()
+    ]
+    delivery = ctx.config.delivery
+    return _json({"shards": shards,
+                  "delivery": None if delivery is None else dict(delivery.delivery_status())})
 
 
 async def handle_admin(

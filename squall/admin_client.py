@@ -87,3 +87,7 @@ class AdminClient:
 
     def delete_function(self, name: str) -> None:
         self.request("DELETE", f"/_squall/functions/{name}")
+
+    def outbox_status(self) -> Any:
+        """GET /_squall/outbox: the notification outbox depth and the webhooks' state."""
+        return self.request("GET", "/_squall/outbox")

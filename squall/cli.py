@@ -97,20 +97,53 @@ async def _register_function_files(hook: Any, directory: Path) -> None:
             logging.getLogger("squall").info("registered function %s from %s", path.stem, path)
 
 
+def parse_webhooks(values: list[str]) -> dict[str, str]:
+    """``--webhook ID=URL`` (repeatable) -> {ID: URL}; exits with a message when malformed."""
+    from storage.api import webhook_target_id
+
+    webhooks: dict[str, str] = {}
+    for value in values:
+        target_id, _, url = value.partition("=")
+        if webhook_target_id(f"arn:squall:sqs::{target_id}:webhook") is None:
+            raise SystemExit(f"squall: --webhook {value!r}: ID must be 1-64 letters, digits, "
+                             "'_', '.' or '-' (then =URL)")
+        if not url.startswith(("http://", "https://")):
+            raise SystemExit(f"squall: --webhook {value!r}: URL must be http:// or https://")
+        if target_id in webhooks:
+            raise SystemExit(f"squall: --webhook {target_id} given twice")
+        webhooks[target_id] = url
+    if len(webhooks) > limits.webhooks_max:
+        raise SystemExit(f"squall: at most {limits.webhooks_max} webhooks")
+    return webhooks
+
+
+def _build_hook(args: argparse.Namespace, webhooks: dict[str, str]) -> Any:
+    if not args.pre_commit_hook:
+        if webhooks:
+            raise SystemExit("squall: --webhook needs the triggers hook (--pre-commit-hook)")
+        return None
+    factory = load_by_import_string(args.pre_commit_hook)
+    # The hook delivers post-commit notifications too; it is told the webhooks only when
+    # there are some, so a custom hook without notifications still loads.
+    return factory(webhooks=webhooks, region=args.region) if webhooks else factory()
+
+
 async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> None:
     import uvicorn
 
     from gateway.app import Gateway
     from gateway.s3.common import GatewayConfig
+    from storage.api import EventDelivery
     from storage.client import open_embedded
     from storage.lifecycle import SweeperSettings
 
     lifecycle = SweeperSettings(period_seconds=args.lifecycle_period_seconds)
+    webhooks = parse_webhooks(args.webhook)
     # The pre-commit hook is named by an import string: storage never imports triggers.
-    hook = load_by_import_string(args.pre_commit_hook)() if args.pre_commit_hook else None
+    hook = _build_hook(args, webhooks)
     storage = await open_embedded(
         Path(args.data_dir), durable=not args.volatile, lifecycle=lifecycle,
-        pre_commit_hook=hook,
+        pre_commit_hook=hook, outbox_entries_max=args.outbox_entries_max,
     )
     try:
         if args.functions:
@@ -122,6 +155,8 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                 region=args.region,
                 domains=tuple(d for d in args.domain if d),
                 functions=hook,
+                webhook_targets=frozenset(webhooks),
+                delivery=hook if webhooks and isinstance(hook, EventDelivery) else None,
             ),
         )
         config = uvicorn.Config(
@@ -209,9 +244,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="register every function definition DIR/NAME.yaml|.yml|.json at start-up",
     )
+    serve.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="ID=URL",
+        help="a bucket-notification target: events of queue/topic configurations naming "
+        "arn:squall:sqs::ID:webhook are POSTed to URL (repeatable)",
+    )
+    serve.add_argument(
+        "--outbox-entries-max",
+        type=int,
+        default=limits.outbox_entries_max,
+        help="undelivered notification events kept; a write that would add more is "
+        "refused with SlowDown",
+    )
     serve.set_defaults(run=_serve_command)
     _add_function_commands(commands)
+    outbox = commands.add_parser(
+        "outbox", help="print the notification outbox depth and the webhooks' delivery state"
+    )
+    outbox.add_argument(
+        "--endpoint", default=os.environ.get("SQUALL_ENDPOINT", "http://127.0.0.1:9000")
+    )
+    outbox.add_argument("--region", default=os.environ.get("SQUALL_REGION", "us-east-1"))
+    outbox.set_defaults(run=_outbox_command)
     return parser
+
+
+def _outbox_command(args: argparse.Namespace) -> int:
+    from squall.admin_client import AdminClient, AdminError
+
+    user = os.environ.get("SQUALL_ROOT_USER") or DEV_ROOT_USER
+    password = os.environ.get("SQUALL_ROOT_PASSWORD") or DEV_ROOT_PASSWORD
+    try:
+        status = AdminClient(args.endpoint, user, password, args.region).outbox_status()
+    except (AdminError, OSError) as error:
+        print(f"squall outbox: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2, sort_keys=True))
+    return 0
 
 
 def _add_function_commands(commands: Any) -> None:

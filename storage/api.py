@@ -16,7 +16,8 @@ Rules:
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+import re
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,6 +68,14 @@ __all__ = [
     "WriteDiscarded",
     "PreCommitHook",
     "FunctionAdmin",
+    # post-commit notifications (durable outbox)
+    "NOTIFICATION_CONFIG",
+    "webhook_target_id",
+    "EventOrigin",
+    "OutboxEvent",
+    "OutboxPage",
+    "OutboxStatus",
+    "EventDelivery",
 ]
 
 
@@ -374,10 +383,16 @@ class Upload(Protocol):
         conditions: WriteConditions | None = None,
         *,
         event_name: str = "s3:ObjectCreated:Put",
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
         """Commit the staged body. With a pre-commit hook, the functions the bucket binds
         to ``event_name`` judge it first: the result may carry a ``verdict`` (and a new
-        bucket/key when routed), or this raises WriteRejected / WriteDiscarded."""
+        bucket/key when routed), or this raises WriteRejected / WriteDiscarded.
+
+        The post-commit events the bucket's notification configuration asks for
+        (``event_name`` for the key finally written; ``origin`` says who asked) are
+        written to the outbox in the same transaction as the version; a full outbox
+        refuses the write with Overloaded."""
         ...
 
     async def abort(self) -> None: ...
@@ -450,8 +465,15 @@ class StorageClient(Protocol):
         ...
 
     async def delete_object(
-        self, bucket: str, key: str, version_id: str | None = None
-    ) -> DeleteResult: ...
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        origin: EventOrigin | None = None,
+    ) -> DeleteResult:
+        """Remove a version, or write a delete marker; its s3:ObjectRemoved:* event goes to
+        the outbox in the same transaction (see ``Upload.commit``)."""
+        ...
 
     async def list_objects(
         self,
@@ -504,6 +526,7 @@ class StorageClient(Protocol):
         etag: str,
         checksums: Mapping[str, str] | None = None,
         conditions: WriteConditions | None = None,
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
         """Make the named parts, in order, the key's new version without copying them
         (the version's body is the list of their blobs); parts not named are freed.
@@ -539,6 +562,27 @@ class StorageClient(Protocol):
         it, never 'null') atomically; an empty mapping removes every tag. Raises
         NoSuchVersion when the version is gone, InvalidArgument for a delete marker.
         Returns the version with its new tags."""
+        ...
+
+    # post-commit notifications: the durable outbox of each shard
+    async def outbox_status(self) -> list[OutboxStatus]:
+        """One entry per shard: how many events wait for delivery, and the bound."""
+        ...
+
+    async def outbox_read(
+        self,
+        shard: int,
+        after_sequence: int,
+        limit: int,
+        target_arns: Collection[str] | None = None,
+    ) -> OutboxPage:
+        """Events of ``shard`` after ``after_sequence`` in commit order, at most ``limit``
+        (clamped to ``limits.outbox_read_events_max``), only those for ``target_arns``
+        when given. Looks at most ``limits.outbox_scan_entries_max`` entries."""
+        ...
+
+    async def outbox_ack(self, shard: int, sequences: Sequence[int]) -> None:
+        """Remove delivered events (idempotent: a sequence already removed is ignored)."""
         ...
 
     async def close(self) -> None: ...
@@ -721,3 +765,79 @@ class FunctionAdmin(Protocol):
     async def list_functions(self) -> list[Mapping[str, Any]]: ...
 
     async def delete_function(self, name: str) -> None: ...
+
+
+
+# --- post-commit notifications -------------------------------------------------------------
+#
+# A bucket's queue and topic configurations (in its 'notification' document, written by the
+# gateway) whose ARN names a webhook target (``arn:squall:sqs::ID:webhook`` or
+# ``arn:squall:sns::ID:webhook``) make the engine write one ``OutboxEvent`` per matching
+# rule into the shard's outbox, in the SAME transaction as the write that caused it. A
+# dispatcher (``triggers.events``) reads the outbox in commit order, delivers, and acks.
+
+# The config name of a bucket's notification configuration (``NotificationConfiguration
+# .to_json``); storage reads it at the commit point to decide which events a write makes.
+NOTIFICATION_CONFIG = "notification"
+NOTIFICATION_DELIVERY_KINDS = ("queue", "topic")
+_WEBHOOK_ARN = re.compile(r"^arn:squall:(?:sqs|sns)::(?P<id>[A-Za-z0-9_.-]{1,64}):webhook$")
+
+
+def webhook_target_id(arn: str) -> str | None:
+    """The webhook ID an ARN names (``arn:squall:sqs::ID:webhook``), else None."""
+    match = _WEBHOOK_ARN.match(arn)
+    return None if match is None else match["id"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventOrigin:
+    """Who caused a write, as an S3 event reports it (all optional)."""
+
+    principal_id: str = ""  # the requester's canonical id
+    source_ip: str = ""
+    request_id: str = ""  # x-amz-request-id of the request that made the event
+    host_id: str = ""  # x-amz-id-2
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One event for one target (one matching queue/topic rule), waiting for delivery."""
+
+    sequence: int  # position in the shard's outbox: commit order, never reused
+    target_arn: str
+    configuration_id: str  # the rule's Id
+    event_name: str  # with the 's3:' prefix, e.g. 's3:ObjectCreated:Put'
+    event_time_ms: int
+    bucket: str
+    bucket_owner_id: str
+    key: str
+    size_bytes: int | None  # None for ObjectRemoved events
+    etag: str  # '' for ObjectRemoved events
+    s3_version_id: str  # 'null' when the write made a null version
+    # 16 upper-case hex digits (the HLC of the write): orders the events of one key.
+    sequencer: str
+    origin: EventOrigin = field(default_factory=EventOrigin)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPage:
+    events: tuple[OutboxEvent, ...]
+    # The last sequence this read looked at (0 if none): the next read starts after it,
+    # even when the entries it skipped were for other targets.
+    scanned_through: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    shard: int
+    depth: int  # events waiting (all targets)
+    depth_max: int  # the bound: a write that would add more is refused (SlowDown)
+    next_sequence: int
+    oldest_event_time_ms: int | None
+
+
+@runtime_checkable
+class EventDelivery(Protocol):
+    """What a notification dispatcher reports (``GET /_squall/outbox``)."""
+
+    def delivery_status(self) -> Mapping[str, Any]: ...

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import pathlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any, Self
 
 from storage.api import (
     BucketInfo,
     CompletedPart,
     DeleteResult,
+    EventOrigin,
     InvalidArgument,
     ListPage,
     ListPartsPage,
@@ -37,6 +39,8 @@ from storage.api import (
     ListVersionsPage,
     MultipartUploadInfo,
     ObjectVersion,
+    OutboxPage,
+    OutboxStatus,
     PartInfo,
     PreCommitHook,
     PutSpec,
@@ -151,7 +155,11 @@ class ShardedStorageClient:
         return self._transport.open_stream(node_id, request)
 
     async def delete_object(
-        self, bucket: str, key: str, version_id: str | None = None
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        origin: EventOrigin | None = None,
     ) -> DeleteResult:
         return await self._call(
             self._object_leader(bucket, key),
@@ -159,6 +167,7 @@ class ShardedStorageClient:
             bucket=bucket,
             key=key,
             version_id=version_id,
+            origin=origin,
         )
 
     async def replace_tags(
@@ -248,6 +257,7 @@ class ShardedStorageClient:
         etag: str,
         checksums: Mapping[str, str] | None = None,
         conditions: WriteConditions | None = None,
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
         return await self._call(
             self._object_leader(bucket, key),
@@ -259,6 +269,7 @@ class ShardedStorageClient:
             etag=etag,
             checksums=dict(checksums or {}),
             conditions=conditions,
+            origin=origin,
         )
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
@@ -307,6 +318,34 @@ class ShardedStorageClient:
             max_uploads=max_uploads,
         )
         return pages[0] if len(pages) == 1 else _merge_upload_pages(pages, max_uploads)
+
+    # --- post-commit notifications: one outbox per shard, on its leader ----------------
+
+    async def outbox_status(self) -> list[OutboxStatus]:
+        statuses = []
+        for shard in range(self._view.shard_count):
+            status = await self._call(self._view.leader(shard), Operation.OUTBOX_STATUS)
+            statuses.append(dataclasses.replace(status, shard=shard))
+        return statuses
+
+    async def outbox_read(
+        self,
+        shard: int,
+        after_sequence: int,
+        limit: int,
+        target_arns: Collection[str] | None = None,
+    ) -> OutboxPage:
+        return await self._call(
+            self._view.leader(shard),
+            Operation.OUTBOX_READ,
+            after_sequence=after_sequence,
+            limit=limit,
+            target_arns=None if target_arns is None else tuple(target_arns),
+        )
+
+    async def outbox_ack(self, shard: int, sequences: Sequence[int]) -> None:
+        await self._call(self._view.leader(shard), Operation.OUTBOX_ACK,
+                         sequences=tuple(sequences))
 
     async def close(self) -> None:
         if self._closed:
@@ -509,9 +548,10 @@ class ClientUpload(_StagedBody):
         conditions: WriteConditions | None = None,
         *,
         event_name: str = "s3:ObjectCreated:Put",
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
         arguments = {"bucket": self.bucket, "key": self.key, "spec": spec,
-                     "conditions": conditions, "event_name": event_name}
+                     "conditions": conditions, "event_name": event_name, "origin": origin}
         version: ObjectVersion = await self._commit(Operation.COMMIT_VERSION, arguments)
         return version
 
@@ -550,6 +590,7 @@ async def open_embedded(
     durable: bool = True,
     lifecycle: SweeperSettings | None = DEFAULT_SWEEPER_SETTINGS,
     pre_commit_hook: PreCommitHook | None = None,
+    outbox_entries_max: int = limits.outbox_entries_max,
 ) -> ShardedStorageClient:
     """The embedded store: one node, one shard, the in-process transport. Its lifecycle
     sweeper runs with ``lifecycle`` (None: no sweeper) until the client is closed.
@@ -564,6 +605,7 @@ async def open_embedded(
         pathlib.Path(data_dir),
         durable=durable,
         pre_commit_hook=pre_commit_hook,
+        outbox_entries_max=outbox_entries_max,
     )
     if lifecycle is not None:
         node.start_lifecycle(lifecycle)

@@ -71,3 +71,17 @@ trigger_queue_delay_ms_max = 1000  # clamp of a function's max_queue_delay_ms
 trigger_queue_length_max = 1024  # clamp of a function's queue_length_max (full -> SlowDown)
 model_object_bytes_max = 512 * 1024 * 1024  # a model object larger than this is refused
 model_cache_bytes_max = 1024 * 1024 * 1024  # loaded models kept (LRU beyond this budget)
+
+# --- post-commit notifications (outbox: storage/engine/outbox.py; delivery: triggers/events.py)
+outbox_entries_max = 1_000_000  # undelivered events kept; a write that would add more -> SlowDown
+outbox_read_events_max = 1000  # events one outbox_read returns
+outbox_scan_entries_max = 10_000  # outbox entries one outbox_read looks at (filtering by target)
+outbox_ack_events_max = 1000  # sequence numbers one outbox_ack removes
+event_window_per_target_max = 1024  # events a target's worker holds between read and ack
+event_deliveries_in_flight_per_target_max = 16  # concurrent POSTs to one webhook
+event_delivery_timeout_ms = 10_000  # one POST (connect + answer); longer counts as a failure
+event_retry_delay_ms_min = 100  # first backoff after a failed delivery (doubles per failure)
+event_retry_delay_ms_max = 30_000  # backoff ceiling: a target down for hours is retried this often
+event_outbox_poll_interval_ms = 50  # an idle worker looks for new events this often
+event_outbox_log_period_seconds = 30.0  # depth log line period while events are pending
+webhooks_max = 100  # --webhook targets

@@ -19,6 +19,11 @@ Rules and theory of operation:
   by ``limits.trigger_judge_timeout_ms``), closes the views, and applies the verdict:
   reject/discard abort the staged body and raise; a route commits under the new
   bucket/key; annotations join the user metadata of the SAME version record.
+* Post-commit events: the write operations carry the event name and the request's
+  ``EventOrigin``; the engine decides from the bucket's notification document which
+  events the write makes and writes them to its outbox in the write's own transaction.
+  ``outbox_read`` runs in a thread (it may decode a thousand records); ``outbox_ack``
+  is a writer operation like any other write.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from storage.api import (
     BucketInfo,
     CompletedPart,
     DeleteResult,
+    EventOrigin,
     InvalidArgument,
     ListPage,
     ListPartsPage,
@@ -42,6 +48,8 @@ from storage.api import (
     ListVersionsPage,
     MultipartUploadInfo,
     ObjectVersion,
+    OutboxPage,
+    OutboxStatus,
     Overloaded,
     PartInfo,
     PreCommitHook,
@@ -156,6 +164,9 @@ class StorageNode:
             Operation.ABORT_MULTIPART_UPLOAD: self.abort_multipart_upload,
             Operation.LIST_PARTS: self.list_parts,
             Operation.LIST_MULTIPART_UPLOADS: self.list_multipart_uploads,
+            Operation.OUTBOX_STATUS: self.outbox_status,
+            Operation.OUTBOX_READ: self.outbox_read,
+            Operation.OUTBOX_ACK: self.outbox_ack,
         }
 
     @classmethod
@@ -166,8 +177,10 @@ class StorageNode:
         *,
         durable: bool = True,
         pre_commit_hook: PreCommitHook | None = None,
+        outbox_entries_max: int = limits.outbox_entries_max,
     ) -> StorageNode:
-        return cls(node_id, Engine(data_dir, durable=durable), pre_commit_hook)
+        engine = Engine(data_dir, durable=durable, outbox_entries_max=outbox_entries_max)
+        return cls(node_id, engine, pre_commit_hook)
 
     @property
     def open_stream_count(self) -> int:
@@ -227,6 +240,7 @@ class StorageNode:
         tail_chunk_index: int = 0,
         payload: bytes | bytearray | memoryview | None = None,
         event_name: str = "s3:ObjectCreated:Put",
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
         verdict = None
         if self.pre_commit_hook is not None:
@@ -255,6 +269,8 @@ class StorageNode:
             spec=spec,
             conditions=conditions,
             tail=tail,
+            event_name=event_name,
+            origin=origin,
         )
         version: ObjectVersion = await self._write(operation)
         return version if verdict is None else dataclasses.replace(version, verdict=verdict)
@@ -282,9 +298,13 @@ class StorageNode:
                 ) from None
 
     async def delete_object(
-        self, bucket: str, key: str, version_id: str | None = None
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        origin: EventOrigin | None = None,
     ) -> DeleteResult:
-        return await self._write(operations.delete_object(bucket, key, version_id))
+        return await self._write(operations.delete_object(bucket, key, version_id, origin))
 
     # --- multipart uploads ------------------------------------------------------------
 
@@ -336,6 +356,7 @@ class StorageNode:
         etag: str,
         checksums: Mapping[str, str] | None = None,
         conditions: WriteConditions | None = None,
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
         operation = operations.complete_multipart_upload(
             bucket,
@@ -345,6 +366,7 @@ class StorageNode:
             etag=etag,
             checksums=checksums or {},
             conditions=conditions,
+            origin=origin,
         )
         return await self._write(operation)
 
@@ -400,6 +422,25 @@ class StorageNode:
         stream = BodyStream(reader, self._stream_slots)
         self._streams.add(stream)
         return stream
+
+    # --- post-commit notifications: the outbox -----------------------------------------
+
+    async def outbox_status(self) -> OutboxStatus:
+        """This node's outbox (``shard`` is 0: the client, which knows the shard, sets it)."""
+        outbox = self.engine.outbox
+        return OutboxStatus(0, outbox.depth(), outbox.entries_max, outbox.next_sequence,
+                            outbox.oldest_event_time_ms())
+
+    async def outbox_read(
+        self, after_sequence: int, limit: int, target_arns: Sequence[str] | None = None
+    ) -> OutboxPage:
+        return await asyncio.to_thread(
+            self.engine.outbox.read, after_sequence, limit, target_arns
+        )
+
+    async def outbox_ack(self, sequences: Sequence[int]) -> int:
+        acked: int = await self._write(operations.outbox_ack(sequences))
+        return acked
 
     # --- lifecycle ---------------------------------------------------------------------
 

@@ -19,6 +19,10 @@ Theory of operation, per write:
 
 A bound function that is not registered (removed after binding) fails CLOSED: the write
 is rejected with a message saying so.
+
+Post-commit notifications: with ``webhooks`` (``squall serve --webhook ID=URL``), ``start``
+also starts the ``triggers.events.EventDispatcher`` that delivers the outbox's events to
+them, and ``close`` cancels it; ``delivery_status`` (``api.EventDelivery``) reports it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from storage.api import (
+    NOTIFICATION_CONFIG,
     InvalidArgument,
     NoSuchBucket,
     NoSuchKey,
@@ -40,18 +45,27 @@ from storage.api import (
 )
 from triggers.actions import Prediction, annotations, evaluate
 from triggers.config import FunctionDefinition, check_function_name
+from triggers.events import EventDispatcher
 from triggers.functions import SYSTEM_BUCKET, FunctionFailed, Registry
 from triggers.models import LabelCache, ModelCache
 
 _log = logging.getLogger(__name__)
 
 FUNCTION_ARN_PREFIX = "arn:squall:function:"
-NOTIFICATION_CONFIG = "notification"
 
 
 class TriggerHook:
-    def __init__(self, model_cache_bytes_max: int = limits.model_cache_bytes_max) -> None:
+    def __init__(
+        self,
+        model_cache_bytes_max: int = limits.model_cache_bytes_max,
+        *,
+        webhooks: Mapping[str, str] | None = None,
+        region: str = "us-east-1",
+    ) -> None:
         self._model_cache_bytes_max = model_cache_bytes_max
+        self._webhooks = dict(webhooks or {})
+        self._region = region
+        self.events: EventDispatcher | None = None
         self._storage: StorageClient | None = None
         self._registry: Registry | None = None
         self.models: ModelCache | None = None
@@ -65,10 +79,19 @@ class TriggerHook:
         self.models = ModelCache(storage, self._model_cache_bytes_max)
         self._registry = Registry(storage, self.models, LabelCache(storage))
         await self._registry.start()
+        if self._webhooks:
+            self.events = EventDispatcher(storage, self._webhooks, self._region)
+            await self.events.start()
 
     async def close(self) -> None:
+        if self.events is not None:
+            await self.events.close()
         if self._registry is not None:
             await self._registry.close()
+
+    def delivery_status(self) -> Mapping[str, Any]:
+        """``api.EventDelivery``: the webhooks' delivery state ({} without webhooks)."""
+        return {} if self.events is None else self.events.delivery_status()
 
     @property
     def registry(self) -> Registry:

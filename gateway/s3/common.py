@@ -34,6 +34,11 @@ class GatewayConfig:
     domains: tuple[str, ...] = ("localhost",)
     # Registered pre-commit functions (the triggers hook); None when triggers are off.
     functions: api.FunctionAdmin | None = None
+    # Webhook IDs given at start-up (``--webhook ID=URL``): the only post-commit targets
+    # a notification configuration may name (``arn:squall:sqs::ID:webhook``).
+    webhook_targets: frozenset[str] = frozenset()
+    # The notification dispatcher, for GET /_squall/outbox; None when none runs.
+    delivery: api.EventDelivery | None = None
 
 
 @dataclass(slots=True)
@@ -65,6 +70,16 @@ class RequestContext:
     def query_value(self, name: str) -> str | None:
         values = self.query.get(name)
         return values[0] if values else None
+
+    def event_origin(self) -> api.EventOrigin:
+        """Who is asking, as the post-commit events of this request report it."""
+        client = self.request.client
+        return api.EventOrigin(
+            principal_id=self.owner.id,
+            source_ip=client.host if client is not None else "",
+            request_id=self.request_id,
+            host_id=self.request_id,  # the gateway answers x-amz-id-2 with the request id
+        )
 
 
 # --- metadata headers --------------------------------------------------------------------

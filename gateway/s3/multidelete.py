@@ -39,7 +39,8 @@ async def _delete_one(
     if len(key.encode("utf-8")) > api.limits.key_bytes_max:
         return S3Error("KeyTooLongError", "Your key is too long", 400)
     try:
-        return await ctx.storage.delete_object(ctx.bucket, key, version_id=version_id)
+        return await ctx.storage.delete_object(ctx.bucket, key, version_id=version_id,
+                                               origin=ctx.event_origin())
     except api.NoSuchBucket:
         raise
     except api.StorageError as error:

@@ -317,7 +317,8 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
         raise api.InvalidPart("a part ETag is not an MD5 in hex")
     checked, checksums = _completion_checksums(ctx, named, listing)
     version = await ctx.storage.complete_multipart_upload(
-        ctx.bucket, ctx.key, upload_id, checked, etag, checksums, conditions
+        ctx.bucket, ctx.key, upload_id, checked, etag, checksums, conditions,
+        origin=ctx.event_origin(),
     )
     result: list[Node] = [
         ("Location", f"{ctx.request.base_url}{quote(ctx.bucket)}/{quote(ctx.key)}"),

@@ -5,8 +5,11 @@ bucket's 'notification' document; GET renders it back as S3 does. A function
 configuration (``CloudFunctionConfiguration``, which is what boto3 sends for
 ``LambdaFunctionConfigurations``; ``LambdaFunctionConfiguration`` is accepted too) whose
 ARN is ``arn:squall:function:NAME`` binds a registered function as a PRE-COMMIT trigger
-of the bucket's object-created events. Queue and topic configurations are validated and
-kept as they are (post-commit delivery is later work).
+of the bucket's object-created events. A queue or topic configuration names a webhook
+given at start-up (``squall serve --webhook ID=URL``) by ``arn:squall:sqs::ID:webhook``
+(or ``arn:squall:sns::ID:webhook``); its events are delivered AFTER the commit, at least
+once, from the durable outbox (docs/notifications.md). Any other destination is refused
+with 400 InvalidArgument, as AWS refuses a destination it cannot validate.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from gateway.xml import Node, child_text, children, local_name, parse, render
 from storage import api
 
 FUNCTION_ARN_PREFIX = "arn:squall:function:"
-CONFIG_NAME = "notification"
+CONFIG_NAME = api.NOTIFICATION_CONFIG
 
 # Events S3 documents for bucket notifications.
 KNOWN_EVENTS = frozenset(
@@ -141,6 +144,25 @@ def render_configuration(configuration: api.NotificationConfiguration) -> bytes:
     return render("NotificationConfiguration", body)
 
 
+def _check_webhooks(ctx: RequestContext, configuration: api.NotificationConfiguration) -> None:
+    for rule in configuration.rules:
+        if rule.kind == "function":
+            continue
+        target = api.webhook_target_id(rule.arn)
+        if target is None:
+            raise invalid_argument(
+                "Unable to validate the following destination configurations: a queue or "
+                "topic ARN must be arn:squall:sqs::ID:webhook (or arn:squall:sns::ID:webhook) "
+                "naming a webhook given to squall serve --webhook ID=URL", rule.arn,
+                "Invalid ARN")
+        if target not in ctx.config.webhook_targets:
+            known = ", ".join(sorted(ctx.config.webhook_targets)) or "none"
+            raise invalid_argument(
+                "Unable to validate the following destination configurations: no webhook "
+                f"{target!r} is configured on this server (configured: {known})", rule.arn,
+                "Not found")
+
+
 async def _check_functions(ctx: RequestContext, configuration: api.NotificationConfiguration) -> None:
     for rule in configuration.rules:
         if rule.kind != "function":
@@ -166,6 +188,7 @@ async def put_bucket_notification(ctx: RequestContext) -> Response:
     await ctx.storage.get_bucket(ctx.bucket)
     configuration = parse_configuration(
         await ctx.body.read_all(api.limits.request_xml_body_bytes_max))
+    _check_webhooks(ctx, configuration)
     await _check_functions(ctx, configuration)
     document = configuration.to_json() if configuration.rules or configuration.event_bridge \
         else None

@@ -109,7 +109,7 @@ async def put_object(ctx: RequestContext) -> Response:
             checksums=checksums,
             tags=tags,
         )
-        version = await upload.commit(spec, conditions)
+        version = await upload.commit(spec, conditions, origin=ctx.event_origin())
     headers = {"ETag": f'"{version.etag}"'}
     if version.s3_version_id != "null":
         headers["x-amz-version-id"] = version.s3_version_id
@@ -290,7 +290,8 @@ async def head_object(ctx: RequestContext) -> Response:
 async def delete_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     version_id = ctx.query_value("versionId")
-    result = await ctx.storage.delete_object(ctx.bucket, ctx.key, version_id=version_id)
+    result = await ctx.storage.delete_object(ctx.bucket, ctx.key, version_id=version_id,
+                                             origin=ctx.event_origin())
     headers = {}
     if result.delete_marker:
         headers["x-amz-delete-marker"] = "true"
@@ -397,6 +398,7 @@ async def copy_object(ctx: RequestContext) -> Response:
             ),
             write_conditions(ctx),
             event_name="s3:ObjectCreated:Copy",
+            origin=ctx.event_origin(),
         )
     result: list = [("LastModified", iso8601_ms(version.last_modified_ms)),
                     ("ETag", f'"{version.etag}"')]

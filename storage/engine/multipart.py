@@ -34,6 +34,7 @@ import lmdb
 from storage.api import (
     CompletedPart,
     EntityTooSmall,
+    EventOrigin,
     InvalidArgument,
     InvalidPart,
     InvalidPartOrder,
@@ -233,6 +234,7 @@ def apply_complete(
     etag: str,
     checksums: dict[str, str],
     conditions: WriteConditions | None = None,
+    origin: EventOrigin | None = None,
 ) -> ObjectVersion:
     from storage.engine.store import check_conditions  # store imports this module
 
@@ -263,6 +265,11 @@ def apply_complete(
         tags=dict(upload.tags),
     )
     engine._put_version(txn, bucket_raw, key_raw, record)
+    engine.outbox.add_events(
+        txn, info, key, "s3:ObjectCreated:CompleteMultipartUpload", hlc=record.hlc,
+        size_bytes=record.size_bytes, etag=etag, s3_version_id=record.s3_version_id,
+        origin=origin,
+    )
     return record.to_object_version(bucket, key, is_latest=True)
 
 

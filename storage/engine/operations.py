@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from storage.api import CompletedPart, PutSpec, WriteConditions
+from storage.api import CompletedPart, EventOrigin, PutSpec, WriteConditions
 from storage.engine import multipart
 from storage.engine.store import StagedTail
 from storage.engine.writer import WriteOperation
@@ -64,6 +64,8 @@ def commit_version(
     spec: PutSpec,
     conditions: WriteConditions | None = None,
     tail: StagedTail | None = None,
+    event_name: str = "s3:ObjectCreated:Put",
+    origin: EventOrigin | None = None,
 ) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: engine.apply_commit(
@@ -75,15 +77,19 @@ def commit_version(
             spec=spec,
             conditions=conditions,
             tail=tail,
+            event_name=event_name,
+            origin=origin,
         ),
         payload_bytes=0 if tail is None else len(tail.data),
         name="commit_version",
     )
 
 
-def delete_object(bucket: str, key: str, version_id: str | None = None) -> WriteOperation:
+def delete_object(
+    bucket: str, key: str, version_id: str | None = None, origin: EventOrigin | None = None
+) -> WriteOperation:
     return WriteOperation(
-        lambda engine, txn: engine.apply_delete_object(txn, bucket, key, version_id),
+        lambda engine, txn: engine.apply_delete_object(txn, bucket, key, version_id, origin),
         name="delete_object",
     )
 
@@ -140,6 +146,7 @@ def complete_multipart_upload(
     etag: str,
     checksums: Mapping[str, str],
     conditions: WriteConditions | None = None,
+    origin: EventOrigin | None = None,
 ) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: multipart.apply_complete(
@@ -152,6 +159,7 @@ def complete_multipart_upload(
             etag=etag,
             checksums=dict(checksums),
             conditions=conditions,
+            origin=origin,
         ),
         name="complete_multipart_upload",
     )
@@ -168,4 +176,10 @@ def replace_tags(bucket: str, key: str, version_id: str, tags: Mapping[str, str]
     return WriteOperation(
         lambda engine, txn: engine.apply_replace_tags(txn, bucket, key, version_id, tags),
         name="replace_tags",
+    )
+
+
+def outbox_ack(sequences: Sequence[int]) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.outbox.apply_ack(txn, tuple(sequences)), name="outbox_ack"
     )

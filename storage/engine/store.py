@@ -7,8 +7,9 @@ Rules and theory of operation:
   ``chunks`` (blob id + chunk index -> at most ``limits.chunk_size_bytes`` of body),
   ``staging`` (blob id -> start time, for bodies uploaded but not yet committed),
   ``meta`` (the highest HLC handed out, so a restarted node never reuses a version id
-  even if its wall clock went backwards), ``bucket_configs``, and ``uploads`` /
-  ``parts`` for multipart uploads (see ``multipart``).
+  even if its wall clock went backwards), ``bucket_configs``, ``uploads`` /
+  ``parts`` for multipart uploads (see ``multipart``), and ``outbox``: post-commit
+  events written in the same transaction as the write that made them (see ``outbox``).
 * A blob belongs to exactly one owner at a time: the staging table, one part record,
   or one version record (a multipart version owns all its parts' blobs). Whoever drops
   the owner frees the blob's chunks in the same transaction, so nothing leaks.
@@ -49,6 +50,7 @@ from storage.api import (
     BucketInfo,
     BucketNotEmpty,
     DeleteResult,
+    EventOrigin,
     InvalidArgument,
     ListPage,
     ListVersionsPage,
@@ -62,6 +64,7 @@ from storage.api import (
     limits,
 )
 from storage.engine import keys, listing, multipart
+from storage.engine.outbox import Outbox
 from storage.engine.records import (
     VersionRecord,
     pack_bucket,
@@ -89,6 +92,7 @@ _SUB_DATABASES = (
     b"bucket_configs",
     b"uploads",
     b"parts",
+    b"outbox",
 )
 
 
@@ -112,6 +116,7 @@ class Engine:
         durable: bool = True,
         now_ms: Callable[[], int] = wall_clock_ms,
         map_size_bytes: int = limits.lmdb_map_size_bytes,
+        outbox_entries_max: int = limits.outbox_entries_max,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.durable = durable
@@ -133,7 +138,10 @@ class Engine:
             self.bucket_configs,
             self.uploads,
             self.parts,
+            outbox_db,
         ) = (self.env.open_db(name) for name in _SUB_DATABASES)
+        self.outbox = Outbox(self.env, outbox_db, self.meta, self.bucket_configs,
+                             outbox_entries_max)
         self.key_size_max = self.env.max_key_size()
         self.clock = HybridLogicalClock(now_ms, self._read_last_hlc())
         self.staging_blobs_collected = self.collect_staging_garbage()
@@ -151,8 +159,10 @@ class Engine:
         return 0 if packed is None else _U64.unpack(packed)[0]
 
     def record_clock(self, txn: lmdb.Transaction) -> None:
-        """Called by the writer once per group: persist the highest HLC handed out."""
+        """Called by the writer once per group: persist the highest HLC handed out (and
+        the outbox's next sequence)."""
         txn.put(_META_HLC_LAST, _U64.pack(self.clock.last_hlc), db=self.meta)
+        self.outbox.record_sequence(txn)
 
     def collect_staging_garbage(self) -> int:
         """Delete every staged blob (chunks + entry); returns how many blobs.
@@ -454,8 +464,11 @@ class Engine:
         spec: PutSpec,
         conditions: WriteConditions | None = None,
         tail: StagedTail | None = None,
+        event_name: str = "s3:ObjectCreated:Put",
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
-        """Make a staged body (plus ``tail``) the key's new version, atomically."""
+        """Make a staged body (plus ``tail``) the key's new version, atomically, with the
+        ``event_name`` events the bucket's notification configuration asks for."""
         info = self._bucket(txn, bucket)
         bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
         keys.checked_version_key(bucket_raw, key_raw, 0, self.key_size_max)
@@ -488,6 +501,10 @@ class Engine:
             tags=checked_tags(spec.tags),
         )
         self._put_version(txn, bucket_raw, key_raw, record)
+        self.outbox.add_events(
+            txn, info, key, event_name, hlc=record.hlc, size_bytes=size_bytes, etag=spec.etag,
+            s3_version_id=record.s3_version_id, origin=origin,
+        )  # fmt: skip
         return record.to_object_version(bucket, key, is_latest=True)
 
     def apply_replace_tags(
@@ -533,8 +550,16 @@ class Engine:
             raise InvalidArgument(f"staged {staged_bytes} bytes, committing {size_bytes}")
 
     def apply_delete_object(
-        self, txn: lmdb.Transaction, bucket: str, key: str, version_id: str | None = None
+        self,
+        txn: lmdb.Transaction,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        origin: EventOrigin | None = None,
     ) -> DeleteResult:
+        """Remove a version (by id, or the null version of an unversioned bucket) with an
+        s3:ObjectRemoved:Delete event, or write a delete marker with an
+        s3:ObjectRemoved:DeleteMarkerCreated event. Removing nothing makes no event."""
         info = self._bucket(txn, bucket)
         bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
         cursor = txn.cursor(db=self.versions)
@@ -544,9 +569,12 @@ class Engine:
                 # As AWS: deleting a version that does not exist succeeds (204).
                 return DeleteResult()
             self._remove_version(txn, bucket_raw, key_raw, record)
+            self._removed_event(txn, info, key, record.s3_version_id, origin)
             return DeleteResult(record.is_delete_marker, record.s3_version_id)
         if info.versioning == "":
-            self._remove_null_version(txn, cursor, bucket_raw, key_raw)
+            removed = self._remove_null_version(txn, cursor, bucket_raw, key_raw)
+            if removed is not None:
+                self._removed_event(txn, info, key, removed.s3_version_id, origin)
             return DeleteResult()
         null_version = info.versioning == "Suspended"
         if null_version:
@@ -560,7 +588,26 @@ class Engine:
             null_version=null_version,
         )
         self._put_version(txn, bucket_raw, key_raw, marker)
+        self.outbox.add_events(
+            txn, info, key, "s3:ObjectRemoved:DeleteMarkerCreated", hlc=marker.hlc,
+            size_bytes=None, etag="", s3_version_id=marker.s3_version_id, origin=origin,
+        )  # fmt: skip
         return DeleteResult(delete_marker=True, s3_version_id=marker.s3_version_id)
+
+    def _removed_event(
+        self,
+        txn: lmdb.Transaction,
+        info: BucketInfo,
+        key: str,
+        s3_version_id: str,
+        origin: EventOrigin | None,
+    ) -> None:
+        # No new version carries this write's HLC, so tick one: it still orders this
+        # event after every earlier write of the key (the clock only moves forward).
+        self.outbox.add_events(
+            txn, info, key, "s3:ObjectRemoved:Delete", hlc=self.clock.tick(), size_bytes=None,
+            etag="", s3_version_id=s3_version_id, origin=origin,
+        )  # fmt: skip
 
     def _put_version(
         self, txn: lmdb.Transaction, bucket_raw: bytes, key_raw: bytes, record: VersionRecord
@@ -572,10 +619,12 @@ class Engine:
 
     def _remove_null_version(
         self, txn: lmdb.Transaction, cursor: lmdb.Cursor, bucket_raw: bytes, key_raw: bytes
-    ) -> None:
+    ) -> VersionRecord | None:
+        """Remove the key's null version if it has one; returns what was removed."""
         record = self._null_version(cursor, bucket_raw, key_raw)
         if record is not None:
             self._remove_version(txn, bucket_raw, key_raw, record)
+        return record
 
     def _remove_version(
         self, txn: lmdb.Transaction, bucket_raw: bytes, key_raw: bytes, record: VersionRecord
@@ -588,10 +637,13 @@ class Engine:
 
     # --- introspection (tests, metrics) ------------------------------------------------
 
+    def _sub_database(self, name: str) -> object:
+        return self.outbox.db if name == "outbox" else getattr(self, name)
+
     def entry_counts(self) -> dict[str, int]:
         with self.env.begin() as txn:
             return {
-                name.decode(): txn.stat(getattr(self, name.decode()))["entries"]
+                name.decode(): txn.stat(self._sub_database(name.decode()))["entries"]
                 for name in _SUB_DATABASES
             }
 

@@ -43,6 +43,9 @@ class Operation(enum.Enum):
     ABORT_MULTIPART_UPLOAD = "abort_multipart_upload"
     LIST_PARTS = "list_parts"
     LIST_MULTIPART_UPLOADS = "list_multipart_uploads"
+    OUTBOX_STATUS = "outbox_status"
+    OUTBOX_READ = "outbox_read"
+    OUTBOX_ACK = "outbox_ack"
 
 
 Payload = bytes | bytearray | memoryview

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from support.server(tmp_path_factory)
+    # A webhook target that notification configurations may name (nothing listens: the
+    # round-trip test below makes no event).
+    yield from support.server(tmp_path_factory, "--webhook", "audit=http://127.0.0.1:9/")
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +132,10 @@ def test_notification_configuration_round_trips(process, s3, bucket) -> None:  #
     support.register(process, "sizes", SIZES)
     configuration = {
         "TopicConfigurations": [{
-            "Id": "topic-1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+            "Id": "topic-1", "TopicArn": "arn:squall:sns::audit:webhook",
             "Events": ["s3:ObjectRemoved:*"]}],
         "QueueConfigurations": [{
-            "Id": "queue-1", "QueueArn": "arn:aws:sqs:us-east-1:123456789012:q",
+            "Id": "queue-1", "QueueArn": "arn:squall:sqs::audit:webhook",
             "Events": ["s3:ObjectCreated:Put", "s3:ObjectCreated:Copy"],
             "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".jpg"}]}}}],
         "LambdaFunctionConfigurations": [{

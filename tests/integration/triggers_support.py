@@ -36,10 +36,12 @@ def s3_client(url: str, *, retries: int = 3) -> Any:
     )
 
 
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, *extra_args: str
+) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("triggers-data")
     with ServerProcess(data_dir, access_key=ACCESS_KEY, secret_key=SECRET_KEY,
-                       extra_args=("--volatile",)) as process:
+                       extra_args=("--volatile", *extra_args)) as process:
         yield process
 
 
