@@ -1,8 +1,8 @@
 """Classify-on-write, three ways, side by side in one run on the same images.
 
-* ``bare``: the model in this process, nothing else: the same decode
-  (``triggers.functions._decode``) and the same compiled ``tf.function``
-  (``triggers.models.load_keras_model``) that the trigger uses, batch 1, per image.
+* ``bare``: the model in this process, nothing else: ``triggers.functions.infer`` on a
+  model loaded by ``triggers.models.load_keras_model``, exactly what the trigger runs in
+  its worker thread (the same decode and compiled graph), batch 1, per image.
 * ``trigger``: a PUT judged by a pre-commit function in a real ``squall serve`` child
   process (the function registered and bound, ``annotate: true``): the verdict comes
   back in the PUT's response. Twice: batching on (``max_batch_size: 8,
@@ -58,6 +58,7 @@ import numpy as np  # noqa: E402
 
 from squall.admin_client import AdminClient  # noqa: E402
 from squall.launcher import ServerProcess  # noqa: E402
+from triggers.functions import infer  # noqa: E402
 
 ACCESS_KEY = "MLBENCHROOT000000000"
 SECRET_KEY = "ml-bench-secret-00000000000000000000000"
@@ -147,7 +148,8 @@ def mobilenet_workload(image_count: int) -> Workload:
 
 
 class LocalClassifier:
-    """What ``bare`` and the conventional client run: the trigger's decode and model."""
+    """What ``bare`` and the conventional client run: ``triggers.functions.infer`` (the
+    decode and compiled model that a tensorflow function runs in its worker thread)."""
 
     def __init__(self, workload: Workload) -> None:
         from triggers.config import ObjectRef, definition_from_document
@@ -163,18 +165,10 @@ class LocalClassifier:
         self.labels = workload.labels
 
     def classify(self, body: bytes) -> tuple[str, float]:
-        from triggers.functions import _decode
-
-        array = _decode(body, self.spec, self.model.input_shape)
-        probabilities = np.asarray(self.model.predict(array[None]))[0]
-        best = int(probabilities.argmax())
-        return self.labels[best], float(probabilities[best])
+        return self.classify_batch([body])[0]
 
     def classify_batch(self, bodies: Sequence[bytes]) -> list[tuple[str, float]]:
-        from triggers.functions import _decode
-
-        arrays = np.stack([_decode(b, self.spec, self.model.input_shape) for b in bodies])
-        rows = np.asarray(self.model.predict(arrays))
+        rows = infer(self.model, self.spec, bodies)
         return [(self.labels[int(r.argmax())], float(r.max())) for r in rows]
 
 
