@@ -286,11 +286,9 @@ class StorageNode:
         assert self.pre_commit_hook is not None
         with StagedBody(self.engine, blob_id, staged_chunk_count, tail) as staged:
             event = dataclasses.replace(event, body=staged.views)
-            try:
-                return await asyncio.wait_for(
-                    self.pre_commit_hook.judge(event, tuple(functions)),
-                    limits.trigger_judge_timeout_ms / 1000,
-                )
+            try:  # a timeout scope, not wait_for: no extra task per judgement
+                async with asyncio.timeout(limits.trigger_judge_timeout_ms / 1000):
+                    return await self.pre_commit_hook.judge(event, tuple(functions))
             except TimeoutError:
                 raise Overloaded(
                     f"functions {', '.join(functions)} took more than "

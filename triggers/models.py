@@ -24,7 +24,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from storage.api import (
@@ -50,6 +50,9 @@ class LoadedModel:
     input_shape: tuple[int, ...]  # without the batch dimension
     output_size: int
     size_bytes: int
+    # Compiled input pipelines for this model (decode + scale + predict in one graph),
+    # keyed by what they were built for; filled lazily by triggers.functions.
+    pipelines: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def load_keras_model(path: str, ref: ObjectRef, version_id: str) -> LoadedModel:
