@@ -96,14 +96,15 @@ class _Walk:
     def past_key(self, key_raw: bytes) -> bytes:
         return keys.after_key(self.bucket_raw, key_raw)
 
-    def next_key(self, key_raw: bytes) -> _Position | None:
-        """The first entry after every version of ``key_raw``, wherever the cursor is
-        within that key: one step when the next entry is another key (a key with one
-        version, the common case), else one seek past all of the key's versions."""
-        current = self.here()
-        if current is None or current.key_raw != key_raw:
-            # An as-of seek already left the key: the cursor is on what follows it.
-            return current
+    def next_key(self, key_raw: bytes, *, cursor_on_key: bool = True) -> _Position | None:
+        """The first entry after every version of ``key_raw``: one step when the next
+        entry is another key (a key with one version, the common case), else one seek
+        past all of the key's versions. ``cursor_on_key=False`` when an as-of seek may
+        have moved the cursor (then it may already stand on what follows the key)."""
+        if not cursor_on_key:
+            current = self.here()
+            if current is None or current.key_raw != key_raw:
+                return current
         found = self.step()
         if found is None or found.key_raw != key_raw:
             return found
@@ -142,7 +143,7 @@ def list_objects(
             continue
         record = _current_record(walk, position, as_of_ms)
         if record is None or record.is_delete_marker:
-            position = walk.next_key(position.key_raw)
+            position = walk.next_key(position.key_raw, cursor_on_key=as_of_ms is None)
             continue
         if len(objects) + len(prefixes) == walk.max_keys:
             return ListPage(tuple(objects), tuple(prefixes), True, last_item.decode("utf-8"))
@@ -154,7 +155,7 @@ def list_objects(
             key = position.key_raw.decode("utf-8")
             objects.append(record.to_object_version(bucket, key, is_latest=as_of_ms is None))
             last_item = position.key_raw
-            position = walk.next_key(position.key_raw)
+            position = walk.next_key(position.key_raw, cursor_on_key=as_of_ms is None)
     return ListPage(tuple(objects), tuple(prefixes), is_truncated=False, next_marker=None)
 
 
