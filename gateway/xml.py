@@ -10,6 +10,7 @@ after a size check; the S3 namespace is optional, as AWS accepts both forms.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -28,12 +29,20 @@ XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 Node = tuple[str, str | list["Node"] | None]
 
 
+def _escape(text: str) -> str:
+    # Most values (keys, ETags, dates) need no escaping: three substring tests are far
+    # cheaper than saxutils' three replaces, once per element of a 1000-key listing.
+    if "&" in text or "<" in text or ">" in text:
+        return escape(text)
+    return text
+
+
 def _render_into(parts: list[str], node: Node) -> None:
     tag, value = node
     if value is None:
         return
     if isinstance(value, str):
-        parts.append(f"<{tag}>{escape(value)}</{tag}>")
+        parts.append(f"<{tag}>{_escape(value)}</{tag}>")
         return
     parts.append(f"<{tag}>")
     for child in value:
@@ -55,8 +64,11 @@ def render(
 
 def iso8601_ms(epoch_ms: int) -> str:
     """S3's timestamp format in XML bodies: 2006-02-03T16:45:09.000Z."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    t = time.gmtime(epoch_ms // 1000)  # cheaper than datetime + strftime, per listed key
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{epoch_ms % 1000:03d}Z"
+    )
 
 
 def http_date(epoch_ms: int) -> str:

@@ -103,3 +103,17 @@ def test_error_fields_name_the_resource() -> None:
     assert error_for_storage(api.NoSuchKey(), bucket="b", key="k").fields == {"Key": "k"}
     assert error_for_storage(api.NoSuchBucket(), bucket="b").fields == {"BucketName": "b"}
     assert error_for_storage(api.Overloaded()).headers == {"Retry-After": "1"}
+
+
+def test_text_is_escaped_only_where_needed() -> None:
+    body = render("R", [("Key", "a&b<c>d"), ("Plain", "photos/2026/x.jpg")], namespace=False)
+    assert b"<Key>a&amp;b&lt;c&gt;d</Key><Plain>photos/2026/x.jpg</Plain>" in body
+
+
+def test_iso8601_matches_datetime_formatting() -> None:
+    from datetime import UTC, datetime
+
+    for epoch_ms in (0, 999, 1_000, 951_782_400_123, 1_795_884_547_999, 4_102_444_800_000):
+        moment = datetime.fromtimestamp(epoch_ms // 1000, tz=UTC)
+        expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+        assert iso8601_ms(epoch_ms) == expected
