@@ -581,6 +581,11 @@ class StorageClient(Protocol):
         when given. Looks at most ``limits.outbox_scan_entries_max`` entries."""
         ...
 
+    async def outbox_wait(self, shard: int, after_sequence: int, timeout_ms: int) -> bool:
+        """Wait until ``shard``'s outbox may hold an event after ``after_sequence`` (True)
+        or ``timeout_ms`` passes (False): a dispatcher waits instead of polling."""
+        ...
+
     async def outbox_ack(self, shard: int, sequences: Sequence[int]) -> None:
         """Remove delivered events (idempotent: a sequence already removed is ignored)."""
         ...

@@ -328,6 +328,13 @@ class ShardedStorageClient:
             statuses.append(dataclasses.replace(status, shard=shard))
         return statuses
 
+    async def outbox_wait(self, shard: int, after_sequence: int, timeout_ms: int) -> bool:
+        result: bool = await self._call(
+            self._view.leader(shard), Operation.OUTBOX_WAIT,
+            after_sequence=after_sequence, timeout_ms=timeout_ms,
+        )
+        return result
+
     async def outbox_read(
         self,
         shard: int,

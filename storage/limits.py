@@ -83,5 +83,6 @@ event_delivery_timeout_ms = 10_000  # one POST (connect + answer); longer counts
 event_retry_delay_ms_min = 100  # first backoff after a failed delivery (doubles per failure)
 event_retry_delay_ms_max = 30_000  # backoff ceiling: a target down for hours is retried this often
 event_outbox_poll_interval_ms = 50  # an idle worker looks for new events this often
+outbox_wait_ms_max = 30_000  # longest outbox_wait (a commit that adds events wakes it)
 event_outbox_log_period_seconds = 30.0  # depth log line period while events are pending
 webhooks_max = 100  # --webhook targets

@@ -135,6 +135,10 @@ class StorageNode:
     ) -> None:
         self.node_id = node_id
         self.engine = engine
+        # Woken (and replaced) after each commit that added outbox events: lets a
+        # notification dispatcher wait for new events instead of polling for them.
+        self._outbox_grew = asyncio.Event()
+        self._outbox_sequence_seen = engine.outbox.next_sequence
         self.pre_commit_hook = pre_commit_hook
         self.writer = GroupCommitWriter(engine)
         self._stream_slots = _StreamSlots(limits.read_streams_max)
@@ -167,6 +171,7 @@ class StorageNode:
             Operation.OUTBOX_STATUS: self.outbox_status,
             Operation.OUTBOX_READ: self.outbox_read,
             Operation.OUTBOX_ACK: self.outbox_ack,
+            Operation.OUTBOX_WAIT: self.outbox_wait,
         }
 
     @classmethod
@@ -204,7 +209,18 @@ class StorageNode:
     # --- writes ------------------------------------------------------------------------
 
     async def _write(self, operation: WriteOperation) -> Any:
-        return await asyncio.wrap_future(self.writer.submit(operation))
+        try:
+            return await asyncio.wrap_future(self.writer.submit(operation))
+        finally:
+            self._wake_outbox_waiters()
+
+    def _wake_outbox_waiters(self) -> None:
+        """After a commit: wake ``outbox_wait`` callers if the outbox grew."""
+        sequence = self.engine.outbox.next_sequence
+        if sequence != self._outbox_sequence_seen:
+            self._outbox_sequence_seen = sequence
+            self._outbox_grew.set()
+            self._outbox_grew = asyncio.Event()
 
     async def create_bucket(self, name: str, owner_id: str) -> BucketInfo:
         return await self._write(operations.create_bucket(name, owner_id))
@@ -435,6 +451,19 @@ class StorageNode:
         return await asyncio.to_thread(
             self.engine.outbox.read, after_sequence, limit, target_arns
         )
+
+    async def outbox_wait(self, after_sequence: int, timeout_ms: int) -> bool:
+        """Return once the outbox may hold an event after ``after_sequence`` (True), or
+        after ``timeout_ms`` (False; clamped to ``limits.outbox_wait_ms_max``)."""
+        last = self.engine.outbox.last_sequence()
+        if last is not None and last > after_sequence:
+            return True
+        grew = self._outbox_grew
+        try:
+            await asyncio.wait_for(grew.wait(), min(timeout_ms, limits.outbox_wait_ms_max) / 1000)
+        except TimeoutError:
+            return False
+        return True
 
     async def outbox_ack(self, sequences: Sequence[int]) -> int:
         acked: int = await self._write(operations.outbox_ack(sequences))

@@ -291,7 +291,12 @@ class TargetWorker:
         if not self._in_flight:
             if self.window and self._now() < self.retry_at:
                 await asyncio.sleep(self.retry_at - self._now())
-            elif self._outbox_drained or window_full or not self.window:
+            elif self._outbox_drained and not window_full:
+                # Woken by the commit that adds the next event, not by a timer.
+                poll_ms = limits.event_outbox_poll_interval_ms
+                if await self.storage.outbox_wait(self.shard, self.cursor, poll_ms):
+                    self._next_read_at = 0.0
+            elif window_full or not self.window:
                 await asyncio.sleep(poll_seconds)
             return
         timeout = None if window_full else poll_seconds

@@ -217,6 +217,18 @@ class Outbox:
             entries: int = txn.stat(self.db)["entries"]
             return entries
 
+    def last_sequence(self) -> int | None:
+        """The sequence of the newest event still in the outbox (None when empty).
+
+        Not ``next_sequence - 1``: a sequence handed out inside a write that then
+        failed is never written (and never reused)."""
+        with self._env.begin(buffers=True) as txn:
+            cursor = txn.cursor(db=self.db)
+            if not cursor.last():
+                return None
+            sequence: int = _U64.unpack(cursor.key())[0]
+            return sequence
+
     def oldest_event_time_ms(self) -> int | None:
         with self._env.begin(buffers=True) as txn:
             cursor = txn.cursor(db=self.db)

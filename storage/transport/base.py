@@ -46,6 +46,7 @@ class Operation(enum.Enum):
     OUTBOX_STATUS = "outbox_status"
     OUTBOX_READ = "outbox_read"
     OUTBOX_ACK = "outbox_ack"
+    OUTBOX_WAIT = "outbox_wait"
 
 
 Payload = bytes | bytearray | memoryview

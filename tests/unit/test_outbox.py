@@ -227,3 +227,46 @@ def test_read_pages_in_commit_order(store: OutboxStore) -> None:
     page = store.engine.outbox.read(4, 100, target_arns=[TOPIC])
     assert page.events == () and page.scanned_through == 10
     assert store.engine.outbox.read(10, 100).scanned_through == 10
+
+
+def test_outbox_wait_is_woken_by_the_commit_that_adds_an_event(tmp_path: pathlib.Path) -> None:
+    """A dispatcher waits for new events instead of polling: the commit wakes it; a
+    commit that adds no event (or a failed one, whose sequence is skipped) does not."""
+    import asyncio
+    import time
+
+    from storage.client import open_embedded
+
+    async def scenario() -> None:
+        client = await open_embedded(tmp_path, durable=False, lifecycle=None)
+        try:
+            await client.create_bucket("b", "owner-1")
+            rule = NotificationRule("queue", "q1", QUEUE, ("s3:ObjectCreated:*",),
+                                    filter_rules=(("prefix", "in/"),))
+            await client.put_bucket_config("b", NOTIFICATION_CONFIG,
+                                           NotificationConfiguration((rule,)).to_json())
+            assert await client.outbox_wait(0, -1, 50) is False  # empty: times out
+
+            async def put(key: str, conditions: WriteConditions | None = None) -> None:
+                async with client.open_upload("b", key) as upload:
+                    await upload.write(b"x")
+                    await upload.commit(PutSpec(etag=hashlib.md5(b"x").hexdigest()),
+                                        conditions)
+
+            await put("out/no-event")  # no rule matches: no event, no wake-up
+            assert await client.outbox_wait(0, -1, 50) is False
+            waiter = asyncio.ensure_future(client.outbox_wait(0, -1, 10_000))
+            await asyncio.sleep(0.01)
+            began = time.monotonic()
+            await put("in/event")
+            assert await waiter is True
+            assert time.monotonic() - began < 5  # woken by the commit, not the timeout
+            last = (await client.outbox_read(0, -1, 100)).scanned_through
+            assert await client.outbox_wait(0, -1, 10_000) is True  # already there
+            with pytest.raises(PreconditionFailed):
+                await put("in/event", WriteConditions(if_none_match_any=True))
+            assert await client.outbox_wait(0, last, 50) is False  # nothing new was written
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
