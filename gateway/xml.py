@@ -71,9 +71,23 @@ def iso8601_ms(epoch_ms: int) -> str:
     )
 
 
+_HTTP_DATES_CACHED_MAX = 4096
+_http_dates: dict[int, str] = {}  # epoch second -> its HTTP date (GET/HEAD: Last-Modified)
+
+
 def http_date(epoch_ms: int) -> str:
-    """RFC 7231 date for Last-Modified: 'Wed, 21 Oct 2015 07:28:00 GMT'."""
-    return format_datetime(datetime.fromtimestamp(epoch_ms // 1000, tz=UTC), usegmt=True)
+    """RFC 7231 date for Last-Modified: 'Wed, 21 Oct 2015 07:28:00 GMT'.
+
+    Cached per second (a GET/HEAD of a hot object formats the same one again and again);
+    the cache is dropped whole when full."""
+    second = epoch_ms // 1000
+    text = _http_dates.get(second)
+    if text is None:
+        if len(_http_dates) >= _HTTP_DATES_CACHED_MAX:
+            _http_dates.clear()
+        text = format_datetime(datetime.fromtimestamp(second, tz=UTC), usegmt=True)
+        _http_dates[second] = text
+    return text
 
 
 def bool_text(value: bool) -> str:

@@ -124,6 +124,12 @@ class ObjectVersion:
     # Set only on the version a commit returns when a pre-commit function judged it (the
     # judgement itself is stored as 'squall-*' user metadata when the function annotates).
     verdict: Verdict | None = None
+    # Set only by get_version, from the same snapshot as the version (neither takes part
+    # in equality): the bucket's versioning state ('' never versioned, 'Enabled',
+    # 'Suspended'; None where not known), and the whole body when it was asked for
+    # (``inline_body_bytes_max``) and is no larger, so a small GET needs no body stream.
+    bucket_versioning: str | None = field(default=None, compare=False, repr=False)
+    inline_body: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,12 +455,15 @@ class StorageClient(Protocol):
         key: str,
         version_id: str | None = None,
         as_of_ms: int | None = None,
+        inline_body_bytes_max: int = 0,
     ) -> ObjectVersion:
         """The latest version (or the one named, or the one current at ``as_of_ms``).
 
         May return a delete marker; the caller decides what that means for its
         operation. Raises NoSuchKey when the key has no version at all, NoSuchVersion
-        when ``version_id`` names none.
+        when ``version_id`` names none. The result's ``bucket_versioning`` is set; so is
+        its ``inline_body`` (``bytes``, read in the same snapshot) when the version is
+        an object of at most ``inline_body_bytes_max`` bytes.
         """
         ...
 

@@ -132,6 +132,7 @@ class ShardedStorageClient:
         key: str,
         version_id: str | None = None,
         as_of_ms: int | None = None,
+        inline_body_bytes_max: int = 0,
     ) -> ObjectVersion:
         return await self._call(
             self._object_leader(bucket, key),
@@ -140,6 +141,7 @@ class ShardedStorageClient:
             key=key,
             version_id=version_id,
             as_of_ms=as_of_ms,
+            inline_body_bytes_max=inline_body_bytes_max,
         )
 
     def read_body(

@@ -58,6 +58,7 @@ cors_config_bytes_max = 64 * 1024  # AWS: a CORS configuration is at most 64 KB
 cors_rules_max = 100  # AWS: a CORS configuration has at most 100 rules
 cors_parsed_configs_cached_max = 1024  # parsed CORS configurations the gateway keeps
 bucket_policy_bytes_max = 20 * 1024  # AWS: a bucket policy is at most 20 KB
+get_inline_body_bytes_max = 64 * 1024  # a GET body this small is read with its metadata
 
 # --- pre-commit functions (triggers) ---------------------------------------------------
 function_definition_bytes_max = 64 * 1024  # one function definition document

@@ -415,8 +415,9 @@ class StorageNode:
         key: str,
         version_id: str | None = None,
         as_of_ms: int | None = None,
+        inline_body_bytes_max: int = 0,
     ) -> ObjectVersion:
-        return self.engine.get_version(bucket, key, version_id, as_of_ms)
+        return self.engine.get_version(bucket, key, version_id, as_of_ms, inline_body_bytes_max)
 
     async def list_objects(self, bucket: str, **query: Any) -> ListPage:
         return self.engine.list_objects(bucket, **query)

@@ -184,15 +184,17 @@ _RESPONSE_OVERRIDES = {
 }
 
 
-async def _readable_version(ctx: RequestContext) -> api.ObjectVersion:
+async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
     """The version a GET/HEAD reads (now, by id, or as of a time); delete markers answer
-    as S3 answers them."""
+    as S3 answers them. For a GET, a small body comes with it (``inline_body``)."""
     version_id = ctx.query_value("versionId")
     if version_id == "":
         raise invalid_argument("Version id cannot be the empty string", "versionId", "")
     as_of_ms = requested_as_of_ms(ctx)
-    version = await ctx.storage.get_version(ctx.bucket, ctx.key, version_id=version_id,
-                                            as_of_ms=as_of_ms)
+    version = await ctx.storage.get_version(
+        ctx.bucket, ctx.key, version_id=version_id, as_of_ms=as_of_ms,
+        inline_body_bytes_max=api.limits.get_inline_body_bytes_max if send_body else 0,
+    )  # fmt: skip
     if not version.is_delete_marker:
         return version
     # A delete marker exists only in a bucket with a versioning state, where even a null
@@ -212,9 +214,11 @@ async def _readable_version(ctx: RequestContext) -> api.ObjectVersion:
                   headers=marker_headers, Key=ctx.key)
 
 
-async def _bucket_has_versioning_state(ctx: RequestContext) -> bool:
-    info = await ctx.storage.get_bucket(ctx.bucket)
-    return info.versioning != ""
+async def _bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
+    versioning = version.bucket_versioning  # read with the version, when the store says
+    if versioning is None:
+        versioning = (await ctx.storage.get_bucket(ctx.bucket)).versioning
+    return versioning != ""
 
 
 def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange | None:
@@ -237,10 +241,10 @@ def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange |
 
 async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     check_key(ctx.key)
-    version = await _readable_version(ctx)
+    version = await _readable_version(ctx, send_body=send_body)
     checksum_mode = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(version, checksum_mode=checksum_mode)
-    if version.s3_version_id == "null" and await _bucket_has_versioning_state(ctx):
+    if version.s3_version_id == "null" and await _bucket_has_versioning_state(ctx, version):
         headers["x-amz-version-id"] = "null"
     if version.tags:
         headers["x-amz-tagging-count"] = str(len(version.tags))
@@ -272,6 +276,11 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     headers["Content-Length"] = str(end - start)
     if not send_body or end == start:
         return Response(status_code=status, headers=headers)
+    body = version.inline_body
+    if body is not None:
+        # Read with the version, in its snapshot: already bytes, one message to send.
+        return Response(body if end - start == len(body) else body[start:end],
+                        status_code=status, headers=headers)
     return BodyResponse(ctx.storage.read_body(version, start, end), status_code=status,
                         headers=headers)
 

@@ -68,7 +68,14 @@ class VersionRecord:
     def s3_version_id(self) -> str:
         return "null" if self.null_version else self.version_id
 
-    def to_object_version(self, bucket: str, key: str, is_latest: bool) -> ObjectVersion:
+    def to_object_version(
+        self,
+        bucket: str,
+        key: str,
+        is_latest: bool,
+        bucket_versioning: str | None = None,
+        inline_body: bytes | None = None,
+    ) -> ObjectVersion:
         return ObjectVersion(
             bucket=bucket,
             key=key,
@@ -88,6 +95,8 @@ class VersionRecord:
             storage_class=self.storage_class,
             part_sizes=tuple(size for _, size in self.segments),
             tags=self.tags,
+            bucket_versioning=bucket_versioning,
+            inline_body=inline_body,
         )
 
     def blobs(self) -> list[Segment]:

@@ -287,11 +287,14 @@ class Engine:
         key: str,
         version_id: str | None = None,
         as_of_ms: int | None = None,
+        inline_body_bytes_max: int = 0,
     ) -> ObjectVersion:
+        """See ``api.StorageClient.get_version``: one read transaction for the bucket's
+        versioning state, the version and (when asked for and small enough) its body."""
         if version_id is not None and as_of_ms is not None:
             raise InvalidArgument("give a version id or a time, not both")
         with self.env.begin(buffers=True) as txn:
-            self._bucket(txn, bucket)
+            info = self._bucket(txn, bucket)
             bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
             cursor = txn.cursor(db=self.versions)
             latest = self._latest(cursor, bucket_raw, key_raw)
@@ -308,7 +311,26 @@ class Engine:
                 if found is None:
                     raise NoSuchKey(f"no such key: {bucket}/{key}")
             assert latest is not None
-            return found.to_object_version(bucket, key, is_latest=found.hlc == latest.hlc)
+            inline_body = None
+            if (
+                not found.is_delete_marker
+                and found.size_bytes <= inline_body_bytes_max
+                and found.size_bytes <= limits.chunk_size_bytes
+                and not found.segments
+            ):
+                inline_body = self._whole_chunk(txn, found)
+            return found.to_object_version(
+                bucket, key, is_latest=found.hlc == latest.hlc,
+                bucket_versioning=info.versioning, inline_body=inline_body,
+            )  # fmt: skip
+
+    def _whole_chunk(self, txn: lmdb.Transaction, record: VersionRecord) -> bytes:
+        """The body of a single-blob version of at most one chunk, copied out."""
+        if record.blob_id is None:
+            return b""
+        chunk = txn.get(keys.chunk_key(record.blob_id, 0), db=self.chunks)
+        assert chunk is not None, "a committed version is missing a chunk"
+        return bytes(chunk)
 
     def _latest(
         self, cursor: lmdb.Cursor, bucket_raw: bytes, key_raw: bytes

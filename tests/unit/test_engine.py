@@ -448,3 +448,44 @@ def test_close_drains_queued_operations(tmp_path: pathlib.Path) -> None:
     assert all(f.done() and f.exception() is None for f in futures)
     assert len(store.engine.list_buckets("o")) == 50
     store.engine.close()
+
+
+# --- get_version: what comes with a version from the same read ---------------------------
+
+
+def test_get_version_carries_the_buckets_versioning_state(store: Store) -> None:
+    committed = store.put("b", "k", b"x")
+    version = store.engine.get_version("b", "k")
+    assert version.bucket_versioning == ""
+    assert version == committed  # the extra fields take no part in equality
+    store.write(operations.set_bucket_versioning("b", "Suspended"))
+    assert store.engine.get_version("b", "k").bucket_versioning == "Suspended"
+    store.write(operations.set_bucket_versioning("b", "Enabled"))
+    assert store.engine.get_version("b", "k").bucket_versioning == "Enabled"
+
+
+def test_get_version_inlines_a_small_body_only_when_asked(store: Store) -> None:
+    small, large = b"s" * 4096, b"L" * (CHUNK + 5)
+    store.put("b", "small", small)
+    store.put("b", "large", large)
+    store.put("b", "empty", b"")
+    assert store.engine.get_version("b", "small").inline_body is None
+    assert store.engine.get_version("b", "small", inline_body_bytes_max=4095).inline_body is None
+    inlined = store.engine.get_version("b", "small", inline_body_bytes_max=4096).inline_body
+    assert inlined == small and isinstance(inlined, bytes)
+    assert store.engine.get_version("b", "empty", inline_body_bytes_max=10).inline_body == b""
+    big = store.engine.get_version("b", "large", inline_body_bytes_max=2 * CHUNK)
+    assert big.inline_body is None  # more than one chunk: streamed
+    assert store.read(big) == large
+
+
+def test_get_version_inlines_the_body_of_the_version_it_returns(store: Store) -> None:
+    store.write(operations.set_bucket_versioning("b", "Enabled"))
+    first = store.put("b", "k", b"first")
+    store.put("b", "k", b"second")
+    latest = store.engine.get_version("b", "k", inline_body_bytes_max=100)
+    old = store.engine.get_version("b", "k", first.version_id, inline_body_bytes_max=100)
+    assert (latest.inline_body, old.inline_body) == (b"second", b"first")
+    store.write(operations.delete_object("b", "k"))
+    marker = store.engine.get_version("b", "k", inline_body_bytes_max=100)
+    assert marker.is_delete_marker and marker.inline_body is None

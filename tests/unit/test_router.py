@@ -120,3 +120,17 @@ def test_invalid_percent_encoding_is_invalid_uri() -> None:
 )  # fmt: skip
 def test_multipart_routes(request_line: str, headers: dict[str, str], expected: str) -> None:
     assert _route(request_line, **headers).operation == expected
+
+
+def test_gateway_query_parsing_is_parse_qs_with_blank_values() -> None:
+    import random
+    from urllib.parse import parse_qs
+
+    from gateway.app import parse_query
+
+    pieces = ["a", "b", "=", "&", "+", "%2F", "%", "%zz", "%C3%A9", "%ff", "é", "=="]
+    rng = random.Random(5)
+    cases = ["", "&", "uploads", "versionId=&x", "a=1&a=2&b", "list-type=2&prefix=a%2Fb+c"]
+    cases += ["".join(rng.choice(pieces) for _ in range(rng.randrange(12))) for _ in range(3000)]
+    for case in cases:
+        assert parse_query(case) == parse_qs(case, keep_blank_values=True), case
