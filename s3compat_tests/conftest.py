@@ -8,12 +8,8 @@ temporary data directory and stops it at the end.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,38 +24,10 @@ from s3compat_tests.support import (
     request_timeout_seconds,
     unique_bucket_name,
 )
+from squall.launcher import ServerProcess
 
 squall_root_user = "S3COMPATROOTUSER0000"
 squall_root_password = "s3compat-root-secret-0000000000000000000"
-server_start_timeout_seconds = 15.0
-server_stop_timeout_seconds = 10.0
-server_poll_interval_seconds = 0.1
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _answers_http(url: str) -> bool:
-    try:
-        with httpx.Client(timeout=1.0) as http:
-            http.get(url + "/")
-        return True
-    except httpx.TransportError:
-        return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=server_stop_timeout_seconds)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=server_stop_timeout_seconds)
 
 
 @pytest.fixture(scope="session")
@@ -82,40 +50,25 @@ def s3_endpoint(tmp_path_factory) -> Iterator[Endpoint]:
 
 
 def _squall_endpoint(data_dir: Path, region: str, vhost_domain: str) -> Iterator[Endpoint]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ)
-    env["SQUALL_ROOT_USER"] = squall_root_user
-    env["SQUALL_ROOT_PASSWORD"] = squall_root_password
-    command = [
-        sys.executable, "-m", "squall", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
-    ]  # fmt: skip
-    # stderr goes to a file, not a pipe: a full pipe would block the server.
-    with tempfile.TemporaryFile() as stderr_file:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file)
-        try:
-            deadline = time.monotonic() + server_start_timeout_seconds
-            while not _answers_http(url):
-                if process.poll() is not None:
-                    stderr_file.seek(0)
-                    stderr = stderr_file.read().decode(errors="replace")
-                    pytest.fail(f"squall serve exited with {process.returncode}:\n{stderr}")
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"squall serve did not answer on {url} within "
-                        f"{server_start_timeout_seconds} s"
-                    )
-                time.sleep(server_poll_interval_seconds)
-            yield Endpoint(
-                url=url,
-                access_key=squall_root_user,
-                secret_key=squall_root_password,
-                region=region,
-                vhost_domain=vhost_domain,
-            )
-        finally:
-            _stop(process)
+    # Squall's own launcher (squall/launcher.py): a child process on a free port, its
+    # output in a file (never a pipe that could fill up), SIGTERM at the end.
+    server = ServerProcess(data_dir, access_key=squall_root_user,
+                           secret_key=squall_root_password)
+    try:
+        server.start()
+    except RuntimeError as error:
+        server.close()
+        pytest.fail(str(error))
+    try:
+        yield Endpoint(
+            url=server.url,
+            access_key=squall_root_user,
+            secret_key=squall_root_password,
+            region=region,
+            vhost_domain=vhost_domain,
+        )
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import pathlib
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from storage.api import (
     BucketInfo,
@@ -55,6 +55,8 @@ from storage.node import StorageNode
 from storage.placement import View, single_node_view
 from storage.transport.base import Operation, Payload, Request, Transport
 from storage.transport.local import LocalTransport
+
+_Keyed = TypeVar("_Keyed", ObjectVersion, MultipartUploadInfo)
 
 __all__ = ["ShardedStorageClient", "ClientUpload", "ClientPartUpload", "open_embedded"]
 
@@ -383,18 +385,32 @@ def _merge_pages(pages: list[ListPage], max_keys: int) -> ListPage:
     )
 
 
-def _merge_version_pages(pages: list[ListVersionsPage], max_keys: int) -> ListVersionsPage:
-    # All versions of one key live on one shard, so ordering by (key, position within its
-    # shard's page) is the global order.
-    items: list[tuple[bytes, int, ObjectVersion | str]] = []
-    for page in pages:
-        items.extend((v.key.encode("utf-8"), i, v) for i, v in enumerate(page.versions))
-        items.extend((p.encode("utf-8"), -1, p) for p in page.common_prefixes)
+def _merge_keyed(
+    pages: Sequence[tuple[Sequence[_Keyed], Sequence[str], bool]], limit: int, limit_max: int
+) -> tuple[list[_Keyed | str], bool]:
+    """Merge per-shard pages of per-key entries (versions, uploads) and common prefixes.
+
+    All entries of one key live on one shard, so (key, position in its shard's page) is
+    the global order; a common prefix sorts before the keys it covers and appears once.
+    Returns the first ``limit`` items and whether more remain.
+    """
+    items: list[tuple[bytes, int, _Keyed | str]] = []
+    for entries, common_prefixes, _ in pages:
+        items.extend((e.key.encode("utf-8"), i, e) for i, e in enumerate(entries))
+        items.extend((p.encode("utf-8"), -1, p) for p in common_prefixes)
     unique = {(name, order): item for name, order, item in items}
     ordered = [unique[position] for position in sorted(unique)]
-    max_keys = min(max(max_keys, 0), limits.list_keys_max)
-    kept = ordered[:max_keys]
-    truncated = len(ordered) > max_keys or any(page.is_truncated for page in pages)
+    limit = min(max(limit, 0), limit_max)
+    kept = ordered[:limit]
+    truncated = len(ordered) > limit or any(page_truncated for _, _, page_truncated in pages)
+    return kept, truncated
+
+
+def _merge_version_pages(pages: list[ListVersionsPage], max_keys: int) -> ListVersionsPage:
+    kept, truncated = _merge_keyed(
+        [(p.versions, p.common_prefixes, p.is_truncated) for p in pages],
+        max_keys, limits.list_keys_max,
+    )
     versions = tuple(item for item in kept if isinstance(item, ObjectVersion))
     prefixes = tuple(item for item in kept if isinstance(item, str))
     if not truncated or not kept:
@@ -402,21 +418,15 @@ def _merge_version_pages(pages: list[ListVersionsPage], max_keys: int) -> ListVe
     last = kept[-1]
     if isinstance(last, str):
         return ListVersionsPage(versions, prefixes, True, last, None)
+    assert isinstance(last, ObjectVersion)
     return ListVersionsPage(versions, prefixes, True, last.key, last.s3_version_id)
 
 
 def _merge_upload_pages(pages: list[ListUploadsPage], max_uploads: int) -> ListUploadsPage:
-    # All uploads of one key live on one shard: (key, position in its shard's page) is
-    # the global order, as for versions.
-    items: list[tuple[bytes, int, MultipartUploadInfo | str]] = []
-    for page in pages:
-        items.extend((u.key.encode("utf-8"), i, u) for i, u in enumerate(page.uploads))
-        items.extend((p.encode("utf-8"), -1, p) for p in page.common_prefixes)
-    unique = {(name, order): item for name, order, item in items}
-    ordered = [unique[position] for position in sorted(unique)]
-    max_uploads = min(max(max_uploads, 0), limits.list_uploads_max)
-    kept = ordered[:max_uploads]
-    truncated = len(ordered) > max_uploads or any(page.is_truncated for page in pages)
+    kept, truncated = _merge_keyed(
+        [(p.uploads, p.common_prefixes, p.is_truncated) for p in pages],
+        max_uploads, limits.list_uploads_max,
+    )
     uploads = tuple(item for item in kept if isinstance(item, MultipartUploadInfo))
     prefixes = tuple(item for item in kept if isinstance(item, str))
     if not truncated or not kept:
@@ -424,6 +434,7 @@ def _merge_upload_pages(pages: list[ListUploadsPage], max_uploads: int) -> ListU
     last = kept[-1]
     if isinstance(last, str):
         return ListUploadsPage(uploads, prefixes, True, last, None)
+    assert isinstance(last, MultipartUploadInfo)
     return ListUploadsPage(uploads, prefixes, True, last.key, last.upload_id)
 
 

@@ -6,11 +6,6 @@ started here on a free port with a temporary data directory.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,53 +18,21 @@ from botocore.client import Config
 from botocore.exceptions import ClientError
 
 from squall.asof import AS_OF_HEADER, as_of_header, reading_as_of, register_as_of
+from squall.launcher import ServerProcess
 
 ACCESS_KEY = "ASOFTESTUSER00000000"
 SECRET_KEY = "as-of-test-secret-00000000000000000000000"
-START_TIMEOUT_SECONDS = 15.0
-STOP_TIMEOUT_SECONDS = 10.0
 # Versions are stamped in milliseconds; pausing this long between writes keeps each
 # instant of the test unambiguous.
 PAUSE_SECONDS = 0.02
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory) -> Iterator[str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SQUALL_ROOT_USER": ACCESS_KEY, "SQUALL_ROOT_PASSWORD": SECRET_KEY}
     data_dir = tmp_path_factory.mktemp("as-of-data")
-    log_path = data_dir.parent / "as-of-server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "squall", "serve", "--host", "127.0.0.1", "--port",
-             str(port), "--data-dir", str(data_dir), "--volatile"],
-            env=env, stdout=subprocess.DEVNULL, stderr=log,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            try:
-                httpx.get(url + "/", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"squall serve did not start:\n{log_path.read_text()}")
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    with ServerProcess(data_dir, access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+                       extra_args=("--volatile",)) as server:
+        yield server.url
 
 
 @pytest.fixture

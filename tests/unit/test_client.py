@@ -238,6 +238,33 @@ def test_three_shards_list_like_one(tmp_path: pathlib.Path) -> None:
             assert [v.key for v in got_versions.versions] == sorted(
                 f"{i % 4}/{i:03d}" for i in range(60)
             )
+            for client in (sharded, single):
+                for i in range(0, 60, 5):
+                    await client.create_multipart_upload("b", f"{i % 4}/{i:03d}", PutSpec(etag=""))
+            for delimiter in ["", "/"]:
+                for max_keys in [1, 7, 1000]:
+                    key_marker = ""
+                    while True:  # versions and uploads page across shards like one shard
+                        got_v = await sharded.list_object_versions(
+                            "b", delimiter=delimiter, key_marker=key_marker, max_keys=max_keys)
+                        want_v = await single.list_object_versions(
+                            "b", delimiter=delimiter, key_marker=key_marker, max_keys=max_keys)
+                        assert [v.key for v in got_v.versions] == [
+                            v.key for v in want_v.versions]
+                        assert got_v.common_prefixes == want_v.common_prefixes
+                        assert (got_v.is_truncated, got_v.next_key_marker) == (
+                            want_v.is_truncated, want_v.next_key_marker)
+                        got_u = await sharded.list_multipart_uploads(
+                            "b", delimiter=delimiter, key_marker=key_marker,
+                            max_uploads=max_keys)
+                        want_u = await single.list_multipart_uploads(
+                            "b", delimiter=delimiter, key_marker=key_marker,
+                            max_uploads=max_keys)
+                        assert [u.key for u in got_u.uploads] == [u.key for u in want_u.uploads]
+                        assert got_u.common_prefixes == want_u.common_prefixes
+                        if not got_v.is_truncated:
+                            break
+                        key_marker = got_v.next_key_marker or ""
         finally:
             await sharded.close()
             await single.close()
