@@ -169,7 +169,8 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
             proxy_headers=False,  # no proxy is trusted: X-Forwarded-* are not believed
             log_level=args.log_level,
             access_log=args.access_log,
-            timeout_keep_alive=30,
+            timeout_keep_alive=limits.keep_alive_idle_seconds_max,
+            limit_concurrency=limits.connections_max,
         )
         await _uvicorn_server(config).serve()
     finally:

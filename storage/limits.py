@@ -46,6 +46,8 @@ lifecycle_scan_versions_per_page_max = 1000  # versions read in one read transac
 lifecycle_scan_uploads_per_page_max = 1000  # multipart uploads read in one read transaction
 
 # --- gateway ---------------------------------------------------------------------------
+connections_max = 2048  # open HTTP connections + requests in flight; more -> 503 at once
+keep_alive_idle_seconds_max = 30  # an idle keep-alive connection is closed after this
 request_header_bytes_max = 16 * 1024  # all request headers together (uvicorn h11 limit too)
 request_xml_body_bytes_max = 1024 * 1024  # any XML request body (DeleteObjects, configs)
 presigned_expiry_seconds_max = 7 * 24 * 3600  # AWS: presigned URLs live at most 7 days
