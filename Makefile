@@ -25,6 +25,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy storage gateway triggers squall
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -147,7 +147,9 @@ def error_for_storage(
 
 def error_for_client(error: CodedError) -> S3Error:
     """The S3 error for an auth / payload / checksum error (they carry their own code)."""
-    return S3Error(error.code, error.message, error.status, **error.details)
+    s3_error = S3Error(error.code, error.message, error.status)
+    s3_error.fields.update(error.details)
+    return s3_error
 
 
 def not_implemented(what: str) -> S3Error:
@@ -168,9 +170,11 @@ def malformed_xml() -> S3Error:
 
 
 def invalid_argument(message: str, name: str | None = None, value: str | None = None) -> S3Error:
-    fields = {}
+    fields: dict[str, str] = {}
     if name is not None:
         fields["ArgumentName"] = name
     if value is not None:
         fields["ArgumentValue"] = value
-    return S3Error("InvalidArgument", message, 400, **fields)
+    error = S3Error("InvalidArgument", message, 400)
+    error.fields.update(fields)
+    return error

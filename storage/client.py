@@ -53,7 +53,7 @@ from storage.api import (
 from storage.lifecycle import SweeperSettings
 from storage.node import StorageNode
 from storage.placement import View, single_node_view
-from storage.transport.base import Operation, Payload, Request, Transport
+from storage.transport.base import BodyPiece, Operation, Payload, Request, Transport
 from storage.transport.local import LocalTransport
 
 _Keyed = TypeVar("_Keyed", ObjectVersion, MultipartUploadInfo)
@@ -148,7 +148,7 @@ class ShardedStorageClient:
 
     def read_body(
         self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None
-    ) -> AsyncIterator[Payload]:
+    ) -> AsyncIterator[BodyPiece]:
         """Chunks as memoryviews of the node's memory map (local transport): each is
         valid until the iterator is exhausted or closed (``aclose``); copy to keep."""
         request = Request(

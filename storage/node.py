@@ -116,7 +116,7 @@ class BodyStream:
     def __aiter__(self) -> BodyStream:
         return self
 
-    async def __anext__(self) -> memoryview:
+    async def __anext__(self) -> bytes | memoryview:
         if self._reader.closed:
             raise StopAsyncIteration
         try:
@@ -201,7 +201,7 @@ class StorageNode:
             return await handler(**request.arguments)
         return await handler(**request.arguments, payload=request.payload)
 
-    def open_stream(self, request: Request) -> AsyncIterator[memoryview]:
+    def open_stream(self, request: Request) -> AsyncIterator[bytes | memoryview]:
         if request.operation is not Operation.READ_BODY:
             raise InvalidArgument(f"not a stream operation: {request.operation}")
         return self.read_body(**request.arguments)
@@ -294,7 +294,7 @@ class StorageNode:
     async def _judge(
         self,
         event: WriteEvent,
-        functions: tuple[str, ...] | list[str],
+        functions: Sequence[str],
         blob_id: bytes | None,
         staged_chunk_count: int,
         tail: bytes | bytearray | memoryview | None,

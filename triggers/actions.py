@@ -44,7 +44,7 @@ class StepOutcome:
     chain: str | None = None
 
 
-def annotations(definition: FunctionDefinition, prediction: Prediction) -> dict[str, str]:
+def verdict_annotations(definition: FunctionDefinition, prediction: Prediction) -> dict[str, str]:
     values = {"squall-label": prediction.label, "squall-function": definition.name}
     if prediction.score is not None:
         values["squall-score"] = f"{prediction.score:.4f}"

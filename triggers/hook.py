@@ -43,7 +43,7 @@ from storage.api import (
     WriteRejected,
     limits,
 )
-from triggers.actions import Prediction, annotations, evaluate
+from triggers.actions import Prediction, evaluate, verdict_annotations
 from triggers.config import FunctionDefinition, check_function_name
 from triggers.events import EventDispatcher
 from triggers.functions import SYSTEM_BUCKET, FunctionFailed, Registry
@@ -149,7 +149,7 @@ class TriggerHook:
             if prediction is None:
                 continue  # on_error: store -- the step is recorded, the write goes on
             outcome = evaluate(definition, prediction, event.bucket, event.key)
-            step_annotations = annotations(definition, prediction)
+            step_annotations = verdict_annotations(definition, prediction)
             shown.update(step_annotations)
             if outcome.annotate:
                 stored.update(step_annotations)

@@ -9,6 +9,8 @@ removes it, and both come after the judgement).
 
 from __future__ import annotations
 
+import lmdb
+
 from storage.api import InvalidArgument
 from storage.engine import keys
 from storage.engine.store import Engine
@@ -22,7 +24,7 @@ class StagedBody:
         staged_chunk_count: int,
         tail: bytes | bytearray | memoryview | None,
     ) -> None:
-        self._txn = engine.env.begin(buffers=True)
+        self._txn: lmdb.Transaction | None = engine.env.begin(buffers=True)
         views: list[memoryview] = []
         try:
             for chunk_index in range(staged_chunk_count):

@@ -659,7 +659,7 @@ class Engine:
 
     # --- introspection (tests, metrics) ------------------------------------------------
 
-    def _sub_database(self, name: str) -> object:
+    def _sub_database(self, name: str) -> lmdb._Database:
         return self.outbox.db if name == "outbox" else getattr(self, name)
 
     def entry_counts(self) -> dict[str, int]:
@@ -740,7 +740,7 @@ class BodyReader:
             raise InvalidArgument("a delete marker has no body")
         return record
 
-    def __iter__(self) -> Iterator[memoryview]:
+    def __iter__(self) -> Iterator[bytes | memoryview]:
         chunk_size = limits.chunk_size_bytes
         position = self.start
         while position < self.end_exclusive:

@@ -130,10 +130,10 @@ class GroupCommitWriter:
                 for pending in running:
                     outcomes.append(self._apply_one(txn, pending))
                 self._engine.record_clock(txn)
-        except Exception as error:
+        except Exception as group_error:
             # The group's transaction did not commit (an LMDB error such as MapFullError,
             # or a bug): nothing of it is on disk, so every operation of it fails.
-            outcomes = [(pending, None, error) for pending in running]
+            outcomes = [(pending, None, group_error) for pending in running]
         self.stats.groups_committed += 1
         for pending, result, error in outcomes:
             if error is None:

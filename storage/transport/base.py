@@ -50,6 +50,7 @@ class Operation(enum.Enum):
 
 
 Payload = bytes | bytearray | memoryview
+BodyPiece = bytes | memoryview  # what a body stream yields
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,6 @@ class Request:
 class Transport(Protocol):
     async def call(self, node_id: str, request: Request) -> Any: ...
 
-    def open_stream(self, node_id: str, request: Request) -> AsyncIterator[Payload]: ...
+    def open_stream(self, node_id: str, request: Request) -> AsyncIterator[BodyPiece]: ...
 
     async def close(self) -> None: ...

@@ -12,7 +12,7 @@ from typing import Any
 
 from storage.api import StorageError
 from storage.node import StorageNode
-from storage.transport.base import Payload, Request
+from storage.transport.base import BodyPiece, Request
 
 
 class NoSuchNode(StorageError):
@@ -32,7 +32,7 @@ class LocalTransport:
     async def call(self, node_id: str, request: Request) -> Any:
         return await self._node(node_id).handle(request)
 
-    def open_stream(self, node_id: str, request: Request) -> AsyncIterator[Payload]:
+    def open_stream(self, node_id: str, request: Request) -> AsyncIterator[BodyPiece]:
         return self._node(node_id).open_stream(request)
 
     async def close(self) -> None:
