@@ -12,8 +12,8 @@ that claim at two levels:
 The store is populated through the storage client directly (fast: group commit, no
 HTTP). Run::
 
-    /work/main/.venv/bin/python bench/as_of.py            # 10,000 versions, 2,000 GETs
-    /work/main/.venv/bin/python bench/as_of.py --versions 1000 --requests 300   # quick
+    .venv/bin/python bench/as_of.py            # 10,000 versions, 2,000 GETs
+    .venv/bin/python bench/as_of.py --versions 1000 --requests 300   # quick
 
 Results are printed and written as JSON under bench/results/.
 """

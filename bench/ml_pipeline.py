@@ -27,8 +27,8 @@ epochs on its generated images; 16x16 PNG inputs) and ``keras.applications.Mobil
 (weights=None, input_shape=(224, 224, 3), classes=10)`` (random weights, no download:
 the inference cost is what matters; 224x224 JPEG inputs generated here).
 
-    cd /work/main && .venv/bin/python bench/ml_pipeline.py
-    /work/main/.venv/bin/python bench/ml_pipeline.py --quick        # a minute or two
+    .venv/bin/python bench/ml_pipeline.py
+    .venv/bin/python bench/ml_pipeline.py --quick        # a minute or two
 
 Results: JSON and a PNG plot under ``bench/results/``, and a summary on stdout.
 """
