@@ -129,6 +129,15 @@ class BodyStream:
         self._finalizer()
 
 
+def _stored_or_raise(verdict: Verdict) -> Verdict:
+    """The verdict of a write that goes on; WriteRejected / WriteDiscarded otherwise."""
+    if verdict.action == "reject":
+        raise WriteRejected(verdict.reason, verdict)
+    if verdict.action == "discard":
+        raise WriteDiscarded(verdict)
+    return verdict
+
+
 class StorageNode:
     def __init__(
         self, node_id: str, engine: Engine, pre_commit_hook: PreCommitHook | None = None
@@ -264,14 +273,16 @@ class StorageNode:
             if functions:
                 event = WriteEvent(bucket, key, event_name, size_bytes, spec.content_type,
                                    spec.user_metadata, ())
-                verdict = await self._judge(event, functions, blob_id, tail_chunk_index,
-                                            payload)
-                if verdict.action in ("reject", "discard"):
+                staged = [(blob_id, tail_chunk_index)] if blob_id is not None else []
+                try:
+                    verdict = _stored_or_raise(await self._judge(event, functions, staged,
+                                                                 payload))
+                except (WriteRejected, WriteDiscarded):
+                    # Nothing is stored, whether the verdict said so or the hook raised
+                    # it: the staged body is freed here (the client counts on it).
                     if blob_id is not None:
                         await self.abort_upload(blob_id)
-                    if verdict.action == "reject":
-                        raise WriteRejected(verdict.reason, verdict)
-                    raise WriteDiscarded(verdict)
+                    raise
                 bucket, key = verdict.bucket or bucket, verdict.key or key
                 if verdict.store_annotations and verdict.annotations:
                     metadata = {**spec.user_metadata, **verdict.annotations}
@@ -295,12 +306,11 @@ class StorageNode:
         self,
         event: WriteEvent,
         functions: Sequence[str],
-        blob_id: bytes | None,
-        staged_chunk_count: int,
+        blobs: Sequence[tuple[bytes, int]],
         tail: bytes | bytearray | memoryview | None,
     ) -> Verdict:
         assert self.pre_commit_hook is not None
-        with StagedBody(self.engine, blob_id, staged_chunk_count, tail) as staged:
+        with StagedBody(self.engine, blobs, tail) as staged:
             event = dataclasses.replace(event, body=staged.views)
             try:  # a timeout scope, not wait_for: no extra task per judgement
                 async with asyncio.timeout(limits.trigger_judge_timeout_ms / 1000):
@@ -372,6 +382,31 @@ class StorageNode:
         conditions: WriteConditions | None = None,
         origin: EventOrigin | None = None,
     ) -> ObjectVersion:
+        event_name = "s3:ObjectCreated:CompleteMultipartUpload"
+        verdict = None
+        destination = None
+        annotations: Mapping[str, str] = {}
+        if self.pre_commit_hook is not None:
+            functions = await self.pre_commit_hook.bindings(bucket, key, event_name)
+            if functions:
+                # Judged like a PUT, on views of the named parts' stored chunks.
+                upload, segments = multipart.judged_parts(self.engine, bucket, key, upload_id,
+                                                          parts)
+                event = WriteEvent(bucket, key, event_name, sum(s for _, s in segments),
+                                   upload.content_type, upload.user_metadata, ())
+                chunk = limits.chunk_size_bytes
+                blobs = [(blob, -(-size // chunk)) for blob, size in segments if blob]
+                try:
+                    verdict = _stored_or_raise(await self._judge(event, functions, blobs, None))
+                except (WriteRejected, WriteDiscarded):
+                    # Nothing is stored: the upload and its parts are freed, as a
+                    # rejected PUT frees its staged body.
+                    await self.abort_multipart_upload(bucket, key, upload_id)
+                    raise
+                if verdict.bucket or verdict.key:
+                    destination = (verdict.bucket or bucket, verdict.key or key)
+                if verdict.store_annotations:
+                    annotations = verdict.annotations
         operation = operations.complete_multipart_upload(
             bucket,
             key,
@@ -381,8 +416,11 @@ class StorageNode:
             checksums=checksums or {},
             conditions=conditions,
             origin=origin,
+            destination=destination,
+            extra_user_metadata=annotations,
         )
-        return await self._write(operation)
+        version: ObjectVersion = await self._write(operation)
+        return version if verdict is None else dataclasses.replace(version, verdict=verdict)
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         await self._write(operations.abort_multipart_upload(bucket, key, upload_id))

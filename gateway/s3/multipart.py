@@ -45,6 +45,7 @@ from gateway.s3.objects import (
     write_conditions,
 )
 from gateway.s3.tagging import requested_tags
+from gateway.verdicts import verdict_headers
 from gateway.xml import Node, bool_text, child_text, children, iso8601_ms, local_name, parse, render
 from storage import api
 
@@ -320,9 +321,10 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
         ctx.bucket, ctx.key, upload_id, checked, etag, checksums, conditions,
         origin=ctx.event_origin(),
     )
+    # A pre-commit function may have routed the object: answer where it now lives.
     result: list[Node] = [
-        ("Location", f"{ctx.request.base_url}{quote(ctx.bucket)}/{quote(ctx.key)}"),
-        ("Bucket", ctx.bucket), ("Key", ctx.key), ("ETag", f'"{version.etag}"'),
+        ("Location", f"{ctx.request.base_url}{quote(version.bucket)}/{quote(version.key)}"),
+        ("Bucket", version.bucket), ("Key", version.key), ("ETag", f'"{version.etag}"'),
     ]  # fmt: skip
     result += [(f"Checksum{name}", value) for name, value in checksums.items()]
     if checksums:
@@ -330,6 +332,8 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     headers = {}
     if version.s3_version_id != "null":
         headers["x-amz-version-id"] = version.s3_version_id
+    if version.verdict is not None:
+        headers.update(verdict_headers(version.verdict))
     return _xml_response("CompleteMultipartUploadResult", result, headers)
 
 

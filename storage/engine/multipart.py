@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import lmdb
@@ -188,6 +188,16 @@ def _free_part(engine: Engine, txn: lmdb.Transaction, part: PartRecord) -> None:
         engine.free_blob(txn, part.blob_id, part.size_bytes)
 
 
+def judged_parts(
+    engine: Engine, bucket: str, key: str, upload_id: str, parts: Sequence[CompletedPart]
+) -> tuple[UploadRecord, list[Segment]]:
+    """The upload and its named parts' blobs, checked as Complete checks them: what a
+    pre-commit function judges before the Complete is committed."""
+    with engine.env.begin() as txn:
+        _, upload_id_raw, upload = _upload(engine, txn, bucket, key, upload_id)
+        return upload, _checked_segments(engine, txn, upload_id_raw, parts)
+
+
 def _checked_segments(
     engine: Engine, txn: lmdb.Transaction, upload_id_raw: bytes, parts: Sequence[CompletedPart]
 ) -> list[Segment]:
@@ -235,12 +245,17 @@ def apply_complete(
     checksums: dict[str, str],
     conditions: WriteConditions | None = None,
     origin: EventOrigin | None = None,
+    destination: tuple[str, str] | None = None,
+    extra_user_metadata: Mapping[str, str] | None = None,
 ) -> ObjectVersion:
+    """``destination`` (bucket, key) and ``extra_user_metadata`` carry a pre-commit
+    function's route and annotations: the version is written there, with them."""
     from storage.engine.store import check_conditions  # store imports this module
 
-    info = engine._bucket(txn, bucket)
     upload_key, upload_id_raw, upload = _upload(engine, txn, bucket, key, upload_id)
     segments = _checked_segments(engine, txn, upload_id_raw, parts)
+    bucket, key = destination or (bucket, key)
+    info = engine._bucket(txn, bucket)
     bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
     cursor = txn.cursor(db=engine.versions)
     check_conditions(engine._latest(cursor, bucket_raw, key_raw), conditions)
@@ -258,7 +273,7 @@ def apply_complete(
         null_version=null_version,
         content_type=upload.content_type,
         system_metadata=dict(upload.system_metadata),
-        user_metadata=dict(upload.user_metadata),
+        user_metadata={**upload.user_metadata, **(extra_user_metadata or {})},
         checksums=dict(checksums),
         storage_class=upload.storage_class,
         segments=tuple(segments),

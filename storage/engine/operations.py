@@ -147,6 +147,8 @@ def complete_multipart_upload(
     checksums: Mapping[str, str],
     conditions: WriteConditions | None = None,
     origin: EventOrigin | None = None,
+    destination: tuple[str, str] | None = None,
+    extra_user_metadata: Mapping[str, str] | None = None,
 ) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: multipart.apply_complete(
@@ -160,6 +162,8 @@ def complete_multipart_upload(
             checksums=dict(checksums),
             conditions=conditions,
             origin=origin,
+            destination=destination,
+            extra_user_metadata=extra_user_metadata,
         ),
         name="complete_multipart_upload",
     )

@@ -9,6 +9,8 @@ removes it, and both come after the judgement).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lmdb
 
 from storage.api import InvalidArgument
@@ -17,22 +19,25 @@ from storage.engine.store import Engine
 
 
 class StagedBody:
+    """``blobs``: (blob id, chunk count) in body order — one staged blob for a PUT, the
+    named parts' blobs for a CompleteMultipartUpload."""
+
     def __init__(
         self,
         engine: Engine,
-        blob_id: bytes | None,
-        staged_chunk_count: int,
+        blobs: Sequence[tuple[bytes, int]],
         tail: bytes | bytearray | memoryview | None,
     ) -> None:
         self._txn: lmdb.Transaction | None = engine.env.begin(buffers=True)
         views: list[memoryview] = []
         try:
-            for chunk_index in range(staged_chunk_count):
-                assert blob_id is not None
-                chunk = self._txn.get(keys.chunk_key(blob_id, chunk_index), db=engine.chunks)
-                if chunk is None:
-                    raise InvalidArgument("the staged body is missing chunks")
-                views.append(memoryview(chunk))
+            for blob_id, chunk_count in blobs:
+                for chunk_index in range(chunk_count):
+                    chunk = self._txn.get(keys.chunk_key(blob_id, chunk_index),
+                                          db=engine.chunks)
+                    if chunk is None:
+                        raise InvalidArgument("the staged body is missing chunks")
+                    views.append(memoryview(chunk))
         except BaseException:
             self.close()
             raise

@@ -218,3 +218,55 @@ def test_python_entry_point_is_imported_at_registration(process: ServerProcess) 
                                              "entry_point": "triggers.examples:nope"})
     assert raised.value.status == 400
     assert "cannot import 'triggers.examples:nope'" in raised.value.body
+
+
+FIRST_BYTE = {
+    "kind": "python",
+    "entry_point": "triggers.examples:first_byte",
+    "actions": [
+        {"annotate": True},
+        {"when": {"label": "byte-00"}, "reject": "zero-led uploads are refused"},
+        {"when": {"label": "byte-01"}, "route": "routed/{key}"},
+        {"when": {"label": "byte-02"}, "discard": "seen, not kept"},
+    ],
+}
+
+
+def _multipart(s3, bucket: str, key: str, first: int) -> dict:  # type: ignore[no-untyped-def]
+    """A two-part upload whose body starts with byte ``first``; returns Complete's answer."""
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    bodies = [bytes([first]) * (5 * 1024 * 1024), b"tail"]
+    parts = [
+        {"PartNumber": number, "ETag": s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)["ETag"]}
+        for number, body in enumerate(bodies, start=1)
+    ]
+    return s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                        MultipartUpload={"Parts": parts})
+
+
+def test_complete_multipart_upload_is_judged_before_it_commits(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    """A multipart upload cannot slip past a function: Complete is judged on the parts."""
+    support.register(process, "first-byte", FIRST_BYTE)
+    support.bind(s3, bucket, "first-byte", prefix="mp/")
+
+    stored = _multipart(s3, bucket, "mp/a", 0x41)
+    assert support.verdict(stored)["action"] == "store"
+    assert stored["ResponseMetadata"]["HTTPHeaders"]["x-amz-meta-squall-label"] == "byte-41"
+    assert s3.head_object(Bucket=bucket, Key="mp/a")["Metadata"]["squall-label"] == "byte-41"
+
+    with pytest.raises(ClientError) as raised:
+        _multipart(s3, bucket, "mp/zero", 0x00)
+    assert raised.value.response["Error"]["Code"] == "RejectedByFunction"
+    assert "zero-led uploads are refused" in raised.value.response["Error"]["Message"]
+
+    routed = _multipart(s3, bucket, "mp/r", 0x01)
+    assert routed["Key"] == "routed/mp/r"
+    assert s3.head_object(Bucket=bucket, Key="routed/mp/r")["ContentLength"] == 5 * 1024 * 1024 + 4
+
+    discarded = _multipart(s3, bucket, "mp/d", 0x02)
+    assert support.verdict(discarded)["action"] == "discard"
+
+    # Only what was stored is there; rejected and discarded uploads left nothing behind.
+    assert sorted(support.keys(s3, bucket)) == ["mp/a", "routed/mp/r"]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
