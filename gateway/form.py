@@ -9,8 +9,8 @@ A form body is a sequence of parts separated by a delimiter line::
 :class:`FormParser` is a sans-I/O state machine (in the manner of h11): ``feed(bytes)``
 returns the events the new bytes complete (:class:`PartStart`, :class:`PartData`,
 :class:`PartEnd`, :class:`FormEnd`) and holds back only what might still turn out to be
-part of a delimiter (at most its length minus one), a part's header section, or the
-preamble. Part bodies are returned as views of the bytes fed in: a file of any size
+part of a delimiter (a CR at most a delimiter's length from the end, and what follows
+it), a part's header section, or the preamble. Part bodies are returned as views of the bytes fed in: a file of any size
 passes through without being copied or collected. The first delimiter may open the body
 without a preceding CRLF, so the parser behaves as if the body began with one.
 
@@ -240,11 +240,23 @@ class FormParser:
             events.append(PartEnd())
             self._state = _State.AFTER_DELIMITER
             return found + len(self._delimiter)
-        safe_end = len(data) - len(self._delimiter) + 1
-        if safe_end <= position:
+        safe_end = self._possible_delimiter_start(data, position)
+        if safe_end == position:
             return None
         events.append(PartData(memoryview(data)[position:safe_end]))
         return safe_end
+
+    def _possible_delimiter_start(self, data: bytes, position: int) -> int:
+        """Where the bytes that might begin a delimiter start (``len(data)``: none).
+
+        The delimiter holds CR only as its first byte (RFC 2046 allows no CR in a
+        boundary), so only the last CR within a delimiter's length of the end can begin
+        one: usually there is none and the whole piece is body, sent on at once."""
+        window_start = max(position, len(data) - len(self._delimiter) + 1)
+        carriage_return = data.rfind(b"\r", window_start)
+        if carriage_return != -1 and self._delimiter.startswith(data[carriage_return:]):
+            return carriage_return
+        return len(data)
 
 
 _STEPS = {
