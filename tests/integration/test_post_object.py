@@ -4,6 +4,7 @@ CORS, versioning, a pre-commit function judging a POST and its notification even
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -20,7 +21,10 @@ import boto3
 import httpx
 import pytest
 from botocore.config import Config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+import tests.integration.test_gateway_fuzz as fuzz
 import tests.integration.test_notifications as notifications
 from squall.launcher import ServerProcess
 from tests.integration import triggers_support as support
@@ -307,3 +311,66 @@ def test_queue_configurations_get_object_created_post(
     assert record["s3"]["object"]["key"] == "by-form"
     assert record["s3"]["object"]["eTag"] == hashlib.md5(b"form").hexdigest()
     assert record["responseElements"]["x-amz-request-id"] == response.headers["x-amz-request-id"]
+
+
+# --- never a 500 -----------------------------------------------------------------------------
+
+FUZZ_FIELD_NAMES = ["key", "policy", "x-amz-signature", "x-amz-credential", "x-amz-date",
+                    "x-amz-algorithm", "AWSAccessKeyId", "signature", "success_action_status",
+                    "success_action_redirect", "tagging", "acl", "x-amz-storage-class",
+                    "Content-MD5", "x-amz-checksum-crc32", "x-amz-meta-a", "Content-Type",
+                    "KEY", "file", "x-ignore-z", "Expires"]
+fuzz_edits = st.lists(st.tuples(st.sampled_from(["drop", "set"]), st.sampled_from(FUZZ_FIELD_NAMES),
+                                st.text(max_size=30)), max_size=3)
+
+
+def _multipart(fields: dict[str, str], file: bytes | None, boundary: str) -> bytes:
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+             + value.encode() + b"\r\n" for name, value in fields.items()]
+    if file is not None:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                     'filename="f.bin"\r\n\r\n'.encode() + file + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def test_random_forms_never_get_a_500() -> None:
+    """Forms through the real gateway and store in process: valid ones, then fields
+    dropped or replaced with random text, bodies cut or spliced, wrong boundaries."""
+    harness = fuzz._Harness()
+    statuses: list[int] = []
+    try:
+        @settings(max_examples=250, deadline=None, derandomize=True,
+                  suppress_health_check=[HealthCheck.too_slow])
+        @given(fuzz_edits, st.one_of(st.none(), st.binary(max_size=300)),
+               st.one_of(st.none(), st.integers(min_value=0, max_value=2000)),
+               st.binary(max_size=8), st.sampled_from(["good", "good", "other", "none"]))
+        def check(edits: list[tuple[str, str, str]], file: bytes | None, cut: int | None,
+                  splice: bytes, boundary_header: str) -> None:
+            fields = sigv4_form(fuzz.BUCKET, "up/${filename}",
+                                [["starts-with", "$key", "up/"],
+                                 ["content-length-range", 0, 200]],
+                                access_key=fuzz.ACCESS_KEY, secret_key=fuzz.SECRET_KEY)
+            for operation, name, value in edits:
+                if operation == "drop":
+                    fields.pop(name, None)
+                else:
+                    fields[name] = value
+            body = _multipart(fields, file, "fuzzBoundary")
+            if cut is not None:
+                body = body[:cut] + splice + body[cut:]
+            content_type = {"good": "multipart/form-data; boundary=fuzzBoundary",
+                            "other": "multipart/form-data; boundary=x",
+                            "none": "text/plain"}[boundary_header]
+            status, answer = harness.request("POST", f"/{fuzz.BUCKET}", [],
+                                             {"content-type": content_type}, body)
+            statuses.append(status)
+            assert status < 500 or status == 501, (status, answer[:300])
+            if status >= 400:
+                assert answer.startswith(b"<?xml") and b"<Code>" in answer, answer[:200]
+
+        check()
+        # Valid forms were stored, and the broken ones refused by the form's own checks.
+        assert 204 in statuses and {400, 403, 412} <= set(statuses)
+    finally:
+        harness.close()
+    asyncio.set_event_loop(None)
