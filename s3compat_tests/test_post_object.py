@@ -4,6 +4,11 @@ References: https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html,
 https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html and
 https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-post-example.html. The SigV2 form
 follows the legacy "Browser-Based Uploads Using POST" guide (HMAC-SHA1 of the policy).
+
+Peers (2026-11-28): Ceph RGW 16.2.15 passes 10 of 13; it sends no ETag header with a 204,
+writes the PostResponse ETag without its quotes (AWS quotes it, as everywhere), and
+answers a wrong SigV4 form signature AccessDenied instead of SignatureDoesNotMatch.
+moto checks neither policies nor signatures.
 """
 
 from __future__ import annotations

@@ -200,14 +200,15 @@ async def _store_file(
 # --- the answer ----------------------------------------------------------------------------
 
 
-def object_url(ctx: RequestContext, key: str) -> str:
-    """The URL of the new object, in the addressing style the form was posted with."""
+def object_url(ctx: RequestContext, bucket: str, key: str) -> str:
+    """The URL of the new object, in the addressing style the form was posted with (a
+    function may have routed it to another bucket)."""
     host = ctx.headers.get("host", "")
     scheme = ctx.request.url.scheme
-    path = quote(key, safe="/~")
-    if bucket_from_host(host, ctx.config.domains) is not None:
+    path = quote(key, safe="~")  # AWS escapes '/' here too: .../uploads%2Fcat.jpg
+    if bucket == ctx.bucket and bucket_from_host(host, ctx.config.domains) is not None:
         return f"{scheme}://{host}/{path}"
-    return f"{scheme}://{host}/{quote(ctx.bucket, safe='')}/{path}"
+    return f"{scheme}://{host}/{quote(bucket, safe='')}/{path}"
 
 
 def redirect_location(redirect: str, bucket: str, key: str, etag: str) -> str | None:
@@ -227,7 +228,7 @@ def _success_response(
     version: api.ObjectVersion,
     checksums: Mapping[str, str],
 ) -> Response:
-    location = object_url(ctx, version.key)
+    location = object_url(ctx, version.bucket, version.key)
     headers = {"ETag": f'"{version.etag}"', "Location": location}
     if version.s3_version_id != "null":
         headers["x-amz-version-id"] = version.s3_version_id
