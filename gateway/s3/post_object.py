@@ -101,8 +101,7 @@ async def post_object(ctx: RequestContext) -> Response:
             raise invalid_argument("POST requires exactly one file upload per request.",
                                    FILE_FIELD, "0")
         key = _expanded_key(fields, head.file.filename)
-        if policy is not None:
-            check_policy(policy, {**fields, "key": key}, ctx.bucket, time.time())
+        check_policy(policy, {**fields, "key": key}, ctx.bucket, time.time())
         version, checksums = await _store_file(ctx, reader, key, fields, policy)
         await reader.drain(api.limits.post_form_trailing_bytes_max)
     return _success_response(ctx, fields, version, checksums)
@@ -116,7 +115,7 @@ def _form_boundary(ctx: RequestContext) -> bytes:
     return boundary_from_content_type(content_type)
 
 
-def _authenticate(ctx: RequestContext, fields: Mapping[str, str]) -> Policy | None:
+def _authenticate(ctx: RequestContext, fields: Mapping[str, str]) -> Policy:
     """The form's verified policy (and ``ctx.owner`` set); AccessDenied if anonymous."""
     if "key" not in fields:
         raise missing_field("key")
@@ -169,7 +168,7 @@ async def _store_file(
     reader: FormReader,
     key: str,
     fields: Mapping[str, str],
-    policy: Policy | None,
+    policy: Policy,
 ) -> tuple[api.ObjectVersion, dict[str, str]]:
     _check_fields(fields)
     wanted = integrity.parse_request({n: fields[n] for n in _CHECKSUM_FIELDS if n in fields})
