@@ -7,7 +7,6 @@ the operation's module does the work through ``storage.api``. Every response car
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -35,11 +34,12 @@ from gateway.s3 import (
     notification,
     objects,
     policy,
+    post_object,
     settings,
     tagging,
     versioning,
 )
-from gateway.s3.common import GatewayConfig, Owner, RequestContext
+from gateway.s3.common import GatewayConfig, RequestContext, owner_for
 from gateway.verdicts import discarded_response_headers
 from gateway.xml import render
 from storage import api
@@ -59,6 +59,7 @@ HANDLERS: dict[str, Handler] = {
     "DeleteObjects": multidelete.delete_objects,
     "PutObject": objects.put_object,
     "CopyObject": objects.copy_object,
+    "PostObject": post_object.post_object,
     "GetObject": objects.get_object,
     "HeadObject": objects.head_object,
     "DeleteObject": objects.delete_object,
@@ -101,11 +102,6 @@ HANDLERS: dict[str, Handler] = {
     "SquallAdmin": admin.handle,
 }
 PREFLIGHT_OPERATION = "PreflightCors"
-
-
-def owner_for(access_key: str) -> Owner:
-    """A stable canonical user id for an access key (64 hex characters, like AWS's)."""
-    return Owner(hashlib.sha256(f"squall-owner:{access_key}".encode()).hexdigest(), access_key)
 
 
 # Request ids: a random per-process prefix and a counter. Unique and cheap (a syscall
@@ -250,6 +246,11 @@ class Gateway:
                                             request.headers)
             except api.StorageError as error:
                 raise error_for_storage(error, bucket=endpoint.bucket) from error
+        if endpoint.operation == post_object.OPERATION:
+            # A browser form carries its credentials in the body (a signed policy): the
+            # handler authenticates it once it has read the fields before the file.
+            return await self._dispatch(self._form_context(request, endpoint, query,
+                                                           request_id), endpoint)
         auth = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains)
@@ -265,6 +266,20 @@ class Gateway:
             request_id=request_id,
         )
         return await self._dispatch(ctx, endpoint)
+
+    def _form_context(
+        self, request: Request, endpoint: Endpoint, query: dict[str, list[str]], request_id: str
+    ) -> RequestContext:
+        return RequestContext(
+            request=request,
+            endpoint=endpoint,
+            storage=self.storage,
+            config=self.config,
+            owner=post_object.UNAUTHENTICATED,
+            query=query,
+            body=RequestBody(request, post_object.FORM_BODY_AUTH),
+            request_id=request_id,
+        )
 
     async def _add_cors_headers(
         self, request: Request, endpoint: Endpoint, response: Response

@@ -12,7 +12,7 @@ x-amz-decoded-content-length), and nothing is buffered beyond one network read.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from starlette.requests import Request
 
@@ -57,7 +57,7 @@ class RequestBody:
             raise S3Error("InvalidArgument", "Content-Length is not a number.", 400)
         return int(raw)
 
-    async def pieces(self) -> AsyncIterator[Piece]:
+    async def pieces(self) -> AsyncGenerator[Piece, None]:
         """The payload, piece by piece; raises an S3 error at the end if it fails a check."""
         declared = self._declared_or_none()
         received = 0

@@ -71,6 +71,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", OBJECT, "tagging", "DeleteObjectTagging"),
     Route("GET", BUCKET, None, "ListObjects"),  # list-type=2 -> ListObjectsV2 (below)
     Route("POST", BUCKET, "delete", "DeleteObjects"),
+    # Browser-based upload (an HTML form, multipart/form-data): gateway/s3/post_object.py.
+    Route("POST", BUCKET, None, "PostObject"),
     Route("PUT", BUCKET, "notification", "PutBucketNotificationConfiguration"),
     Route("GET", BUCKET, "notification", "GetBucketNotificationConfiguration"),
     Route("PUT", OBJECT, None, "CopyObject", header="x-amz-copy-source"),

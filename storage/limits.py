@@ -61,6 +61,15 @@ cors_rules_max = 100  # AWS: a CORS configuration has at most 100 rules
 cors_parsed_configs_cached_max = 1024  # parsed CORS configurations the gateway keeps
 bucket_policy_bytes_max = 20 * 1024  # AWS: a bucket policy is at most 20 KB
 get_inline_body_bytes_max = 64 * 1024  # a GET body this small is read with its metadata
+# POST Object (browser form uploads, gateway/s3/post_object.py): the fields before the
+# file are held in memory, so they are bounded one by one, in count and all together.
+post_form_fields_bytes_max = 20 * 1024  # AWS: fields before the file, together, at most 20 KB
+post_form_field_bytes_max = 20 * 1024  # one field's value (the policy is the largest)
+post_form_fields_max = 100  # fields before the file
+post_form_part_header_bytes_max = 8 * 1024  # the header lines of one form part
+post_form_preamble_bytes_max = 1024  # bytes allowed before the first boundary
+post_form_trailing_bytes_max = 64 * 1024  # read and ignored after the file; more -> close
+post_policy_conditions_max = 1000  # conditions in one POST policy document
 
 # --- pre-commit functions (triggers) ---------------------------------------------------
 function_definition_bytes_max = 64 * 1024  # one function definition document

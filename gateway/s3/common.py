@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 class Owner:
     id: str
     display_name: str
+
+
+def owner_for(access_key: str) -> Owner:
+    """A stable canonical user id for an access key (64 hex characters, like AWS's)."""
+    return Owner(hashlib.sha256(f"squall-owner:{access_key}".encode()).hexdigest(), access_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,14 @@ def test_path_style(request_line: str, expected: Endpoint) -> None:
     assert _route(request_line) == expected
 
 
+def test_post_to_a_bucket_is_post_object() -> None:
+    """AWS's "POST Object" example: ``POST / HTTP/1.1``, ``Host: examplebucket.s3...``."""
+    assert _route("POST /", host="examplebucket.s3.example.test") == Endpoint(
+        "PostObject", "examplebucket")
+    assert _route("POST /examplebucket") == Endpoint("PostObject", "examplebucket")
+    assert _route("POST /examplebucket?delete") == Endpoint("DeleteObjects", "examplebucket")
+
+
 def test_copy_object_needs_copy_source_header() -> None:
     assert _route("PUT /b/k", **{"x-amz-copy-source": "/src/key"}) == Endpoint("CopyObject", "b", "k")
 
@@ -83,7 +91,7 @@ def test_known_but_unserved_subresource_is_not_implemented(line: str) -> None:
     assert (caught.value.code, caught.value.status) == ("NotImplemented", 501)
 
 
-@pytest.mark.parametrize("line", ["POST /b/k", "PATCH /b", "DELETE /", "POST /b"])
+@pytest.mark.parametrize("line", ["POST /b/k", "PATCH /b", "DELETE /", "POST /"])
 def test_method_not_allowed(line: str) -> None:
     with pytest.raises(S3Error) as caught:
         _route(line)
