@@ -16,10 +16,12 @@ Rules and theory of operation:
   events, never ``s3:ObjectRemoved:*``; their requester is ``LIFECYCLE_PRINCIPAL_ID``
   (AWS's example message shows ``s3.amazonaws.com`` as principal and source IP). They
   are written in the action's own transaction, like every event.
-* A full outbox must not fail (or silently thin out) a sweep: each action runs in its
-  own nested transaction, and the first one whose events do not fit is rolled back and
-  returned with every later one as ``deferred`` (applied actions stay applied). The
-  sweeper waits and retries the deferred ones (``storage.lifecycle``).
+* A full outbox must not fail (or silently thin out) a sweep: when the outbox is near
+  its bound, each action runs in its own nested transaction, and the first one whose
+  events do not fit is rolled back and returned with every later one as ``deferred``
+  (applied actions stay applied). The sweeper waits and retries the deferred ones
+  (``storage.lifecycle``). With room for every action's events, a batch runs without
+  nesting (an LMDB nested transaction is not free).
 * Removing a version frees its chunks in the same transaction; LMDB reuses freed pages,
   so a workload under a rule that expires old data reaches a steady file size.
 * AbortIncompleteMultipartUpload decisions (``UploadAbort``) are applied the same way:
@@ -134,13 +136,23 @@ def scan_versions(
 def apply_expiry_actions(
     engine: Engine, txn: lmdb.Transaction, bucket: str, actions: tuple[ExpiryAction, ...]
 ) -> BatchOutcome[ExpiryAction]:
-    """Apply the actions whose reason still holds, each in a nested transaction, until
-    one's events do not fit in the outbox: it and the rest come back ``deferred``."""
+    """Apply the actions whose reason still holds until one's events do not fit in the
+    outbox: it and the rest come back ``deferred``."""
+    request_id_prefix = os.urandom(4).hex().upper()
+    origins = [lifecycle_origin(f"{request_id_prefix}{index:08X}")
+               for index in range(len(actions))]
+    if engine.outbox.has_room_for_changes(txn, bucket, len(actions)):
+        # Nothing can overflow, so no nested transactions: LMDB allocates a large dirty
+        # list for each one, which is not worth paying per action when it cannot help.
+        return BatchOutcome(sum(
+            _apply_one(engine, txn, bucket, action, origin)
+            for action, origin in zip(actions, origins, strict=True)
+        ))  # fmt: skip
     applied = 0
-    for index, action in enumerate(actions):
+    for index, (action, origin) in enumerate(zip(actions, origins, strict=True)):
         nested = engine.env.begin(write=True, parent=txn)
         try:
-            done = _apply_one(engine, nested, bucket, action)
+            done = _apply_one(engine, nested, bucket, action, origin)
         except Overloaded:
             nested.abort()
             return BatchOutcome(applied, actions[index:])
@@ -178,14 +190,15 @@ def abort_uploads(bucket: str, aborts: tuple[UploadAbort, ...]) -> WriteOperatio
     )
 
 
-def lifecycle_origin() -> EventOrigin:
-    """The origin of one lifecycle action's events: AWS's lifecycle requester, and a
-    fresh request id (16 upper-case hex digits, as the gateway's) for the action."""
-    request_id = os.urandom(8).hex().upper()
+def lifecycle_origin(request_id: str) -> EventOrigin:
+    """The origin of one lifecycle action's events: AWS's lifecycle requester, and the
+    action's own request id (16 upper-case hex digits, as the gateway's)."""
     return EventOrigin(LIFECYCLE_PRINCIPAL_ID, LIFECYCLE_PRINCIPAL_ID, request_id, request_id)
 
 
-def _apply_one(engine: Engine, txn: lmdb.Transaction, bucket: str, action: ExpiryAction) -> bool:
+def _apply_one(
+    engine: Engine, txn: lmdb.Transaction, bucket: str, action: ExpiryAction, origin: EventOrigin
+) -> bool:
     bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(action.key)
     hlc = decode_version_id(action.version_id)
     cursor = txn.cursor(db=engine.versions)
@@ -195,7 +208,7 @@ def _apply_one(engine: Engine, txn: lmdb.Transaction, bucket: str, action: Expir
     if action.kind is ExpiryKind.EXPIRE_CURRENT:
         if latest.hlc != hlc or latest.is_delete_marker:
             return False  # overwritten or deleted since the decision
-        engine.apply_delete_object(txn, bucket, action.key, origin=lifecycle_origin(),
+        engine.apply_delete_object(txn, bucket, action.key, origin=origin,
                                    events=LIFECYCLE_REMOVAL)
         return True
     if action.kind is ExpiryKind.REMOVE_NONCURRENT:
@@ -204,7 +217,7 @@ def _apply_one(engine: Engine, txn: lmdb.Transaction, bucket: str, action: Expir
         packed = txn.get(keys.version_key(bucket_raw, key_raw, hlc), db=engine.versions)
         if packed is None:
             return False
-        _remove_for_good(engine, txn, bucket, action.key, unpack_version(hlc, packed))
+        _remove_for_good(engine, txn, bucket, action.key, unpack_version(hlc, packed), origin)
         return True
     assert action.kind is ExpiryKind.REMOVE_EXPIRED_DELETE_MARKER
     if latest.hlc != hlc or not latest.is_delete_marker:
@@ -212,16 +225,21 @@ def _apply_one(engine: Engine, txn: lmdb.Transaction, bucket: str, action: Expir
     versions = engine._versions_of_key(cursor, bucket_raw, key_raw)
     if sum(1 for _, _ in zip(range(2), versions, strict=False)) != 1:
         return False  # a noncurrent version remains: the marker is not expired yet
-    _remove_for_good(engine, txn, bucket, action.key, latest)
+    _remove_for_good(engine, txn, bucket, action.key, latest, origin)
     return True
 
 
 def _remove_for_good(
-    engine: Engine, txn: lmdb.Transaction, bucket: str, key: str, record: VersionRecord
+    engine: Engine,
+    txn: lmdb.Transaction,
+    bucket: str,
+    key: str,
+    record: VersionRecord,
+    origin: EventOrigin,
 ) -> None:
     """Remove one version (a delete marker too) with its LifecycleExpiration:Delete
     events, as AWS reports a version permanently deleted by lifecycle."""
     info = engine._bucket(txn, bucket)
     engine._remove_version(txn, keys.bucket_bytes(bucket), keys.object_key_bytes(key), record)
-    engine.removed_event(txn, info, key, record.s3_version_id, lifecycle_origin(),
+    engine.removed_event(txn, info, key, record.s3_version_id, origin,
                          LIFECYCLE_REMOVAL.version_removed)

@@ -208,6 +208,12 @@ class Outbox:
             ))  # fmt: skip
         return len(destinations)
 
+    def has_room_for_changes(self, txn: lmdb.Transaction, bucket: str, changes_count: int) -> bool:
+        """Whether the events of any ``changes_count`` changes of objects of ``bucket`` fit:
+        a change makes at most one event per delivery rule."""
+        rules_count = len(self._delivery_rules(txn, bucket))
+        return txn.stat(self.db)["entries"] + rules_count * changes_count <= self.entries_max
+
     def _check_room(self, txn: lmdb.Transaction, events_count: int) -> None:
         """Refuse (Overloaded, nothing written) a change whose events would not fit."""
         if not events_count:
