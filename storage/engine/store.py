@@ -29,6 +29,10 @@ Rules and theory of operation:
 * A version is immutable except for its tag set, which ``apply_replace_tags`` rewrites in
   place (same LMDB key, same HLC): replacing tags is not a new version, as in S3, and
   as-of reads see a version's current tags.
+* Every change that S3 reports as a notification event writes its events (``outbox``)
+  in its own transaction: commits, deletes (``RemovalEvents`` names them: a request's or
+  the lifecycle's), tag replacements, accepted ACLs (``apply_object_acl``, which stores
+  nothing else), and a notification configuration put by a request (test events).
 """
 
 from __future__ import annotations
