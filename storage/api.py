@@ -70,6 +70,7 @@ __all__ = [
     "FunctionAdmin",
     # post-commit notifications (durable outbox)
     "NOTIFICATION_CONFIG",
+    "TEST_EVENT",
     "webhook_target_id",
     "EventOrigin",
     "OutboxEvent",
@@ -436,10 +437,16 @@ class StorageClient(Protocol):
     async def get_bucket(self, name: str) -> BucketInfo: ...
     async def list_buckets(self, owner_id: str) -> list[BucketInfo]: ...
 
-    async def put_bucket_config(self, bucket: str, name: str, document: bytes | None) -> None:
+    async def put_bucket_config(
+        self, bucket: str, name: str, document: bytes | None, origin: EventOrigin | None = None
+    ) -> None:
         """Store a bucket's configuration document ``name`` ('tagging', 'cors',
         'lifecycle', 'policy', 'notification', ...) as opaque bytes; None removes it.
-        The gateway validates and serialises; storage keeps and replicates it."""
+        The gateway validates and serialises; storage keeps and replicates it.
+
+        For the notification document (``NOTIFICATION_CONFIG``) with ``origin`` given, one
+        ``TEST_EVENT`` per queue/topic destination the document names goes to the outbox
+        in the same transaction (AWS's test message); without ``origin``, none."""
         ...
 
     async def get_bucket_config(self, bucket: str, name: str) -> bytes | None:
@@ -565,12 +572,29 @@ class StorageClient(Protocol):
     ) -> ListUploadsPage: ...
 
     async def replace_tags(
-        self, bucket: str, key: str, version_id: str, tags: Mapping[str, str]
+        self,
+        bucket: str,
+        key: str,
+        version_id: str,
+        tags: Mapping[str, str],
+        *,
+        event_name: str = "s3:ObjectTagging:Put",
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
         """Replace the tag set of one version (``version_id`` as ``get_version`` returned
         it, never 'null') atomically; an empty mapping removes every tag. Raises
         NoSuchVersion when the version is gone, InvalidArgument for a delete marker.
-        Returns the version with its new tags."""
+        Returns the version with its new tags. Its ``event_name`` event
+        (s3:ObjectTagging:Put or :Delete) goes to the outbox in the same transaction."""
+        ...
+
+    async def put_object_acl(
+        self, bucket: str, key: str, version_id: str, origin: EventOrigin | None = None
+    ) -> ObjectVersion:
+        """An accepted PutObjectAcl: storage keeps no ACL (every object is private to its
+        owner), so this only checks that the version still exists and writes its
+        s3:ObjectAcl:Put event, in one transaction. Raises NoSuchVersion when the
+        version is gone, InvalidArgument for a delete marker."""
         ...
 
     # post-commit notifications: the durable outbox of each shard
@@ -794,6 +818,9 @@ class FunctionAdmin(Protocol):
 # .to_json``); storage reads it at the commit point to decide which events a write makes.
 NOTIFICATION_CONFIG = "notification"
 NOTIFICATION_DELIVERY_KINDS = ("queue", "topic")
+# AWS's test message, sent to each queue/topic destination when a configuration is put.
+# Its outbox entry has no object key ('' is never one: S3 keys have at least one byte).
+TEST_EVENT = "s3:TestEvent"
 _WEBHOOK_ARN = re.compile(r"^arn:squall:(?:sqs|sns)::(?P<id>[A-Za-z0-9_.-]{1,64}):webhook$")
 
 
@@ -824,9 +851,9 @@ class OutboxEvent:
     event_time_ms: int
     bucket: str
     bucket_owner_id: str
-    key: str
-    size_bytes: int | None  # None for ObjectRemoved events
-    etag: str  # '' for ObjectRemoved events
+    key: str  # '' for a TEST_EVENT (it names no object)
+    size_bytes: int | None  # only ObjectCreated events carry a size (None for the others)
+    etag: str  # '' for removals and the test event (their messages carry no eTag)
     s3_version_id: str  # 'null' when the write made a null version
     # 16 upper-case hex digits (the HLC of the write): orders the events of one key.
     sequencer: str

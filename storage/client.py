@@ -113,10 +113,14 @@ class ShardedStorageClient:
         )
         return results[0]
 
-    async def put_bucket_config(self, bucket: str, name: str, document: bytes | None) -> None:
-        await self._call_all(
-            Operation.PUT_BUCKET_CONFIG, bucket=bucket, name=name, document=document
-        )
+    async def put_bucket_config(
+        self, bucket: str, name: str, document: bytes | None, origin: EventOrigin | None = None
+    ) -> None:
+        # Every shard keeps the document; only shard 0 is given the origin, so a
+        # notification configuration's test events are written once, not once per shard.
+        for shard, leader in enumerate(self._leaders()):
+            await self._call(leader, Operation.PUT_BUCKET_CONFIG, bucket=bucket, name=name,
+                             document=document, origin=origin if shard == 0 else None)
 
     async def get_bucket_config(self, bucket: str, name: str) -> bytes | None:
         return await self._call(
@@ -175,7 +179,14 @@ class ShardedStorageClient:
         )
 
     async def replace_tags(
-        self, bucket: str, key: str, version_id: str, tags: Mapping[str, str]
+        self,
+        bucket: str,
+        key: str,
+        version_id: str,
+        tags: Mapping[str, str],
+        *,
+        event_name: str = "s3:ObjectTagging:Put",
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
         return await self._call(
             self._object_leader(bucket, key),
@@ -184,6 +195,20 @@ class ShardedStorageClient:
             key=key,
             version_id=version_id,
             tags=dict(tags),
+            event_name=event_name,
+            origin=origin,
+        )
+
+    async def put_object_acl(
+        self, bucket: str, key: str, version_id: str, origin: EventOrigin | None = None
+    ) -> ObjectVersion:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.PUT_OBJECT_ACL,
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+            origin=origin,
         )
 
     async def list_objects(

@@ -35,6 +35,13 @@ Rules and theory of operation:
   whatever its number of parts. Each action re-checks its reason at the commit point
   (``storage.engine.expiry``), so a key changed (or an upload completed) since the scan
   is left alone.
+* Expirations make LifecycleExpiration notification events in their own transactions
+  (``storage.engine.expiry``). When the notification outbox is full (or the writer's
+  queue is), the sweep PAUSES: the batch's actions that did not fit are retried after a
+  delay that doubles from ``overloaded_retry_delay_ms_min`` to ``_max``, for as long as
+  it takes the targets to catch up (or until the sweeper is closed). Nothing is dropped
+  and the pass does not fail; a warning is logged at most once per
+  ``overloaded_log_period_seconds``.
 * A failing pass is logged with its traceback and counted; the next period tries again.
   A bucket deleted mid-pass ends that bucket's pass quietly.
 """
@@ -47,7 +54,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from storage.api import (
     LIFECYCLE_RULES_CONFIG,
@@ -55,10 +62,13 @@ from storage.api import (
     LifecycleRule,
     NoSuchBucket,
     ObjectVersion,
+    Overloaded,
     limits,
 )
 from storage.engine import Engine, WriteOperation, multipart
 from storage.engine.expiry import (
+    Action,
+    BatchOutcome,
     ExpiryAction,
     ExpiryKind,
     UploadAbort,
@@ -214,6 +224,8 @@ class SweeperSettings:
     deletes_per_txn_max: int = limits.lifecycle_deletes_per_txn_max
     scan_versions_per_page_max: int = limits.lifecycle_scan_versions_per_page_max
     scan_uploads_per_page_max: int = limits.lifecycle_scan_uploads_per_page_max
+    overloaded_retry_delay_ms_min: int = limits.lifecycle_overloaded_retry_delay_ms_min
+    overloaded_retry_delay_ms_max: int = limits.lifecycle_overloaded_retry_delay_ms_max
     # The sweeper's notion of "now". Tests pass a clock days ahead of the engine's.
     now_ms: Callable[[], int] = wall_clock_ms
 
@@ -226,11 +238,12 @@ class SweeperStats:
     uploads_scanned: int = 0
     actions_planned: int = 0
     actions_applied: int = 0
+    # Waits because the outbox (or the writer's queue) was full: the sweep paused.
+    overloaded_pauses: int = 0
     last_error: BaseException | None = field(default=None, repr=False)
 
 
 WriteFunction = Callable[[WriteOperation], Awaitable[Any]]
-Action = TypeVar("Action", ExpiryAction, UploadAbort)
 
 
 class LifecycleSweeper:
@@ -239,7 +252,9 @@ class LifecycleSweeper:
         assert settings.deletes_per_second_max > 0 and settings.deletes_per_txn_max > 0
         assert settings.scan_versions_per_page_max > 0
         assert settings.scan_uploads_per_page_max > 0
+        assert 0 < settings.overloaded_retry_delay_ms_min <= settings.overloaded_retry_delay_ms_max
         self._engine = engine
+        self._last_overloaded_log = -float("inf")
         self._write = write
         self.settings = settings
         self.stats = SweeperStats()
@@ -340,21 +355,44 @@ class LifecycleSweeper:
     async def _flush(
         self, batch: list[Action], operation_for: Callable[[tuple[Action, ...]], WriteOperation]
     ) -> int:
-        """Apply a batch of actions in one writer operation (``operation_for(actions)``),
-        empty the batch, then pause for the rate bound. Returns how many were applied."""
+        """Apply a batch of actions in writer operations (``operation_for(actions)``),
+        empty the batch, then pause for the rate bound. Returns how many were applied.
+        While the outbox (or the writer's queue) is full, waits and retries what was not
+        applied: a sweep pauses, it never drops an event."""
         if not batch:
             return 0
         actions = tuple(batch)
         batch.clear()
         self.stats.actions_planned += len(actions)
-        try:
-            applied: int = await self._write(operation_for(actions))
-        except NoSuchBucket:
-            return 0
-        self.stats.actions_applied += applied
+        applied = 0
+        pending = actions
+        delay_ms = self.settings.overloaded_retry_delay_ms_min
+        while pending:
+            reason = "the notification outbox is full"
+            try:
+                outcome: BatchOutcome[Action] = await self._write(operation_for(pending))
+            except NoSuchBucket:
+                return applied
+            except Overloaded as error:  # refused whole, e.g. the writer's queue is full
+                outcome, reason = BatchOutcome(0, pending), str(error)
+            applied += outcome.applied
+            self.stats.actions_applied += outcome.applied
+            pending = outcome.deferred
+            if pending:
+                self.stats.overloaded_pauses += 1
+                self._log_overloaded(reason, len(pending))
+                await asyncio.sleep(delay_ms / 1000)
+                delay_ms = min(delay_ms * 2, self.settings.overloaded_retry_delay_ms_max)
         # The rate bound: this many deletes may not come faster than deletes_per_second.
         await asyncio.sleep(len(actions) / self.settings.deletes_per_second_max)
         return applied
+
+    def _log_overloaded(self, reason: str, pending_count: int) -> None:
+        now = time.monotonic()
+        if now - self._last_overloaded_log >= limits.lifecycle_overloaded_log_period_seconds:
+            self._last_overloaded_log = now
+            _log.warning("lifecycle sweep paused: %s; %d actions wait to be retried", reason,
+                         pending_count)
 
     async def _abort_incomplete_multipart_uploads(
         self, bucket: str, rules: tuple[LifecycleRule, ...]

@@ -44,6 +44,10 @@ lifecycle_deletes_per_second_max = 1000  # expiry deletes, all buckets together
 lifecycle_deletes_per_txn_max = 100  # expiry deletes sharing one writer operation
 lifecycle_scan_versions_per_page_max = 1000  # versions read in one read transaction
 lifecycle_scan_uploads_per_page_max = 1000  # multipart uploads read in one read transaction
+# A sweep that finds the notification outbox (or the write queue) full waits, then retries:
+lifecycle_overloaded_retry_delay_ms_min = 100  # first wait (doubles per retry)
+lifecycle_overloaded_retry_delay_ms_max = 10_000  # wait ceiling while the targets catch up
+lifecycle_overloaded_log_period_seconds = 30.0  # at most one "sweep paused" warning per period
 
 # --- gateway ---------------------------------------------------------------------------
 connections_max = 2048  # open HTTP connections + requests in flight; more -> 503 at once

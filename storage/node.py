@@ -169,6 +169,7 @@ class StorageNode:
             Operation.GET_VERSION: self.get_version,
             Operation.DELETE_OBJECT: self.delete_object,
             Operation.REPLACE_TAGS: self.replace_tags,
+            Operation.PUT_OBJECT_ACL: self.put_object_acl,
             Operation.LIST_OBJECTS: self.list_objects,
             Operation.LIST_OBJECT_VERSIONS: self.list_object_versions,
             Operation.CREATE_MULTIPART_UPLOAD: self.create_multipart_upload,
@@ -240,8 +241,10 @@ class StorageNode:
     async def set_bucket_versioning(self, name: str, versioning: str) -> BucketInfo:
         return await self._write(operations.set_bucket_versioning(name, versioning))
 
-    async def put_bucket_config(self, bucket: str, name: str, document: bytes | None) -> None:
-        await self._write(operations.put_bucket_config(bucket, name, document))
+    async def put_bucket_config(
+        self, bucket: str, name: str, document: bytes | None, origin: EventOrigin | None = None
+    ) -> None:
+        await self._write(operations.put_bucket_config(bucket, name, document, origin))
 
     async def new_blob_id(self) -> bytes:
         return self.engine.new_blob_id()
@@ -432,9 +435,22 @@ class StorageNode:
         return multipart.list_uploads(self.engine, bucket, **query)
 
     async def replace_tags(
-        self, bucket: str, key: str, version_id: str, tags: Mapping[str, str]
+        self,
+        bucket: str,
+        key: str,
+        version_id: str,
+        tags: Mapping[str, str],
+        event_name: str = "s3:ObjectTagging:Put",
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
-        return await self._write(operations.replace_tags(bucket, key, version_id, dict(tags)))
+        operation = operations.replace_tags(bucket, key, version_id, dict(tags), event_name,
+                                            origin)
+        return await self._write(operation)
+
+    async def put_object_acl(
+        self, bucket: str, key: str, version_id: str, origin: EventOrigin | None = None
+    ) -> ObjectVersion:
+        return await self._write(operations.put_object_acl(bucket, key, version_id, origin))
 
     # --- reads (on the event loop thread: microseconds each) ---------------------------
 

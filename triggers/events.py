@@ -25,9 +25,12 @@ Rules and theory of operation:
 * Events for a webhook ID that is no longer configured are left in the outbox (they
   count in its depth) until a server starts with that webhook again.
 
-The body of each POST is one S3 event message (``{"Records": [record]}``, event version
-2.1, as AWS sends to SQS/SNS/Lambda), with the header ``x-squall-event-id: SHARD-SEQ``
-(unique, stable across redeliveries) so a receiver can drop duplicates.
+The body of each POST is one S3 event message (``{"Records": [record]}``, as AWS sends to
+SQS/SNS/Lambda), with the header ``x-squall-event-id: SHARD-SEQ`` (unique, stable across
+redeliveries) so a receiver can drop duplicates. Which object fields a record carries,
+and its ``eventVersion``, depend on the event type as in AWS's messages
+(``MESSAGE_SHAPES``). The test event (``s3:TestEvent``, sent when a configuration is put)
+is AWS's flat test message instead (``s3_test_message``).
 """
 
 from __future__ import annotations
@@ -38,13 +41,14 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 import h11
 
-from storage.api import OutboxEvent, StorageClient, StorageError, limits
+from storage.api import TEST_EVENT, OutboxEvent, StorageClient, StorageError, limits
 
 _log = logging.getLogger(__name__)
 
@@ -64,19 +68,52 @@ def _event_time(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
+@dataclass(frozen=True, slots=True)
+class MessageShape:
+    """What AWS's record of one event category carries besides the key (and versionId,
+    which every record has for a version with a real id)."""
+
+    event_version: str
+    size: bool
+    etag: bool
+    sequencer: bool
+
+
+# By event category (the name up to its last ':'), as AWS's messages are: version 2.1 for
+# object created/removed; 2.3 for lifecycle, tagging and ACL events, whose records carry
+# no size, and whose tagging/ACL records name the version's eTag but no sequencer.
+MESSAGE_SHAPES = {
+    "s3:ObjectCreated": MessageShape(EVENT_VERSION, size=True, etag=True, sequencer=True),
+    "s3:ObjectRemoved": MessageShape(EVENT_VERSION, size=False, etag=False, sequencer=True),
+    "s3:LifecycleExpiration": MessageShape("2.3", size=False, etag=False, sequencer=True),
+    "s3:ObjectTagging": MessageShape("2.3", size=False, etag=True, sequencer=False),
+    "s3:ObjectAcl": MessageShape("2.3", size=False, etag=True, sequencer=False),
+}
+
+
+def message_shape(event_name: str) -> MessageShape:
+    # Every producer's category is in the table; an event written by a newer server
+    # (after a downgrade) is still delivered, with every field it has.
+    fallback = MESSAGE_SHAPES["s3:ObjectCreated"]
+    return MESSAGE_SHAPES.get(event_name.rsplit(":", 1)[0], fallback)
+
+
 def event_record(event: OutboxEvent, region: str) -> dict[str, Any]:
     """One ``Records[]`` entry, field for field as AWS writes it. The object key is
     URL-encoded as AWS does (form encoding: a space is '+', '/' is kept)."""
+    shape = message_shape(event.event_name)
     s3_object: dict[str, Any] = {"key": quote_plus(event.key, safe="/")}
-    if event.size_bytes is not None:
+    if shape.size and event.size_bytes is not None:
         s3_object["size"] = event.size_bytes
+    if shape.etag:
         s3_object["eTag"] = event.etag
     if event.s3_version_id != "null":
         s3_object["versionId"] = event.s3_version_id
-    s3_object["sequencer"] = event.sequencer
+    if shape.sequencer:
+        s3_object["sequencer"] = event.sequencer
     origin = event.origin
     return {
-        "eventVersion": EVENT_VERSION,
+        "eventVersion": shape.event_version,
         "eventSource": "aws:s3",
         "awsRegion": region,
         "eventTime": _event_time(event.event_time_ms),
@@ -100,9 +137,22 @@ def event_record(event: OutboxEvent, region: str) -> dict[str, Any]:
     }
 
 
+def s3_test_message(event: OutboxEvent) -> dict[str, Any]:
+    """AWS's test message: not a ``Records`` list, six flat fields."""
+    return {
+        "Service": "Amazon S3",
+        "Event": TEST_EVENT,
+        "Time": _event_time(event.event_time_ms),
+        "Bucket": event.bucket,
+        "RequestId": event.origin.request_id,
+        "HostId": event.origin.host_id,
+    }
+
+
 def event_message(event: OutboxEvent, region: str) -> bytes:
-    return json.dumps({"Records": [event_record(event, region)]},
-                      separators=(",", ":")).encode("utf-8")
+    message = (s3_test_message(event) if event.event_name == TEST_EVENT
+               else {"Records": [event_record(event, region)]})
+    return json.dumps(message, separators=(",", ":")).encode("utf-8")
 
 
 # --- HTTP -----------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ one account that can sign requests. So GetBucketAcl/GetObjectAcl answer the owne
 FULL_CONTROL, and a Put is accepted only when it asks for exactly that (the canned ACL
 'private', 'bucket-owner-full-control' for an object, or an AccessControlPolicy granting
 only the owner FULL_CONTROL). Anything else is 501 NotImplemented, never silently
-accepted, so no client believes a grant is in force.
+accepted, so no client believes a grant is in force. An accepted PutObjectAcl stores
+nothing but writes its s3:ObjectAcl:Put notification event (``StorageClient
+.put_object_acl``), for the version it names.
 """
 
 from __future__ import annotations
@@ -108,10 +110,11 @@ async def _check_put_acl(ctx: RequestContext) -> None:
                       400, MissingHeaderName="x-amz-acl")
 
 
-async def _object_exists(ctx: RequestContext) -> None:
+async def _object_exists(ctx: RequestContext) -> api.ObjectVersion:
     version = await ctx.storage.get_version(ctx.bucket, ctx.key, ctx.query_value("versionId"))
     if version.is_delete_marker:
         raise api.NoSuchKey(f"{ctx.bucket}/{ctx.key} is deleted")
+    return version
 
 
 async def get_bucket_acl(ctx: RequestContext) -> Response:
@@ -131,6 +134,8 @@ async def get_object_acl(ctx: RequestContext) -> Response:
 
 
 async def put_object_acl(ctx: RequestContext) -> Response:
-    await _object_exists(ctx)
+    version = await _object_exists(ctx)
     await _check_put_acl(ctx)
+    await ctx.storage.put_object_acl(ctx.bucket, ctx.key, version.version_id,
+                                     origin=ctx.event_origin())
     return Response(status_code=200)

@@ -10,6 +10,11 @@ given at start-up (``squall serve --webhook ID=URL``) by ``arn:squall:sqs::ID:we
 (or ``arn:squall:sns::ID:webhook``); its events are delivered AFTER the commit, at least
 once, from the durable outbox (docs/notifications.md). Any other destination is refused
 with 400 InvalidArgument, as AWS refuses a destination it cannot validate.
+
+As AWS, a configuration put sends ``s3:TestEvent`` to each of its queue/topic
+destinations: storage writes one per destination to the outbox in the transaction that
+stores the configuration (the request's origin asks for them). A request with
+``x-amz-skip-destination-validation: true`` gets none, as on AWS.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from storage import api
 
 FUNCTION_ARN_PREFIX = "arn:squall:function:"
 CONFIG_NAME = api.NOTIFICATION_CONFIG
+SKIP_DESTINATION_VALIDATION_HEADER = "x-amz-skip-destination-validation"
 
 # Events S3 documents for bucket notifications.
 KNOWN_EVENTS = frozenset(
@@ -192,7 +198,9 @@ async def put_bucket_notification(ctx: RequestContext) -> Response:
     await _check_functions(ctx, configuration)
     document = configuration.to_json() if configuration.rules or configuration.event_bridge \
         else None
-    await ctx.storage.put_bucket_config(ctx.bucket, CONFIG_NAME, document)
+    skip_test = ctx.headers.get(SKIP_DESTINATION_VALIDATION_HEADER, "").lower() == "true"
+    await ctx.storage.put_bucket_config(ctx.bucket, CONFIG_NAME, document,
+                                        origin=None if skip_test else ctx.event_origin())
     return Response(status_code=200)
 
 

@@ -3,7 +3,9 @@ codecs PutObject and CreateMultipartUpload (``x-amz-tagging``) and CopyObject
 (``x-amz-tagging-directive``) use.
 
 An object's tags live in its version record; replacing them rewrites that one record
-(``StorageClient.replace_tags``) and makes no new version, as in S3. A bucket's tags are
+(``StorageClient.replace_tags``) and makes no new version, as in S3. The replacement
+carries its notification event (s3:ObjectTagging:Put, or :Delete for
+DeleteObjectTagging), written by storage in the same transaction. A bucket's tags are
 a configuration document (``put_bucket_config(bucket, "tagging", ...)``) kept as the
 canonical Tagging XML this module renders.
 
@@ -146,13 +148,17 @@ async def put_object_tagging(ctx: RequestContext) -> Response:
                                integrity_required=False)
     tags = parse_tagging_xml(body, api.limits.object_tags_max, "Object")
     version = await _tagged_version(ctx)
-    updated = await ctx.storage.replace_tags(ctx.bucket, ctx.key, version.version_id, tags)
+    updated = await ctx.storage.replace_tags(ctx.bucket, ctx.key, version.version_id, tags,
+                                             event_name="s3:ObjectTagging:Put",
+                                             origin=ctx.event_origin())
     return Response(status_code=200, headers=_version_headers(updated))
 
 
 async def delete_object_tagging(ctx: RequestContext) -> Response:
     version = await _tagged_version(ctx)
-    updated = await ctx.storage.replace_tags(ctx.bucket, ctx.key, version.version_id, {})
+    updated = await ctx.storage.replace_tags(ctx.bucket, ctx.key, version.version_id, {},
+                                             event_name="s3:ObjectTagging:Delete",
+                                             origin=ctx.event_origin())
     return Response(status_code=204, headers=_version_headers(updated))
 
 

@@ -11,6 +11,17 @@ Rules and theory of operation:
 * Expiring a current version does exactly what a DELETE without a version id does
   (``Engine.apply_delete_object``): an unversioned bucket loses the object, a versioned
   one gets a delete marker, a Suspended one a null delete marker.
+* Notifications: as AWS, lifecycle makes ``s3:LifecycleExpiration:Delete`` (a version,
+  or a delete marker, removed for good) and ``s3:LifecycleExpiration:DeleteMarkerCreated``
+  events, never ``s3:ObjectRemoved:*``; their requester is ``LIFECYCLE_PRINCIPAL_ID``
+  (AWS's example message shows ``s3.amazonaws.com`` as principal and source IP). They
+  are written in the action's own transaction, like every event.
+* A full outbox must not fail (or silently thin out) a sweep: when the outbox is near
+  its bound, each action runs in its own nested transaction, and the first one whose
+  events do not fit is rolled back and returned with every later one as ``deferred``
+  (applied actions stay applied). The sweeper waits and retries the deferred ones
+  (``storage.lifecycle``). With room for every action's events, a batch runs without
+  nesting (an LMDB nested transaction is not free).
 * Removing a version frees its chunks in the same transaction; LMDB reuses freed pages,
   so a workload under a rule that expires old data reaches a steady file size.
 * AbortIncompleteMultipartUpload decisions (``UploadAbort``) are applied the same way:
@@ -23,16 +34,22 @@ Rules and theory of operation:
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import lmdb
 
-from storage.api import ObjectVersion
+from storage.api import EventOrigin, ObjectVersion, Overloaded
 from storage.engine import keys, multipart
-from storage.engine.records import unpack_version
-from storage.engine.store import Engine
+from storage.engine.records import VersionRecord, unpack_version
+from storage.engine.store import LIFECYCLE_REMOVAL, Engine
 from storage.engine.writer import WriteOperation
 from storage.versions import decode_version_id
+
+# Who a lifecycle event names as requester (userIdentity.principalId) and source IP: what
+# AWS's example s3:LifecycleExpiration:Delete message shows for both.
+LIFECYCLE_PRINCIPAL_ID = "s3.amazonaws.com"
 
 
 class ExpiryKind(enum.Enum):
@@ -54,6 +71,18 @@ class UploadAbort:
 
     key: str
     upload_id: str
+
+
+Action = TypeVar("Action", ExpiryAction, UploadAbort)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome(Generic[Action]):
+    """What a writer operation of the sweeper did: how many actions it applied, and the
+    actions it did not try because the notification outbox was full (in order)."""
+
+    applied: int
+    deferred: tuple[Action, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +135,33 @@ def scan_versions(
 
 def apply_expiry_actions(
     engine: Engine, txn: lmdb.Transaction, bucket: str, actions: tuple[ExpiryAction, ...]
-) -> int:
-    """Apply the actions whose reason still holds; returns how many were applied."""
-    return sum(1 for action in actions if _apply_one(engine, txn, bucket, action))
+) -> BatchOutcome[ExpiryAction]:
+    """Apply the actions whose reason still holds until one's events do not fit in the
+    outbox: it and the rest come back ``deferred``."""
+    request_id_prefix = os.urandom(4).hex().upper()
+    origins = [lifecycle_origin(f"{request_id_prefix}{index:08X}")
+               for index in range(len(actions))]
+    if engine.outbox.has_room_for_changes(txn, bucket, len(actions)):
+        # Nothing can overflow, so no nested transactions: LMDB allocates a large dirty
+        # list for each one, which is not worth paying per action when it cannot help.
+        return BatchOutcome(sum(
+            _apply_one(engine, txn, bucket, action, origin)
+            for action, origin in zip(actions, origins, strict=True)
+        ))  # fmt: skip
+    applied = 0
+    for index, (action, origin) in enumerate(zip(actions, origins, strict=True)):
+        nested = engine.env.begin(write=True, parent=txn)
+        try:
+            done = _apply_one(engine, nested, bucket, action, origin)
+        except Overloaded:
+            nested.abort()
+            return BatchOutcome(applied, actions[index:])
+        except BaseException:
+            nested.abort()
+            raise
+        nested.commit()
+        applied += done
+    return BatchOutcome(applied)
 
 
 def expire(bucket: str, actions: tuple[ExpiryAction, ...]) -> WriteOperation:
@@ -121,12 +174,12 @@ def expire(bucket: str, actions: tuple[ExpiryAction, ...]) -> WriteOperation:
 
 def apply_upload_aborts(
     engine: Engine, txn: lmdb.Transaction, bucket: str, aborts: tuple[UploadAbort, ...]
-) -> int:
-    """Abort the uploads that still exist; returns how many were aborted."""
-    return sum(
+) -> BatchOutcome[UploadAbort]:
+    """Abort the uploads that still exist (an abort makes no event: nothing deferred)."""
+    return BatchOutcome(sum(
         1 for abort in aborts
         if multipart.abort_if_present(engine, txn, bucket, abort.key, abort.upload_id)
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def abort_uploads(bucket: str, aborts: tuple[UploadAbort, ...]) -> WriteOperation:
@@ -137,7 +190,15 @@ def abort_uploads(bucket: str, aborts: tuple[UploadAbort, ...]) -> WriteOperatio
     )
 
 
-def _apply_one(engine: Engine, txn: lmdb.Transaction, bucket: str, action: ExpiryAction) -> bool:
+def lifecycle_origin(request_id: str) -> EventOrigin:
+    """The origin of one lifecycle action's events: AWS's lifecycle requester, and the
+    action's own request id (16 upper-case hex digits, as the gateway's)."""
+    return EventOrigin(LIFECYCLE_PRINCIPAL_ID, LIFECYCLE_PRINCIPAL_ID, request_id, request_id)
+
+
+def _apply_one(
+    engine: Engine, txn: lmdb.Transaction, bucket: str, action: ExpiryAction, origin: EventOrigin
+) -> bool:
     bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(action.key)
     hlc = decode_version_id(action.version_id)
     cursor = txn.cursor(db=engine.versions)
@@ -147,7 +208,8 @@ def _apply_one(engine: Engine, txn: lmdb.Transaction, bucket: str, action: Expir
     if action.kind is ExpiryKind.EXPIRE_CURRENT:
         if latest.hlc != hlc or latest.is_delete_marker:
             return False  # overwritten or deleted since the decision
-        engine.apply_delete_object(txn, bucket, action.key)
+        engine.apply_delete_object(txn, bucket, action.key, origin=origin,
+                                   events=LIFECYCLE_REMOVAL)
         return True
     if action.kind is ExpiryKind.REMOVE_NONCURRENT:
         if latest.hlc == hlc:
@@ -155,7 +217,7 @@ def _apply_one(engine: Engine, txn: lmdb.Transaction, bucket: str, action: Expir
         packed = txn.get(keys.version_key(bucket_raw, key_raw, hlc), db=engine.versions)
         if packed is None:
             return False
-        engine._remove_version(txn, bucket_raw, key_raw, unpack_version(hlc, packed))
+        _remove_for_good(engine, txn, bucket, action.key, unpack_version(hlc, packed), origin)
         return True
     assert action.kind is ExpiryKind.REMOVE_EXPIRED_DELETE_MARKER
     if latest.hlc != hlc or not latest.is_delete_marker:
@@ -163,5 +225,21 @@ def _apply_one(engine: Engine, txn: lmdb.Transaction, bucket: str, action: Expir
     versions = engine._versions_of_key(cursor, bucket_raw, key_raw)
     if sum(1 for _, _ in zip(range(2), versions, strict=False)) != 1:
         return False  # a noncurrent version remains: the marker is not expired yet
-    engine._remove_version(txn, bucket_raw, key_raw, latest)
+    _remove_for_good(engine, txn, bucket, action.key, latest, origin)
     return True
+
+
+def _remove_for_good(
+    engine: Engine,
+    txn: lmdb.Transaction,
+    bucket: str,
+    key: str,
+    record: VersionRecord,
+    origin: EventOrigin,
+) -> None:
+    """Remove one version (a delete marker too) with its LifecycleExpiration:Delete
+    events, as AWS reports a version permanently deleted by lifecycle."""
+    info = engine._bucket(txn, bucket)
+    engine._remove_version(txn, keys.bucket_bytes(bucket), keys.object_key_bytes(key), record)
+    engine.removed_event(txn, info, key, record.s3_version_id, origin,
+                         LIFECYCLE_REMOVAL.version_removed)

@@ -34,9 +34,11 @@ def set_bucket_versioning(name: str, versioning: str) -> WriteOperation:
     )
 
 
-def put_bucket_config(bucket: str, name: str, document: bytes | None) -> WriteOperation:
+def put_bucket_config(
+    bucket: str, name: str, document: bytes | None, origin: EventOrigin | None = None
+) -> WriteOperation:
     return WriteOperation(
-        lambda engine, txn: engine.apply_put_bucket_config(txn, bucket, name, document),
+        lambda engine, txn: engine.apply_put_bucket_config(txn, bucket, name, document, origin),
         name="put_bucket_config",
     )
 
@@ -176,10 +178,28 @@ def abort_multipart_upload(bucket: str, key: str, upload_id: str) -> WriteOperat
     )
 
 
-def replace_tags(bucket: str, key: str, version_id: str, tags: Mapping[str, str]) -> WriteOperation:
+def replace_tags(
+    bucket: str,
+    key: str,
+    version_id: str,
+    tags: Mapping[str, str],
+    event_name: str = "s3:ObjectTagging:Put",
+    origin: EventOrigin | None = None,
+) -> WriteOperation:
     return WriteOperation(
-        lambda engine, txn: engine.apply_replace_tags(txn, bucket, key, version_id, tags),
+        lambda engine, txn: engine.apply_replace_tags(
+            txn, bucket, key, version_id, tags, event_name, origin
+        ),
         name="replace_tags",
+    )
+
+
+def put_object_acl(
+    bucket: str, key: str, version_id: str, origin: EventOrigin | None = None
+) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.apply_object_acl(txn, bucket, key, version_id, origin),
+        name="put_object_acl",
     )
 
 

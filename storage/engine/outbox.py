@@ -13,9 +13,16 @@ Rules and theory of operation:
   notification document (``api.NOTIFICATION_CONFIG``): a configuration change and a
   write are ordered like any two writes. Only queue/topic rules whose ARN names a
   webhook (``api.webhook_target_id``) make events; function rules are pre-commit
-  triggers, and foreign ARNs are kept in the document but never delivered.
-* An event is written by the same child transaction as its version (or delete): if the
-  write fails, no event exists; if it commits, its events are on disk with it.
+  triggers, and foreign ARNs are kept in the document but never delivered. A rule's
+  prefix/suffix filter and event list apply to every event type alike.
+* An event is written by the same child transaction as the change it reports: a
+  version, a delete, a tag set, an accepted ACL, a lifecycle expiration, or (for the
+  test event) the notification document itself. If the change fails, no event exists;
+  if it commits, its events are on disk with it.
+* The producers: PUT/COPY/CompleteMultipartUpload (ObjectCreated:*), DELETE
+  (ObjectRemoved:*), tag replacement (ObjectTagging:Put/Delete), PutObjectAcl
+  (ObjectAcl:Put), the lifecycle sweeper (LifecycleExpiration:*), and a notification
+  configuration put by a request (``api.TEST_EVENT``, one per destination, no key).
 * Bounded: a write that would take the outbox past ``entries_max`` raises ``Overloaded``
   (SlowDown) and writes nothing. An event is never dropped to make room.
 * Entries leave only through ``apply_ack`` (the dispatcher acks after a 2xx).
@@ -33,6 +40,7 @@ import msgpack
 from storage.api import (
     NOTIFICATION_CONFIG,
     NOTIFICATION_DELIVERY_KINDS,
+    TEST_EVENT,
     BucketInfo,
     EventOrigin,
     NotificationConfiguration,
@@ -153,16 +161,9 @@ class Outbox:
     ) -> int:
         """Write the events the bucket's configuration asks for; returns how many."""
         rules = [r for r in self._delivery_rules(txn, bucket.name) if r.matches(key, event_name)]
-        if not rules:
-            return 0
-        depth = txn.stat(self.db)["entries"]
-        if depth + len(rules) > self.entries_max:
-            raise Overloaded(
-                f"the notification outbox is full ({depth} of {self.entries_max} events "
-                "undelivered); retry when the targets have caught up"
-            )
+        self._check_room(txn, len(rules))
         for rule in rules:
-            event = OutboxEvent(
+            self._append(txn, OutboxEvent(
                 sequence=self.next_sequence,
                 target_arn=rule.arn,
                 configuration_id=rule.id,
@@ -176,12 +177,60 @@ class Outbox:
                 s3_version_id=s3_version_id,
                 sequencer=sequencer(hlc),
                 origin=origin or EventOrigin(),
-            )
-            written = txn.put(_U64.pack(event.sequence), pack_event(event), db=self.db,
-                              overwrite=False)
-            assert written, "an outbox sequence was handed out twice"
-            self.next_sequence += 1
+            ))  # fmt: skip
         return len(rules)
+
+    def add_test_events(
+        self,
+        txn: lmdb.Transaction,
+        bucket: BucketInfo,
+        document: bytes | memoryview,
+        *,
+        hlc: int,
+        origin: EventOrigin,
+    ) -> int:
+        """AWS's ``s3:TestEvent``: one per distinct webhook destination (queue/topic ARN)
+        that the notification ``document`` names, written in the transaction that stores
+        it; returns how many. Filters and event lists do not apply: the test is of the
+        destination, not of an object."""
+        configuration = NotificationConfiguration.from_json(document)
+        destinations = dict.fromkeys(
+            rule.arn for rule in configuration.rules
+            if rule.kind in NOTIFICATION_DELIVERY_KINDS and webhook_target_id(rule.arn)
+        )  # fmt: skip
+        self._check_room(txn, len(destinations))
+        for arn in destinations:
+            self._append(txn, OutboxEvent(
+                sequence=self.next_sequence, target_arn=arn, configuration_id="",
+                event_name=TEST_EVENT, event_time_ms=hlc_to_ms(hlc), bucket=bucket.name,
+                bucket_owner_id=bucket.owner_id, key="", size_bytes=None, etag="",
+                s3_version_id="null", sequencer=sequencer(hlc), origin=origin,
+            ))  # fmt: skip
+        return len(destinations)
+
+    def has_room_for_changes(self, txn: lmdb.Transaction, bucket: str, changes_count: int) -> bool:
+        """Whether the events of any ``changes_count`` changes of objects of ``bucket`` fit:
+        a change makes at most one event per delivery rule."""
+        rules_count = len(self._delivery_rules(txn, bucket))
+        return txn.stat(self.db)["entries"] + rules_count * changes_count <= self.entries_max
+
+    def _check_room(self, txn: lmdb.Transaction, events_count: int) -> None:
+        """Refuse (Overloaded, nothing written) a change whose events would not fit."""
+        if not events_count:
+            return
+        depth = txn.stat(self.db)["entries"]
+        if depth + events_count > self.entries_max:
+            raise Overloaded(
+                f"the notification outbox is full ({depth} of {self.entries_max} events "
+                "undelivered); retry when the targets have caught up"
+            )
+
+    def _append(self, txn: lmdb.Transaction, event: OutboxEvent) -> None:
+        assert event.sequence == self.next_sequence
+        written = txn.put(_U64.pack(event.sequence), pack_event(event), db=self.db,
+                          overwrite=False)
+        assert written, "an outbox sequence was handed out twice"
+        self.next_sequence += 1
 
     def apply_ack(self, txn: lmdb.Transaction, sequences: Sequence[int]) -> int:
         """Remove delivered events; returns how many were still there."""

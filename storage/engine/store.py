@@ -29,6 +29,10 @@ Rules and theory of operation:
 * A version is immutable except for its tag set, which ``apply_replace_tags`` rewrites in
   place (same LMDB key, same HLC): replacing tags is not a new version, as in S3, and
   as-of reads see a version's current tags.
+* Every change that S3 reports as a notification event writes its events (``outbox``)
+  in its own transaction: commits, deletes (``RemovalEvents`` names them: a request's or
+  the lifecycle's), tag replacements, accepted ACLs (``apply_object_acl``, which stores
+  nothing else), and a notification configuration put by a request (test events).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from dataclasses import dataclass, replace
 import lmdb
 
 from storage.api import (
+    NOTIFICATION_CONFIG,
     BucketAlreadyExists,
     BucketAlreadyOwnedByYou,
     BucketInfo,
@@ -98,6 +103,21 @@ _SUB_DATABASES = (
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalEvents:
+    """The event names a removal makes: a DELETE request's (``REQUEST_REMOVAL``) or, for
+    the same removals done by the lifecycle sweeper, AWS's LifecycleExpiration ones."""
+
+    version_removed: str
+    delete_marker_created: str
+
+
+REQUEST_REMOVAL = RemovalEvents("s3:ObjectRemoved:Delete", "s3:ObjectRemoved:DeleteMarkerCreated")
+LIFECYCLE_REMOVAL = RemovalEvents(
+    "s3:LifecycleExpiration:Delete", "s3:LifecycleExpiration:DeleteMarkerCreated"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,15 +279,25 @@ class Engine:
             return txn.get(keys.bucket_config_key(bucket, name), db=self.bucket_configs)
 
     def apply_put_bucket_config(
-        self, txn: lmdb.Transaction, bucket: str, name: str, document: bytes | None
+        self,
+        txn: lmdb.Transaction,
+        bucket: str,
+        name: str,
+        document: bytes | None,
+        origin: EventOrigin | None = None,
     ) -> None:
-        """Store (or with None, remove) a bucket's configuration document ``name``."""
-        self._bucket(txn, bucket)
+        """Store (or with None, remove) a bucket's configuration document ``name``. A
+        notification document put with an ``origin`` (a request) writes AWS's test event
+        to each of its destinations in the same transaction."""
+        info = self._bucket(txn, bucket)
         config_key = keys.bucket_config_key(bucket, name)
         if document is None:
             txn.delete(config_key, db=self.bucket_configs)
-        else:
-            txn.put(config_key, document, db=self.bucket_configs)
+            return
+        txn.put(config_key, document, db=self.bucket_configs)
+        if name == NOTIFICATION_CONFIG and origin is not None:
+            self.outbox.add_test_events(txn, info, document, hlc=self.clock.tick(),
+                                        origin=origin)
 
     def apply_set_bucket_versioning(
         self, txn: lmdb.Transaction, name: str, versioning: str
@@ -536,9 +566,39 @@ class Engine:
         key: str,
         version_id: str,
         tags: Mapping[str, str],
+        event_name: str = "s3:ObjectTagging:Put",
+        origin: EventOrigin | None = None,
     ) -> ObjectVersion:
-        """Replace the tag set of the version ``version_id`` (an internal id) in place."""
-        self._bucket(txn, bucket)
+        """Replace the tag set of the version ``version_id`` (an internal id) in place,
+        with its ``event_name`` (ObjectTagging:Put or :Delete) events."""
+        info = self._bucket(txn, bucket)
+        record, version_key = self._object_version(txn, bucket, key, version_id)
+        updated = replace(record, tags=checked_tags(tags))
+        txn.put(version_key, pack_version(updated), db=self.versions, overwrite=True)
+        self._version_event(txn, info, key, updated, event_name, origin)
+        return self._as_object_version(txn, bucket, key, updated)
+
+    def apply_object_acl(
+        self,
+        txn: lmdb.Transaction,
+        bucket: str,
+        key: str,
+        version_id: str,
+        origin: EventOrigin | None = None,
+    ) -> ObjectVersion:
+        """An accepted PutObjectAcl. No ACL is stored (every object is private to its
+        owner, see gateway/s3/acl.py), so this writes only the s3:ObjectAcl:Put events
+        of the version ``version_id``, after checking it still exists."""
+        info = self._bucket(txn, bucket)
+        record, _ = self._object_version(txn, bucket, key, version_id)
+        self._version_event(txn, info, key, record, "s3:ObjectAcl:Put", origin)
+        return self._as_object_version(txn, bucket, key, record)
+
+    def _object_version(
+        self, txn: lmdb.Transaction, bucket: str, key: str, version_id: str
+    ) -> tuple[VersionRecord, bytes]:
+        """The version ``version_id`` of a key and its LMDB key; NoSuchVersion when it is
+        gone, InvalidArgument when it is a delete marker."""
         bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
         hlc = decode_version_id(version_id)
         version_key = keys.version_key(bucket_raw, key_raw, hlc)
@@ -547,12 +607,33 @@ class Engine:
             raise NoSuchVersion(f"no version {version_id} of {bucket}/{key}")
         record = unpack_version(hlc, packed)
         if record.is_delete_marker:
-            raise InvalidArgument("a delete marker has no tag set")
-        updated = replace(record, tags=checked_tags(tags))
-        txn.put(version_key, pack_version(updated), db=self.versions, overwrite=True)
+            raise InvalidArgument("a delete marker has no tag set and no ACL")
+        return record, version_key
+
+    def _as_object_version(
+        self, txn: lmdb.Transaction, bucket: str, key: str, record: VersionRecord
+    ) -> ObjectVersion:
+        bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
         latest = self._latest(txn.cursor(db=self.versions), bucket_raw, key_raw)
         assert latest is not None
-        return updated.to_object_version(bucket, key, is_latest=latest.hlc == hlc)
+        return record.to_object_version(bucket, key, is_latest=latest.hlc == record.hlc)
+
+    def _version_event(
+        self,
+        txn: lmdb.Transaction,
+        info: BucketInfo,
+        key: str,
+        record: VersionRecord,
+        event_name: str,
+        origin: EventOrigin | None,
+    ) -> None:
+        """The events of a change to an existing version (its tags, its ACL): they name
+        the version and its ETag, as AWS's do. The version keeps its HLC, so a fresh
+        tick orders the event after every earlier event of the key."""
+        self.outbox.add_events(
+            txn, info, key, event_name, hlc=self.clock.tick(), size_bytes=None,
+            etag=record.etag, s3_version_id=record.s3_version_id, origin=origin,
+        )  # fmt: skip
 
     def _take_staged_blob(
         self, txn: lmdb.Transaction, blob_id: bytes, chunk_count: int, size_bytes: int
@@ -578,10 +659,13 @@ class Engine:
         key: str,
         version_id: str | None = None,
         origin: EventOrigin | None = None,
+        events: RemovalEvents = REQUEST_REMOVAL,
     ) -> DeleteResult:
         """Remove a version (by id, or the null version of an unversioned bucket) with an
         s3:ObjectRemoved:Delete event, or write a delete marker with an
-        s3:ObjectRemoved:DeleteMarkerCreated event. Removing nothing makes no event."""
+        s3:ObjectRemoved:DeleteMarkerCreated event (``events`` names them: the lifecycle
+        sweeper's expirations make LifecycleExpiration events instead). Removing
+        nothing makes no event."""
         info = self._bucket(txn, bucket)
         bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
         cursor = txn.cursor(db=self.versions)
@@ -591,12 +675,14 @@ class Engine:
                 # As AWS: deleting a version that does not exist succeeds (204).
                 return DeleteResult()
             self._remove_version(txn, bucket_raw, key_raw, record)
-            self._removed_event(txn, info, key, record.s3_version_id, origin)
+            self.removed_event(txn, info, key, record.s3_version_id, origin,
+                               events.version_removed)
             return DeleteResult(record.is_delete_marker, record.s3_version_id)
         if info.versioning == "":
             removed = self._remove_null_version(txn, cursor, bucket_raw, key_raw)
             if removed is not None:
-                self._removed_event(txn, info, key, removed.s3_version_id, origin)
+                self.removed_event(txn, info, key, removed.s3_version_id, origin,
+                                   events.version_removed)
             return DeleteResult()
         null_version = info.versioning == "Suspended"
         if null_version:
@@ -611,24 +697,26 @@ class Engine:
         )
         self._put_version(txn, bucket_raw, key_raw, marker)
         self.outbox.add_events(
-            txn, info, key, "s3:ObjectRemoved:DeleteMarkerCreated", hlc=marker.hlc,
-            size_bytes=None, etag="", s3_version_id=marker.s3_version_id, origin=origin,
+            txn, info, key, events.delete_marker_created, hlc=marker.hlc, size_bytes=None,
+            etag="", s3_version_id=marker.s3_version_id, origin=origin,
         )  # fmt: skip
         return DeleteResult(delete_marker=True, s3_version_id=marker.s3_version_id)
 
-    def _removed_event(
+    def removed_event(
         self,
         txn: lmdb.Transaction,
         info: BucketInfo,
         key: str,
         s3_version_id: str,
         origin: EventOrigin | None,
+        event_name: str = REQUEST_REMOVAL.version_removed,
     ) -> None:
+        """The events of a version removed for good (by a request, or by lifecycle)."""
         # No new version carries this write's HLC, so tick one: it still orders this
         # event after every earlier write of the key (the clock only moves forward).
         self.outbox.add_events(
-            txn, info, key, "s3:ObjectRemoved:Delete", hlc=self.clock.tick(), size_bytes=None,
-            etag="", s3_version_id=s3_version_id, origin=origin,
+            txn, info, key, event_name, hlc=self.clock.tick(), size_bytes=None, etag="",
+            s3_version_id=s3_version_id, origin=origin,
         )  # fmt: skip
 
     def _put_version(

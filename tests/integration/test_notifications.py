@@ -40,6 +40,7 @@ class Webhook:
         self.url = f"http://127.0.0.1:{self.port}/events"
         self.status = 200
         self.deliveries: list[tuple[str, dict[str, Any]]] = []  # (x-squall-event-id, record)
+        self.test_events: list[dict[str, Any]] = []  # AWS's s3:TestEvent messages, apart
         self.refused = 0
         self._condition = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
@@ -56,8 +57,13 @@ class Webhook:
                 status = webhook.status
                 with webhook._condition:
                     if 200 <= status < 300:
-                        [record] = json.loads(body)["Records"]
-                        webhook.deliveries.append((self.headers["x-squall-event-id"], record))
+                        message = json.loads(body)
+                        if message.get("Event") == "s3:TestEvent":
+                            webhook.test_events.append(message)
+                        else:
+                            [record] = message["Records"]
+                            webhook.deliveries.append((self.headers["x-squall-event-id"],
+                                                       record))
                         webhook._condition.notify_all()
                     else:
                         webhook.refused += 1
@@ -95,6 +101,15 @@ class Webhook:
                 left = deadline - time.monotonic()
                 assert left > 0, f"timed out with {len(records)} events: {records[-3:]}"
                 self._condition.wait(left)
+
+    def wait_for_test_events(self, count: int) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + WAIT_SECONDS
+        with self._condition:
+            while len(self.test_events) < count:
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out with test events {self.test_events}"
+                self._condition.wait(left)
+            return list(self.test_events)
 
 
 def _identity(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -223,7 +238,8 @@ def test_a_target_down_then_failing_then_up_gets_every_event_in_key_order(
         for round_index in range(rounds):  # the webhook is not listening: refused
             for key in keys:
                 s3.put_object(Bucket="bkt", Key=key, Body=f"{round_index}".encode())
-        assert _outbox(process)["shards"][0]["depth"] == rounds * len(keys)
+        # Every put's event, and the test event of the configuration.
+        assert _outbox(process)["shards"][0]["depth"] == rounds * len(keys) + 1
         webhook.status = 500
         webhook.start()
         deadline = time.monotonic() + WAIT_SECONDS
@@ -275,8 +291,8 @@ def test_a_full_outbox_answers_slowdown_until_the_target_catches_up(
 ) -> None:
     with _server(tmp_path, webhook, "--volatile", "--outbox-entries-max", "5") as process:
         s3 = support.s3_client(process.url, retries=1)
-        _watch(s3, "bkt", ["s3:ObjectCreated:*"])
-        for index in range(5):
+        _watch(s3, "bkt", ["s3:ObjectCreated:*"])  # its test event takes one place
+        for index in range(4):
             s3.put_object(Bucket="bkt", Key=f"k{index}", Body=b"")
         with pytest.raises(ClientError) as raised:
             s3.put_object(Bucket="bkt", Key="one-too-many", Body=b"")
@@ -287,7 +303,7 @@ def test_a_full_outbox_answers_slowdown_until_the_target_catches_up(
         shard = _outbox(process)["shards"][0]
         assert (shard["depth"], shard["depth_max"]) == (5, 5)
         webhook.start()
-        webhook.wait_until(lambda records: len(records) >= 5)
+        webhook.wait_until(lambda records: len(records) >= 4)
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
             try:
@@ -298,3 +314,134 @@ def test_a_full_outbox_answers_slowdown_until_the_target_catches_up(
                 time.sleep(0.05)
         webhook.wait_until(lambda records: any(
             r["s3"]["object"]["key"] == "one-too-many" for r in records))
+
+
+def _object_records(webhook: Webhook, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` records, in arrival order (commit order for one key)."""
+    return webhook.wait_until(lambda records: len(records) >= count)[:count]
+
+
+def test_the_configuration_put_sends_the_test_event_to_each_destination(
+    tmp_path: Path, webhook: Webhook
+) -> None:
+    webhook.start()
+    with _server(tmp_path, webhook, "--volatile") as process:
+        s3 = support.s3_client(process.url)
+        s3.create_bucket(Bucket="bkt")
+        answer = s3.put_bucket_notification_configuration(
+            Bucket="bkt", NotificationConfiguration={
+                "QueueConfigurations": [{"QueueArn": QUEUE_ARN, "Events": EVENTS_ALL}],
+                "TopicConfigurations": [{"TopicArn": f"arn:squall:sns::{WEBHOOK_ID}:webhook",
+                                         "Events": ["s3:ObjectCreated:Put"]}]})
+        tests = webhook.wait_for_test_events(2)  # a queue and a topic: two destinations
+        request_id = answer["ResponseMetadata"]["RequestId"]
+        for message in tests:
+            assert set(message) == {"Service", "Event", "Time", "Bucket", "RequestId",
+                                    "HostId"}
+            assert (message["Service"], message["Event"], message["Bucket"]) == (
+                "Amazon S3", "s3:TestEvent", "bkt")
+            assert message["RequestId"] == request_id and message["Time"].endswith("Z")
+        # As AWS: SkipDestinationValidation sends none. A later event of a key, written
+        # after it, arrives; then the outbox is empty, so no test event is still coming.
+        s3.put_bucket_notification_configuration(
+            Bucket="bkt", SkipDestinationValidation=True, NotificationConfiguration={
+                "QueueConfigurations": [{"QueueArn": QUEUE_ARN, "Events": EVENTS_ALL}]})
+        s3.put_object(Bucket="bkt", Key="after", Body=b"")
+        webhook.wait_until(lambda records: len(records) >= 1)
+        _wait_for_empty_outbox(process)
+        assert len(webhook.test_events) == 2 and not webhook.records()[1:]
+
+
+def test_tagging_and_acl_events_name_the_version_they_changed(
+    tmp_path: Path, webhook: Webhook
+) -> None:
+    webhook.start()
+    with _server(tmp_path, webhook, "--volatile") as process:
+        s3 = support.s3_client(process.url)
+        s3.create_bucket(Bucket="bkt")
+        s3.put_bucket_versioning(Bucket="bkt", VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_notification_configuration(Bucket="bkt", NotificationConfiguration={
+            "QueueConfigurations": [{
+                "Id": "tags-and-acls", "QueueArn": QUEUE_ARN,
+                "Events": ["s3:ObjectTagging:*", "s3:ObjectAcl:Put"],
+                "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".jpg"}]}}}]})
+        old = s3.put_object(Bucket="bkt", Key="cat photo.jpg", Body=b"one")
+        new = s3.put_object(Bucket="bkt", Key="cat photo.jpg", Body=b"two")
+        s3.put_object(Bucket="bkt", Key="notes.txt", Body=b"unwatched")
+        tagged = s3.put_object_tagging(Bucket="bkt", Key="cat photo.jpg",
+                                       Tagging={"TagSet": [{"Key": "kind", "Value": "cat"}]})
+        s3.put_object_tagging(Bucket="bkt", Key="notes.txt",  # filtered out: no event
+                              Tagging={"TagSet": [{"Key": "kind", "Value": "text"}]})
+        s3.delete_object_tagging(Bucket="bkt", Key="cat photo.jpg", VersionId=old["VersionId"])
+        with pytest.raises(ClientError) as refused:  # not accepted: no event
+            s3.put_object_acl(Bucket="bkt", Key="cat photo.jpg", ACL="public-read")
+        assert refused.value.response["Error"]["Code"] == "NotImplemented"
+        s3.put_object_acl(Bucket="bkt", Key="cat photo.jpg", ACL="private")
+        records = _object_records(webhook, 3)
+        _wait_for_empty_outbox(process)
+        assert len(webhook.records()) == 3
+    got = [(r["eventName"], r["s3"]["object"]["versionId"], r["s3"]["object"]["eTag"])
+           for r in records]
+    assert got == [
+        ("ObjectTagging:Put", new["VersionId"], new["ETag"].strip('"')),
+        ("ObjectTagging:Delete", old["VersionId"], old["ETag"].strip('"')),
+        ("ObjectAcl:Put", new["VersionId"], new["ETag"].strip('"')),
+    ]
+    for record in records:  # as AWS's: version 2.3, no size, no sequencer
+        assert record["eventVersion"] == "2.3"
+        assert set(record["s3"]["object"]) == {"key", "versionId", "eTag"}
+        assert record["s3"]["object"]["key"] == "cat+photo.jpg"
+        assert record["s3"]["configurationId"] == "tags-and-acls"
+    assert records[0]["responseElements"]["x-amz-request-id"] == \
+        tagged["ResponseMetadata"]["RequestId"]
+
+
+def test_lifecycle_expirations_make_lifecycle_events_not_object_removed(
+    tmp_path: Path, webhook: Webhook
+) -> None:
+    webhook.start()
+    with _server(tmp_path, webhook, "--volatile", "--lifecycle-period-seconds", "0.2") as process:
+        s3 = support.s3_client(process.url)
+        for bucket in ("plain", "versioned"):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+                "QueueConfigurations": [
+                    {"Id": "lifecycle", "QueueArn": QUEUE_ARN,
+                     "Events": ["s3:LifecycleExpiration:*"]},
+                    {"Id": "removed", "QueueArn": QUEUE_ARN, "Events": ["s3:ObjectRemoved:*"]},
+                ]})
+        s3.put_bucket_versioning(Bucket="versioned",
+                                 VersioningConfiguration={"Status": "Enabled"})
+        kept = s3.put_object(Bucket="versioned", Key="tmp/b", Body=b"b")
+        s3.put_object(Bucket="plain", Key="tmp/a", Body=b"a")
+        s3.put_object(Bucket="plain", Key="keep/c", Body=b"c")
+        for bucket in ("plain", "versioned"):  # a Date in the past: due at the next pass
+            s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={
+                "Rules": [{"ID": "old", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+                           "Expiration": {"Date": "2020-01-01T00:00:00Z"}}]})
+        records = _object_records(webhook, 2)
+        _wait_for_empty_outbox(process)
+        # A delete by a request still makes ObjectRemoved events for the other rule.
+        s3.delete_object(Bucket="plain", Key="keep/c")
+        records = _object_records(webhook, 3)
+        _wait_for_empty_outbox(process)
+        with pytest.raises(ClientError):  # versioned/tmp/b is now behind a delete marker
+            s3.head_object(Bucket="versioned", Key="tmp/b")
+        versions = s3.list_object_versions(Bucket="versioned")
+    by_bucket = {r["s3"]["bucket"]["name"]: r for r in records[:2]}
+    plain, versioned = by_bucket["plain"], by_bucket["versioned"]
+    assert (plain["eventName"], plain["s3"]["object"]["key"]) == (
+        "LifecycleExpiration:Delete", "tmp/a")
+    assert "versionId" not in plain["s3"]["object"]
+    [delete_marker] = versions["DeleteMarkers"]
+    assert (versioned["eventName"], versioned["s3"]["object"]["versionId"]) == (
+        "LifecycleExpiration:DeleteMarkerCreated", delete_marker["VersionId"])
+    assert versions["Versions"][0]["VersionId"] == kept["VersionId"]
+    for record in (plain, versioned):
+        assert record["s3"]["configurationId"] == "lifecycle"  # never the ObjectRemoved rule
+        assert record["eventVersion"] == "2.3"
+        assert record["userIdentity"] == {"principalId": "s3.amazonaws.com"}
+        assert record["requestParameters"] == {"sourceIPAddress": "s3.amazonaws.com"}
+        assert set(record["s3"]["object"]) <= {"key", "versionId", "sequencer"}
+    assert [(r["eventName"], r["s3"]["configurationId"]) for r in records[2:]] == [
+        ("ObjectRemoved:Delete", "removed")]

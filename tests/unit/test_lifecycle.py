@@ -248,20 +248,20 @@ def test_actions_recheck_their_reason_at_the_commit_point(tmp_path) -> None:
                                     first.version_id)
         current_as_noncurrent = ExpiryAction(ExpiryKind.REMOVE_NONCURRENT, "k",
                                              first.version_id)
-        assert store.write(expire("b", (current_as_noncurrent, stale_marker))) == 0
+        assert store.write(expire("b", (current_as_noncurrent, stale_marker))).applied == 0
         store.put("b", "k", b"two")  # overwritten after the decision
-        assert store.write(expire("b", (stale_expire,))) == 0
+        assert store.write(expire("b", (stale_expire,))).applied == 0
         assert [v.version_id for v in scan_versions(store.engine, "b", None, 10).versions][1:] == [
             first.version_id
         ]
         # Applying twice is harmless.
         remove_first = ExpiryAction(ExpiryKind.REMOVE_NONCURRENT, "k", first.version_id)
-        assert store.write(expire("b", (remove_first, remove_first))) == 1
+        assert store.write(expire("b", (remove_first, remove_first))).applied == 1
 
         def apply_directly(engine, txn):
             return apply_expiry_actions(engine, txn, "b", (remove_first,))
 
-        assert store.write(WriteOperation(apply_directly)) == 0
+        assert store.write(WriteOperation(apply_directly)).applied == 0
 
 
 def test_sweep_pages_through_keys_with_more_versions_than_a_page(tmp_path) -> None:
@@ -401,7 +401,7 @@ def test_upload_aborts_are_batched_and_recheck_the_upload(tmp_path) -> None:
         assert upload_counts(store) == (0, 0, 0)
         # Decided before a Complete or an Abort got there: nothing happens, no error.
         stale = (UploadAbort("k0", ids[0]),)
-        assert store.write(abort_uploads("b", stale)) == 0
+        assert store.write(abort_uploads("b", stale)).applied == 0
 
 
 def test_completed_uploads_are_not_touched(tmp_path) -> None:
