@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
 from starlette.responses import Response
@@ -82,17 +82,17 @@ def _contents(page: api.ListPage, encode, owner: Node | None) -> list[Node]:  # 
     return nodes
 
 
-async def list_objects(ctx: RequestContext) -> Response:
-    encode = request_encoder(ctx)
-    max_keys = parse_max_keys(ctx.query_value("max-keys"))
-    marker = ctx.query_value("marker") or ""
-    delimiter = ctx.query_value("delimiter") or ""
-    page = await _page(ctx, marker, max_keys)
-    owner: Node = ("Owner", [("ID", ctx.owner.id), ("DisplayName", ctx.owner.display_name)])
+def list_objects_body(
+    bucket: str, query: Mapping[str, str], max_keys: int, page: api.ListPage, owner: Node
+) -> bytes:
+    """The ListBucketResult document of ListObjects (v1) (pure: golden-tested)."""
+    encoding_type = query.get("encoding-type")
+    encode = encoder_for(encoding_type)
+    delimiter = query.get("delimiter", "")
     body: list[Node] = [
-        ("Name", ctx.bucket),
-        ("Prefix", encode(ctx.query_value("prefix") or "")),
-        ("Marker", encode(marker)),
+        ("Name", bucket),
+        ("Prefix", encode(query.get("prefix", ""))),
+        ("Marker", encode(query.get("marker", ""))),
         # AWS returns NextMarker only when a delimiter was given; without one, clients
         # continue from the last key of the page.
         ("NextMarker", encode(page.next_marker)
@@ -100,10 +100,19 @@ async def list_objects(ctx: RequestContext) -> Response:
         ("MaxKeys", str(max_keys)),
         ("Delimiter", encode(delimiter) if delimiter else None),
         ("IsTruncated", bool_text(page.is_truncated)),
-        ("EncodingType", ctx.query_value("encoding-type")),
+        ("EncodingType", encoding_type),
     ]
     body += _contents(page, encode, owner)
-    return Response(render("ListBucketResult", body), media_type="application/xml")
+    return render("ListBucketResult", body)
+
+
+async def list_objects(ctx: RequestContext) -> Response:
+    query = _query(ctx, ("prefix", "delimiter", "marker", "encoding-type"))
+    encoder_for(query.get("encoding-type"))  # reject a bad encoding-type before any work
+    max_keys = parse_max_keys(ctx.query_value("max-keys"))
+    page = await _page(ctx, query.get("marker", ""), max_keys)
+    body = list_objects_body(ctx.bucket, query, max_keys, page, _owner(ctx))
+    return Response(body, media_type="application/xml")
 
 
 def encode_token(marker: str) -> str:
@@ -118,33 +127,53 @@ def decode_token(token: str) -> str:
                                "continuation-token", token) from None
 
 
-async def list_objects_v2(ctx: RequestContext) -> Response:
-    encode = request_encoder(ctx)
-    max_keys = parse_max_keys(ctx.query_value("max-keys"))
-    token = ctx.query_value("continuation-token")
-    if token == "":
-        raise invalid_argument("The continuation token provided is incorrect",
-                               "continuation-token", "")
-    start_after = ctx.query_value("start-after") or ""
-    page = await _page(ctx, decode_token(token) if token is not None else start_after, max_keys)
-    fetch_owner = (ctx.query_value("fetch-owner") or "").lower() == "true"
-    owner: Node | None = (
-        ("Owner", [("ID", ctx.owner.id), ("DisplayName", ctx.owner.display_name)])
-        if fetch_owner else None
-    )
-    delimiter = ctx.query_value("delimiter") or ""
+def list_objects_v2_body(
+    bucket: str, query: Mapping[str, str], max_keys: int, page: api.ListPage,
+    owner: Node | None,
+) -> bytes:
+    """The ListBucketResult document of ListObjectsV2 (pure: golden-tested). ``owner`` is
+    None unless the request asked for ``fetch-owner``."""
+    encoding_type = query.get("encoding-type")
+    encode = encoder_for(encoding_type)
+    delimiter = query.get("delimiter", "")
+    start_after = query.get("start-after", "")
     body: list[Node] = [
-        ("Name", ctx.bucket),
-        ("Prefix", encode(ctx.query_value("prefix") or "")),
+        ("Name", bucket),
+        ("Prefix", encode(query.get("prefix", ""))),
         ("KeyCount", str(len(page.objects) + len(page.common_prefixes))),
         ("MaxKeys", str(max_keys)),
         ("Delimiter", encode(delimiter) if delimiter else None),
         ("IsTruncated", bool_text(page.is_truncated)),
-        ("ContinuationToken", token),
+        ("ContinuationToken", query.get("continuation-token")),
         ("NextContinuationToken", encode_token(page.next_marker)
          if page.is_truncated and page.next_marker is not None else None),
         ("StartAfter", encode(start_after) if start_after else None),
-        ("EncodingType", ctx.query_value("encoding-type")),
+        ("EncodingType", encoding_type),
     ]
     body += _contents(page, encode, owner)
-    return Response(render("ListBucketResult", body), media_type="application/xml")
+    return render("ListBucketResult", body)
+
+
+async def list_objects_v2(ctx: RequestContext) -> Response:
+    names = ("prefix", "delimiter", "start-after", "continuation-token", "encoding-type")
+    query = _query(ctx, names)
+    encoder_for(query.get("encoding-type"))  # reject a bad encoding-type before any work
+    max_keys = parse_max_keys(ctx.query_value("max-keys"))
+    token = query.get("continuation-token")
+    if token == "":
+        raise invalid_argument("The continuation token provided is incorrect",
+                               "continuation-token", "")
+    start_after = query.get("start-after", "")
+    page = await _page(ctx, decode_token(token) if token is not None else start_after, max_keys)
+    fetch_owner = (ctx.query_value("fetch-owner") or "").lower() == "true"
+    owner = _owner(ctx) if fetch_owner else None
+    body = list_objects_v2_body(ctx.bucket, query, max_keys, page, owner)
+    return Response(body, media_type="application/xml")
+
+
+def _query(ctx: RequestContext, names: tuple[str, ...]) -> dict[str, str]:
+    return {name: value for name in names if (value := ctx.query_value(name)) is not None}
+
+
+def _owner(ctx: RequestContext) -> Node:
+    return ("Owner", [("ID", ctx.owner.id), ("DisplayName", ctx.owner.display_name)])

@@ -1,0 +1,134 @@
+"""ListObjects (v1) and ListObjectsV2 documents: golden bytes with every field (owner,
+checksum algorithms, escaping, url encoding, markers, common prefixes)."""
+
+from __future__ import annotations
+
+from gateway.s3.listing import list_objects_body, list_objects_v2_body
+from gateway.xml import Node
+from storage import api
+
+_OWNER: Node = ("Owner", [("ID", "75aa57f09aa0c8ca"), ("DisplayName", "me&you")])
+_OWNER_XML = b"<Owner><ID>75aa57f09aa0c8ca</ID><DisplayName>me&amp;you</DisplayName></Owner>"
+
+
+def _object(key: str, *, ms: int, size: int, checksums: tuple[str, ...] = (),
+            storage_class: str = "STANDARD") -> api.ObjectVersion:
+    return api.ObjectVersion(
+        bucket="b", key=key, version_id="0" * 16, last_modified_ms=ms, size_bytes=size,
+        etag="fba9dede5f27731c9771645a39863328", storage_class=storage_class,
+        checksums={algorithm: "AAAAAA==" for algorithm in checksums},
+    )
+
+
+def _page(*, truncated: bool, next_marker: str | None) -> api.ListPage:
+    return api.ListPage(
+        objects=(
+            _object("my image & <more>.jpg", ms=1_255_369_830_000, size=434234),
+            _object("my-movie.m2ts", ms=1_255_369_830_007, size=5, checksums=("CRC32",),
+                    storage_class="GLACIER"),
+            _object("my\u00e9 two+three", ms=1_258_048_230_999, size=0,
+                    checksums=("CRC32C", "SHA256")),
+        ),
+        common_prefixes=("my photos/", "my&x/"),
+        is_truncated=truncated,
+        next_marker=next_marker,
+    )
+
+
+_CONTENTS_PLAIN = (
+    b"<Contents><Key>my image &amp; &lt;more&gt;.jpg</Key>"
+    b"<LastModified>2009-10-12T17:50:30.000Z</LastModified>"
+    b"<ETag>\"fba9dede5f27731c9771645a39863328\"</ETag><Size>434234</Size>"
+    b"{owner}<StorageClass>STANDARD</StorageClass></Contents>"
+    b"<Contents><Key>my-movie.m2ts</Key>"
+    b"<LastModified>2009-10-12T17:50:30.007Z</LastModified>"
+    b"<ETag>\"fba9dede5f27731c9771645a39863328\"</ETag>"
+    b"<ChecksumAlgorithm>CRC32</ChecksumAlgorithm><Size>5</Size>"
+    b"{owner}<StorageClass>GLACIER</StorageClass></Contents>"
+    b"<Contents><Key>my\xc3\xa9 two+three</Key>"
+    b"<LastModified>2009-11-12T17:50:30.999Z</LastModified>"
+    b"<ETag>\"fba9dede5f27731c9771645a39863328\"</ETag>"
+    b"<ChecksumAlgorithm>CRC32C</ChecksumAlgorithm>"
+    b"<ChecksumAlgorithm>SHA256</ChecksumAlgorithm><Size>0</Size>"
+    b"{owner}<StorageClass>STANDARD</StorageClass></Contents>"
+    b"<CommonPrefixes><Prefix>my photos/</Prefix></CommonPrefixes>"
+    b"<CommonPrefixes><Prefix>my&amp;x/</Prefix></CommonPrefixes>"
+)
+_CONTENTS_URL = (
+    b"<Contents><Key>my%20image%20%26%20%3Cmore%3E.jpg</Key>"
+    b"<LastModified>2009-10-12T17:50:30.000Z</LastModified>"
+    b"<ETag>\"fba9dede5f27731c9771645a39863328\"</ETag><Size>434234</Size>"
+    b"{owner}<StorageClass>STANDARD</StorageClass></Contents>"
+    b"<Contents><Key>my-movie.m2ts</Key>"
+    b"<LastModified>2009-10-12T17:50:30.007Z</LastModified>"
+    b"<ETag>\"fba9dede5f27731c9771645a39863328\"</ETag>"
+    b"<ChecksumAlgorithm>CRC32</ChecksumAlgorithm><Size>5</Size>"
+    b"{owner}<StorageClass>GLACIER</StorageClass></Contents>"
+    b"<Contents><Key>my%C3%A9%20two%2Bthree</Key>"
+    b"<LastModified>2009-11-12T17:50:30.999Z</LastModified>"
+    b"<ETag>\"fba9dede5f27731c9771645a39863328\"</ETag>"
+    b"<ChecksumAlgorithm>CRC32C</ChecksumAlgorithm>"
+    b"<ChecksumAlgorithm>SHA256</ChecksumAlgorithm><Size>0</Size>"
+    b"{owner}<StorageClass>STANDARD</StorageClass></Contents>"
+    b"<CommonPrefixes><Prefix>my%20photos/</Prefix></CommonPrefixes>"
+    b"<CommonPrefixes><Prefix>my%26x/</Prefix></CommonPrefixes>"
+)
+_HEAD = b'<?xml version="1.0" encoding="UTF-8"?>\n' \
+    b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+
+
+def test_list_objects_v1_golden_bytes() -> None:
+    page = _page(truncated=True, next_marker="my&x/")
+    query = {"prefix": "my", "delimiter": "/", "marker": "a<b"}
+    assert list_objects_body("bucket", query, 5, page, _OWNER) == (
+        _HEAD + b"<Name>bucket</Name><Prefix>my</Prefix><Marker>a&lt;b</Marker>"
+        b"<NextMarker>my&amp;x/</NextMarker><MaxKeys>5</MaxKeys><Delimiter>/</Delimiter>"
+        b"<IsTruncated>true</IsTruncated>"
+        + _CONTENTS_PLAIN.replace(b"{owner}", _OWNER_XML) + b"</ListBucketResult>"
+    )
+
+
+def test_list_objects_v1_url_encoding_and_no_next_marker_without_delimiter() -> None:
+    page = _page(truncated=True, next_marker="my&x/")
+    query = {"prefix": "my ", "marker": "a\u00e9", "encoding-type": "url"}
+    assert list_objects_body("bucket", query, 1000, page, _OWNER) == (
+        _HEAD + b"<Name>bucket</Name><Prefix>my%20</Prefix><Marker>a%C3%A9</Marker>"
+        b"<MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>"
+        b"<EncodingType>url</EncodingType>"
+        + _CONTENTS_URL.replace(b"{owner}", _OWNER_XML) + b"</ListBucketResult>"
+    )
+
+
+def test_list_objects_v2_golden_bytes_with_owner_and_url_encoding() -> None:
+    page = _page(truncated=True, next_marker="my&x/")
+    query = {"prefix": "my", "delimiter": "/", "start-after": "a b", "encoding-type": "url",
+             "continuation-token": "YQ=="}
+    assert list_objects_v2_body("bucket", query, 5, page, _OWNER) == (
+        _HEAD + b"<Name>bucket</Name><Prefix>my</Prefix><KeyCount>5</KeyCount>"
+        b"<MaxKeys>5</MaxKeys><Delimiter>/</Delimiter><IsTruncated>true</IsTruncated>"
+        b"<ContinuationToken>YQ==</ContinuationToken>"
+        b"<NextContinuationToken>bXkmeC8=</NextContinuationToken>"
+        b"<StartAfter>a%20b</StartAfter><EncodingType>url</EncodingType>"
+        + _CONTENTS_URL.replace(b"{owner}", _OWNER_XML) + b"</ListBucketResult>"
+    )
+
+
+def test_list_objects_v2_golden_bytes_without_owner() -> None:
+    page = _page(truncated=False, next_marker=None)
+    assert list_objects_v2_body("bucket", {}, 1000, page, None) == (
+        _HEAD + b"<Name>bucket</Name><Prefix></Prefix><KeyCount>5</KeyCount>"
+        b"<MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>"
+        + _CONTENTS_PLAIN.replace(b"{owner}", b"") + b"</ListBucketResult>"
+    )
+
+
+def test_empty_pages() -> None:
+    empty = api.ListPage((), (), False, None)
+    assert list_objects_v2_body("b", {}, 0, empty, None) == (
+        _HEAD + b"<Name>b</Name><Prefix></Prefix><KeyCount>0</KeyCount>"
+        b"<MaxKeys>0</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>"
+    )
+    assert list_objects_body("b", {}, 0, empty, _OWNER) == (
+        _HEAD + b"<Name>b</Name><Prefix></Prefix><Marker></Marker>"
+        b"<MaxKeys>0</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>"
+    )
