@@ -1,10 +1,23 @@
 """ListObjects (v1) and ListObjectsV2 documents: golden bytes with every field (owner,
-checksum algorithms, escaping, url encoding, markers, common prefixes)."""
+checksum algorithms, escaping, url encoding, markers, common prefixes), and the entry
+templates of all three listings against the naive rendering of trees of nodes."""
 
 from __future__ import annotations
 
-from gateway.s3.listing import list_objects_body, list_objects_v2_body
-from gateway.xml import Node
+from urllib.parse import quote
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.s3.listing import (
+    contents_xml,
+    encoder_for,
+    list_objects_body,
+    list_objects_v2_body,
+    url_encode,
+)
+from gateway.s3.versioning import versions_xml
+from gateway.xml import Node, bool_text, iso8601_ms, render_element
 from storage import api
 
 _OWNER: Node = ("Owner", [("ID", "75aa57f09aa0c8ca"), ("DisplayName", "me&you")])
@@ -132,3 +145,83 @@ def test_empty_pages() -> None:
         _HEAD + b"<Name>b</Name><Prefix></Prefix><Marker></Marker>"
         b"<MaxKeys>0</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>"
     )
+
+
+# --- the templates against the naive rendering (trees of nodes, as before) -----------------
+
+_TEXT = st.text(alphabet="ab/ &<>\"'+%\u00e9\u4e2d~-_.", min_size=1, max_size=12)
+
+
+@st.composite
+def _listed(draw: st.DrawFn) -> api.ListedVersion:
+    version_id = draw(st.sampled_from(["null", "0123456789abcdef"]))
+    return api.ListedVersion(
+        key=draw(_TEXT),
+        version_id="0123456789abcdef",
+        s3_version_id=version_id,
+        last_modified_ms=draw(st.integers(0, 4_102_444_800_000)),
+        size_bytes=draw(st.integers(0, 5 * 1024**4)),
+        etag=draw(st.sampled_from(["fba9dede5f27731c9771645a39863328", "abc-12", "a&b"])),
+        storage_class=draw(st.sampled_from(["STANDARD", "GLACIER", "X<Y"])),
+        checksum_algorithms=tuple(draw(st.lists(st.sampled_from(["CRC32", "SHA1", "A&B"]),
+                                                max_size=2, unique=True))),
+        is_delete_marker=draw(st.booleans()),
+        is_latest=draw(st.booleans()),
+    )
+
+
+def _naive_contents(page: api.ListPage, encode, owner: Node | None) -> str:  # type: ignore[no-untyped-def]
+    nodes: list[Node] = []
+    for version in page.objects:
+        fields: list[Node] = [
+            ("Key", encode(version.key)),
+            ("LastModified", iso8601_ms(version.last_modified_ms)),
+            ("ETag", f'"{version.etag}"'),
+        ]
+        fields += [("ChecksumAlgorithm", a) for a in version.checksum_algorithms]
+        fields.append(("Size", str(version.size_bytes)))
+        if owner is not None:
+            fields.append(owner)
+        fields.append(("StorageClass", version.storage_class))
+        nodes.append(("Contents", fields))
+    nodes += [("CommonPrefixes", [("Prefix", encode(p))]) for p in page.common_prefixes]
+    return "".join(render_element(node) for node in nodes)
+
+
+def _naive_versions(versions: list[api.ListedVersion], encode, owner: Node) -> str:  # type: ignore[no-untyped-def]
+    nodes: list[Node] = []
+    for version in versions:
+        fields: list[Node] = [
+            ("Key", encode(version.key)),
+            ("VersionId", version.s3_version_id),
+            ("IsLatest", bool_text(version.is_latest)),
+            ("LastModified", iso8601_ms(version.last_modified_ms)),
+        ]
+        if version.is_delete_marker:
+            nodes.append(("DeleteMarker", [*fields, owner]))
+            continue
+        fields.append(("ETag", f'"{version.etag}"'))
+        fields += [("ChecksumAlgorithm", a) for a in version.checksum_algorithms]
+        fields += [("Size", str(version.size_bytes)), ("StorageClass", version.storage_class),
+                   owner]
+        nodes.append(("Version", fields))
+    return "".join(render_element(node) for node in nodes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries=st.lists(_listed(), max_size=6), prefixes=st.lists(_TEXT, max_size=3),
+       encoding=st.sampled_from([None, "url"]), with_owner=st.booleans())
+def test_templates_render_what_the_naive_renderer_does(
+    entries: list[api.ListedVersion], prefixes: list[str], encoding: str | None,
+    with_owner: bool,
+) -> None:
+    encode = encoder_for(encoding)
+    owner = _OWNER if with_owner else None
+    page = api.ListPage(tuple(entries), tuple(prefixes), False, None)
+    assert contents_xml(page, encode, owner) == _naive_contents(page, encode, owner)
+    assert versions_xml(entries, encode, _OWNER) == _naive_versions(entries, encode, _OWNER)
+
+
+@given(_TEXT)
+def test_url_encoding_is_quote_with_slash_safe(text: str) -> None:
+    assert url_encode(text) == quote(text, safe="/")
