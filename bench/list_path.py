@@ -14,7 +14,13 @@ interleaved round by round so a noisy neighbour hits every case alike:
 
 ``time.process_time`` over many pages gives CPU per page; divided by 1000, per key.
 
+``--http`` measures instead the CPU time of a real ``squall serve`` process (utime +
+stime from /proc) over pages requested by presigned URLs on one keep-alive connection:
+everything the server spends on a page (uvicorn too), and steady on a busy machine, as
+wall time is not.
+
     python -m bench.list_path                         # 5 rounds of 20 pages per case
+    python -m bench.list_path --http                  # server CPU per page over HTTP
     python -m bench.list_path --profile gateway-v2    # cProfile of one case
 """
 
@@ -23,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import http.client
+import os
 import pstats
 import statistics
 import tempfile
@@ -34,6 +42,7 @@ from urllib.parse import urlsplit
 from bench.get_path import _receive, _Sink, scope_for
 from gateway.app import Gateway, owner_for
 from gateway.s3.common import GatewayConfig
+from squall.launcher import ServerProcess
 from storage.api import PutSpec
 from storage.client import open_embedded
 from storage.engine import Engine
@@ -78,15 +87,7 @@ def populate(data_dir: Path, keys: int) -> None:
 
 
 def presigned_list(bucket: str, query: str) -> tuple[str, bytes]:
-    from botocore.auth import S3SigV4QueryAuth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    auth = S3SigV4QueryAuth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1", 3600)
-    request = AWSRequest(method="GET", url=f"http://{HOST}/{bucket}?{query}")
-    auth.add_auth(request)
-    split = urlsplit(request.url)
-    return split.path, split.query.encode()
+    return presigned_list_for(HOST, bucket, query)
 
 
 async def main(rounds: int, pages: int, keys: int, profile: str | None) -> None:
@@ -171,11 +172,79 @@ async def main(rounds: int, pages: int, keys: int, profile: str | None) -> None:
             await storage.close()
 
 
+def _server_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def measure_http(rounds: int, pages: int, keys: int) -> None:
+    with tempfile.TemporaryDirectory() as data_dir:
+        populate(Path(data_dir), keys)
+        with ServerProcess(Path(data_dir), access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+                           extra_args=("--log-level", "warning", "--volatile")) as server:
+            assert server.process is not None
+            host = f"127.0.0.1:{server.port}"
+            starts = [_key(i * (keys - PAGE_KEYS - 1) // max(1, pages - 1)) for i in range(pages)]
+            targets = {
+                "http-v2": [f"list-type=2&start-after={start}" for start in starts],
+                "http-v2-owner-url": [
+                    f"list-type=2&fetch-owner=true&encoding-type=url&start-after={start}"
+                    for start in starts],
+                "http-v1": [f"marker={start}" for start in starts],
+                "http-versions": ["versions&max-keys=1000"],
+            }
+            connection = http.client.HTTPConnection("127.0.0.1", server.port)
+
+            def run(name: str) -> float:
+                bucket = "versioned" if name == "http-versions" else "flat"
+                queries = targets[name]
+                urls = []
+                for n in range(pages):
+                    path, query = presigned_list_for(host, bucket, queries[n % len(queries)])
+                    urls.append(f"{path}?{query.decode()}")
+                before = _server_cpu_seconds(server.process.pid)  # type: ignore[union-attr]
+                for url in urls:
+                    connection.request("GET", url)
+                    response = connection.getresponse()
+                    body = response.read()
+                    assert response.status == 200 and body.count(b"<Key>") == PAGE_KEYS, body[:300]
+                after = _server_cpu_seconds(server.process.pid)  # type: ignore[union-attr]
+                return (after - before) / pages * 1e3
+
+            for name in targets:
+                run(name)  # warm up
+            results: dict[str, list[float]] = {name: [] for name in targets}
+            for _ in range(rounds):
+                for name in targets:
+                    results[name].append(run(name))
+            connection.close()
+    print(f"{'case (server CPU)':22} {'min ms':>8} {'median ms':>10} {'µs/key (min)':>13}")
+    for name, values in results.items():
+        print(f"{name:22} {min(values):8.2f} {statistics.median(values):10.2f} "
+              f"{min(values) / PAGE_KEYS * 1e3:13.2f}")
+
+
+def presigned_list_for(host: str, bucket: str, query: str) -> tuple[str, bytes]:
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    auth = S3SigV4QueryAuth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1", 3600)
+    request = AWSRequest(method="GET", url=f"http://{host}/{bucket}?{query}")
+    auth.add_auth(request)
+    split = urlsplit(request.url)
+    return split.path, split.query.encode()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--keys", type=int, default=20_000)
     parser.add_argument("--profile", help="a case name (see the table) to profile")
+    parser.add_argument("--http", action="store_true", help="server CPU per page over HTTP")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.rounds, arguments.pages, arguments.keys, arguments.profile))
+    if arguments.http:
+        measure_http(arguments.rounds, arguments.pages, arguments.keys)
+    else:
+        asyncio.run(main(arguments.rounds, arguments.pages, arguments.keys, arguments.profile))

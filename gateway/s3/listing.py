@@ -66,6 +66,15 @@ def encoder_for(encoding: str | None) -> Callable[[str], str]:
     return url_encode
 
 
+def element_text_encoder_for(encoding: str | None) -> Callable[[str], str]:
+    """``encoder_for`` then escaping as element text, in one call per key: url encoding
+    leaves nothing to escape ('&', '<' and '>' are percent-encoded)."""
+    if encoding is None:
+        return escape_text
+    encoder_for(encoding)  # the same check of the encoding-type
+    return url_encode
+
+
 def request_encoder(ctx: RequestContext) -> Callable[[str], str]:
     """The encoder for the request's ``encoding-type`` query parameter."""
     return encoder_for(ctx.query_value("encoding-type"))
@@ -84,12 +93,13 @@ async def _page(ctx: RequestContext, start_after: str, max_keys: int) -> api.Lis
     )
 
 
-def contents_xml(page: api.ListPage, encode: Callable[[str], str], owner: Node | None) -> str:
-    """The page's ``Contents`` then ``CommonPrefixes`` elements, rendered."""
+def contents_xml(page: api.ListPage, key_text: Callable[[str], str], owner: Node | None) -> str:
+    """The page's ``Contents`` then ``CommonPrefixes`` elements, rendered; ``key_text``
+    from ``element_text_encoder_for``."""
     owner_xml = render_element(owner) if owner is not None else ""
     checksum_algorithms = ChecksumAlgorithmsXml()
     parts = [
-        f"<Contents><Key>{escape_text(encode(entry.key))}</Key>"
+        f"<Contents><Key>{key_text(entry.key)}</Key>"
         f"<LastModified>{iso8601_ms(entry.last_modified_ms)}</LastModified>"
         f'<ETag>"{escape_text(entry.etag)}"</ETag>'
         f"{checksum_algorithms(entry.checksum_algorithms)}<Size>{entry.size_bytes}</Size>"
@@ -97,13 +107,13 @@ def contents_xml(page: api.ListPage, encode: Callable[[str], str], owner: Node |
         "</Contents>"
         for entry in page.objects
     ]
-    parts.append(common_prefixes_xml(page.common_prefixes, encode))
+    parts.append(common_prefixes_xml(page.common_prefixes, key_text))
     return "".join(parts)
 
 
-def common_prefixes_xml(prefixes: Iterable[str], encode: Callable[[str], str]) -> str:
+def common_prefixes_xml(prefixes: Iterable[str], key_text: Callable[[str], str]) -> str:
     return "".join(
-        f"<CommonPrefixes><Prefix>{escape_text(encode(prefix))}</Prefix></CommonPrefixes>"
+        f"<CommonPrefixes><Prefix>{key_text(prefix)}</Prefix></CommonPrefixes>"
         for prefix in prefixes
     )
 
@@ -146,7 +156,8 @@ def list_objects_body(
         ("IsTruncated", bool_text(page.is_truncated)),
         ("EncodingType", encoding_type),
     ]
-    return render("ListBucketResult", body, rendered_tail=contents_xml(page, encode, owner))
+    entries = contents_xml(page, element_text_encoder_for(encoding_type), owner)
+    return render("ListBucketResult", body, rendered_tail=entries)
 
 
 async def list_objects(ctx: RequestContext) -> Response:
@@ -193,7 +204,8 @@ def list_objects_v2_body(
         ("StartAfter", encode(start_after) if start_after else None),
         ("EncodingType", encoding_type),
     ]
-    return render("ListBucketResult", body, rendered_tail=contents_xml(page, encode, owner))
+    entries = contents_xml(page, element_text_encoder_for(encoding_type), owner)
+    return render("ListBucketResult", body, rendered_tail=entries)
 
 
 async def list_objects_v2(ctx: RequestContext) -> Response:

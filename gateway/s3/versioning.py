@@ -19,6 +19,7 @@ from gateway.s3.documents import read_document
 from gateway.s3.listing import (
     ChecksumAlgorithmsXml,
     common_prefixes_xml,
+    element_text_encoder_for,
     encoder_for,
     parse_max_keys,
 )
@@ -79,17 +80,17 @@ async def put_bucket_versioning(ctx: RequestContext) -> Response:
 
 
 def versions_xml(
-    versions: Iterable[api.ListedVersion], encode: Callable[[str], str], owner: Node
+    versions: Iterable[api.ListedVersion], key_text: Callable[[str], str], owner: Node
 ) -> str:
     """The page's ``Version`` and ``DeleteMarker`` elements, rendered one template each
-    (as ``listing.contents_xml``)."""
+    (as ``listing.contents_xml``; ``key_text`` from ``element_text_encoder_for``)."""
     owner_xml = render_element(owner)
     checksum_algorithms = ChecksumAlgorithmsXml()
     parts: list[str] = []
     append = parts.append
     for version in versions:
         head = (
-            f"<Key>{escape_text(encode(version.key))}</Key>"
+            f"<Key>{key_text(version.key)}</Key>"
             f"<VersionId>{escape_text(version.s3_version_id)}</VersionId>"
             f"<IsLatest>{bool_text(version.is_latest)}</IsLatest>"
             f"<LastModified>{iso8601_ms(version.last_modified_ms)}</LastModified>"
@@ -131,8 +132,9 @@ def list_versions_body(
         ("IsTruncated", bool_text(page.is_truncated)),
         ("EncodingType", encoding_type),
     ]
-    entries = versions_xml(page.versions, encode, owner)
-    entries += common_prefixes_xml(page.common_prefixes, encode)
+    key_text = element_text_encoder_for(encoding_type)
+    entries = versions_xml(page.versions, key_text, owner)
+    entries += common_prefixes_xml(page.common_prefixes, key_text)
     return render("ListVersionsResult", body, rendered_tail=entries)
 
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 import lmdb
 
 from storage.api import ListedVersion, ListPage, ListVersionsPage, limits
 from storage.engine import keys
-from storage.engine.records import is_delete_marker_fields, listed_version, unpack_listed_fields
+from storage.engine.records import listed_version
 from storage.versions import hlc_upper_bound_for_ms
 
 _U64 = struct.Struct(">Q")
@@ -80,10 +79,6 @@ class _Walk:
         if not lmdb_key.startswith(self.scope):
             return None
         return keys.split_version_key(self.bucket_raw, lmdb_key)
-
-    def fields(self) -> list[Any]:
-        """The record under the cursor, decoded for a listing."""
-        return unpack_listed_fields(self.cursor.value())
 
     def common_prefix(self, key_raw: bytes) -> bytes | None:
         if not self.delimiter_raw:
@@ -141,12 +136,12 @@ def _list_latest(walk: _Walk) -> ListPage:
                 seek_to = walk.past_key(key_raw)
                 break
             seen_key_raw = key_raw
-            common_prefix = walk.common_prefix(key_raw)
+            common_prefix = walk.common_prefix(key_raw) if walk.delimiter_raw else None
             if common_prefix is not None and common_prefix <= walk.marker_raw:
                 seek_to = walk.past_prefix(common_prefix)
                 break
-            fields = unpack_listed_fields(record)
-            if is_delete_marker_fields(fields):
+            entry = listed_version(key_raw.decode("utf-8"), hlc, record, True)
+            if entry.is_delete_marker:
                 continue  # not visible; a common prefix needs a visible key under it
             if len(objects) + len(prefixes) == walk.max_keys:
                 return ListPage(tuple(objects), tuple(prefixes), True, last_item.decode("utf-8"))
@@ -155,7 +150,7 @@ def _list_latest(walk: _Walk) -> ListPage:
                 last_item = common_prefix
                 seek_to = walk.past_prefix(common_prefix)
                 break
-            objects.append(listed_version(key_raw.decode("utf-8"), hlc, fields, True))
+            objects.append(entry)
             last_item = key_raw
         else:
             break  # the end of the scope
@@ -174,8 +169,8 @@ def _list_as_of(walk: _Walk, as_of_ms: int) -> ListPage:
         if common_prefix is not None and common_prefix <= walk.marker_raw:
             position = walk.seek(walk.past_prefix(common_prefix))
             continue
-        current = _fields_as_of(walk, key_raw, as_of_ms)
-        if current is None or is_delete_marker_fields(current[1]):
+        entry = _entry_as_of(walk, key_raw, as_of_ms)
+        if entry is None or entry.is_delete_marker:
             position = walk.next_key(key_raw, cursor_on_key=False)
             continue
         if len(objects) + len(prefixes) == walk.max_keys:
@@ -185,23 +180,22 @@ def _list_as_of(walk: _Walk, as_of_ms: int) -> ListPage:
             last_item = common_prefix
             position = walk.seek(walk.past_prefix(common_prefix))
         else:
-            hlc, fields = current
-            objects.append(listed_version(key_raw.decode("utf-8"), hlc, fields, False))
+            objects.append(entry)
             last_item = key_raw
             position = walk.next_key(key_raw, cursor_on_key=False)
     return ListPage(tuple(objects), tuple(prefixes), is_truncated=False, next_marker=None)
 
 
-def _fields_as_of(walk: _Walk, key_raw: bytes, as_of_ms: int) -> tuple[int, list[Any]] | None:
-    """(hlc, record fields) of the key's version current at ``as_of_ms``; None if it
-    had none then. Moves the cursor."""
+def _entry_as_of(walk: _Walk, key_raw: bytes, as_of_ms: int) -> ListedVersion | None:
+    """The key's version current at ``as_of_ms``; None if it had none then. Moves the
+    cursor."""
     if as_of_ms < 0:
         return None
     seek = keys.version_key(walk.bucket_raw, key_raw, hlc_upper_bound_for_ms(as_of_ms))
     found = walk.seek(seek)
     if found is None or found[0] != key_raw:
         return None
-    return found[1], walk.fields()
+    return listed_version(key_raw.decode("utf-8"), found[1], walk.cursor.value(), False)
 
 
 def list_object_versions(
@@ -234,7 +228,7 @@ def list_object_versions(
     key, key_decoded_raw = "", b""
     while True:  # the cursor stands on the next entry to look at
         for key_raw, hlc, record in keys.iterate_versions(cursor, walk.bucket_raw, walk.scope):
-            common_prefix = walk.common_prefix(key_raw)
+            common_prefix = walk.common_prefix(key_raw) if walk.delimiter_raw else None
             if common_prefix is not None and common_prefix <= walk.marker_raw:
                 break
             if len(versions) + len(prefixes) == walk.max_keys:
@@ -244,8 +238,7 @@ def list_object_versions(
                 break
             if key_raw != key_decoded_raw:  # a key's versions are adjacent: decode it once
                 key, key_decoded_raw = key_raw.decode("utf-8"), key_raw
-            fields = unpack_listed_fields(record)
-            versions.append(listed_version(key, hlc, fields, previous_key_raw != key_raw))
+            versions.append(listed_version(key, hlc, record, previous_key_raw != key_raw))
             previous_key_raw = key_raw
         else:  # the end of the scope
             return ListVersionsPage(tuple(versions), tuple(prefixes), False, None, None)

@@ -15,10 +15,10 @@ record format number so the layout can evolve. Format 3 (written now) holds the 
 set and the segment list; formats 1 (single blob, no tags) and 2 (with segments, no
 tags) are still read.
 
-Listings read a version record through ``unpack_listed_fields`` + ``listed_version``:
-the msgpack array as it comes (one C call), then the few fields a listing shows into an
-``api.ListedVersion``, with no ``VersionRecord`` or ``ObjectVersion`` built. Fields 1 to
-11 sit at the same positions in every format (``_FIELD_*``).
+Listings read a version record with ``listed_version``: the msgpack array as it comes
+(one C call), then the few fields a listing shows into an ``api.ListedVersion``, with no
+``VersionRecord`` or ``ObjectVersion`` built. Fields 1 to 11 sit at the same positions
+in every format (``_FIELD_*``).
 
 Multipart records: an upload (``uploads``: key prefix + upload id -> metadata given
 at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
@@ -184,23 +184,15 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
     )
 
 
-def unpack_listed_fields(packed: bytes | memoryview) -> list[Any]:
-    """A version record's fields as msgpack decodes them: what ``listed_version`` reads
-    (and ``is_delete_marker_fields``), for listings that see up to 1000 records a page."""
-    fields: list[Any] = msgpack.unpackb(packed)
+def listed_version(
+    key: str, hlc: int, packed: bytes | memoryview, is_latest: bool
+) -> ListedVersion:
+    """What a listing shows of the version ``hlc`` of ``key`` (its record ``packed``):
+    one msgpack decode (C) and a named tuple, for up to 1000 records a page."""
+    fields = msgpack.unpackb(packed)
     assert fields[_FIELD_FORMAT] in _VERSION_RECORD_FORMATS_READ, (
         f"unknown version record format {fields[_FIELD_FORMAT]}"
     )
-    return fields
-
-
-def is_delete_marker_fields(fields: list[Any]) -> bool:
-    return bool(fields[_FIELD_IS_DELETE_MARKER])
-
-
-def listed_version(key: str, hlc: int, fields: list[Any], is_latest: bool) -> ListedVersion:
-    """What a listing shows of the version ``hlc`` of ``key`` (``fields`` from
-    ``unpack_listed_fields``)."""
     version_id = f"{hlc:016x}"  # encode_version_id, without a call and a check per key
     checksums = fields[_FIELD_CHECKSUMS]
     # tuple.__new__ skips the named tuple's Python-level __new__ (a third of the cost).
