@@ -21,6 +21,7 @@ wall time is not.
 
     python -m bench.list_path                         # 5 rounds of 20 pages per case
     python -m bench.list_path --http                  # server CPU per page over HTTP
+    python -m bench.list_path --http --py-spy 10      # + py-spy of the server, v2 pages
     python -m bench.list_path --profile gateway-v2    # cProfile of one case
 """
 
@@ -32,7 +33,10 @@ import cProfile
 import http.client
 import os
 import pstats
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -177,7 +181,7 @@ def _server_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def measure_http(rounds: int, pages: int, keys: int) -> None:
+def measure_http(rounds: int, pages: int, keys: int, py_spy_seconds: float) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         populate(Path(data_dir), keys)
         with ServerProcess(Path(data_dir), access_key=ACCESS_KEY, secret_key=SECRET_KEY,
@@ -217,11 +221,27 @@ def measure_http(rounds: int, pages: int, keys: int) -> None:
             for _ in range(rounds):
                 for name in targets:
                     results[name].append(run(name))
+            if py_spy_seconds:
+                profile_while(server.process.pid, py_spy_seconds, lambda: run("http-v2"))
             connection.close()
     print(f"{'case (server CPU)':22} {'min ms':>8} {'median ms':>10} {'µs/key (min)':>13}")
     for name, values in results.items():
         print(f"{name:22} {min(values):8.2f} {statistics.median(values):10.2f} "
               f"{min(values) / PAGE_KEYS * 1e3:13.2f}")
+
+
+def profile_while(pid: int, seconds: float, work: Callable[[], object]) -> None:
+    """py-spy (raw collapsed stacks) on the server while ``work`` runs again and again;
+    the file is summarised by ``bench.profile_summary``."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    output = Path(tempfile.gettempdir()) / f"list_path-py-spy-{pid}.txt"
+    recorder = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration",
+                                 str(int(seconds)), "--rate", "200", "--format", "raw",
+                                 "--output", str(output)], stdout=subprocess.DEVNULL)
+    while recorder.poll() is None:
+        work()
+    print(f"py-spy profile of http-v2 pages: {output}\n"
+          f"  {sys.executable} -m bench.profile_summary {output}")
 
 
 def presigned_list_for(host: str, bucket: str, query: str) -> tuple[str, bytes]:
@@ -243,8 +263,10 @@ if __name__ == "__main__":
     parser.add_argument("--keys", type=int, default=20_000)
     parser.add_argument("--profile", help="a case name (see the table) to profile")
     parser.add_argument("--http", action="store_true", help="server CPU per page over HTTP")
+    parser.add_argument("--py-spy", type=float, default=0.0, metavar="SECONDS",
+                        help="with --http: py-spy the server this long on v2 pages")
     arguments = parser.parse_args()
     if arguments.http:
-        measure_http(arguments.rounds, arguments.pages, arguments.keys)
+        measure_http(arguments.rounds, arguments.pages, arguments.keys, arguments.py_spy)
     else:
         asyncio.run(main(arguments.rounds, arguments.pages, arguments.keys, arguments.profile))

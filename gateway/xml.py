@@ -80,24 +80,29 @@ def render_element(node: Node) -> str:
 
 
 _iso8601_seconds: dict[int, str] = {}  # epoch second -> '2006-02-03T16:45:09'
+_iso8601_millisecond_tails = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def iso8601_ms(epoch_ms: int) -> str:
     """S3's timestamp format in XML bodies: 2006-02-03T16:45:09.000Z.
 
     The part down to the second is cached (``limits.xml_dates_cached_max`` seconds; the
-    cache is dropped whole when full): a listing formats one per key, and keys written
-    together share their seconds."""
-    second, milliseconds = divmod(epoch_ms, 1000)
-    head = _iso8601_seconds.get(second)
+    cache is dropped whole when full) and the tail is one of 1000 strings made once: a
+    listing formats a date per key, and keys written together share their seconds."""
+    head = _iso8601_seconds.get(epoch_ms // 1000)
     if head is None:
-        if len(_iso8601_seconds) >= limits.xml_dates_cached_max:
-            _iso8601_seconds.clear()
-        t = time.gmtime(second)  # cheaper than datetime + strftime
-        head = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
-        _iso8601_seconds[second] = head
-    return f"{head}.{milliseconds:03d}Z"
+        head = _iso8601_second(epoch_ms // 1000)
+    return head + _iso8601_millisecond_tails[epoch_ms % 1000]
+
+
+def _iso8601_second(second: int) -> str:
+    if len(_iso8601_seconds) >= limits.xml_dates_cached_max:
+        _iso8601_seconds.clear()
+    t = time.gmtime(second)  # cheaper than datetime + strftime
+    head = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+    _iso8601_seconds[second] = head
+    return head
 
 
 _HTTP_DATES_CACHED_MAX = 4096
