@@ -4,11 +4,14 @@ templates of all three listings against the naive rendering of trees of nodes.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from urllib.parse import quote
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import xml
 from gateway.s3.listing import (
     contents_xml,
     element_text_encoder_for,
@@ -226,3 +229,13 @@ def test_templates_render_what_the_naive_renderer_does(
 @given(_TEXT)
 def test_url_encoding_is_quote_with_slash_safe(text: str) -> None:
     assert url_encode(text) == quote(text, safe="/")
+
+
+def test_date_cache_is_bounded_and_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api.limits, "xml_dates_cached_max", 3)
+    monkeypatch.setattr(xml, "_iso8601_seconds", {})
+    for epoch_ms in range(0, 10_000_000_000, 999_999_937):
+        expected = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime(
+            "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        assert iso8601_ms(epoch_ms) == expected
+        assert len(xml._iso8601_seconds) <= 3
