@@ -522,7 +522,9 @@ class StorageClient(Protocol):
         max_keys: int = 1000,
         as_of_ms: int | None = None,
     ) -> ListPage:
-        """Keys in UTF-8 byte order after ``start_after``; delete markers hidden."""
+        """Keys in UTF-8 byte order after ``start_after``; delete markers hidden. Each
+        key's current version as a ``ListedVersion`` (what a listing shows; read the
+        rest with ``get_version``), all from one snapshot."""
         ...
 
     async def list_object_versions(
@@ -534,7 +536,8 @@ class StorageClient(Protocol):
         version_id_marker: str = "",
         max_keys: int = 1000,
     ) -> ListVersionsPage:
-        """All versions and delete markers after the (key, version id) marker."""
+        """All versions and delete markers after the (key, version id) marker, as
+        ``ListedVersion``s, all from one snapshot."""
         ...
 
     async def set_bucket_versioning(self, name: str, versioning: str) -> BucketInfo:
