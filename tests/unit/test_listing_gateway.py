@@ -4,6 +4,7 @@ templates of all three listings against the naive rendering of trees of nodes.""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -29,11 +30,22 @@ _OWNER_XML = b"<Owner><ID>75aa57f09aa0c8ca</ID><DisplayName>me&amp;you</DisplayN
 
 
 def _object(key: str, *, ms: int, size: int, checksums: tuple[str, ...] = (),
-            storage_class: str = "STANDARD") -> api.ObjectVersion:
+            storage_class: str = "STANDARD") -> api.ListedVersion:
+    return api.ListedVersion(
+        key=key, version_id="0" * 16, s3_version_id="null", last_modified_ms=ms,
+        size_bytes=size, etag="fba9dede5f27731c9771645a39863328",
+        storage_class=storage_class, checksum_algorithms=checksums,
+        is_delete_marker=False, is_latest=True,
+    )
+
+
+def _full(entry: api.ListedVersion) -> api.ObjectVersion:
+    """The same version as ``get_version`` would give it."""
     return api.ObjectVersion(
-        bucket="b", key=key, version_id="0" * 16, last_modified_ms=ms, size_bytes=size,
-        etag="fba9dede5f27731c9771645a39863328", storage_class=storage_class,
-        checksums={algorithm: "AAAAAA==" for algorithm in checksums},
+        bucket="b", key=entry.key, version_id=entry.version_id,
+        last_modified_ms=entry.last_modified_ms, size_bytes=entry.size_bytes,
+        etag=entry.etag, storage_class=entry.storage_class,
+        checksums={algorithm: "AAAAAA==" for algorithm in entry.checksum_algorithms},
     )
 
 
@@ -137,6 +149,18 @@ def test_list_objects_v2_golden_bytes_without_owner() -> None:
         b"<MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>"
         + _CONTENTS_PLAIN.replace(b"{owner}", b"") + b"</ListBucketResult>"
     )
+
+
+def test_object_versions_render_as_the_listed_versions_they_are() -> None:
+    """Pages may hold ``ObjectVersion``s (tests built before ``ListedVersion`` do):
+    ``checksum_algorithms`` is the one attribute the templates read that needed adding."""
+    listed = _page(truncated=True, next_marker="my&x/")
+    full = dataclasses.replace(listed, objects=tuple(_full(o) for o in listed.objects))
+    assert [_full(o).checksum_algorithms for o in listed.objects] == [
+        o.checksum_algorithms for o in listed.objects]
+    for owner in (_OWNER, None):
+        assert (list_objects_v2_body("b", {}, 5, full, owner)
+                == list_objects_v2_body("b", {}, 5, listed, owner))
 
 
 def test_empty_pages() -> None:
