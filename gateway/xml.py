@@ -29,7 +29,8 @@ XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 Node = tuple[str, str | list["Node"] | None]
 
 
-def _escape(text: str) -> str:
+def escape_text(text: str) -> str:
+    """Element text escaped as ``render`` does (for templates that build elements)."""
     # Most values (keys, ETags, dates) need no escaping: three substring tests are far
     # cheaper than saxutils' three replaces, once per element of a 1000-key listing.
     if "&" in text or "<" in text or ">" in text:
@@ -42,7 +43,7 @@ def _render_into(parts: list[str], node: Node) -> None:
     if value is None:
         return
     if isinstance(value, str):
-        parts.append(f"<{tag}>{_escape(value)}</{tag}>")
+        parts.append(f"<{tag}>{escape_text(value)}</{tag}>")
         return
     parts.append(f"<{tag}>")
     for child in value:
@@ -51,24 +52,57 @@ def _render_into(parts: list[str], node: Node) -> None:
 
 
 def render(
-    root_tag: str, children: Iterable[Node] = (), *, text: str = "", namespace: bool = True
+    root_tag: str,
+    children: Iterable[Node] = (),
+    *,
+    text: str = "",
+    namespace: bool = True,
+    rendered_tail: str = "",
 ) -> bytes:
-    """The document ``<root_tag xmlns=...>text children</root_tag>`` as UTF-8 bytes."""
+    """The document ``<root_tag xmlns=...>text children tail</root_tag>`` as UTF-8 bytes.
+
+    ``rendered_tail`` is elements already rendered (escaped) by a template: a listing's
+    up to 1000 entries, which cost several times more as trees of nodes."""
     attributes = f' xmlns="{S3_NAMESPACE}"' if namespace else ""
     parts = [f"<{root_tag}{attributes}>", escape(text)]
     for child in children:
         _render_into(parts, child)
+    parts.append(rendered_tail)
     parts.append(f"</{root_tag}>")
     return XML_DECLARATION + "".join(parts).encode("utf-8")
 
 
+def render_element(node: Node) -> str:
+    """One element as text, for a template that repeats it (a listing's Owner)."""
+    parts: list[str] = []
+    _render_into(parts, node)
+    return "".join(parts)
+
+
+_iso8601_seconds: dict[int, str] = {}  # epoch second -> '2006-02-03T16:45:09'
+_iso8601_millisecond_tails = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
 def iso8601_ms(epoch_ms: int) -> str:
-    """S3's timestamp format in XML bodies: 2006-02-03T16:45:09.000Z."""
-    t = time.gmtime(epoch_ms // 1000)  # cheaper than datetime + strftime, per listed key
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{epoch_ms % 1000:03d}Z"
-    )
+    """S3's timestamp format in XML bodies: 2006-02-03T16:45:09.000Z.
+
+    The part down to the second is cached (``limits.xml_dates_cached_max`` seconds; the
+    cache is dropped whole when full) and the tail is one of 1000 strings made once: a
+    listing formats a date per key, and keys written together share their seconds."""
+    head = _iso8601_seconds.get(epoch_ms // 1000)
+    if head is None:
+        head = _iso8601_second(epoch_ms // 1000)
+    return head + _iso8601_millisecond_tails[epoch_ms % 1000]
+
+
+def _iso8601_second(second: int) -> str:
+    if len(_iso8601_seconds) >= limits.xml_dates_cached_max:
+        _iso8601_seconds.clear()
+    t = time.gmtime(second)  # cheaper than datetime + strftime
+    head = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+    _iso8601_seconds[second] = head
+    return head
 
 
 _HTTP_DATES_CACHED_MAX = 4096

@@ -19,13 +19,14 @@ import json
 import re
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from storage import limits as limits  # re-exported: the gateway reads bounds from here
 
 __all__ = [
     "BucketInfo",
     "ObjectVersion",
+    "ListedVersion",
     "PutSpec",
     "WriteConditions",
     "ListPage",
@@ -132,6 +133,34 @@ class ObjectVersion:
     bucket_versioning: str | None = field(default=None, compare=False, repr=False)
     inline_body: bytes | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def checksum_algorithms(self) -> tuple[str, ...]:
+        """As ``ListedVersion.checksum_algorithms``, so that code rendering a listing
+        entry takes either type."""
+        return tuple(self.checksums)
+
+
+class ListedVersion(NamedTuple):
+    """One entry of a listing page: what ListObjects and ListObjectVersions show of a
+    version (an object or a delete marker), and nothing more.
+
+    No metadata, tags or part sizes (no S3 listing shows them; ``get_version`` does).
+    A named tuple, not a dataclass: a page holds up to 1000 of them, and building a
+    full ``ObjectVersion`` per key was most of a page's cost. The fields have the
+    meaning and the names of ``ObjectVersion``'s.
+    """
+
+    key: str
+    version_id: str
+    s3_version_id: str
+    last_modified_ms: int
+    size_bytes: int
+    etag: str
+    storage_class: str
+    checksum_algorithms: tuple[str, ...]  # the keys of ObjectVersion.checksums
+    is_delete_marker: bool
+    is_latest: bool
+
 
 @dataclass(frozen=True, slots=True)
 class PutSpec:
@@ -160,7 +189,7 @@ class WriteConditions:
 
 @dataclass(frozen=True, slots=True)
 class ListPage:
-    objects: tuple[ObjectVersion, ...]
+    objects: tuple[ListedVersion, ...]
     common_prefixes: tuple[str, ...]
     is_truncated: bool
     # The last key or common prefix this page covered: the next page starts after it.
@@ -172,7 +201,7 @@ class ListVersionsPage:
     """A page of ListObjectVersions: every version and delete marker, newest first per
     key, keys in UTF-8 byte order; ``is_latest`` is set on each key's newest version."""
 
-    versions: tuple[ObjectVersion, ...]
+    versions: tuple[ListedVersion, ...]
     common_prefixes: tuple[str, ...]
     is_truncated: bool
     # Where the next page starts (set only when truncated): after this key, and when
@@ -500,7 +529,9 @@ class StorageClient(Protocol):
         max_keys: int = 1000,
         as_of_ms: int | None = None,
     ) -> ListPage:
-        """Keys in UTF-8 byte order after ``start_after``; delete markers hidden."""
+        """Keys in UTF-8 byte order after ``start_after``; delete markers hidden. Each
+        key's current version as a ``ListedVersion`` (what a listing shows; read the
+        rest with ``get_version``), all from one snapshot."""
         ...
 
     async def list_object_versions(
@@ -512,7 +543,8 @@ class StorageClient(Protocol):
         version_id_marker: str = "",
         max_keys: int = 1000,
     ) -> ListVersionsPage:
-        """All versions and delete markers after the (key, version id) marker."""
+        """All versions and delete markers after the (key, version id) marker, as
+        ``ListedVersion``s, all from one snapshot."""
         ...
 
     async def set_bucket_versioning(self, name: str, versioning: str) -> BucketInfo:

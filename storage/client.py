@@ -33,6 +33,7 @@ from storage.api import (
     DeleteResult,
     EventOrigin,
     InvalidArgument,
+    ListedVersion,
     ListPage,
     ListPartsPage,
     ListUploadsPage,
@@ -56,7 +57,7 @@ from storage.placement import View, single_node_view
 from storage.transport.base import BodyPiece, Operation, Payload, Request, Transport
 from storage.transport.local import LocalTransport
 
-_Keyed = TypeVar("_Keyed", ObjectVersion, MultipartUploadInfo)
+_Keyed = TypeVar("_Keyed", ListedVersion, MultipartUploadInfo)
 
 __all__ = ["ShardedStorageClient", "ClientUpload", "ClientPartUpload", "open_embedded"]
 
@@ -393,7 +394,7 @@ class ShardedStorageClient:
 
 
 def _merge_pages(pages: list[ListPage], max_keys: int) -> ListPage:
-    items: dict[bytes, ObjectVersion | str] = {}
+    items: dict[bytes, ListedVersion | str] = {}
     for page in pages:
         items.update((o.key.encode("utf-8"), o) for o in page.objects)
         items.update((p.encode("utf-8"), p) for p in page.common_prefixes)
@@ -403,7 +404,7 @@ def _merge_pages(pages: list[ListPage], max_keys: int) -> ListPage:
     truncated = len(ordered) > max_keys or any(page.is_truncated for page in pages)
     last = None if not kept else kept[-1] if isinstance(kept[-1], str) else kept[-1].key
     return ListPage(
-        objects=tuple(item for item in kept if isinstance(item, ObjectVersion)),
+        objects=tuple(item for item in kept if isinstance(item, ListedVersion)),
         common_prefixes=tuple(item for item in kept if isinstance(item, str)),
         is_truncated=truncated,
         next_marker=last if truncated else None,
@@ -436,14 +437,14 @@ def _merge_version_pages(pages: list[ListVersionsPage], max_keys: int) -> ListVe
         [(p.versions, p.common_prefixes, p.is_truncated) for p in pages],
         max_keys, limits.list_keys_max,
     )
-    versions = tuple(item for item in kept if isinstance(item, ObjectVersion))
+    versions = tuple(item for item in kept if isinstance(item, ListedVersion))
     prefixes = tuple(item for item in kept if isinstance(item, str))
     if not truncated or not kept:
         return ListVersionsPage(versions, prefixes, truncated, None, None)
     last = kept[-1]
     if isinstance(last, str):
         return ListVersionsPage(versions, prefixes, True, last, None)
-    assert isinstance(last, ObjectVersion)
+    assert isinstance(last, ListedVersion)
     return ListVersionsPage(versions, prefixes, True, last.key, last.s3_version_id)
 
 

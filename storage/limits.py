@@ -56,6 +56,7 @@ request_header_bytes_max = 16 * 1024  # all request headers together (uvicorn h1
 request_xml_body_bytes_max = 1024 * 1024  # any XML request body (DeleteObjects, configs)
 presigned_expiry_seconds_max = 7 * 24 * 3600  # AWS: presigned URLs live at most 7 days
 signing_keys_cached_max = 1024  # derived SigV4 keys kept (credential x day x region)
+xml_dates_cached_max = 4096  # formatted seconds of XML timestamps kept (listings)
 request_time_skew_seconds_max = 15 * 60  # AWS: RequestTimeTooSkewed beyond 15 minutes
 aws_chunk_header_bytes_max = 4096  # one aws-chunked chunk header line
 aws_chunk_size_bytes_max = 16 * 1024 * 1024  # one aws-chunked chunk's payload

@@ -9,15 +9,31 @@ unversioned state, as in S3. ``Status`` other than Enabled/Suspended is Malforme
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.responses import Response
 
 from gateway.errors import S3Error, invalid_argument, malformed_xml
 from gateway.s3.common import RequestContext
 from gateway.s3.documents import read_document
-from gateway.s3.listing import encoder_for, parse_max_keys
-from gateway.xml import Node, bool_text, child_text, iso8601_ms, local_name, parse, render
+from gateway.s3.listing import (
+    ChecksumAlgorithmsXml,
+    common_prefixes_xml,
+    element_text_encoder_for,
+    encoder_for,
+    parse_max_keys,
+)
+from gateway.xml import (
+    Node,
+    bool_text,
+    child_text,
+    escape_text,
+    iso8601_ms,
+    local_name,
+    parse,
+    render,
+    render_element,
+)
 from storage import api
 
 VERSIONING_STATES = ("Enabled", "Suspended")
@@ -63,21 +79,33 @@ async def put_bucket_versioning(ctx: RequestContext) -> Response:
 # --- ListObjectVersions ------------------------------------------------------------------
 
 
-def _entry(version: api.ObjectVersion, encode: Callable[[str], str], owner: Node) -> Node:
-    fields: list[Node] = [
-        ("Key", encode(version.key)),
-        ("VersionId", version.s3_version_id),
-        ("IsLatest", bool_text(version.is_latest)),
-        ("LastModified", iso8601_ms(version.last_modified_ms)),
-    ]
-    if version.is_delete_marker:
-        fields.append(owner)
-        return ("DeleteMarker", fields)
-    fields.append(("ETag", f'"{version.etag}"'))
-    fields += [("ChecksumAlgorithm", algorithm) for algorithm in version.checksums]
-    fields += [("Size", str(version.size_bytes)), ("StorageClass", version.storage_class),
-               owner]
-    return ("Version", fields)
+def versions_xml(
+    versions: Iterable[api.ListedVersion], key_text: Callable[[str], str], owner: Node
+) -> str:
+    """The page's ``Version`` and ``DeleteMarker`` elements, rendered one template each
+    (as ``listing.contents_xml``; ``key_text`` from ``element_text_encoder_for``)."""
+    owner_xml = render_element(owner)
+    checksum_algorithms = ChecksumAlgorithmsXml()
+    parts: list[str] = []
+    append = parts.append
+    for version in versions:
+        head = (
+            f"<Key>{key_text(version.key)}</Key>"
+            f"<VersionId>{escape_text(version.s3_version_id)}</VersionId>"
+            f"<IsLatest>{bool_text(version.is_latest)}</IsLatest>"
+            f"<LastModified>{iso8601_ms(version.last_modified_ms)}</LastModified>"
+        )
+        if version.is_delete_marker:
+            append(f"<DeleteMarker>{head}{owner_xml}</DeleteMarker>")
+            continue
+        append(
+            f'<Version>{head}<ETag>"{escape_text(version.etag)}"</ETag>'
+            f"{checksum_algorithms(version.checksum_algorithms)}"
+            f"<Size>{version.size_bytes}</Size>"
+            f"<StorageClass>{escape_text(version.storage_class)}</StorageClass>"
+            f"{owner_xml}</Version>"
+        )
+    return "".join(parts)
 
 
 def list_versions_body(
@@ -104,9 +132,10 @@ def list_versions_body(
         ("IsTruncated", bool_text(page.is_truncated)),
         ("EncodingType", encoding_type),
     ]
-    body += [_entry(version, encode, owner) for version in page.versions]
-    body += [("CommonPrefixes", [("Prefix", encode(p))]) for p in page.common_prefixes]
-    return render("ListVersionsResult", body)
+    key_text = element_text_encoder_for(encoding_type)
+    entries = versions_xml(page.versions, key_text, owner)
+    entries += common_prefixes_xml(page.common_prefixes, key_text)
+    return render("ListVersionsResult", body, rendered_tail=entries)
 
 
 async def list_object_versions(ctx: RequestContext) -> Response:

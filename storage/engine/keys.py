@@ -23,6 +23,9 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Iterator
+
+import lmdb
 
 from storage.api import InvalidArgument, KeyTooLong, limits
 
@@ -93,12 +96,38 @@ def after_prefix(bucket_raw: bytes, prefix_raw: bytes) -> bytes:
 
 def split_version_key(bucket_raw: bytes, lmdb_key: bytes | memoryview) -> tuple[bytes, int]:
     """(object key raw bytes, hlc) of a ``versions`` key of ``bucket_raw``."""
-    raw = bytes(lmdb_key)
+    raw = bytes(lmdb_key)  # no copy when it is bytes already
     start = len(bucket_raw) + 1
     end = len(raw) - HLC_SUFFIX_BYTES - len(KEY_TERMINATOR)
     assert raw[end : end + 2] == KEY_TERMINATOR, "corrupt versions key"
     (inverted,) = _U64.unpack_from(raw, end + 2)
-    return unescape(raw[start:end]), HLC_MASK - inverted
+    escaped = raw[start:end]
+    # Called once per listed key: most keys hold no 0x00 and need no unescaping.
+    return (unescape(escaped) if b"\x00" in escaped else escaped), HLC_MASK - inverted
+
+
+def iterate_versions(
+    cursor: lmdb.Cursor, bucket_raw: bytes, scope: bytes
+) -> Iterator[tuple[bytes, int, bytes | memoryview]]:
+    """(object key raw bytes, hlc, record) of each ``versions`` entry of ``bucket_raw``
+    from the cursor's position while its LMDB key starts with ``scope``.
+
+    ``split_version_key`` inlined, and the cursor stepped in C (``iternext``): listings
+    call this once per entry, up to 1000 a page."""
+    key_start = len(bucket_raw) + 1
+    suffix_bytes = len(KEY_TERMINATOR) + HLC_SUFFIX_BYTES
+    for lmdb_key, record in cursor.iternext():
+        raw = bytes(lmdb_key)  # no copy when the transaction gives bytes
+        if not raw.startswith(scope):
+            return
+        end = len(raw) - suffix_bytes
+        assert raw[end : end + 2] == KEY_TERMINATOR, "corrupt versions key"
+        escaped = raw[key_start:end]
+        yield (
+            unescape(escaped) if b"\x00" in escaped else escaped,
+            HLC_MASK - _U64.unpack_from(raw, end + 2)[0],
+            record,
+        )
 
 
 def chunk_key(blob_id: bytes, chunk_index: int) -> bytes:

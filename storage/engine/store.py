@@ -434,7 +434,9 @@ class Engine:
         max_keys: int = limits.list_keys_max,
         as_of_ms: int | None = None,
     ) -> ListPage:
-        with self.env.begin(buffers=True) as txn:
+        # Without buffers: every key and value read is copied anyway (keys are split and
+        # kept, values decoded), and bytes decode a little faster than memoryviews.
+        with self.env.begin(buffers=False) as txn:
             self._bucket(txn, bucket)
             return listing.list_objects(
                 txn.cursor(db=self.versions),
@@ -452,7 +454,7 @@ class Engine:
         version_id_marker: str = "",
         max_keys: int = limits.list_keys_max,
     ) -> ListVersionsPage:
-        with self.env.begin(buffers=True) as txn:
+        with self.env.begin(buffers=False) as txn:  # as list_objects
             self._bucket(txn, bucket)
             cursor = txn.cursor(db=self.versions)
             marker_hlc = None

@@ -9,10 +9,11 @@ import pathlib
 import random
 from dataclasses import dataclass, field
 
+import msgpack
 import pytest
 
-from storage.api import ListPage, PutSpec
-from storage.engine import listing, operations
+from storage.api import ListPage, ObjectVersion, PutSpec
+from storage.engine import keys, listing, operations
 from storage.versions import hlc_to_ms
 from tests.unit.engine_helpers import Store, open_store
 
@@ -251,3 +252,45 @@ def test_a_big_common_prefix_costs_one_seek(tmp_path: pathlib.Path) -> None:
 
 def _spec() -> PutSpec:
     return PutSpec(etag="e")
+
+
+def _shown(version: ObjectVersion) -> tuple[object, ...]:
+    """What a listing shows of a version, from the full record."""
+    return (version.key, version.version_id, version.s3_version_id, version.last_modified_ms,
+            version.size_bytes, version.etag, version.storage_class,
+            tuple(version.checksums), version.is_delete_marker)
+
+
+def test_a_listed_version_shows_what_get_version_reads(tmp_path: pathlib.Path) -> None:
+    """The listing decoder reads records of every format as the full decoder does."""
+    with open_store(tmp_path) as store:
+        store.create_bucket("b")
+        spec = PutSpec(etag="e1", content_type="text/plain", user_metadata={"m": "v"},
+                       checksums={"CRC32": "AAAAAA==", "SHA256": "x"}, storage_class="GLACIER",
+                       tags={"t": "1"})
+        store.write(operations.commit_version("b", "a\x00b", blob_id=None, size_bytes=0,
+                                              spec=spec))
+        store.put("b", "plain", b"abc")
+        store.write(operations.set_bucket_versioning("b", "Enabled"))
+        store.put("b", "versioned", b"one")
+        store.write(operations.delete_object("b", "versioned"))  # a delete marker on top
+        hlc = (store.clock.now_ms + 1000) << 16
+        legacy = {  # records as formats 1 and 2 wrote them, read by every decoder since
+            "format-1": [1, 3, "e3", False, True, None, 0, "text/plain", {}, {"m": "v"},
+                         {"CRC32C": "c"}, "STANDARD"],
+            "format-2": [2, 4, "e4-2", False, False, None, 0, "", {}, {}, {}, "STANDARD",
+                         [[b"\x01" * 16, 2], [b"\x02" * 16, 2]]],
+        }
+        with store.engine.env.begin(write=True) as txn:
+            for key, fields in legacy.items():
+                txn.put(keys.version_key(b"b", key.encode(), hlc),
+                        msgpack.packb(fields, use_bin_type=True), db=store.engine.versions)
+        listed = store.engine.list_object_versions("b").versions
+        assert len(listed) == 6
+        for entry in listed:
+            full = store.engine.get_version("b", entry.key, entry.version_id)
+            assert entry[:-1] == _shown(full)
+        newest = [entry[:-1] for entry in listed if entry.is_latest and not entry.is_delete_marker]
+        assert [entry[:-1] for entry in store.engine.list_objects("b").objects] == newest
+        assert [entry.key for entry in store.engine.list_objects("b").objects] == [
+            "a\x00b", "format-1", "format-2", "plain"]
