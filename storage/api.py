@@ -620,15 +620,6 @@ class StorageClient(Protocol):
         (s3:ObjectTagging:Put or :Delete) goes to the outbox in the same transaction."""
         ...
 
-    async def put_object_acl(
-        self, bucket: str, key: str, version_id: str, origin: EventOrigin | None = None
-    ) -> ObjectVersion:
-        """An accepted PutObjectAcl: storage keeps no ACL (every object is private to its
-        owner), so this only checks that the version still exists and writes its
-        s3:ObjectAcl:Put event, in one transaction. Raises NoSuchVersion when the
-        version is gone, InvalidArgument for a delete marker."""
-        ...
-
     # post-commit notifications: the durable outbox of each shard
     async def outbox_status(self) -> list[OutboxStatus]:
         """One entry per shard: how many events wait for delivery, and the bound."""

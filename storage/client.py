@@ -200,18 +200,6 @@ class ShardedStorageClient:
             origin=origin,
         )
 
-    async def put_object_acl(
-        self, bucket: str, key: str, version_id: str, origin: EventOrigin | None = None
-    ) -> ObjectVersion:
-        return await self._call(
-            self._object_leader(bucket, key),
-            Operation.PUT_OBJECT_ACL,
-            bucket=bucket,
-            key=key,
-            version_id=version_id,
-            origin=origin,
-        )
-
     async def list_objects(
         self,
         bucket: str,

@@ -169,7 +169,6 @@ class StorageNode:
             Operation.GET_VERSION: self.get_version,
             Operation.DELETE_OBJECT: self.delete_object,
             Operation.REPLACE_TAGS: self.replace_tags,
-            Operation.PUT_OBJECT_ACL: self.put_object_acl,
             Operation.LIST_OBJECTS: self.list_objects,
             Operation.LIST_OBJECT_VERSIONS: self.list_object_versions,
             Operation.CREATE_MULTIPART_UPLOAD: self.create_multipart_upload,
@@ -446,11 +445,6 @@ class StorageNode:
         operation = operations.replace_tags(bucket, key, version_id, dict(tags), event_name,
                                             origin)
         return await self._write(operation)
-
-    async def put_object_acl(
-        self, bucket: str, key: str, version_id: str, origin: EventOrigin | None = None
-    ) -> ObjectVersion:
-        return await self._write(operations.put_object_acl(bucket, key, version_id, origin))
 
     # --- reads (on the event loop thread: microseconds each) ---------------------------
 

@@ -5,9 +5,9 @@ one account that can sign requests. So GetBucketAcl/GetObjectAcl answer the owne
 FULL_CONTROL, and a Put is accepted only when it asks for exactly that (the canned ACL
 'private', 'bucket-owner-full-control' for an object, or an AccessControlPolicy granting
 only the owner FULL_CONTROL). Anything else is 501 NotImplemented, never silently
-accepted, so no client believes a grant is in force. An accepted PutObjectAcl stores
-nothing but writes its s3:ObjectAcl:Put notification event (``StorageClient
-.put_object_acl``), for the version it names.
+accepted, so no client believes a grant is in force. An accepted PutObjectAcl changes
+nothing, so it makes no s3:ObjectAcl:Put notification event: AWS sends none "when a
+request results in no change to an object's ACL".
 """
 
 from __future__ import annotations
@@ -134,8 +134,6 @@ async def get_object_acl(ctx: RequestContext) -> Response:
 
 
 async def put_object_acl(ctx: RequestContext) -> Response:
-    version = await _object_exists(ctx)
+    await _object_exists(ctx)
     await _check_put_acl(ctx)
-    await ctx.storage.put_object_acl(ctx.bucket, ctx.key, version.version_id,
-                                     origin=ctx.event_origin())
     return Response(status_code=200)

@@ -194,15 +194,6 @@ def replace_tags(
     )
 
 
-def put_object_acl(
-    bucket: str, key: str, version_id: str, origin: EventOrigin | None = None
-) -> WriteOperation:
-    return WriteOperation(
-        lambda engine, txn: engine.apply_object_acl(txn, bucket, key, version_id, origin),
-        name="put_object_acl",
-    )
-
-
 def outbox_ack(sequences: Sequence[int]) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: engine.outbox.apply_ack(txn, tuple(sequences)), name="outbox_ack"

@@ -20,8 +20,7 @@ Rules and theory of operation:
   test event) the notification document itself. If the change fails, no event exists;
   if it commits, its events are on disk with it.
 * The producers: PUT/COPY/CompleteMultipartUpload (ObjectCreated:*), DELETE
-  (ObjectRemoved:*), tag replacement (ObjectTagging:Put/Delete), PutObjectAcl
-  (ObjectAcl:Put), the lifecycle sweeper (LifecycleExpiration:*), and a notification
+  (ObjectRemoved:*), tag replacement (ObjectTagging:Put/Delete), the lifecycle sweeper (LifecycleExpiration:*), and a notification
   configuration put by a request (``api.TEST_EVENT``, one per destination, no key).
 * Bounded: a write that would take the outbox past ``entries_max`` raises ``Overloaded``
   (SlowDown) and writes nothing. An event is never dropped to make room.

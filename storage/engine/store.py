@@ -31,8 +31,9 @@ Rules and theory of operation:
   as-of reads see a version's current tags.
 * Every change that S3 reports as a notification event writes its events (``outbox``)
   in its own transaction: commits, deletes (``RemovalEvents`` names them: a request's or
-  the lifecycle's), tag replacements, accepted ACLs (``apply_object_acl``, which stores
-  nothing else), and a notification configuration put by a request (test events).
+  the lifecycle's), tag replacements, and a notification configuration put by a request
+  (test events). An accepted PutObjectAcl changes nothing (no ACL is stored) and so,
+  as on AWS, makes no event and no write.
 """
 
 from __future__ import annotations
@@ -580,22 +581,6 @@ class Engine:
         self._version_event(txn, info, key, updated, event_name, origin)
         return self._as_object_version(txn, bucket, key, updated)
 
-    def apply_object_acl(
-        self,
-        txn: lmdb.Transaction,
-        bucket: str,
-        key: str,
-        version_id: str,
-        origin: EventOrigin | None = None,
-    ) -> ObjectVersion:
-        """An accepted PutObjectAcl. No ACL is stored (every object is private to its
-        owner, see gateway/s3/acl.py), so this writes only the s3:ObjectAcl:Put events
-        of the version ``version_id``, after checking it still exists."""
-        info = self._bucket(txn, bucket)
-        record, _ = self._object_version(txn, bucket, key, version_id)
-        self._version_event(txn, info, key, record, "s3:ObjectAcl:Put", origin)
-        return self._as_object_version(txn, bucket, key, record)
-
     def _object_version(
         self, txn: lmdb.Transaction, bucket: str, key: str, version_id: str
     ) -> tuple[VersionRecord, bytes]:
@@ -609,7 +594,7 @@ class Engine:
             raise NoSuchVersion(f"no version {version_id} of {bucket}/{key}")
         record = unpack_version(hlc, packed)
         if record.is_delete_marker:
-            raise InvalidArgument("a delete marker has no tag set and no ACL")
+            raise InvalidArgument("a delete marker has no tag set")
         return record, version_key
 
     def _as_object_version(
@@ -629,7 +614,7 @@ class Engine:
         event_name: str,
         origin: EventOrigin | None,
     ) -> None:
-        """The events of a change to an existing version (its tags, its ACL): they name
+        """The events of a change to an existing version (its tags): they name
         the version and its ETag, as AWS's do. The version keeps its HLC, so a fresh
         tick orders the event after every earlier event of the key."""
         self.outbox.add_events(

@@ -34,7 +34,6 @@ class Operation(enum.Enum):
     GET_VERSION = "get_version"
     DELETE_OBJECT = "delete_object"
     REPLACE_TAGS = "replace_tags"
-    PUT_OBJECT_ACL = "put_object_acl"
     LIST_OBJECTS = "list_objects"
     LIST_OBJECT_VERSIONS = "list_object_versions"
     READ_BODY = "read_body"  # a stream

@@ -109,15 +109,15 @@ def test_failed_tag_replacements_write_no_event(store: OutboxStore) -> None:
     assert store.engine.get_version("b", "k", version.version_id).tags == {}
 
 
-def test_filters_apply_to_tagging_and_acl_events(store: OutboxStore) -> None:
-    configure(store, "s3:ObjectTagging:*", "s3:ObjectAcl:Put",
-              filters=(("prefix", "in/"), ("suffix", ".jpg")))
+def test_filters_apply_to_tagging_events(store: OutboxStore) -> None:
+    configure(store, "s3:ObjectTagging:*", filters=(("prefix", "in/"), ("suffix", ".jpg")))
     inside, outside = store.put("in/a.jpg"), store.put("in/a.png")
     for version in (inside, outside):
         store.write(operations.replace_tags("b", version.key, version.version_id, {"t": "v"}))
-        store.write(operations.put_object_acl("b", version.key, version.version_id))
+        store.write(operations.replace_tags("b", version.key, version.version_id, {},
+                                            "s3:ObjectTagging:Delete"))
     assert names(store) == [("in/a.jpg", "s3:ObjectTagging:Put"),
-                            ("in/a.jpg", "s3:ObjectAcl:Put")]
+                            ("in/a.jpg", "s3:ObjectTagging:Delete")]
 
 
 def test_a_full_outbox_refuses_a_tag_replacement_and_keeps_the_old_tags(
@@ -135,30 +135,6 @@ def test_a_full_outbox_refuses_a_tag_replacement_and_keeps_the_old_tags(
         assert len(store.events()) == 1
     finally:
         store.close()
-
-
-# --- ACL ----------------------------------------------------------------------------------
-
-
-def test_an_accepted_object_acl_writes_only_its_event(store: OutboxStore) -> None:
-    configure(store, "s3:ObjectAcl:Put")
-    store.write(operations.set_bucket_versioning("b", "Enabled"))
-    version = store.put("k", b"body")
-    before = store.engine.entry_counts()
-    store.write(operations.put_object_acl("b", "k", version.version_id, origin=ORIGIN))
-    after = store.engine.entry_counts()
-    assert {name: after[name] - before[name] for name in after} == {
-        name: 1 if name == "outbox" else 0 for name in after}
-    [event] = store.events()
-    assert (event.event_name, event.etag, event.s3_version_id, event.origin) == (
-        "s3:ObjectAcl:Put", version.etag, version.s3_version_id, ORIGIN)
-    marker = store.write(operations.delete_object("b", "k"))
-    with pytest.raises(InvalidArgument):
-        store.write(operations.put_object_acl("b", "k", marker.s3_version_id))
-    store.write(operations.delete_object("b", "k", version.version_id))
-    with pytest.raises(NoSuchVersion):
-        store.write(operations.put_object_acl("b", "k", version.version_id))
-    assert len(store.events()) == 1
 
 
 # --- the test event -----------------------------------------------------------------------
@@ -332,8 +308,8 @@ def _record(event: OutboxEvent) -> dict[str, Any]:
     return record
 
 
-def test_tagging_and_acl_records_carry_the_version_and_etag_but_no_size() -> None:
-    for name in ("s3:ObjectTagging:Put", "s3:ObjectTagging:Delete", "s3:ObjectAcl:Put"):
+def test_tagging_records_carry_the_version_and_etag_but_no_size() -> None:
+    for name in ("s3:ObjectTagging:Put", "s3:ObjectTagging:Delete"):
         record = _record(_event(name, etag="d41d8cd98f00b204e9800998ecf8427e",
                                 s3_version_id="018BCFE568000001"))
         assert (record["eventVersion"], record["eventName"]) == ("2.3", name[3:])
