@@ -244,7 +244,9 @@ class LiteRTRuntime:
         probe = probe_batch(model.input_shape)
         expected = model.predict(probe)
         try:
-            actual = self._pool(threads).run(probe)
+            # A throwaway interpreter: the pool's are sized for real batches only.
+            actual = _SizedInterpreter(Interpreter(model_content=self._flatbuffer,
+                                                   num_threads=threads)).run(probe)
         except (RuntimeError, ValueError) as error:
             self._fall_back(f"the interpreter cannot run it: {_short_reason(error)}")
             return
