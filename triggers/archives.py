@@ -201,8 +201,10 @@ def extract(body: bytes, target: Path) -> None:
             _extract_tar(body, kind == "tar.gz", target, budget)
         else:
             raise ArchiveRefused("not a .tar, .tar.gz or .zip archive")
-    except (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError,
-            zlib.error) as error:
+    # zipfile: RuntimeError for an encrypted member, NotImplementedError for an unknown
+    # compression method.
+    except (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error,
+            RuntimeError, NotImplementedError) as error:
         raise ArchiveRefused(f"malformed {kind} archive: {error}") from None
 
 
