@@ -79,8 +79,6 @@ def test_a_saved_model_archive_judges_like_the_keras_model(
     rows, expected = infer(saved, spec, COLOUR_BODIES), infer(keras, spec, COLOUR_BODIES)
     np.testing.assert_allclose(np.stack(rows), np.stack(expected), rtol=1e-6, atol=1e-6)
     assert [int(row.argmax()) for row in rows] == [0, 1, 2]
-    # Loaded into memory: the private temporary directory is gone already.
-    assert not list(Path(tmp_path).glob("squall-model-*"))
     assert cache.status(ObjectRef("models", "colours.model"))[0]["format"] == "saved_model"
 
 
@@ -98,15 +96,14 @@ def test_the_temporary_directory_is_deleted(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_unusable_archives_are_clear_errors(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.addfile(tarfile.TarInfo("../x"), io.BytesIO(b""))
     with pytest.raises(api.InvalidArgument, match="is not a usable SavedModel archive: "
                        "member '../x': '..' is refused"):
-        import io
-        import tarfile
-
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-            info = tarfile.TarInfo("../x")
-            archive.addfile(info, io.BytesIO(b""))
         load(tmp_path, buffer.getvalue(), "hostile")
     flat = tf_models.module_archive(lambda b: tf.reduce_sum(b, axis=1), (4,))
     with pytest.raises(api.InvalidArgument, match=r"is not a loadable SavedModel: "
