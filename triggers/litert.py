@@ -5,8 +5,9 @@ when that cannot be done faithfully.
 Rules and theory of operation:
 
 * Per model version, once: the first worker thread that needs LiteRT for a version
-  (``LiteRTRuntime.ready``) converts it (a Keras model with ``from_keras_model``; a
-  SavedModel from its fixed-signature serving function), builds an interpreter, and runs
+  (``LiteRTRuntime.ready``) converts it (a Keras model through a SavedModel of its
+  inference call, as ``from_keras_model`` does; a SavedModel from its fixed-signature
+  serving function), builds an interpreter, and runs
   a **probe batch** (``PROBE_BATCH_SIZE`` rows of deterministic pseudo-random inputs of
   the model's input shape, seed ``PROBE_SEED``) through both LiteRT and TensorFlow. The
   outputs must agree within ``OUTPUT_TOLERANCE_ABS + OUTPUT_TOLERANCE_REL * |tf|``
@@ -35,8 +36,10 @@ Rules and theory of operation:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -166,12 +169,30 @@ def _convert(model: LoadedModel) -> bytes:
     import tensorflow as tf
 
     if model.format == "keras":
-        converter = tf.lite.TFLiteConverter.from_keras_model(model.source)
+        return _convert_keras(model)
     else:
         # The fixed-signature serving function; the loaded object keeps its variables.
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [model.predict.get_concrete_function()], model.source)  # type: ignore[attr-defined]
     flatbuffer: bytes = converter.convert()
+    return flatbuffer
+
+
+def _convert_keras(model: LoadedModel) -> bytes:
+    """What ``TFLiteConverter.from_keras_model`` does for a Keras 3 model (export the
+    inference call, training=False, as a SavedModel, convert that), but quietly: its
+    export prints every captured tensor to stdout (hundreds of lines for MobileNetV2)."""
+    import keras
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="squall-litert-") as directory:
+        archive = keras.export.ExportArchive()
+        archive.track(model.source)
+        archive.add_endpoint(
+            "serve", functools.partial(model.source.__call__, training=False),
+            [tf.TensorSpec((None, *model.input_shape), tf.float32)])
+        archive.write_out(directory, verbose=False)
+        flatbuffer: bytes = tf.lite.TFLiteConverter.from_saved_model(directory).convert()
     return flatbuffer
 
 
