@@ -12,7 +12,7 @@ Rules and theory of operation:
   the model's input shape, seed ``PROBE_SEED``) through both LiteRT and TensorFlow. The
   outputs must agree within ``OUTPUT_TOLERANCE_ABS + OUTPUT_TOLERANCE_REL * |tf|``
   (``compare_outputs``). Batches of the same version that arrive while it converts run
-  on TensorFlow instead of waiting (a conversion takes seconds: MobileNetV2 ~11 s).
+  on TensorFlow instead of waiting (a conversion takes seconds: MobileNetV2 11-32 s here).
 * Fallback: when ``ai_edge_litert`` is not installed, TensorFlow sees a GPU (LiteRT
   would run on the CPU), the converter refuses the model, the interpreter cannot run it,
   or the probe outputs differ, the version runs on TensorFlow from then on. The reason
@@ -170,10 +170,10 @@ def _convert(model: LoadedModel) -> bytes:
 
     if model.format == "keras":
         return _convert_keras(model)
-    else:
-        # The fixed-signature serving function; the loaded object keeps its variables.
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [model.predict.get_concrete_function()], model.source)  # type: ignore[attr-defined]
+    # A SavedModel: its fixed-signature serving function (the loaded object, passed along,
+    # holds the variables it captures).
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [model.predict.get_concrete_function()], model.source)  # type: ignore[attr-defined]
     flatbuffer: bytes = converter.convert()
     return flatbuffer
 
