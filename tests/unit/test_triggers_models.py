@@ -202,3 +202,35 @@ def test_without_ai_edge_litert_it_falls_back(tmp_path: Path,
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     assert select_runtime(model, definition(runtime="litert")) == (None, "tensorflow")
     assert runtime_of(model).reason.startswith("ai-edge-litert is not installed")
+
+
+def test_litert_bytes_count_in_the_cache_budget(tmp_path: Path) -> None:
+    """Colour models (48 weight bytes each) fit a 200-byte budget three times over; once
+    the first holds a LiteRT flatbuffer and an interpreter, loading a third evicts it."""
+    litert_installed()
+    fn = definition(runtime="litert")
+
+    async def scenario() -> None:
+        client = await open_embedded(tmp_path, durable=False)
+        try:
+            await client.create_bucket("models", "owner")
+            for key in ("a", "b", "c"):
+                async with client.open_upload("models", key) as upload:
+                    await upload.write(tf_models.colour_model())
+                    await upload.commit(api.PutSpec(etag="e"))
+            cache = ModelCache(client, budget_bytes=200)
+            first = await cache.get(ObjectRef("models", "a"))
+            await cache.get(ObjectRef("models", "b"))
+            assert cache.evictions == 0 and cache.cached_bytes == 2 * first.size_bytes
+            predict, runtime = await asyncio.to_thread(select_runtime, first, fn)
+            assert runtime == "litert" and predict is not None
+            await asyncio.to_thread(infer, first, fn.input, COLOUR_BODIES[:1], predict)
+            assert first.memory_bytes() > 200
+            # 3 x 48 weight bytes would fit; with a's LiteRT bytes counted, a goes.
+            await cache.get(ObjectRef("models", "c"))
+            assert [key for _, key, _ in cache.cached_versions()] == ["b", "c"]
+            assert cache.evictions == 1
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
