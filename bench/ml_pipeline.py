@@ -13,6 +13,11 @@
   process; the client WAITS until the event for its key (matched on key and eTag)
   arrives, then GETs, classifies in this process with the same decode and model as
   ``bare``, and does PutObjectTagging with the label. Latency: PUT start to tagging done.
+* ``bare_litert`` and ``trigger_litert`` (``--runtimes`` with ``litert``, the default):
+  the same two with ``runtime: litert`` (``triggers.litert``: the model converted once
+  and run by ``ai_edge_litert`` with ``limits.litert_threads_default`` threads; images
+  still decoded by the compiled TensorFlow graph); the trigger with the b8 batching.
+  Each checks that LiteRT, not a fallback, judged.
 * ``conventional_hop0``: the same without the notification (the hop EMULATED AS ZERO
   COST: the client goes straight from the PUT's answer to the GET; a key prefix with no
   notification configuration, so it makes no events). Shows what the hop itself costs.
@@ -29,6 +34,8 @@ the inference cost is what matters; 224x224 JPEG inputs generated here).
 
     .venv/bin/python bench/ml_pipeline.py
     .venv/bin/python bench/ml_pipeline.py --quick        # a minute or two
+    .venv/bin/python bench/ml_pipeline.py --clients 1 \
+        --paths bare,bare_litert,trigger_b8,trigger_litert  # the runtimes side by side
 
 Results: JSON and a PNG plot under ``bench/results/``, and a summary on stdout.
 """
@@ -64,6 +71,7 @@ import numpy as np  # noqa: E402
 
 from squall.admin_client import AdminClient  # noqa: E402
 from squall.launcher import ServerProcess  # noqa: E402
+from storage.api import limits  # noqa: E402
 from triggers.functions import infer  # noqa: E402
 
 ACCESS_KEY = "MLBENCHROOT000000000"
@@ -72,7 +80,10 @@ BUCKET = "mlbench"
 MODELS_BUCKET = "models"
 MNV2_LABELS = tuple(f"class{i}" for i in range(10))
 WEBHOOK_ID = "mlbench"
-PATHS = ("bare", "trigger_b8", "trigger_b1", "conventional", "conventional_hop0")
+PATHS = ("bare", "trigger_b8", "trigger_b1", "conventional", "conventional_hop0",
+         "bare_litert", "trigger_litert")
+LITERT_PATHS = ("bare_litert", "trigger_litert")
+RUNTIMES = ("tensorflow", "litert")
 EVENT_WAIT_S = 30.0
 BATCHING = {
     "b8": {"max_batch_size": 8, "max_queue_delay_ms": 2},
@@ -159,7 +170,7 @@ class LocalClassifier:
     """What ``bare`` and the conventional client run: ``triggers.functions.infer`` (the
     decode and compiled model that a tensorflow function runs in its worker thread)."""
 
-    def __init__(self, workload: Workload) -> None:
+    def __init__(self, workload: Workload, runtime: str = "tensorflow") -> None:
         from triggers.config import ObjectRef, definition_from_document
         from triggers.models import load_keras_model
 
@@ -171,12 +182,21 @@ class LocalClassifier:
             "local", {"kind": "tensorflow", "model": "s3://m/k", "input": workload.input}
         ).input
         self.labels = workload.labels
+        self.predict: Callable[[Any], Any] | None = None
+        if runtime == "litert":
+            from triggers.litert import runtime_of
+
+            litert = runtime_of(self.model)
+            threads = limits.litert_threads_default
+            if not litert.ready(threads):
+                raise SystemExit(f"{workload.name}: LiteRT fell back: {litert.reason}")
+            self.predict = lambda batch: litert.predict(batch, threads)
 
     def classify(self, body: bytes) -> tuple[str, float]:
         return self.classify_batch([body])[0]
 
     def classify_batch(self, bodies: Sequence[bytes]) -> list[tuple[str, float]]:
-        rows = infer(self.model, self.spec, bodies)
+        rows = infer(self.model, self.spec, bodies, self.predict)
         return [(self.labels[int(r.argmax())], float(r.max())) for r in rows]
 
 
@@ -304,6 +324,17 @@ class Samples:
     stages_s: dict[str, list[float]] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # CPU seconds (user + system, all threads) of the process that ran the model: this
+    # one for bare, the server for trigger; None for the conventional paths (both).
+    cpu_s: float | None = None
+
+
+def process_cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one when None), all its threads."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -324,6 +355,8 @@ def summary(samples: Samples) -> dict[str, Any]:
     if samples.stages_s:
         result["stage_p50_ms"] = {name: round(statistics.median(v) * 1000, 3)
                                   for name, v in samples.stages_s.items()}
+    if samples.cpu_s is not None and samples.ops:
+        result["cpu_ms_per_op"] = round(samples.cpu_s / samples.ops * 1000, 3)
     if samples.batch_sizes:
         sizes = samples.batch_sizes
         result["batch_size_mean"] = round(statistics.fmean(sizes), 2)
@@ -378,11 +411,13 @@ def run_clients(ops: list[int], clients: int, make_state: Callable[[], Any],
 
 class Bench:
     def __init__(self, server: ServerProcess, workload: Workload, classifier: LocalClassifier,
-                 s3: Any, receiver: EventReceiver) -> None:
+                 s3: Any, receiver: EventReceiver,
+                 litert_classifier: LocalClassifier | None = None) -> None:
         self.server = server
         self.receiver = receiver
         self.workload = workload
         self.classifier = classifier
+        self.litert_classifier = litert_classifier
         self.s3 = s3
         self._serial = 0
 
@@ -411,11 +446,16 @@ class Bench:
     def _image(self, index: int) -> bytes:
         return self.workload.images[index % len(self.workload.images)]
 
-    def bare(self, count: int, clients: int, into: Samples) -> None:
-        def op(_: Any, index: int) -> None:
-            self.classifier.classify(self._image(index))
+    def bare(self, count: int, clients: int, into: Samples, litert: bool = False) -> None:
+        classifier = self.litert_classifier if litert else self.classifier
+        assert classifier is not None
 
+        def op(_: Any, index: int) -> None:
+            classifier.classify(self._image(index))
+
+        began = process_cpu_s()
         run_clients(list(range(count)), clients, lambda: None, op, lambda _: None, into)
+        into.cpu_s = (into.cpu_s or 0.0) + process_cpu_s() - began
 
     def trigger(self, batching: str, count: int, clients: int, into: Samples) -> None:
         keys = self._keys(f"{self.workload.name}/{batching}/", count)
@@ -430,10 +470,16 @@ class Bench:
             verdict = json.loads(response_headers["x-squall-verdict"])
             step = verdict["steps"][-1]
             assert step["label"] in self.workload.labels, verdict
+            if batching == "litert":
+                assert step["runtime"] == "litert", verdict  # not a fallback
             return {"batch_size": step.get("batch_size", 1)}
 
+        pid = self.server.process.pid if self.server.process else None
+        began = process_cpu_s(pid) if pid else None
         run_clients(list(range(count)), clients, lambda: Connection(self.server.url), op,
                     Connection.close, into)
+        if pid and began is not None:  # the server's CPU: HTTP, hook, decode, model
+            into.cpu_s = (into.cpu_s or 0.0) + process_cpu_s(pid) - began
 
     def conventional(self, count: int, clients: int, into: Samples, hop: bool) -> None:
         keys = self._keys(f"{self.workload.name}/{'plain' if hop else 'plain0'}/", count)
@@ -477,8 +523,8 @@ class Bench:
                     Connection.close, into)
 
     def run(self, path: str, count: int, clients: int, into: Samples) -> None:
-        if path == "bare":
-            self.bare(count, clients, into)
+        if path in ("bare", "bare_litert"):
+            self.bare(count, clients, into, litert=path == "bare_litert")
         elif path.startswith("trigger_"):
             self.trigger(path.removeprefix("trigger_"), count, clients, into)
         else:
@@ -499,7 +545,8 @@ class Bench:
                 "throughput_images_s": round(batches * batch_size / wall, 2)}
 
 
-def setup_server(server: ServerProcess, workloads: list[Workload], s3: Any) -> None:
+def setup_server(server: ServerProcess, workloads: list[Workload], s3: Any,
+                 runtimes: Sequence[str] = ("tensorflow",)) -> None:
     """Functions for the trigger paths' prefixes; a webhook queue for ``NAME/plain/``."""
     admin = AdminClient(server.url, ACCESS_KEY, SECRET_KEY)
     for bucket in (MODELS_BUCKET, BUCKET):
@@ -515,7 +562,10 @@ def setup_server(server: ServerProcess, workloads: list[Workload], s3: Any) -> N
                 {"Name": "prefix", "Value": f"{workload.name}/plain/"}]}}})
         s3.put_object(Bucket=MODELS_BUCKET, Key=f"{workload.name}.keras",
                       Body=workload.model_bytes)
-        for name, batching in BATCHING.items():
+        functions = [(name, batching, "tensorflow") for name, batching in BATCHING.items()]
+        if "litert" in runtimes:
+            functions.append(("litert", BATCHING["b8"], "litert"))
+        for name, batching, runtime in functions:
             function = f"{workload.name}-{name}"
             admin.put_function(function, json.dumps({
                 "kind": "tensorflow",
@@ -524,6 +574,7 @@ def setup_server(server: ServerProcess, workloads: list[Workload], s3: Any) -> N
                 "labels": list(workload.labels),
                 "top_k": 1,
                 "batching": {**batching, "queue_length_max": 256},
+                "runtime": runtime,
                 "actions": [{"annotate": True}],
             }).encode())
             configurations.append({
@@ -565,6 +616,25 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
                     entry["conventional_hop0_over_trigger_p50"] = round(
                         hop0["p50_ms"] / trigger["p50_ms"], 3)
                 out[f"{model}/c{clients}/{batching}"] = entry
+            bare_litert = by_path.get("bare_litert")
+            trigger_litert = by_path.get("trigger_litert")
+            entry = {}
+            if bare and bare_litert:
+                entry["bare_litert_over_bare_p50"] = round(
+                    bare_litert["p50_ms"] / bare["p50_ms"], 3)
+            if trigger_litert and bare_litert:
+                entry["trigger_litert_over_bare_litert_p50"] = round(
+                    trigger_litert["p50_ms"] / bare_litert["p50_ms"], 3)
+            if trigger_litert and by_path.get("trigger_b8"):
+                entry["trigger_litert_over_trigger_b8_p50"] = round(
+                    trigger_litert["p50_ms"] / by_path["trigger_b8"]["p50_ms"], 3)
+            for over, under in (("bare_litert", "bare"), ("trigger_litert", "trigger_b8")):
+                a, b = by_path.get(over), by_path.get(under)
+                if a and b and a.get("cpu_ms_per_op") and b.get("cpu_ms_per_op"):
+                    entry[f"{over}_over_{under}_cpu_per_op"] = round(
+                        a["cpu_ms_per_op"] / b["cpu_ms_per_op"], 3)
+            if entry:
+                out[f"{model}/c{clients}/litert"] = entry
     return out
 
 
@@ -577,20 +647,22 @@ def plot(results: dict[str, Any], path: Path) -> None:
     models = list(results)
     figure, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)), squeeze=False)
     colours = {"bare": "#4c72b0", "trigger_b8": "#55a868", "trigger_b1": "#8fd19e",
-               "conventional": "#c44e52", "conventional_hop0": "#e8a0a2"}
+               "conventional": "#c44e52", "conventional_hop0": "#e8a0a2",
+               "bare_litert": "#8172b2", "trigger_litert": "#ccb974"}
     for row, model in enumerate(models):
         by_clients = results[model]
         client_counts = list(by_clients)
-        width = 0.8 / len(PATHS)
+        paths = [p for p in PATHS if any(p in by_clients[c] for c in by_clients)]
+        width = 0.8 / len(paths)
         for column, metric, title in ((0, "p50_ms", "p50 latency (ms)"),
                                       (1, "throughput_ops_s", "throughput (ops/s)")):
             ax = axes[row][column]
-            for i, path_name in enumerate(PATHS):
+            for i, path_name in enumerate(paths):
                 xs, ys = [], []
                 for j, clients in enumerate(client_counts):
                     entry = by_clients[clients].get(path_name)
                     if entry is not None:
-                        xs.append(j + (i - (len(PATHS) - 1) / 2) * width)
+                        xs.append(j + (i - (len(paths) - 1) / 2) * width)
                         ys.append(entry[metric])
                 bars = ax.bar(xs, ys, width, label=path_name, color=colours[path_name])
                 ax.bar_label(bars, fmt="%.1f", fontsize=7)
@@ -616,6 +688,8 @@ def print_table(results: dict[str, Any], reference: dict[str, Any]) -> None:
                     extra = f"batch mean {entry['batch_size_mean']} max {entry['batch_size_max']}"
                 if "stage_p50_ms" in entry:
                     extra = " ".join(f"{k} {v:.2f}" for k, v in entry["stage_p50_ms"].items())
+                if "cpu_ms_per_op" in entry:
+                    extra += f" cpu {entry['cpu_ms_per_op']:.2f} ms/op"
                 if "error_count" in entry:
                     extra += f" ERRORS {entry['error_count']}: {entry['errors'][0]}"
                 print(f"{model:12} {clients:>7} {path_name:17} {entry['p50_ms']:9.2f} "
@@ -631,7 +705,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="shapes,mobilenetv2")
     parser.add_argument("--clients", default="1,8")
-    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--paths", default="",
+                        help=f"some of {','.join(PATHS)} (default: all of the --runtimes)")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES),
+                        help="litert adds bare_litert and trigger_litert to the default paths")
     parser.add_argument("--requests", type=int, default=0,
                         help="ops per path and client count (default: 300 shapes, 120 mnv2)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -647,8 +724,13 @@ def main() -> int:
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
     client_counts = [int(c) for c in args.clients.split(",")]
-    paths = [p for p in args.paths.split(",") if p]
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    assert set(runtimes) <= set(RUNTIMES), f"runtimes are {RUNTIMES}"
+    paths = [p for p in args.paths.split(",") if p] or [
+        p for p in PATHS if "litert" in runtimes or p not in LITERT_PATHS]
     assert set(paths) <= set(PATHS), f"paths are {PATHS}"
+    if any(p in LITERT_PATHS for p in paths) and "litert" not in runtimes:
+        runtimes.append("litert")
     if args.quick:
         args.rounds = min(args.rounds, 2)
 
@@ -667,6 +749,8 @@ def main() -> int:
         else:
             raise SystemExit(f"unknown model {model!r}")
     classifiers = {w.name: LocalClassifier(w) for w in workloads}
+    litert_classifiers = {w.name: LocalClassifier(w, "litert") for w in workloads} \
+        if "bare_litert" in paths else {}
 
     results: dict[str, Any] = {}
     reference: dict[str, Any] = {}
@@ -680,11 +764,12 @@ def main() -> int:
             "s3", endpoint_url=server.url, aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
-        setup_server(server, workloads, s3)
+        setup_server(server, workloads, s3, runtimes)
         if args.pause:
             input(f"server pid {server.process.pid if server.process else '?'}; Enter to go ")
         for workload in workloads:
-            bench = Bench(server, workload, classifiers[workload.name], s3, receiver)
+            bench = Bench(server, workload, classifiers[workload.name], s3, receiver,
+                          litert_classifiers.get(workload.name))
             default = 300 if workload.name == "shapes" else 120
             count = args.requests or default
             if args.quick:
@@ -718,6 +803,7 @@ def main() -> int:
                  "cpus": os.cpu_count(), "loadavg_before": load_before,
                  "loadavg_after": os.getloadavg()},
         "settings": {"rounds": args.rounds, "images": args.images, "durable": args.durable,
+                     "runtimes": runtimes, "litert_threads": limits.litert_threads_default,
                      "shapes_epochs": args.shapes_epochs, "batching": BATCHING,
                      "notification_hop": (
                          "conventional: real (squall serve --webhook to a threaded "

@@ -88,6 +88,11 @@ trigger_queue_delay_ms_max = 1000  # clamp of a function's max_queue_delay_ms
 trigger_queue_length_max = 1024  # clamp of a function's queue_length_max (full -> SlowDown)
 model_object_bytes_max = 512 * 1024 * 1024  # a model object larger than this is refused
 model_cache_bytes_max = 1024 * 1024 * 1024  # loaded models kept (LRU beyond this budget)
+model_archive_members_max = 10_000  # files + directories in a SavedModel archive (.tar/.zip)
+model_archive_bytes_max = 2 * 1024**3  # bytes a SavedModel archive may unpack to, all files
+litert_threads_default = 2  # a LiteRT interpreter's CPU threads unless litert_threads says
+litert_threads_max = 16  # clamp of a function's litert_threads
+litert_interpreters_per_model_max = 4  # LiteRT interpreters of one model version (pooled)
 
 # --- post-commit notifications (outbox: storage/engine/outbox.py; delivery: triggers/events.py)
 outbox_entries_max = 1_000_000  # undelivered events kept; a write that would add more -> SlowDown

@@ -32,6 +32,7 @@ class Prediction:
     top: tuple[tuple[str, float], ...] = ()
     model_version: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    runtime: str = ""  # what ran the model: 'tensorflow' | 'litert' ('' for python functions)
 
 
 @dataclass(frozen=True, slots=True)

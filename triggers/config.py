@@ -13,6 +13,9 @@ A definition::
 
     kind: tensorflow                  # or: python
     model: s3://models/shapes.keras   # the latest version, or ...?versionId=V to pin one
+                                      # (.keras, or a SavedModel .tar/.tar.gz/.zip archive)
+    runtime: litert                   # or tensorflow (the default)
+    litert_threads: 2                 # LiteRT interpreter threads (runtime: litert only)
     input: {format: image, size: [8, 8], channels: 3, scale: 0.00392156862745098}
     labels: [red, green, blue]        # or s3://models/labels.txt (one per line)
     top_k: 3
@@ -45,6 +48,7 @@ from typing import Any
 from storage.api import InvalidArgument, limits
 
 KINDS = ("tensorflow", "python")
+RUNTIMES = ("tensorflow", "litert")
 ACTIONS = ("annotate", "route", "reject", "discard", "chain")
 INPUT_FORMATS = ("image", "npy")
 ON_ERROR = ("reject", "store")
@@ -122,6 +126,8 @@ class FunctionDefinition:
     on_error: str = "reject"
     actions: tuple[Action, ...] = ()
     description: str = ""
+    runtime: str = "tensorflow"  # one of RUNTIMES
+    litert_threads: int = limits.litert_threads_default
 
     def chained_functions(self) -> set[str]:
         names: set[str] = set()
@@ -153,6 +159,9 @@ class FunctionDefinition:
                 "max_queue_delay_ms": self.batching.max_queue_delay_ms,
                 "queue_length_max": self.batching.queue_length_max,
             }
+            document["runtime"] = self.runtime
+            if self.runtime == "litert":
+                document["litert_threads"] = self.litert_threads
         if isinstance(self.labels, ObjectRef):
             document["labels"] = self.labels.uri()
         elif self.labels is not None:
@@ -369,7 +378,8 @@ def parse_definition(name: str, raw: bytes) -> FunctionDefinition:
 def definition_from_document(name: str, document: Mapping[str, Any]) -> FunctionDefinition:
     check_function_name(name)
     _known_fields("", document, {"name", "kind", "model", "entry_point", "input", "labels",
-                                 "top_k", "batching", "on_error", "actions", "description"})
+                                 "top_k", "batching", "on_error", "actions", "description",
+                                 "runtime", "litert_threads"})
     if document.get("name", name) != name:
         raise _fail("name", f"the document names {document['name']!r}, registered as {name!r}")
     kind = document.get("kind")
@@ -386,7 +396,7 @@ def definition_from_document(name: str, document: Mapping[str, Any]) -> Function
         entry_point = _string("entry_point", document.get("entry_point"))
         if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", entry_point):
             raise _fail("entry_point", f"{entry_point!r} is not package.module:callable")
-        for unwanted in ("model", "input", "batching"):
+        for unwanted in ("model", "input", "batching", "runtime", "litert_threads"):
             if unwanted in document:
                 raise _fail(unwanted, "belongs to tensorflow functions, not python ones")
     labels = document.get("labels")
@@ -403,6 +413,11 @@ def definition_from_document(name: str, document: Mapping[str, Any]) -> Function
     on_error = document.get("on_error", "reject")
     if on_error not in ON_ERROR:
         raise _fail("on_error", f"{on_error!r} is not one of {', '.join(ON_ERROR)}")
+    runtime = document.get("runtime", "tensorflow")
+    if runtime not in RUNTIMES:
+        raise _fail("runtime", f"{runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if "litert_threads" in document and runtime != "litert":
+        raise _fail("litert_threads", "applies only with runtime: litert")
     definition = FunctionDefinition(
         name=name,
         kind=kind,
@@ -415,6 +430,9 @@ def definition_from_document(name: str, document: Mapping[str, Any]) -> Function
         on_error=on_error,
         actions=tuple(_action(f"actions[{i}]", a) for i, a in enumerate(actions)),
         description=_string("description", document.get("description", "")),
+        runtime=runtime,
+        litert_threads=_integer("litert_threads", document.get(
+            "litert_threads", limits.litert_threads_default), 1, limits.litert_threads_max),
     )
     if name in definition.chained_functions():
         raise _fail("actions", f"function {name!r} chains to itself")

@@ -9,7 +9,11 @@ Rules and theory of operation:
   PUT of the definition takes effect at the next write, with no invalidation protocol.
 * A ``tensorflow`` function classifies through an adaptive ``Batcher``; each batch
   resolves the model object's current version through the ``ModelCache`` and runs
-  decoding and inference in a thread (the event loop never waits on TensorFlow).
+  decoding and inference in a thread (the event loop never waits on TensorFlow). With
+  ``runtime: litert`` the model runs on the version's LiteRT interpreters
+  (``triggers.litert``: converted and verified once per version, in that thread) and
+  decoding stays a compiled TensorFlow graph; a version LiteRT cannot run faithfully
+  runs on TensorFlow, and each prediction says which runtime made it.
 * A ``python`` function is ``package.module:callable``, imported at registration (an
   import error is a registration error) and called as ``callable(event, store)`` with
   the ``api.WriteEvent`` (zero-copy views of the body) and the ``api.StorageClient``.
@@ -52,6 +56,7 @@ from triggers.config import (
     definition_from_document,
     parse_definition,
 )
+from triggers.litert import runtime_of
 from triggers.models import LabelCache, LoadedModel, ModelCache, read_object, resolve
 
 _log = logging.getLogger(__name__)
@@ -162,15 +167,19 @@ def _image_size(spec: InputSpec, input_shape: tuple[int, ...]) -> tuple[int, int
     return height, width, spec.channels or (input_shape[2] if len(input_shape) == 3 else 3)
 
 
-def _image_pipeline(model: LoadedModel, spec: InputSpec) -> Callable[[Any], Any] | None:
+def _image_pipeline(
+    model: LoadedModel, spec: InputSpec, with_model: bool = True
+) -> Callable[[Any], Any] | None:
     """ONE compiled graph for a batch of image bodies: decode each, resize, scale, offset,
     predict (one dispatch per batch instead of one per body plus one for the model).
+    Without the model (another runtime predicts), the graph ends with the input batch.
     Cached on the loaded model per input spec; None where the per-body path must decide
     (not an image model, or a decoded size that does not fit the model's input)."""
     import numpy as np
 
-    if spec in model.pipelines:
-        return model.pipelines[spec]  # type: ignore[no-any-return]
+    cache_key = spec if with_model else (spec, "decode")
+    if cache_key in model.pipelines:
+        return model.pipelines[cache_key]  # type: ignore[no-any-return]
     size = _image_size(spec, model.input_shape)
     pipeline = None
     if size is not None and int(np.prod(size)) == int(np.prod(model.input_shape)):
@@ -187,31 +196,41 @@ def _image_pipeline(model: LoadedModel, spec: InputSpec) -> Callable[[Any], Any]
         def pipeline(bodies: Any) -> Any:
             images = tf.map_fn(decode, bodies, fn_output_signature=tf.TensorSpec(
                 size, tf.float32))
-            images = images * spec.scale + spec.offset
-            return predict(tf.reshape(images, (-1, *input_shape)))
+            images = tf.reshape(images * spec.scale + spec.offset, (-1, *input_shape))
+            return predict(images) if with_model else images
 
-    model.pipelines[spec] = pipeline
+    model.pipelines[cache_key] = pipeline
     return pipeline
 
 
 def infer(
-    model: LoadedModel, spec: InputSpec, bodies: Sequence[memoryview | bytes]
+    model: LoadedModel,
+    spec: InputSpec,
+    bodies: Sequence[memoryview | bytes],
+    predict: Callable[[Any], Any] | None = None,
 ) -> list[Any]:
     """One probability row per body, or the ``FunctionFailed`` of a body that cannot be
     judged (its neighbours are still judged). What a tensorflow function runs in its
-    worker thread, and what ``bench/ml_pipeline.py`` calls as bare inference."""
+    worker thread, and what ``bench/ml_pipeline.py`` calls as bare inference.
+    ``predict``: another runtime's (LiteRT's) float32 [batch, *input] -> [batch, outputs]
+    instead of the model's TensorFlow one; images are then decoded by a compiled
+    decode-only graph and the batch handed to it."""
     import numpy as np
 
     if spec.format == "image" and all(
             len(body) <= limits.trigger_input_bytes_max for body in bodies):
-        pipeline = _image_pipeline(model, spec)
+        pipeline = _image_pipeline(model, spec, with_model=predict is None)
         if pipeline is not None:
             import tensorflow as tf
 
             try:
-                return list(np.asarray(pipeline(tf.constant([bytes(b) for b in bodies]))))
+                outputs = pipeline(tf.constant([bytes(b) for b in bodies]))
             except tf.errors.InvalidArgumentError:
                 pass  # a body that is not an image: each body is decoded alone below
+            else:
+                if predict is not None:
+                    outputs = predict(outputs.numpy())
+                return list(np.asarray(outputs))
     results: list[Any] = []
     inputs = []
     for body in bodies:
@@ -221,7 +240,8 @@ def infer(
         except FunctionFailed as error:
             results.append(error)
     if inputs:
-        rows = iter(np.asarray(model.predict(np.stack(inputs).astype(np.float32, copy=False))))
+        batch = np.stack(inputs).astype(np.float32, copy=False)
+        rows = iter(np.asarray((predict or model.predict)(batch)))
         results = [next(rows) if result is None else result for result in results]
     return results
 
@@ -274,15 +294,45 @@ class TensorFlowFunction:
     def _infer(
         self, model: LoadedModel, labels: Sequence[str], events: Sequence[WriteEvent]
     ) -> list[Prediction | Exception]:
-        rows = infer(model, self.definition.input, [event.body_view() for event in events])
+        predict, runtime = select_runtime(model, self.definition)
+        rows = infer(model, self.definition.input, [event.body_view() for event in events],
+                     predict)
         results: list[Prediction | Exception] = []
         for row in rows:
             if isinstance(row, Exception):
                 results.append(row)
             else:
                 top = _top_k(row, labels, self.definition.top_k)
-                results.append(Prediction(top[0][0], top[0][1], top, model.version_id))
+                results.append(Prediction(top[0][0], top[0][1], top, model.version_id,
+                                          runtime=runtime))
         return results
+
+
+def select_runtime(
+    model: LoadedModel, definition: FunctionDefinition
+) -> tuple[Callable[[Any], Any] | None, str]:
+    """(the ``predict`` to hand ``infer``, the runtime's name) for one batch: LiteRT when
+    the definition asks for it and the version runs on it (converted and verified on the
+    first call, in this worker thread), else TensorFlow (None)."""
+    if definition.runtime == "litert":
+        runtime = runtime_of(model)
+        threads = definition.litert_threads
+        if runtime.ready(threads):
+            return functools.partial(runtime.predict, threads=threads), "litert"
+    return None, "tensorflow"
+
+
+def function_status(definition: FunctionDefinition, models: ModelCache) -> dict[str, Any]:
+    """What runs a tensorflow function now: each loaded version of its model (format,
+    shapes, LiteRT state and fallback reason) and the runtime that judges with it."""
+    assert definition.model is not None
+    versions = []
+    for status in models.status(definition.model):
+        litert = status.get("litert", {})
+        in_use = "litert" if definition.runtime == "litert" and litert.get(
+            "state") == "litert" else "tensorflow"
+        versions.append({**status, "runtime": in_use})
+    return {"runtime": definition.runtime, "loaded_versions": versions}
 
 
 def import_entry_point(entry_point: str) -> Callable[..., Any]:
@@ -404,8 +454,14 @@ class Registry:
         return version.version_id, json.loads(body)
 
     async def show(self, name: str) -> dict[str, Any]:
+        """The stored definition, its version id and, for a tensorflow function, its
+        ``status``: the loaded model versions and what runs them (``function_status``)."""
         version_id, document = await self._document(name)
-        return {**document, "version_id": version_id}
+        shown = {**document, "version_id": version_id}
+        if document.get("kind") == "tensorflow":
+            definition = definition_from_document(name, document)
+            shown["status"] = function_status(definition, self._models)
+        return shown
 
     async def list_names(self) -> list[str]:
         page = await self._storage.list_objects(SYSTEM_BUCKET, prefix=FUNCTIONS_PREFIX,

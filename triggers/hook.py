@@ -262,6 +262,8 @@ def _step(
         step["score"] = round(prediction.score, 4)
     if prediction.model_version:
         step["model_version"] = prediction.model_version
+    if prediction.runtime:
+        step["runtime"] = prediction.runtime
     if len(prediction.top) > 1:
         step["top"] = [[label, round(score, 4)] for label, score in prediction.top]
     if batch_size > 1:

@@ -2,7 +2,15 @@
 
 Rules and theory of operation:
 
-* A model is an object (``s3://models/shapes.keras``). Each batch resolves the name to
+* A model is an object (``s3://models/shapes.keras``): a Keras ``.keras`` file, or a
+  SavedModel directory in a ``.tar``, ``.tar.gz``/``.tgz`` or ``.zip`` archive. Which one
+  is decided by the body's content (``triggers.archives``), not its name. An archive is
+  unpacked (safely, within ``limits.model_archive_*``) into a private temporary
+  directory that is deleted as soon as ``tf.saved_model.load`` has read it; its
+  ``serving_default`` signature (one float32 input ``[None, ...]``, the only output or
+  the first by name) is wrapped in the same fixed-signature ``tf.function`` as a Keras
+  model, so everything downstream (batching, labels, top_k, decoding) is unchanged.
+* Each batch resolves the name to
   its latest version (one metadata seek) unless the definition pins a version id, and
   runs on the model loaded for THAT version: a PUT of a new model version switches
   triggers at the next batch, while batches already running finish on the version they
@@ -10,7 +18,10 @@ Rules and theory of operation:
 * Versions are immutable, so the cache needs no invalidation: the key is
   (bucket, key, version id). It is bounded by ``limits.model_cache_bytes_max`` (the sum
   of the loaded models' weight sizes) with least-recently-used eviction; a model in use
-  by a running batch stays alive through its reference even if evicted.
+  by a running batch stays alive through its reference even if evicted. What a model
+  version builds later for another runtime (``LoadedModel.runtimes``: the LiteRT
+  flatbuffer and interpreters, ``triggers.litert``) is counted with it
+  (``LoadedModel.memory_bytes``) from the next insertion on.
 * Concurrent requests for a version that is loading wait for that one load.
 * TensorFlow is imported here lazily, on the first load: a server with no tensorflow
   function never imports it. Loading (file I/O, graph tracing) runs in a thread.
@@ -22,9 +33,11 @@ import asyncio
 import collections
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from storage.api import (
@@ -35,14 +48,25 @@ from storage.api import (
     StorageClient,
     limits,
 )
+from triggers.archives import (
+    ArchiveRefused,
+    archive_format,
+    extract,
+    find_saved_model,
+    is_saved_model_zip,
+)
 from triggers.config import ObjectRef
 
 _log = logging.getLogger(__name__)
 
 
+SERVING_SIGNATURE = "serving_default"
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """A Keras model behind a compiled ``tf.function`` with a fixed input signature."""
+    """A Keras model or a SavedModel behind a compiled ``tf.function`` with a fixed input
+    signature."""
 
     ref: ObjectRef
     version_id: str
@@ -53,6 +77,29 @@ class LoadedModel:
     # Compiled input pipelines for this model (decode + scale + predict in one graph),
     # keyed by what they were built for; filled lazily by triggers.functions.
     pipelines: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    format: str = "keras"  # 'keras' | 'saved_model'
+    # What ``predict`` runs (the Keras model, or the loaded SavedModel object): kept alive
+    # with the model, and what a converter to another runtime starts from.
+    source: Any = field(default=None, compare=False, repr=False)
+    output_name: str = ""  # a SavedModel's chosen output ('' for Keras)
+    # Other runtimes built for this version, by name (``triggers.litert``); each has
+    # ``memory_bytes()`` and ``status()``.
+    runtimes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def memory_bytes(self) -> int:
+        """Weights plus whatever other runtimes hold for this version."""
+        return self.size_bytes + sum(int(r.memory_bytes()) for r in self.runtimes.values())
+
+    def status(self) -> dict[str, Any]:
+        """What ``squall function show`` reports about this loaded version."""
+        status: dict[str, Any] = {"version_id": self.version_id, "format": self.format,
+                                  "input_shape": list(self.input_shape),
+                                  "outputs": self.output_size, "weight_bytes": self.size_bytes}
+        if self.output_name:
+            status["output_name"] = self.output_name
+        for name, runtime in sorted(self.runtimes.items()):
+            status[name] = runtime.status()
+        return status
 
 
 def load_keras_model(path: str, ref: ObjectRef, version_id: str) -> LoadedModel:
@@ -76,7 +123,73 @@ def load_keras_model(path: str, ref: ObjectRef, version_id: str) -> LoadedModel:
               ref.uri(), version_id, input_shape, int(output.shape[-1]), size_bytes,
               [d.name for d in tf.config.list_logical_devices()])
     return LoadedModel(ref, version_id, predict, input_shape, int(output.shape[-1]),
-                       max(size_bytes, 1))
+                       max(size_bytes, 1), source=model)
+
+
+def _serving_signature(loaded: Any) -> tuple[Any, str, tuple[int, ...], str]:
+    """(signature, input name, input shape without the batch, output name), or a
+    ValueError that says what the SavedModel lacks."""
+    import tensorflow as tf
+
+    signatures = getattr(loaded, "signatures", {})
+    if SERVING_SIGNATURE not in signatures:
+        raise ValueError(f"it has no {SERVING_SIGNATURE!r} signature (it has: "
+                         f"{', '.join(sorted(signatures)) or 'none'})")
+    signature = signatures[SERVING_SIGNATURE]
+    _, inputs = signature.structured_input_signature
+    if len(inputs) != 1:
+        raise ValueError(f"{SERVING_SIGNATURE} takes {len(inputs)} inputs "
+                         f"({', '.join(sorted(inputs))}); one is needed")
+    ((input_name, spec),) = inputs.items()
+    if spec.dtype != tf.float32:
+        raise ValueError(f"{SERVING_SIGNATURE} input {input_name!r} is {spec.dtype.name}; "
+                         "float32 is needed")
+    dims = spec.shape.as_list() if spec.shape.rank is not None else None
+    if not dims or len(dims) < 2 or dims[0] is not None or None in dims[1:]:
+        raise ValueError(f"{SERVING_SIGNATURE} input {input_name!r} has shape {spec.shape}; "
+                         "[None (the batch), fixed sizes ...] is needed")
+    outputs = signature.structured_outputs
+    if not isinstance(outputs, dict) or not outputs:
+        raise ValueError(f"{SERVING_SIGNATURE} has no named outputs")
+    # One output, or the first by name (Keras exports name theirs output_0, output_1 ...).
+    output_name = sorted(outputs)[0]
+    return signature, input_name, tuple(int(d) for d in dims[1:]), output_name
+
+
+def load_saved_model(path: str, ref: ObjectRef, version_id: str) -> LoadedModel:
+    """Load a SavedModel directory and compile its serving signature behind a
+    fixed-signature ``tf.function`` (call from a thread). Everything is read into memory:
+    the directory can be deleted when this returns."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    signature, input_name, input_shape, output_name = _serving_signature(loaded)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
+    def predict(batch: Any) -> Any:
+        return signature(**{input_name: batch})[output_name]
+
+    output = predict(tf.zeros((1, *input_shape), tf.float32))
+    if output.shape.rank != 2:
+        raise ValueError(f"{SERVING_SIGNATURE} output {output_name!r} has shape "
+                         f"{output.shape}; [batch, classes] is needed")
+    variables = os.path.join(path, "variables")
+    size_bytes = sum(entry.stat().st_size for entry in os.scandir(variables)
+                     if entry.is_file()) if os.path.isdir(variables) else 0
+    _log.info("loaded SavedModel %s version %s: input %s, output %r of %d, %d bytes",
+              ref.uri(), version_id, input_shape, output_name, int(output.shape[-1]),
+              size_bytes)
+    return LoadedModel(ref, version_id, predict, input_shape, int(output.shape[-1]),
+                       max(size_bytes, 1), format="saved_model", source=loaded,
+                       output_name=output_name)
+
+
+def _saved_model_errors() -> tuple[type[BaseException], ...]:
+    """What a SavedModel that TensorFlow cannot load raises (besides ValueError & co.)."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    return (ValueError, OSError, TypeError, KeyError, DecodeError, tf.errors.OpError)
 
 
 async def read_object(storage: StorageClient, version: ObjectVersion, size_max: int) -> bytes:
@@ -112,10 +225,12 @@ class ModelCache:
         storage: StorageClient,
         budget_bytes: int = limits.model_cache_bytes_max,
         loader: Callable[[str, ObjectRef, str], LoadedModel] = load_keras_model,
+        saved_model_loader: Callable[[str, ObjectRef, str], LoadedModel] = load_saved_model,
     ) -> None:
         self._storage = storage
         self._budget_bytes = budget_bytes
         self._loader = loader
+        self._saved_model_loader = saved_model_loader
         self._models: collections.OrderedDict[tuple[str, str, str], LoadedModel] = (
             collections.OrderedDict())
         self._loading: dict[tuple[str, str, str], asyncio.Future[LoadedModel]] = {}
@@ -124,10 +239,15 @@ class ModelCache:
 
     @property
     def cached_bytes(self) -> int:
-        return sum(model.size_bytes for model in self._models.values())
+        return sum(model.memory_bytes() for model in self._models.values())
 
     def cached_versions(self) -> list[tuple[str, str, str]]:
         return list(self._models)
+
+    def status(self, ref: ObjectRef) -> list[dict[str, Any]]:
+        """The loaded versions of one model object (oldest first) and their runtimes."""
+        return [model.status() for (bucket, key, _), model in self._models.items()
+                if (bucket, key) == (ref.bucket, ref.key)]
 
     async def get(self, ref: ObjectRef) -> LoadedModel:
         version = await resolve(self._storage, ref)
@@ -159,6 +279,9 @@ class ModelCache:
         return await asyncio.to_thread(self._load_file, body, ref, version.version_id)
 
     def _load_file(self, body: bytes, ref: ObjectRef, version_id: str) -> LoadedModel:
+        kind = archive_format(body)
+        if kind in ("tar", "tar.gz") or (kind == "zip" and is_saved_model_zip(body)):
+            return self._load_archive(body, ref, version_id)
         # Keras loads from a path whose name ends in '.keras'.
         descriptor, path = tempfile.mkstemp(suffix=".keras", prefix="squall-model-")
         try:
@@ -171,6 +294,24 @@ class ModelCache:
                                       f"Keras model: {error}") from error
         finally:
             os.unlink(path)
+
+    def _load_archive(self, body: bytes, ref: ObjectRef, version_id: str) -> LoadedModel:
+        directory = tempfile.mkdtemp(prefix="squall-model-")  # private: mode 0700
+        try:
+            try:
+                extract(body, Path(directory))
+                model_directory = find_saved_model(Path(directory))
+            except ArchiveRefused as error:
+                raise InvalidArgument(f"{ref.uri()} (version {version_id}) is not a usable "
+                                      f"SavedModel archive: {error}") from error
+            try:
+                return self._saved_model_loader(str(model_directory), ref, version_id)
+            except _saved_model_errors() as error:
+                message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise InvalidArgument(f"{ref.uri()} (version {version_id}) is not a loadable "
+                                      f"SavedModel: {message}") from error
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _insert(self, cache_key: tuple[str, str, str], model: LoadedModel) -> None:
         self._models[cache_key] = model

@@ -265,3 +265,108 @@ def test_registration_checks_the_model_exists(process) -> None:  # type: ignore[
     with pytest.raises(AdminError) as raised:
         support.admin(process).put_function("bad", body)
     assert "top_k: 0 is not an integer in [1, 100]" in raised.value.body
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_saved_model_archive_judges_like_the_keras_model(process, s3, bucket, kind) -> None:  # type: ignore[no-untyped-def]
+    """The same weights as a .keras file and as a SavedModel archive (named without any
+    hint of its format): every verdict and stored annotation agrees, score included."""
+    keras_bytes = tf_models.colour_model()
+    upload_model(s3, f"same-{kind}.keras", keras_bytes)
+    upload_model(s3, f"same-{kind}.model", tf_models.saved_model_archive(keras_bytes, kind))
+    support.register(process, f"k-{kind}", colours_function(f"same-{kind}.keras"))
+    support.register(process, f"s-{kind}", colours_function(f"same-{kind}.model"))
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "LambdaFunctionConfigurations": [
+            {"Id": name, "LambdaFunctionArn": f"arn:squall:function:{name}",
+             "Events": ["s3:ObjectCreated:*"],
+             "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}}
+            for name, prefix in ((f"k-{kind}", "k/"), (f"s-{kind}", "s/"))]})
+    for colour in tf_models.COLOURS:
+        keras_step = support.verdict(put_png(s3, bucket, f"k/{colour}.png", colour))["steps"][0]
+        saved_step = support.verdict(put_png(s3, bucket, f"s/{colour}.png", colour))["steps"][0]
+        assert saved_step["label"] == keras_step["label"] == colour
+        assert saved_step["score"] == keras_step["score"] and saved_step["top"] == keras_step["top"]
+        assert saved_step["runtime"] == "tensorflow"
+        keras_meta = s3.head_object(Bucket=bucket, Key=f"k/{colour}.png")["Metadata"]
+        saved_meta = s3.head_object(Bucket=bucket, Key=f"s/{colour}.png")["Metadata"]
+        assert saved_meta["squall-label"] == keras_meta["squall-label"] == colour
+        assert saved_meta["squall-score"] == keras_meta["squall-score"]
+    shown = support.admin(process).get_function(f"s-{kind}")
+    (loaded,) = shown["status"]["loaded_versions"]
+    assert loaded["format"] == "saved_model" and loaded["input_shape"] == [8, 8, 3]
+
+
+def test_a_hostile_archive_is_a_clear_error(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        link = tarfile.TarInfo("model/saved_model.pb")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    upload_model(s3, "hostile.tgz", buffer.getvalue())
+    support.register(process, "hostile", colours_function("hostile.tgz"))
+    support.bind(s3, bucket, "hostile")
+    with pytest.raises(ClientError) as raised:
+        put_png(s3, bucket, "r.png", "red")
+    error = raised.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "is not a usable SavedModel archive: member 'model/saved_model.pb': links" in error[
+        "Error"]["Message"]
+    assert support.keys(s3, bucket) == []
+
+
+def test_litert_runtime_labels_like_tensorflow_and_falls_back_visibly(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+    upload_model(s3, "lite.keras", tf_models.colour_model())
+    upload_model(s3, "igamma.tgz", tf_models.unconvertible_archive())
+    support.register(process, "lite", colours_function("lite.keras", runtime="litert",
+                                                       litert_threads=1))
+    support.register(process, "heavy", colours_function("lite.keras"))
+    support.register(process, "igamma", {
+        "kind": "tensorflow", "model": "s3://models/igamma.tgz", "runtime": "litert",
+        "input": {"format": "npy", "scale": 1.0}, "labels": ["a", "b"]})
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "LambdaFunctionConfigurations": [
+            {"Id": name, "LambdaFunctionArn": f"arn:squall:function:{name}",
+             "Events": ["s3:ObjectCreated:*"],
+             "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"{name}/"}]}}}
+            for name in ("lite", "heavy", "igamma")]})
+    for colour in tf_models.COLOURS:
+        lite = support.verdict(put_png(s3, bucket, f"lite/{colour}.png", colour))["steps"][0]
+        heavy = support.verdict(put_png(s3, bucket, f"heavy/{colour}.png", colour))["steps"][0]
+        assert lite["label"] == heavy["label"] == colour
+        assert abs(lite["score"] - heavy["score"]) <= 1e-3
+        assert (lite["runtime"], heavy["runtime"]) == ("litert", "tensorflow")
+    status = support.admin(process).get_function("lite")["status"]
+    assert status["runtime"] == "litert"
+    (loaded,) = status["loaded_versions"]
+    assert loaded["runtime"] == "litert" and loaded["litert"]["state"] == "litert"
+    assert loaded["litert"]["interpreters"] == {"1": 1}
+
+    step = support.verdict(s3.put_object(Bucket=bucket, Key="igamma/v.npy",
+                                         Body=tf_models.npy([1, 2, 3, 4])))["steps"][0]
+    assert step["runtime"] == "tensorflow" and step["label"] in ("a", "b")
+    (loaded,) = support.admin(process).get_function("igamma")["status"]["loaded_versions"]
+    assert loaded["runtime"] == "tensorflow" and loaded["litert"]["state"] == "tensorflow"
+    assert "the converter refused it" in loaded["litert"]["reason"]
+    assert "Igamma" in loaded["litert"]["reason"]
+
+
+def test_registration_refuses_an_unknown_runtime(process, s3) -> None:  # type: ignore[no-untyped-def]
+    from squall.admin_client import AdminError
+
+    upload_model(s3, "rt.keras", tf_models.colour_model())
+    with pytest.raises(AdminError) as raised:
+        support.register(process, "rt", colours_function("rt.keras", runtime="tflite"))
+    assert "runtime: 'tflite' is not one of tensorflow, litert" in raised.value.body
+    assert raised.value.status == 400
+    with pytest.raises(AdminError) as raised:
+        support.register(process, "rt", colours_function("rt.keras", litert_threads=4))
+    assert "litert_threads: applies only with runtime: litert" in raised.value.body
+    with pytest.raises(AdminError) as raised:
+        support.register(process, "rt", colours_function("rt.keras", runtime="litert",
+                                                         litert_threads=0))
+    assert f"litert_threads: 0 is not an integer in [1, {16}]" in raised.value.body

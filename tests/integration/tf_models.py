@@ -67,3 +67,82 @@ def npy(vector: list[float]) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.array(vector, np.float32))
     return buffer.getvalue()
+
+
+def _archive(directory: Path, kind: str, prefix: str) -> bytes:
+    """The files under ``directory`` as a 'tar', 'tar.gz' or 'zip' archive, each member
+    named ``prefix + its relative path`` (prefix '' puts them at the archive's root)."""
+    import tarfile
+    import zipfile
+
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    buffer = io.BytesIO()
+    if kind == "zip":
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in files:
+                archive.write(path, prefix + path.relative_to(directory).as_posix())
+    else:
+        with tarfile.open(fileobj=buffer, mode="w:gz" if kind == "tar.gz" else "w") as archive:
+            for path in files:
+                archive.add(path, prefix + path.relative_to(directory).as_posix())
+    return buffer.getvalue()
+
+
+def saved_model_archive(model_bytes: bytes, kind: str = "tar.gz", prefix: str = "model/") -> bytes:
+    """A Keras model (its .keras bytes) exported as a SavedModel (``model.export``: a
+    ``serving_default`` signature) and archived: the same weights in the other format."""
+    import contextlib
+
+    import keras
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "m.keras"
+        path.write_bytes(model_bytes)
+        model = keras.saving.load_model(path, compile=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # export prints its signature
+            model.export(str(Path(directory) / "saved"))
+        return _archive(Path(directory) / "saved", kind, prefix)
+
+
+def module_archive(function: object, input_shape: tuple[int, ...], kind: str = "tar.gz") -> bytes:
+    """A SavedModel of a ``tf.Module`` whose serving signature is ``function(batch)``
+    (float32 [None, *input_shape] -> [None, outputs]), archived."""
+    import tensorflow as tf
+
+    class Served(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
+        def serve(self, batch: object) -> object:
+            return {"scores": function(batch)}  # type: ignore[operator]
+
+    module = Served()
+    with tempfile.TemporaryDirectory() as directory:
+        tf.saved_model.save(module, directory,
+                            signatures={"serving_default": module.serve.get_concrete_function()})
+        return _archive(Path(directory), kind, "")
+
+
+def unconvertible_archive() -> bytes:
+    """4-vector -> 2 scores through tf.math.igamma, an op LiteRT's converter refuses
+    ("'tf.Igamma' op is neither a custom op nor a flex op")."""
+    import tensorflow as tf
+
+    def scores(batch: object) -> object:
+        positive = tf.abs(batch) + 1.0  # type: ignore[operator]
+        value = tf.reduce_sum(tf.math.igamma(positive, positive), axis=1, keepdims=True)
+        return tf.concat([value, -value], axis=1)
+
+    return module_archive(scores, (4,))
+
+
+def ill_conditioned_archive() -> bytes:
+    """8x8 RGB -> sin(1e7 * mean): a model so ill-conditioned that float32 rounding
+    differences in the mean (LiteRT and TensorFlow sum in different orders) change its
+    outputs by far more than any tolerance; TensorFlow itself gives it a definite answer."""
+    import tensorflow as tf
+
+    def scores(batch: object) -> object:
+        mean = tf.reduce_mean(tf.exp(batch) * 3.3, axis=[1, 2, 3])  # type: ignore[arg-type]
+        wave = tf.sin(1e7 * mean)
+        return tf.stack([wave, -wave], axis=1)
+
+    return module_archive(scores, (8, 8, 3))
