@@ -188,6 +188,8 @@ class LocalClassifier:
 
             litert = runtime_of(self.model)
             threads = limits.litert_threads_default
+            litert.ready(threads)  # starts the conversion
+            litert.wait_converted(600)
             if not litert.ready(threads):
                 raise SystemExit(f"{workload.name}: LiteRT fell back: {litert.reason}")
             self.predict = lambda batch: litert.predict(batch, threads)
@@ -445,6 +447,25 @@ class Bench:
 
     def _image(self, index: int) -> bytes:
         return self.workload.images[index % len(self.workload.images)]
+
+    def wait_for_litert(self, timeout_s: float = 600.0) -> None:
+        """Start the server's LiteRT conversion of this model (the first judged write does,
+        in the background; that write is judged by TensorFlow) and wait until it is done,
+        so that no measured write runs while the server converts."""
+        function = f"{self.workload.name}-litert"
+        self.s3.put_object(Bucket=BUCKET, Key=f"{self.workload.name}/litert/convert.img",
+                           Body=self._image(0), ContentType=self.workload.content_type)
+        admin = AdminClient(self.server.url, ACCESS_KEY, SECRET_KEY)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            versions = admin.get_function(function)["status"]["loaded_versions"]
+            states = {v.get("litert", {}).get("state") for v in versions}
+            if "litert" in states:
+                return
+            if "tensorflow" in states:
+                raise SystemExit(f"{function}: LiteRT fell back: {versions}")
+            time.sleep(0.5)
+        raise SystemExit(f"{function}: not converted within {timeout_s:.0f} s")
 
     def bare(self, count: int, clients: int, into: Samples, litert: bool = False) -> None:
         classifier = self.litert_classifier if litert else self.classifier
@@ -775,6 +796,8 @@ def main() -> int:
             if args.quick:
                 count = max(16, count // 3)
             per_round = max(1, count // args.rounds)
+            if "trigger_litert" in paths:
+                bench.wait_for_litert()
             # Warm-up: loads the model in the server for each function, traces decoders.
             for path_name in paths:
                 bench.run(path_name, 16, 1, Samples())

@@ -93,6 +93,8 @@ model_archive_bytes_max = 2 * 1024**3  # bytes a SavedModel archive may unpack t
 litert_threads_default = 2  # a LiteRT interpreter's CPU threads unless litert_threads says
 litert_threads_max = 16  # clamp of a function's litert_threads
 litert_interpreters_per_model_max = 4  # LiteRT interpreters of one model version (pooled)
+litert_conversions_concurrent_max = 1  # background LiteRT conversions at once (each holds
+#                                        the model's graph twice, and they are CPU-bound)
 
 # --- post-commit notifications (outbox: storage/engine/outbox.py; delivery: triggers/events.py)
 outbox_entries_max = 1_000_000  # undelivered events kept; a write that would add more -> SlowDown

@@ -312,8 +312,8 @@ def select_runtime(
     model: LoadedModel, definition: FunctionDefinition
 ) -> tuple[Callable[[Any], Any] | None, str]:
     """(the ``predict`` to hand ``infer``, the runtime's name) for one batch: LiteRT when
-    the definition asks for it and the version runs on it (converted and verified on the
-    first call, in this worker thread), else TensorFlow (None)."""
+    the definition asks for it and the version runs on it (the first call starts its
+    conversion in the background, see ``triggers.litert``), else TensorFlow (None)."""
     if definition.runtime == "litert":
         runtime = runtime_of(model)
         threads = definition.litert_threads

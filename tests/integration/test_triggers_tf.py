@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -318,6 +320,19 @@ def test_a_hostile_archive_is_a_clear_error(process, s3, bucket) -> None:  # typ
     assert support.keys(s3, bucket) == []
 
 
+def litert_state(process: Any, function: str, until: tuple[str, ...],
+                 timeout_s: float = 300.0) -> str:
+    """Poll the function's status until its model's LiteRT state is one of ``until``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        versions = support.admin(process).get_function(function)["status"]["loaded_versions"]
+        states = [v["litert"]["state"] for v in versions if "litert" in v]
+        if states and states[0] in until:
+            return str(states[0])
+        assert time.monotonic() < deadline, f"{function}: LiteRT state still {states}"
+        time.sleep(0.2)
+
+
 def test_litert_runtime_labels_like_tensorflow_and_falls_back_visibly(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
     upload_model(s3, "lite.keras", tf_models.colour_model())
@@ -334,6 +349,11 @@ def test_litert_runtime_labels_like_tensorflow_and_falls_back_visibly(process, s
              "Events": ["s3:ObjectCreated:*"],
              "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"{name}/"}]}}}
             for name in ("lite", "heavy", "igamma")]})
+    # The first judged write starts the conversion in the background and is judged by
+    # TensorFlow, as is every write until LiteRT is converted and verified.
+    first = support.verdict(put_png(s3, bucket, "lite/first.png", "red"))["steps"][0]
+    assert (first["label"], first["runtime"]) == ("red", "tensorflow")
+    litert_state(process, "lite", until=("litert", "tensorflow"))
     for colour in tf_models.COLOURS:
         lite = support.verdict(put_png(s3, bucket, f"lite/{colour}.png", colour))["steps"][0]
         heavy = support.verdict(put_png(s3, bucket, f"heavy/{colour}.png", colour))["steps"][0]
@@ -349,6 +369,7 @@ def test_litert_runtime_labels_like_tensorflow_and_falls_back_visibly(process, s
     step = support.verdict(s3.put_object(Bucket=bucket, Key="igamma/v.npy",
                                          Body=tf_models.npy([1, 2, 3, 4])))["steps"][0]
     assert step["runtime"] == "tensorflow" and step["label"] in ("a", "b")
+    assert litert_state(process, "igamma", until=("litert", "tensorflow")) == "tensorflow"
     (loaded,) = support.admin(process).get_function("igamma")["status"]["loaded_versions"]
     assert loaded["runtime"] == "tensorflow" and loaded["litert"]["state"] == "tensorflow"
     assert "the converter refused it" in loaded["litert"]["reason"]

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from storage import api  # noqa: E402
 from storage.client import open_embedded  # noqa: E402
 from tests.integration import tf_models  # noqa: E402
-from triggers.config import ObjectRef, definition_from_document  # noqa: E402
+from triggers.config import FunctionDefinition, ObjectRef, definition_from_document  # noqa: E402
 from triggers.functions import infer, select_runtime  # noqa: E402
 from triggers.litert import (  # noqa: E402
     OUTPUT_TOLERANCE_ABS,
@@ -114,13 +114,21 @@ def test_unusable_archives_are_clear_errors(tmp_path: Path) -> None:
         load(tmp_path, broken, "broken")
 
 
+def converted(model: LoadedModel, fn: FunctionDefinition) -> tuple[Any, str]:
+    """``select_runtime`` once the background conversion that its first call starts has
+    ended; the batches before that run on TensorFlow."""
+    assert select_runtime(model, fn) == (None, "tensorflow")  # starts the conversion
+    assert runtime_of(model).wait_converted(300), "the conversion did not end"
+    return select_runtime(model, fn)
+
+
 def test_litert_gives_the_same_rows_and_says_so(tmp_path: Path) -> None:
     litert_installed()
     for body in (tf_models.colour_model(), tf_models.saved_model_archive(
             tf_models.colour_model(), "zip")):
         model, cache = load(tmp_path, body, f"m{len(body)}")
         tensorflow_rows = infer(model, definition().input, COLOUR_BODIES)
-        predict, runtime = select_runtime(model, definition(runtime="litert"))
+        predict, runtime = converted(model, definition(runtime="litert"))
         assert runtime == "litert" and predict is not None
         rows = infer(model, definition().input, COLOUR_BODIES, predict)
         np.testing.assert_allclose(np.stack(rows), np.stack(tensorflow_rows), atol=1e-5)
@@ -138,7 +146,7 @@ def test_litert_npy_path_and_concurrent_threads(tmp_path: Path) -> None:
 
     model, _ = load(tmp_path, tf_models.vector_model())
     fn = definition(runtime="litert", litert_threads=1, input={"format": "npy", "scale": 1})
-    predict, runtime = select_runtime(model, fn)
+    predict, runtime = converted(model, fn)
     assert runtime == "litert"
     vectors = [[1, 1, 1, 1], [-1, -2, 0, 0], [3, -1, 0, 0]]
 
@@ -174,7 +182,7 @@ def test_an_op_the_converter_refuses_falls_back(tmp_path: Path,
     model, cache = load(tmp_path, tf_models.unconvertible_archive())
     fn = definition(runtime="litert", input={"format": "npy", "scale": 1})
     with caplog.at_level(logging.WARNING, logger="triggers.litert"):
-        assert select_runtime(model, fn) == (None, "tensorflow")
+        assert converted(model, fn) == (None, "tensorflow")
         assert select_runtime(model, fn) == (None, "tensorflow")  # not tried again
     status = model.status()["litert"]
     assert status["state"] == "tensorflow"
@@ -188,7 +196,7 @@ def test_an_op_the_converter_refuses_falls_back(tmp_path: Path,
 def test_outputs_that_differ_fall_back(tmp_path: Path) -> None:
     litert_installed()
     model, _ = load(tmp_path, tf_models.ill_conditioned_archive())
-    assert select_runtime(model, definition(runtime="litert")) == (None, "tensorflow")
+    assert converted(model, definition(runtime="litert")) == (None, "tensorflow")
     status = model.status()["litert"]
     assert status["state"] == "tensorflow" and status["max_difference"] > 0.01
     assert "outputs differ from TensorFlow's by up to" in status["reason"]
@@ -200,7 +208,7 @@ def test_without_ai_edge_litert_it_falls_back(tmp_path: Path,
     # The package absent, as on a machine without it (None in sys.modules: ImportError).
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
-    assert select_runtime(model, definition(runtime="litert")) == (None, "tensorflow")
+    assert converted(model, definition(runtime="litert")) == (None, "tensorflow")
     assert runtime_of(model).reason.startswith("ai-edge-litert is not installed")
 
 
@@ -222,7 +230,7 @@ def test_litert_bytes_count_in_the_cache_budget(tmp_path: Path) -> None:
             first = await cache.get(ObjectRef("models", "a"))
             await cache.get(ObjectRef("models", "b"))
             assert cache.evictions == 0 and cache.cached_bytes == 2 * first.size_bytes
-            predict, runtime = await asyncio.to_thread(select_runtime, first, fn)
+            predict, runtime = await asyncio.to_thread(converted, first, fn)
             assert runtime == "litert" and predict is not None
             await asyncio.to_thread(infer, first, fn.input, COLOUR_BODIES[:1], predict)
             assert first.memory_bytes() > 200
