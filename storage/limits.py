@@ -52,6 +52,7 @@ request_header_bytes_max = 16 * 1024  # all request headers together (uvicorn h1
 request_xml_body_bytes_max = 1024 * 1024  # any XML request body (DeleteObjects, configs)
 presigned_expiry_seconds_max = 7 * 24 * 3600  # AWS: presigned URLs live at most 7 days
 signing_keys_cached_max = 1024  # derived SigV4 keys kept (credential x day x region)
+auth_fields_cached_max = 1024  # parsed SigV4 fields kept, per parser (credential, date ...)
 request_time_skew_seconds_max = 15 * 60  # AWS: RequestTimeTooSkewed beyond 15 minutes
 aws_chunk_header_bytes_max = 4096  # one aws-chunked chunk header line
 aws_chunk_size_bytes_max = 16 * 1024 * 1024  # one aws-chunked chunk's payload
@@ -61,6 +62,7 @@ cors_rules_max = 100  # AWS: a CORS configuration has at most 100 rules
 cors_parsed_configs_cached_max = 1024  # parsed CORS configurations the gateway keeps
 bucket_policy_bytes_max = 20 * 1024  # AWS: a bucket policy is at most 20 KB
 get_inline_body_bytes_max = 64 * 1024  # a GET body this small is read with its metadata
+response_coalesce_bytes_max = 64 * 1024  # a response write this small waits to join the next
 
 # --- pre-commit functions (triggers) ---------------------------------------------------
 function_definition_bytes_max = 64 * 1024  # one function definition document

@@ -87,6 +87,8 @@ SecretLookup = Callable[[str], str | None]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _TIMESTAMP = re.compile(r"\d{8}T\d{6}Z")
+_DATE_STAMP = re.compile(r"\d{8}")
+_EXPIRES = re.compile(r"-?\d{1,12}")
 _SIGNED_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _PRESIGN_REQUIRED = (
     "X-Amz-Algorithm",
@@ -402,14 +404,15 @@ def canonical_query(query: Sequence[tuple[bytes, bytes]], excluded_name: str | N
 
 
 def canonical_query_as_sent(raw_query: bytes, excluded_name: str | None) -> str | None:
-    """The canonical query string taken from the wire, when the client sent it so.
+    """The canonical query string from the pieces as sent, when each is canonical.
 
     That is when every piece is ``name=value``, both already AWS-encoded (see
-    ``_is_canonical``), and the pairs are in canonical order once the excluded one
-    (``X-Amz-Signature``, which botocore's presigner appends last) is taken out: the
-    URL a presigner hands out. Then decoding and re-encoding every pair, as
-    :func:`canonical_query` does, gives the same bytes back. None when it does not
-    hold: the caller rebuilds the query pair by pair.
+    ``_is_canonical``): what a presigner hands out. Then decoding and re-encoding each
+    pair, as :func:`canonical_query` does, gives the same bytes back, and only the sort
+    is left to do (botocore's presigner sends the pairs sorted but for the signature;
+    boto3's ``generate_presigned_url`` puts ``X-Amz-SignedHeaders`` before
+    ``X-Amz-Expires``). None when it does not hold: the caller rebuilds the query pair
+    by pair.
     """
     if not raw_query:
         return ""
@@ -418,7 +421,6 @@ def canonical_query_as_sent(raw_query: bytes, excluded_name: str | None) -> str 
     # A canonical name has no escapes of unreserved characters, so the excluded
     # (unreserved) name can only be written one way.
     excluded = excluded_name.encode() if excluded_name is not None else None
-    kept: list[bytes] = []
     pairs: list[tuple[bytes, bytes]] = []
     for piece in raw_query.split(b"&"):
         name, equals, value = piece.partition(b"=")
@@ -427,13 +429,11 @@ def canonical_query_as_sent(raw_query: bytes, excluded_name: str | None) -> str 
         if not name or not equals or b"=" in value:
             return None
         if name != excluded:
-            kept.append(piece)
             pairs.append((name, value))
-    # Sorted by (name, value), as canonical_query sorts: not the same order as the
-    # pieces themselves when one name is a prefix of another ('a-=1' < 'a=1').
-    if pairs != sorted(pairs):
-        return None
-    return b"&".join(kept).decode("ascii")
+    # Sorted by (name, value), as canonical_query sorts: not the order of the pieces
+    # themselves when one name is a prefix of another ('a-=1' < 'a=1').
+    pairs.sort()
+    return "&".join(f"{name.decode('ascii')}={value.decode('ascii')}" for name, value in pairs)
 
 
 def canonical_header_value(values: Sequence[str]) -> str:
@@ -493,12 +493,19 @@ def _parse_authorization(value: str) -> dict[str, str]:
     return fields
 
 
+# The parsers of the claim's fields are pure and their inputs repeat (one credential and
+# date per client and day, a handful of signed-header lists, presigned URLs signed in the
+# same second), so their results are cached; a field that fails raises, and is not.
+_parse_cache = functools.lru_cache(maxsize=limits.auth_fields_cached_max)
+
+
+@_parse_cache
 def _parse_credential(value: str, error: Callable[[str], AuthError]) -> _Credential:
     parts = value.split("/")
     if len(parts) != 5 or not all(parts[:3]):
         raise error(f"the Credential '{value}' is not AK/date/region/s3/aws4_request.")
     access_key, date_stamp, region, service, terminator = parts
-    if not re.fullmatch(r"\d{8}", date_stamp):
+    if not _DATE_STAMP.fullmatch(date_stamp):
         raise error(f"Invalid credential date '{date_stamp}'. The date must be yyyyMMdd.")
     if service != SERVICE:
         raise error(f"incorrect service '{service}'. This endpoint belongs to 's3'.")
@@ -507,6 +514,7 @@ def _parse_credential(value: str, error: Callable[[str], AuthError]) -> _Credent
     return _Credential(access_key, date_stamp, region)
 
 
+@_parse_cache
 def _parse_signed_headers(value: str, error: Callable[[str], AuthError]) -> tuple[str, ...]:
     names = tuple(value.split(";"))
     if not all(_SIGNED_HEADER_NAME.fullmatch(name) for name in names):
@@ -533,6 +541,7 @@ def _header_timestamp(header_map: dict[str, list[str]]) -> str:
     return parsed.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
 
 
+@_parse_cache
 def _parse_timestamp(timestamp: str) -> float | None:
     """Seconds since the epoch of an ISO 8601 basic UTC time (20130524T000000Z).
 
@@ -607,7 +616,7 @@ def _presigned_claim(
     credential = _parse_credential(params["X-Amz-Credential"], _query_error)
     signed_headers = _parse_signed_headers(params["X-Amz-SignedHeaders"], _query_error)
     timestamp = params["X-Amz-Date"]
-    signed_at = _parse_timestamp(timestamp) if _TIMESTAMP.fullmatch(timestamp) else None
+    signed_at = _parse_timestamp(timestamp)
     if signed_at is None:
         raise _query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
     if credential.date_stamp != timestamp[:8]:
@@ -638,8 +647,9 @@ def _presign_params(query: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     return params
 
 
+@_parse_cache
 def _presign_expiry(value: str) -> int:
-    if not re.fullmatch(r"-?\d{1,12}", value):
+    if not _EXPIRES.fullmatch(value):
         raise _query_error("X-Amz-Expires should be a number")
     expires_seconds = int(value)
     if expires_seconds < 1:
