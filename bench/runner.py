@@ -376,8 +376,9 @@ class Run:
         if name in self.parameters.external:
             spec = self.parameters.external[name]
             url, access_key, secret_key, *pid = spec.split(",")
-            return External(name, loadgen.Endpoint(url, access_key, secret_key),
-                            server_pid=int(pid[0]) if pid else None)
+            # No keys ('NAME=URL,,,PID'): unsigned requests, as to the bare framework.
+            endpoint = loadgen.Endpoint(url, access_key or None, secret_key or None)
+            return External(name, endpoint, server_pid=int(pid[0]) if pid else None)
         raise ValueError(f"unknown system {name!r}")
 
     def workload_list(self, system: System) -> list[tuple[str, int]]:
