@@ -378,7 +378,7 @@ class Run:
             url, access_key, secret_key, *pid = spec.split(",")
             # No keys ('NAME=URL,,,PID'): unsigned requests, as to the bare framework.
             endpoint = loadgen.Endpoint(url, access_key or None, secret_key or None)
-            return External(name, endpoint, server_pid=int(pid[0]) if pid else None)
+            return External(name, endpoint, server_pid=int(pid[0]) if pid and pid[0] else None)
         raise ValueError(f"unknown system {name!r}")
 
     def workload_list(self, system: System) -> list[tuple[str, int]]:
