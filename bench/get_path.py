@@ -13,8 +13,9 @@ neighbour hits them all.
     python -m bench.get_path --ops get,put        # some of them
     python -m bench.get_path --profile get        # cProfile of GETs, top functions
 
-``--rounds 1 --requests N --ops get`` under ``valgrind --tool=cachegrind`` (see
-docs/benchmarks.md) counts instructions, which a busy machine does not disturb.
+``--rounds 1 --requests N --ops get --lmdb-map-mib 1024`` under ``valgrind
+--tool=cachegrind`` (see docs/benchmarks.md) counts instructions, which a busy machine
+does not disturb.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from urllib.parse import quote, urlsplit
 
 from gateway.app import Gateway
 from gateway.s3.common import GatewayConfig
-from storage.client import open_embedded
 
 ACCESS_KEY, SECRET_KEY = "AKIDBENCH", "bench-secret"
 HOST = "127.0.0.1:9000"
@@ -122,6 +122,8 @@ class _Sink:
 
 async def main(ops: list[str], rounds: int, requests: int, keys: int,
                profile: str | None) -> None:  # fmt: skip
+    from storage.client import open_embedded  # after --lmdb-map-mib is applied
+
     with tempfile.TemporaryDirectory() as data_dir:
         storage = await open_embedded(Path(data_dir), durable=False, lifecycle=None)
         try:
@@ -183,7 +185,14 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--profile", choices=OPERATIONS)
+    parser.add_argument("--lmdb-map-mib", type=int,
+                        help="LMDB map size (under valgrind, which cannot reserve the 1 TiB)")
     arguments = parser.parse_args()
+    if arguments.lmdb_map_mib is not None:
+        # Before the engine is imported: its default map size is read at definition.
+        import storage.limits
+
+        storage.limits.lmdb_map_size_bytes = arguments.lmdb_map_mib * 2**20
     chosen = [op for op in arguments.ops.split(",") if op]
     unknown = [op for op in chosen if op not in OPERATIONS]
     if unknown:
