@@ -167,7 +167,7 @@ def parse_query(query_string: str) -> dict[str, list[str]]:
     """``urllib.parse.parse_qs(query_string, keep_blank_values=True)``, without its
     generic machinery (it showed in profiles of small GETs): fields split on '&', empty
     ones skipped, a name without '=' has the value '', '+' is a space, %-escapes are
-    UTF-8 with errors replaced. Only what holds a '+' or a '%' is rewritten: the five
+    UTF-8 with errors replaced. Only what holds a "+" or a "%" is rewritten: the six
     parameters of a presigned URL hold one escape among them."""
     parsed: dict[str, list[str]] = {}
     for field in query_string.split("&"):

@@ -255,7 +255,7 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     if outcome == 304:
         kept = ("ETag", "Last-Modified", "x-amz-version-id")
         return Response(status_code=304, headers={k: headers[k] for k in kept if k in headers})
-    for parameter, values in ctx.query.items():  # fewer than the six overrides
+    for parameter, values in ctx.query.items():  # a short query, looked up in the table
         header = _RESPONSE_OVERRIDES.get(parameter)
         if header is not None and values:
             headers[header] = values[0]
