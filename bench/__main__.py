@@ -34,14 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--full", action="store_true", help="every workload at full size")
     parser.add_argument(
         "--systems",
-        help="comma-separated: squall,squall-volatile,rgw,moto and names given by --endpoint",
+        help="comma-separated: squall,squall-volatile,rgw,moto,starlette-bare and names "
+        "given by --endpoint",
     )
-    parser.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL,ACCESS_KEY,SECRET_KEY",
-                        help="an extra S3 endpoint to measure (started and stopped by you)")  # fmt: skip
+    parser.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL,ACCESS_KEY,SECRET_KEY[,PID]",
+                        help="an extra S3 endpoint to measure (started and stopped by you; "
+                        "with its PID, its CPU per request is measured too)")  # fmt: skip
     parser.add_argument(
         "--no-ceilings", action="store_true", help="skip loopback, LMDB and bare-framework limits"
     )
     parser.add_argument("--duration", type=float, help="seconds per workload")
+    parser.add_argument(
+        "--workloads",
+        help="comma-separated subset: put_4k,get_4k,head_4k,mixed_80_20,list_1000,"
+        "put_64m,get_64m,multipart (default: all)",
+    )
     parser.add_argument("--concurrency", help="comma-separated sweep, e.g. 1,8,64")
     parser.add_argument("--list-objects", type=int, help="objects in the list bucket")
     parser.add_argument("--big-ops", type=int, help="64 MiB PUTs and GETs per system")
@@ -77,6 +84,8 @@ def parameters_from(args: argparse.Namespace) -> Parameters:
         parameters.sweep_concurrency = [int(c) for c in args.concurrency.split(",")]
         if parameters.headline_concurrency not in parameters.sweep_concurrency:
             parameters.headline_concurrency = max(parameters.sweep_concurrency)
+    if args.workloads:
+        parameters.workloads = [w for w in args.workloads.split(",") if w]
     if args.list_objects is not None:
         parameters.list_object_count = args.list_objects
     if args.big_ops is not None:

@@ -8,6 +8,7 @@ the run goes on without it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,9 @@ class Parameters:
     results_directory: str
     docs_path: str
     external: dict[str, str] = field(default_factory=dict)
+    # Only these workloads (small ones by name, plus put_64m/get_64m, multipart,
+    # list_1000); None: all of them.
+    workloads: list[str] | None = None
     client: str = loadgen.default_client  # raw | http.client (see bench.loadgen.RawConnection)
 
 
@@ -85,6 +89,18 @@ def full_parameters() -> Parameters:
         profile_seconds=10.0,
         results_directory=str(results.results_directory), docs_path="docs/benchmarks.md",
     )  # fmt: skip
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of a process and all its threads so far (Linux /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3 (state).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def say(line: str) -> None:
@@ -271,15 +287,23 @@ class Run:
 
     def small_workload(self, system: System, workload: str, concurrency: int) -> dict[str, Any]:
         plan, payload = self.plan_for(workload, concurrency)
+        cpu_before = process_cpu_seconds(system.server_pid)
         outcome = loadgen.run(
             system.endpoint, plan, concurrency=concurrency, duration_seconds=self.parameters.duration_seconds,
             payload_bytes=payload, label=f"{system.name} {workload} c={concurrency}", report=say,
         )  # fmt: skip
+        cpu_after = process_cpu_seconds(system.server_pid)
         detail = ""
         if workload == "put_4k" and outcome.ops > self.put_pool(concurrency):
             detail = f"{outcome.ops - self.put_pool(concurrency)} of the PUTs overwrote a key (presigned pool {self.put_pool(concurrency)})"
         size = small_size_bytes if workload != "list_1000" else 0
-        return self.record(system.name, workload, concurrency, outcome, size, detail)
+        entry = self.record(system.name, workload, concurrency, outcome, size, detail)
+        if cpu_before is not None and cpu_after is not None and outcome.ops:
+            # The server's own CPU per request (all its threads, user + system), which
+            # the load generator on the same cores does not blur as it blurs ops/s.
+            entry["server_cpu_us_per_op"] = round((cpu_after - cpu_before) / outcome.ops * 1e6, 1)
+            say(f"  {system.name} {workload} c={concurrency}: server CPU {entry['server_cpu_us_per_op']:.1f} µs/request")
+        return entry
 
     def populate(self, system: System, prefix: str, count: int, size: int) -> float:
         """PUT ``count`` keys over HTTP with many connections; returns seconds taken."""
@@ -347,10 +371,14 @@ class Run:
             return CephRgw(self.work_dir)
         if name == "moto":
             return Moto(self.work_dir)
+        if name == BareStarlette.name:  # the framework ceiling, as a system of its own
+            return BareStarlette(self.work_dir)
         if name in self.parameters.external:
             spec = self.parameters.external[name]
-            url, access_key, secret_key = spec.split(",")
-            return External(name, loadgen.Endpoint(url, access_key, secret_key))
+            url, access_key, secret_key, *pid = spec.split(",")
+            # No keys ('NAME=URL,,,PID'): unsigned requests, as to the bare framework.
+            endpoint = loadgen.Endpoint(url, access_key or None, secret_key or None)
+            return External(name, endpoint, server_pid=int(pid[0]) if pid and pid[0] else None)
         raise ValueError(f"unknown system {name!r}")
 
     def workload_list(self, system: System) -> list[tuple[str, int]]:
@@ -370,11 +398,18 @@ class Run:
             pairs = [pair for pair in pairs if pair[0] in p.volatile_workloads]
             if p.mode == "quick":
                 pairs = [pair for pair in pairs if pair[1] == p.headline_concurrency]
+        if p.workloads is not None:
+            pairs = [pair for pair in pairs if pair[0] in p.workloads]
         return pairs
+
+    def wants(self, workload: str) -> bool:
+        return self.parameters.workloads is None or workload in self.parameters.workloads
 
     def measure_system(self, system: System) -> None:
         p = self.parameters
-        needs_list = system.name != "squall-volatile" or "list_1000" in p.volatile_workloads
+        needs_list = self.wants("list_1000") and (
+            system.name != "squall-volatile" or "list_1000" in p.volatile_workloads
+        )
         try:
             if system.populates_in_process and needs_list:
                 began = time.monotonic()
@@ -385,7 +420,8 @@ class Run:
                     f"list bucket ({p.list_object_count} objects) populated in-process in {time.monotonic() - began:.1f} s"
                 )
             system.start()
-            ensure_bucket(system.endpoint, bucket)
+            if system.endpoint.access_key is not None:  # the bare framework takes any PUT
+                ensure_bucket(system.endpoint, bucket)
             seconds = self.populate(system, small_prefix, p.small_key_count, small_size_bytes)
             system.notes.append(
                 f"{p.small_key_count} x 4 KiB populated over HTTP in {seconds:.1f} s"
@@ -403,9 +439,10 @@ class Run:
         try:
             for workload, concurrency in self.workload_list(system):
                 self.small_workload(system, workload, concurrency)
-            if system.name != "squall-volatile" or "put_64m" in p.volatile_workloads:
+            big = self.wants("put_64m") or self.wants("get_64m")
+            if big and (system.name != "squall-volatile" or "put_64m" in p.volatile_workloads):
                 self.big_objects(system)
-            if system.name != "squall-volatile":
+            if system.name != "squall-volatile" and self.wants("multipart"):
                 self.multipart(system)
             if system.name == "squall" and p.profile_seconds > 0:
                 self.profile(system)

@@ -288,11 +288,16 @@ class CephRgw(System):
 class External(System):
     """Any S3 endpoint given on the command line; we neither start nor stop it."""
 
-    def __init__(self, name: str, endpoint: Endpoint) -> None:
+    def __init__(self, name: str, endpoint: Endpoint, server_pid: int | None = None) -> None:
         super().__init__()
         self.name = name
         self.description = f"external endpoint {endpoint.url}"
         self.endpoint = endpoint
+        self._server_pid = server_pid  # given with --endpoint: its CPU is measured
+
+    @property
+    def server_pid(self) -> int | None:
+        return self._server_pid
 
     def start(self) -> None:
         if not answers_http(self.endpoint.url):

@@ -22,6 +22,7 @@ from gateway import admin
 from gateway.auth import Anonymous, AuthContext, AuthError, authenticate
 from gateway.body import RequestBody
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
+from gateway.requests import GatewayRequest
 from gateway.router import Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
@@ -158,14 +159,19 @@ def parse_query(query_string: str) -> dict[str, list[str]]:
     """``urllib.parse.parse_qs(query_string, keep_blank_values=True)``, without its
     generic machinery (it showed in profiles of small GETs): fields split on '&', empty
     ones skipped, a name without '=' has the value '', '+' is a space, %-escapes are
-    UTF-8 with errors replaced."""
+    UTF-8 with errors replaced. Only what holds a "+" or a "%" is rewritten: the six
+    parameters of a presigned URL hold one escape among them."""
     parsed: dict[str, list[str]] = {}
     for field in query_string.split("&"):
         if not field:
             continue
+        if "+" in field:
+            field = field.replace("+", " ")
         name, _, value = field.partition("=")
-        name = unquote(name.replace("+", " "))
-        value = unquote(value.replace("+", " "))
+        if "%" in name:
+            name = unquote(name)
+        if "%" in value:
+            value = unquote(value)
         values = parsed.get(name)
         if values is None:
             parsed[name] = [value]
@@ -177,6 +183,30 @@ def parse_query(query_string: str) -> dict[str, list[str]]:
 def _has_body(request: Request) -> bool:
     length = request.headers.get("content-length")
     return "transfer-encoding" in request.headers or (length is not None and length != "0")
+
+
+def _resource(raw_path: bytes) -> str:
+    """The path an error names as its Resource."""
+    return raw_path.decode("latin-1").split("?", 1)[0]
+
+
+_SERVER_NAME = b"Squall"
+
+
+def _add_common_headers(raw_headers: list[tuple[bytes, bytes]], request_id: str) -> None:
+    """x-amz-request-id, x-amz-id-2 and Server, where the response does not set them.
+
+    On the raw list in one pass: three ``MutableHeaders.setdefault`` calls scanned the
+    list three times and encoded each name again.
+    """
+    present = {name for name, _ in raw_headers}
+    request_id_bytes = request_id.encode("latin-1")
+    if b"x-amz-request-id" not in present:
+        raw_headers.append((b"x-amz-request-id", request_id_bytes))
+    if b"x-amz-id-2" not in present:
+        raw_headers.append((b"x-amz-id-2", request_id_bytes))
+    if b"server" not in present:
+        raw_headers.append((b"server", _SERVER_NAME))
 
 
 class Gateway:
@@ -194,28 +224,26 @@ class Gateway:
         if scope["type"] != "http":
             return
         watched = _BodyWatch(receive)
-        request = Request(scope, watched)
+        request = GatewayRequest(scope, watched)
         request_id = new_request_id()
         raw_path = scope.get("raw_path") or scope["path"].encode()
-        resource = raw_path.decode("latin-1").split("?", 1)[0]
         endpoint: Endpoint | None = None
         try:
             query = parse_query(scope.get("query_string", b"").decode("latin-1"))
             endpoint = self._route(request, raw_path, query)
             response = await self._handle(request, endpoint, query, request_id, raw_path)
         except S3Error as error:
-            response = error_response(error, request_id=request_id, resource=resource,
-                                      method=request.method)
+            response = error_response(error, request_id=request_id,
+                                      resource=_resource(raw_path), method=request.method)
         except Exception:  # a bug: logged with its traceback, answered as S3 does
+            resource = _resource(raw_path)
             log.exception("internal error in request %s %s", request.method, resource)
             response = error_response(
                 S3Error("InternalError", "We encountered an internal error. Please try "
                         "again.", 500),
                 request_id=request_id, resource=resource, method=request.method,
             )
-        response.headers.setdefault("x-amz-request-id", request_id)
-        response.headers.setdefault("x-amz-id-2", request_id)
-        response.headers.setdefault("Server", "Squall")
+        _add_common_headers(response.raw_headers, request_id)
         if endpoint is not None and "origin" in request.headers:
             await self._add_cors_headers(request, endpoint, response)
         if not watched.body_complete and _has_body(request):

@@ -113,6 +113,19 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+def _routes_by_method_and_target() -> dict[tuple[str, str], tuple[Route, ...]]:
+    """ROUTES grouped by (method, target), each group in table order."""
+    groups: dict[tuple[str, str], list[Route]] = {}
+    for candidate in ROUTES:
+        groups.setdefault((candidate.method, candidate.target), []).append(candidate)
+    return {group: tuple(routes) for group, routes in groups.items()}
+
+
+# A request looks only at the routes of its method and target (GetObject was the 21st
+# route of the table), and the first one that matches still wins.
+_ROUTES_BY_METHOD_AND_TARGET = _routes_by_method_and_target()
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     operation: str
@@ -171,9 +184,7 @@ def route(
         return Endpoint("SquallAdmin")
     target = SERVICE if bucket is None else (BUCKET if key is None else OBJECT)
     subresource = _subresource(query)
-    for candidate in ROUTES:
-        if (candidate.method, candidate.target) != (method, target):
-            continue
+    for candidate in _ROUTES_BY_METHOD_AND_TARGET.get((method, target), ()):
         if candidate.subresource not in (subresource, ANY_SUBRESOURCE):
             continue
         if candidate.header is not None and candidate.header not in headers:

@@ -159,11 +159,14 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                 delivery=hook if webhooks and isinstance(hook, EventDelivery) else None,
             ),
         )
+        from gateway.http_protocol import CoalescingHttpToolsProtocol
+
         config = uvicorn.Config(
             gateway,
             host=args.host,
             port=args.port,
-            http="httptools",
+            # uvicorn's httptools protocol, sending a small response in one write.
+            http=CoalescingHttpToolsProtocol,
             lifespan="on",
             server_header=False,
             proxy_headers=False,  # no proxy is trusted: X-Forwarded-* are not believed

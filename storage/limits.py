@@ -57,6 +57,7 @@ request_xml_body_bytes_max = 1024 * 1024  # any XML request body (DeleteObjects,
 presigned_expiry_seconds_max = 7 * 24 * 3600  # AWS: presigned URLs live at most 7 days
 signing_keys_cached_max = 1024  # derived SigV4 keys kept (credential x day x region)
 xml_dates_cached_max = 4096  # formatted seconds of XML timestamps kept (listings)
+auth_fields_cached_max = 1024  # parsed SigV4 fields kept, per parser (credential, date ...)
 request_time_skew_seconds_max = 15 * 60  # AWS: RequestTimeTooSkewed beyond 15 minutes
 aws_chunk_header_bytes_max = 4096  # one aws-chunked chunk header line
 aws_chunk_size_bytes_max = 16 * 1024 * 1024  # one aws-chunked chunk's payload
@@ -75,6 +76,7 @@ post_form_part_header_bytes_max = 8 * 1024  # the header lines of one form part
 post_form_preamble_bytes_max = 1024  # bytes allowed before the first boundary
 post_form_trailing_bytes_max = 64 * 1024  # read and ignored after the file; more -> close
 post_policy_conditions_max = 1000  # conditions in one POST policy document
+response_coalesce_bytes_max = 64 * 1024  # a response write this small waits to join the next
 
 # --- pre-commit functions (triggers) ---------------------------------------------------
 function_definition_bytes_max = 64 * 1024  # one function definition document

@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import Enum
+from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from gateway.errors import CodedError
@@ -86,6 +87,8 @@ SecretLookup = Callable[[str], str | None]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _TIMESTAMP = re.compile(r"\d{8}T\d{6}Z")
+_DATE_STAMP = re.compile(r"\d{8}")
+_EXPIRES = re.compile(r"-?\d{1,12}")
 _SIGNED_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _PRESIGN_REQUIRED = (
     "X-Amz-Algorithm",
@@ -237,7 +240,8 @@ def authenticate(
         _check_skew(claim.timestamp, now_seconds)
     excluded = "X-Amz-Signature" if presigned else None
     canonical = canonical_request(
-        method, raw_path, query, header_map, claim.signed_headers, claim.payload_hash, excluded
+        method, raw_path, query, header_map, claim.signed_headers, claim.payload_hash, excluded,
+        raw_query,
     )
     return _verified_context(claim, canonical, secret, header_map, query, presigned)
 
@@ -277,7 +281,33 @@ def derive_signing_key(secret: str, date_stamp: str, region: str, service: str =
 
 
 def sign_hex(signing_key: bytes, string_to_sign: str) -> str:
-    return hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    """``hex(HMAC-SHA256(signing_key, string_to_sign))``, from the key's cached pads."""
+    inner, outer = _hmac_sha256_pads(signing_key)
+    inner = inner.copy()
+    inner.update(string_to_sign.encode())
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()
+
+
+_SHA256_BLOCK_BYTES = 64
+
+
+@functools.lru_cache(maxsize=limits.signing_keys_cached_max)
+def _hmac_sha256_pads(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states that have absorbed ``key ^ ipad`` and ``key ^ opad`` (RFC 2104).
+
+    HMAC is ``H(key ^ opad, H(key ^ ipad, message))``; a signing key is used for every
+    request of its day, so its two padded blocks are hashed once and the states copied.
+    ``hmac.new`` rebuilds them (and looks the digest up in OpenSSL) on each call: 7 µs
+    against 2 µs for a small request's string to sign.
+    """
+    if len(key) > _SHA256_BLOCK_BYTES:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK_BYTES, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+    return inner, outer
 
 
 def string_to_sign(timestamp: str, scope: str, canonical: str) -> str:
@@ -296,16 +326,26 @@ def canonical_request(
     signed_headers: Sequence[str],
     payload_hash: str,
     excluded_query_name: str | None = None,
+    raw_query: bytes | None = None,
 ) -> str:
-    """The canonical request as the client built it; see the module docstring."""
+    """The canonical request as the client built it; see the module docstring.
+
+    With ``raw_query`` (the query as sent, which ``query`` was parsed from), a query
+    sent already in canonical form is taken as it is instead of being rebuilt.
+    """
     header_lines = "".join(
         f"{name}:{canonical_header_value(header_map.get(name, []))}\n" for name in signed_headers
     )
+    query_part = None
+    if raw_query is not None:
+        query_part = canonical_query_as_sent(raw_query, excluded_query_name)
+    if query_part is None:
+        query_part = canonical_query(query, excluded_query_name)
     return "\n".join(
         (
             method.upper(),
             canonical_uri(raw_path),
-            canonical_query(query, excluded_query_name),
+            query_part,
             header_lines,
             ";".join(signed_headers),
             payload_hash,
@@ -314,6 +354,22 @@ def canonical_request(
 
 
 _UNRESERVED = re.compile(rb"[A-Za-z0-9_.~-]*")
+# A string is its own AWS URI encoding when it holds only unreserved characters and
+# upper-case %XX escapes of bytes that are NOT unreserved: '%41' decodes to 'A', which
+# is re-encoded as 'A', and '%2f' is re-encoded as '%2F', so neither is canonical.
+# Checked as a character class plus a search for a bad escape: a regex alternation per
+# byte cost more than the re-encoding it saves.
+_CANONICAL_PATH_CHARACTERS = re.compile(rb"[A-Za-z0-9_.~%/-]*")
+_CANONICAL_QUERY_CHARACTERS = re.compile(rb"[A-Za-z0-9_.~%=&-]*")
+_NON_CANONICAL_ESCAPE = re.compile(
+    rb"%(?![0-9A-F]{2})|%(?:2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9AE])"
+)
+
+
+def _is_canonical(raw: bytes, characters: re.Pattern[bytes]) -> bool:
+    return characters.fullmatch(raw) is not None and (
+        b"%" not in raw or _NON_CANONICAL_ESCAPE.search(raw) is None
+    )
 
 
 def aws_uri_encode(raw: bytes) -> str:
@@ -328,9 +384,14 @@ def _decode(raw: bytes) -> bytes:
 
 
 def canonical_uri(raw_path: bytes) -> str:
-    """Decode and re-encode each segment; S3 keeps empty and dot segments as they are."""
+    """Decode and re-encode each segment; S3 keeps empty and dot segments as they are.
+
+    A path sent already encoded the AWS way (what botocore sends) is its own result.
+    """
     if not raw_path:
         return "/"
+    if _is_canonical(raw_path, _CANONICAL_PATH_CHARACTERS):
+        return raw_path.decode("ascii")
     return "/".join(aws_uri_encode(_decode(s)) for s in raw_path.split(b"/"))
 
 
@@ -340,6 +401,39 @@ def canonical_query(query: Sequence[tuple[bytes, bytes]], excluded_name: str | N
         (aws_uri_encode(name), aws_uri_encode(value)) for name, value in query if name != excluded
     )
     return "&".join(f"{name}={value}" for name, value in pairs)
+
+
+def canonical_query_as_sent(raw_query: bytes, excluded_name: str | None) -> str | None:
+    """The canonical query string from the pieces as sent, when each is canonical.
+
+    That is when every piece is ``name=value``, both already AWS-encoded (see
+    ``_is_canonical``): what a presigner hands out. Then decoding and re-encoding each
+    pair, as :func:`canonical_query` does, gives the same bytes back, and only the sort
+    is left to do (botocore's presigner sends the pairs sorted but for the signature;
+    boto3's ``generate_presigned_url`` puts ``X-Amz-SignedHeaders`` before
+    ``X-Amz-Expires``). None when it does not hold: the caller rebuilds the query pair
+    by pair.
+    """
+    if not raw_query:
+        return ""
+    if not _is_canonical(raw_query, _CANONICAL_QUERY_CHARACTERS):
+        return None
+    # A canonical name has no escapes of unreserved characters, so the excluded
+    # (unreserved) name can only be written one way.
+    excluded = excluded_name.encode() if excluded_name is not None else None
+    pairs: list[tuple[bytes, bytes]] = []
+    for piece in raw_query.split(b"&"):
+        name, equals, value = piece.partition(b"=")
+        # Exactly one '=' after a name: 'name' alone is signed as 'name=', and an empty
+        # piece is skipped; such queries are rebuilt.
+        if not name or not equals or b"=" in value:
+            return None
+        if name != excluded:
+            pairs.append((name, value))
+    # Sorted by (name, value), as canonical_query sorts: not the order of the pieces
+    # themselves when one name is a prefix of another ('a-=1' < 'a=1').
+    pairs.sort()
+    return "&".join(f"{name.decode('ascii')}={value.decode('ascii')}" for name, value in pairs)
 
 
 def canonical_header_value(values: Sequence[str]) -> str:
@@ -361,8 +455,13 @@ def _parse_query(raw_query: bytes) -> list[tuple[bytes, bytes]]:
     pairs = []
     for piece in raw_query.split(b"&"):
         if piece:
-            name, _, value = piece.replace(b"+", b" ").partition(b"=")
-            pairs.append((_decode(name), _decode(value)))
+            if b"+" in piece:
+                piece = piece.replace(b"+", b" ")
+            name, _, value = piece.partition(b"=")
+            pairs.append((
+                unquote_to_bytes(name) if b"%" in name else name,
+                unquote_to_bytes(value) if b"%" in value else value,
+            ))  # fmt: skip
     return pairs
 
 
@@ -394,12 +493,19 @@ def _parse_authorization(value: str) -> dict[str, str]:
     return fields
 
 
+# The parsers of the claim's fields are pure and their inputs repeat (one credential and
+# date per client and day, a handful of signed-header lists, presigned URLs signed in the
+# same second), so their results are cached; a field that fails raises, and is not.
+_parse_cache = functools.lru_cache(maxsize=limits.auth_fields_cached_max)
+
+
+@_parse_cache
 def _parse_credential(value: str, error: Callable[[str], AuthError]) -> _Credential:
     parts = value.split("/")
     if len(parts) != 5 or not all(parts[:3]):
         raise error(f"the Credential '{value}' is not AK/date/region/s3/aws4_request.")
     access_key, date_stamp, region, service, terminator = parts
-    if not re.fullmatch(r"\d{8}", date_stamp):
+    if not _DATE_STAMP.fullmatch(date_stamp):
         raise error(f"Invalid credential date '{date_stamp}'. The date must be yyyyMMdd.")
     if service != SERVICE:
         raise error(f"incorrect service '{service}'. This endpoint belongs to 's3'.")
@@ -408,6 +514,7 @@ def _parse_credential(value: str, error: Callable[[str], AuthError]) -> _Credent
     return _Credential(access_key, date_stamp, region)
 
 
+@_parse_cache
 def _parse_signed_headers(value: str, error: Callable[[str], AuthError]) -> tuple[str, ...]:
     names = tuple(value.split(";"))
     if not all(_SIGNED_HEADER_NAME.fullmatch(name) for name in names):
@@ -434,6 +541,7 @@ def _header_timestamp(header_map: dict[str, list[str]]) -> str:
     return parsed.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
 
 
+@_parse_cache
 def _parse_timestamp(timestamp: str) -> float | None:
     """Seconds since the epoch of an ISO 8601 basic UTC time (20130524T000000Z).
 
@@ -508,7 +616,7 @@ def _presigned_claim(
     credential = _parse_credential(params["X-Amz-Credential"], _query_error)
     signed_headers = _parse_signed_headers(params["X-Amz-SignedHeaders"], _query_error)
     timestamp = params["X-Amz-Date"]
-    signed_at = _parse_timestamp(timestamp) if _TIMESTAMP.fullmatch(timestamp) else None
+    signed_at = _parse_timestamp(timestamp)
     if signed_at is None:
         raise _query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
     if credential.date_stamp != timestamp[:8]:
@@ -539,8 +647,9 @@ def _presign_params(query: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     return params
 
 
+@_parse_cache
 def _presign_expiry(value: str) -> int:
-    if not re.fullmatch(r"-?\d{1,12}", value):
+    if not _EXPIRES.fullmatch(value):
         raise _query_error("X-Amz-Expires should be a number")
     expires_seconds = int(value)
     if expires_seconds < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,8 +28,11 @@ class Owner:
     display_name: str
 
 
+@functools.lru_cache(maxsize=api.limits.signing_keys_cached_max)
 def owner_for(access_key: str) -> Owner:
-    """A stable canonical user id for an access key (64 hex characters, like AWS's)."""
+    """A stable canonical user id for an access key (64 hex characters, like AWS's).
+
+    Cached: every request asks for it, and the answer never changes."""
     return Owner(hashlib.sha256(f"squall-owner:{access_key}".encode()).hexdigest(), access_key)
 
 

@@ -255,10 +255,10 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     if outcome == 304:
         kept = ("ETag", "Last-Modified", "x-amz-version-id")
         return Response(status_code=304, headers={k: headers[k] for k in kept if k in headers})
-    for parameter, header in _RESPONSE_OVERRIDES.items():
-        value = ctx.query_value(parameter)
-        if value is not None:
-            headers[header] = value
+    for parameter, values in ctx.query.items():  # a short query, looked up in the table
+        header = _RESPONSE_OVERRIDES.get(parameter)
+        if header is not None and values:
+            headers[header] = values[0]
     size = version.size_bytes
     byte_range = _part_number(ctx, version)
     if byte_range is not None:

@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import random
+import shutil
 
 import pytest
 
@@ -229,3 +230,39 @@ def test_list_and_mixed_plans() -> None:
     mixed = Mixed("m", "b", "g", 100, "p", 1000, 4096).requests_for(presigner, 0, 1)
     puts = sum(1 for method, _, _ in mixed if method == "PUT")
     assert 150 < puts < 250
+
+
+def test_workloads_and_the_bare_framework_as_a_system() -> None:
+    from bench.__main__ import build_parser, parameters_from
+    from bench.runner import Run
+    from bench.systems import BareStarlette, External
+
+    args = build_parser().parse_args([
+        "--systems", "starlette-bare,old", "--workloads", "get_4k,put_4k", "--concurrency", "1,8",
+        "--endpoint", "old=http://127.0.0.1:1,AK,SK,4242", "--endpoint", "raw=http://127.0.0.1:2,,,",
+    ])  # fmt: skip
+    parameters = parameters_from(args)
+    assert parameters.workloads == ["get_4k", "put_4k"]
+    run = Run(parameters, "test")
+    shutil.rmtree(run.work_dir)  # made by Run for servers' data; none is started here
+    bare = run.make_system("starlette-bare")
+    assert isinstance(bare, BareStarlette)
+    assert run.workload_list(bare) == [("put_4k", 1), ("put_4k", 8), ("get_4k", 1), ("get_4k", 8)]
+    assert not run.wants("list_1000") and not run.wants("multipart")
+    old = run.make_system("old")
+    assert isinstance(old, External) and old.server_pid == 4242
+    assert old.endpoint.access_key == "AK"
+    raw = run.make_system("raw")
+    assert raw.server_pid is None and raw.endpoint.access_key is None
+
+
+def test_server_cpu_of_this_process_is_read_and_grows() -> None:
+    import os
+
+    from bench.runner import process_cpu_seconds
+
+    before = process_cpu_seconds(os.getpid())
+    sum(i * i for i in range(300_000))
+    after = process_cpu_seconds(os.getpid())
+    assert before is not None and after is not None and after >= before
+    assert process_cpu_seconds(None) is None

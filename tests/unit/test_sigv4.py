@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import hashlib
+import hmac
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 from unittest import mock
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import boto3
 import botocore.auth
@@ -686,3 +688,108 @@ def test_signing_key_matches_aws_documentation() -> None:
     iam_secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
     key = sigv4.derive_signing_key(iam_secret, "20120215", "us-east-1", "iam")
     assert key.hex() == "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+
+
+# --- the canonical forms taken as sent ---------------------------------------------------
+# canonical_uri and canonical_request take a path or query that is already in canonical
+# form as it is, instead of decoding and re-encoding it. These tests hold the shortcut to
+# the rebuilt form, and check that the shortcut is taken where it is meant to be.
+
+UNRESERVED_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def rebuilt_uri(raw_path: bytes) -> str:
+    """canonical_uri's long way: every segment decoded and re-encoded."""
+    if not raw_path:
+        return "/"
+    return "/".join(sigv4.aws_uri_encode(unquote_to_bytes(s)) for s in raw_path.split(b"/"))
+
+
+@pytest.mark.parametrize("byte", range(256))
+def test_every_escape_and_byte_is_judged_like_the_encoder(byte: int) -> None:
+    escape = b"%%%02X" % byte
+    is_own_encoding = quote(bytes([byte]), safe="") == escape.decode()
+    assert sigv4.canonical_uri(escape) == rebuilt_uri(escape)
+    assert (sigv4.canonical_query_as_sent(b"a=" + escape, None) is not None) == is_own_encoding
+    lower = b"%%%02x" % byte
+    if lower != escape:
+        assert sigv4.canonical_query_as_sent(b"a=" + lower, None) is None
+    raw = bytes([byte])
+    assert sigv4.canonical_uri(b"/" + raw) == rebuilt_uri(b"/" + raw)
+    as_sent = sigv4.canonical_query_as_sent(b"a=" + raw, None)
+    assert (as_sent is not None) == (byte in UNRESERVED_BYTES)
+
+
+wire_pieces = st.sampled_from(
+    ["a", "Z", "0", "-", ".", "_", "~", "/", "%", "%2F", "%2f", "%41", "%20", "%E2%82%AC",
+     "%7E", "%7F", "%3D", "%26", "%2B", "+", " ", "=", "&", "X-Amz-Signature=", "b", "a-",
+     "é", "%C3", "%G1"]
+)  # fmt: skip
+wire_text = st.lists(wire_pieces, max_size=14).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(raw=wire_text)
+def test_hypothesis_uri_taken_as_sent_equals_rebuilt(raw: str) -> None:
+    raw_path = ("/" + raw).encode()
+    assert sigv4.canonical_uri(raw_path) == rebuilt_uri(raw_path)
+
+
+@settings(max_examples=600, deadline=None)
+@given(raw=wire_text, excluded=st.sampled_from([None, "X-Amz-Signature", "a"]))
+def test_hypothesis_query_taken_as_sent_equals_rebuilt(raw: str, excluded: str | None) -> None:
+    raw_query = raw.encode()
+    as_sent = sigv4.canonical_query_as_sent(raw_query, excluded)
+    if as_sent is not None:
+        assert as_sent == sigv4.canonical_query(sigv4._parse_query(raw_query), excluded)
+
+
+def test_pairs_in_canonical_order_are_judged_as_pairs() -> None:
+    # 'a-=1' sorts before 'a=1' as a string, after it as a (name, value) pair.
+    assert sigv4.canonical_query_as_sent(b"a=1&a-=0", None) == "a=1&a-=0"
+    assert sigv4.canonical_query_as_sent(b"a-=0&a=1", None) == "a=1&a-=0"
+    assert sigv4.canonical_query(sigv4._parse_query(b"a-=0&a=1"), None) == "a=1&a-=0"
+    # Not canonical: a name alone, an empty piece, a second '='.
+    for raw in (b"a", b"a=1&&b=2", b"a=1=2", b"=1"):
+        assert sigv4.canonical_query_as_sent(raw, None) is None, raw
+
+
+def test_presigned_urls_take_the_shortcut() -> None:
+    wire = botocore_presign("GET", key_url("bkt", "dir/ü b+c~d.txt"))
+    as_sent = sigv4.canonical_query_as_sent(wire.raw_query, "X-Amz-Signature")
+    assert as_sent is not None and "X-Amz-Signature" not in as_sent
+    assert as_sent == sigv4.canonical_query(sigv4._parse_query(wire.raw_query), "X-Amz-Signature")
+    assert sigv4._is_canonical(wire.raw_path, sigv4._CANONICAL_PATH_CHARACTERS)
+    assert isinstance(wire.verify(), AuthContext)
+    # botocore puts the request's own parameters before its X-Amz-* ones: out of
+    # order, but each piece canonical, so only sorted.
+    with_version = botocore_presign("GET", key_url("bkt", "k", "versionId=v1"))
+    as_sent = sigv4.canonical_query_as_sent(with_version.raw_query, "X-Amz-Signature")
+    assert as_sent is not None and as_sent.endswith("&versionId=v1")
+    assert isinstance(with_version.verify(), AuthContext)
+
+
+def test_presigned_url_fails_on_any_changed_byte() -> None:
+    wire = botocore_presign("GET", key_url("bkt", "dir/k%y"))  # taken as sent
+    assert isinstance(wire.verify(), AuthContext)
+    original_path, original_query = wire.raw_path, wire.raw_query
+    for field in ("raw_path", "raw_query"):
+        original = getattr(wire, field)
+        for index in range(len(original)):
+            replacement = b"B" if original[index : index + 1] == b"A" else b"A"
+            setattr(wire, field, original[:index] + replacement + original[index + 1 :])
+            with pytest.raises(AuthError):
+                wire.verify()
+        setattr(wire, field, original)
+    # The order of the pairs is not signed: moved around, the query still verifies.
+    pieces = original_query.split(b"&")
+    wire.raw_query = b"&".join(reversed(pieces))
+    assert isinstance(wire.verify(), AuthContext)
+    assert wire.raw_path == original_path
+
+
+def test_hmac_from_cached_pads_is_hmac() -> None:
+    for key in (b"", b"k" * 32, bytes(range(64)), bytes(range(100))):
+        for message in ("", "AWS4-HMAC-SHA256\n20130524T000000Z\nscope\nhash", "ü" * 50):
+            expected = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+            assert sigv4.sign_hex(key, message) == expected
