@@ -7,9 +7,19 @@ Rules and theory of operation:
   versioned and replicated like any object, through ``storage.api`` only. A running
   function is built for one definition version and cached by (name, version id); a new
   PUT of the definition takes effect at the next write, with no invalidation protocol.
-* A ``tensorflow`` function classifies through an adaptive ``Batcher``; each batch
-  resolves the model object's current version through the ``ModelCache`` and runs
-  decoding and inference in a thread (the event loop never waits on TensorFlow).
+* Per write, ``Registry.function`` checks the store's change counter of the system
+  bucket (``StorageClient.change_count``, no I/O) and looks the definition's version up
+  again only when it changed: a definition PUT bumps it before it is acknowledged, so
+  the next write after the acknowledgement sees the new version (see
+  ``storage.engine.writer.ChangeCounters`` for why that is never stale).
+* A ``tensorflow`` function classifies through an adaptive ``Batcher`` (up to
+  ``batching.max_concurrent_batches`` batches at once, all functions together bounded by
+  the process's ``InferencePool``); each batch resolves the model object's current
+  version through the ``ModelCache`` when it starts and runs decoding and inference on
+  a pool thread (the event loop never waits on TensorFlow). TensorFlow's own thread
+  pools are sized once, before its first use (``configure_tensorflow_threads``): with
+  one intra-op thread per batch, concurrent batches share the cores without
+  oversubscribing them (measured: docs/triggers.md, "Concurrency").
 * A ``python`` function is ``package.module:callable``, imported at registration (an
   import error is a registration error) and called as ``callable(event, store)`` with
   the ``api.WriteEvent`` (zero-copy views of the body) and the ``api.StorageClient``.
@@ -33,9 +43,11 @@ import json
 import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from storage.api import (
+    CHANGES_OBJECTS,
     BucketAlreadyOwnedByYou,
     InvalidArgument,
     NoSuchKey,
@@ -45,7 +57,7 @@ from storage.api import (
     limits,
 )
 from triggers.actions import Prediction
-from triggers.batching import Batcher
+from triggers.batching import Batcher, InferencePool
 from triggers.config import (
     FunctionDefinition,
     InputSpec,
@@ -63,6 +75,29 @@ FUNCTIONS_PREFIX = "functions/"
 
 class FunctionFailed(Exception):
     """A function could not judge a body (bad input, or its own error)."""
+
+
+# --- TensorFlow's threads ------------------------------------------------------------------
+
+_tensorflow_threads_configured = False
+
+
+def configure_tensorflow_threads(intra_op_threads: int, inter_op_threads: int) -> None:
+    """Size TensorFlow's thread pools once per process, before its first op (imports
+    TensorFlow: call from a worker thread). Too late (TensorFlow already ran) is logged."""
+    global _tensorflow_threads_configured
+    if _tensorflow_threads_configured:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError as error:  # the runtime is initialised: its pools are fixed
+        _log.warning("TensorFlow threads not set (%s): keeping %d intra-op, %d inter-op", error,
+                     tf.config.threading.get_intra_op_parallelism_threads(),
+                     tf.config.threading.get_inter_op_parallelism_threads())
+    _tensorflow_threads_configured = True
 
 
 # --- input decoding (in a worker thread) -------------------------------------------------
@@ -236,12 +271,19 @@ def _top_k(probabilities: Any, labels: Sequence[str], k: int) -> tuple[tuple[str
 
 class TensorFlowFunction:
     def __init__(
-        self, definition: FunctionDefinition, models: ModelCache, labels: LabelCache
+        self,
+        definition: FunctionDefinition,
+        models: ModelCache,
+        labels: LabelCache,
+        pool: InferencePool,
+        tensorflow_threads: tuple[int, int] = (1, 1),
     ) -> None:
         assert definition.kind == "tensorflow" and definition.model is not None
         self.definition = definition
         self._models = models
         self._labels = labels
+        self._pool = pool
+        self._tensorflow_threads = tensorflow_threads  # (intra-op, inter-op)
         batching = definition.batching
         self.batcher = Batcher(
             definition.name,
@@ -249,6 +291,8 @@ class TensorFlowFunction:
             max_batch_size=batching.max_batch_size,
             max_queue_delay_ms=batching.max_queue_delay_ms,
             queue_length_max=batching.queue_length_max,
+            max_concurrent_batches=batching.max_concurrent_batches,
+            pool=pool,
         )
 
     async def predict(self, event: WriteEvent) -> tuple[Prediction, int]:
@@ -267,9 +311,14 @@ class TensorFlowFunction:
 
     async def _run_batch(self, events: Sequence[WriteEvent]) -> list[Prediction | Exception]:
         assert self.definition.model is not None
+        loop = asyncio.get_running_loop()
+        if not _tensorflow_threads_configured:  # once per process, before any model loads
+            await loop.run_in_executor(self._pool.executor, configure_tensorflow_threads,
+                                       *self._tensorflow_threads)
         model = await self._models.get(self.definition.model)
         labels = await self._label_names(model)
-        return await asyncio.to_thread(self._infer, model, labels, events)
+        return await loop.run_in_executor(self._pool.executor, self._infer, model, labels,
+                                          events)
 
     def _infer(
         self, model: LoadedModel, labels: Sequence[str], events: Sequence[WriteEvent]
@@ -347,12 +396,31 @@ Function = TensorFlowFunction | PythonFunction
 # --- the registry -----------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Running:
+    """A running function, the definition version it was built for, and the system
+    bucket's change count read before that version was looked up."""
+
+    version_id: str
+    function: Function
+    change_count: int | None
+
+
 class Registry:
-    def __init__(self, storage: StorageClient, models: ModelCache, labels: LabelCache) -> None:
+    def __init__(
+        self,
+        storage: StorageClient,
+        models: ModelCache,
+        labels: LabelCache,
+        pool: InferencePool,
+        tensorflow_threads: tuple[int, int] = (1, 1),
+    ) -> None:
         self._storage = storage
         self._models = models
         self._labels = labels
-        self._functions: dict[str, tuple[str, Function]] = {}  # name -> (version id, fn)
+        self._pool = pool
+        self._tensorflow_threads = tensorflow_threads
+        self._functions: dict[str, _Running] = {}
         self._retired: list[Function] = []
 
     async def start(self) -> None:
@@ -418,29 +486,36 @@ class Registry:
 
     async def function(self, name: str) -> Function:
         """The running function for the definition's current version."""
+        # Read BEFORE the lookup: a definition written after this read changes it.
+        change_count = self._storage.change_count(SYSTEM_BUCKET, CHANGES_OBJECTS)
+        cached = self._functions.get(name)
+        if cached is not None and change_count is not None and (
+                cached.change_count == change_count):
+            return cached.function
         try:
             version = await self._storage.get_version(SYSTEM_BUCKET, self._key(name))
         except NoSuchKey:
             version = None
         if version is None or version.is_delete_marker:
             raise NoSuchKey(f"no function named {name!r}")
-        cached = self._functions.get(name)
-        if cached is not None and cached[0] == version.version_id:
-            return cached[1]
+        if cached is not None and cached.version_id == version.version_id:
+            cached.change_count = change_count
+            return cached.function
         _, document = await self._document(name)
         definition = definition_from_document(name, document)
         function: Function
         if definition.kind == "tensorflow":
-            function = TensorFlowFunction(definition, self._models, self._labels)
+            function = TensorFlowFunction(definition, self._models, self._labels, self._pool,
+                                          self._tensorflow_threads)
         else:
             function = PythonFunction(definition, self._storage)
         if cached is not None:
-            self._retired.append(cached[1])  # in-flight requests finish on it; closed at end
-        self._functions[name] = (version.version_id, function)
+            self._retired.append(cached.function)  # in-flight requests finish on it
+        self._functions[name] = _Running(version.version_id, function, change_count)
         return function
 
     async def close(self) -> None:
-        for function in [f for _, f in self._functions.values()] + self._retired:
+        for function in [r.function for r in self._functions.values()] + self._retired:
             if isinstance(function, TensorFlowFunction):
                 await function.batcher.close()
         self._functions.clear()

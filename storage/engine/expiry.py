@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import lmdb
 
-from storage.api import ObjectVersion
+from storage.api import CHANGES_OBJECTS, ObjectVersion
 from storage.engine import keys, multipart
 from storage.engine.records import unpack_version
 from storage.engine.store import Engine
@@ -116,6 +116,7 @@ def expire(bucket: str, actions: tuple[ExpiryAction, ...]) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: apply_expiry_actions(engine, txn, bucket, actions),
         name="lifecycle_expire",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 
@@ -134,6 +135,7 @@ def abort_uploads(bucket: str, aborts: tuple[UploadAbort, ...]) -> WriteOperatio
     return WriteOperation(
         lambda engine, txn: apply_upload_aborts(engine, txn, bucket, aborts),
         name="lifecycle_abort_uploads",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 
