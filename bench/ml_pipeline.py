@@ -13,6 +13,8 @@
   process; the client WAITS until the event for its key (matched on key and eTag)
   arrives, then GETs, classifies in this process with the same decode and model as
   ``bare``, and does PutObjectTagging with the label. Latency: PUT start to tagging done.
+* ``put``: a plain PUT of the same bytes, no function bound and no notification (a key
+  prefix outside every rule): what the store costs before any judging.
 * ``conventional_hop0``: the same without the notification (the hop EMULATED AS ZERO
   COST: the client goes straight from the PUT's answer to the GET; a key prefix with no
   notification configuration, so it makes no events). Shows what the hop itself costs.
@@ -72,7 +74,7 @@ BUCKET = "mlbench"
 MODELS_BUCKET = "models"
 MNV2_LABELS = tuple(f"class{i}" for i in range(10))
 WEBHOOK_ID = "mlbench"
-PATHS = ("bare", "trigger_b8", "trigger_b1", "conventional", "conventional_hop0")
+PATHS = ("bare", "put", "trigger_b8", "trigger_b1", "conventional", "conventional_hop0")
 EVENT_WAIT_S = 30.0
 BATCHING = {
     "b8": {"max_batch_size": 8, "max_queue_delay_ms": 2},
@@ -435,6 +437,20 @@ class Bench:
         run_clients(list(range(count)), clients, lambda: Connection(self.server.url), op,
                     Connection.close, into)
 
+    def put(self, count: int, clients: int, into: Samples) -> None:
+        keys = self._keys(f"{self.workload.name}/put/", count)
+        urls = [self._presign("put_object", key) for key in keys]
+        headers = {"Content-Type": self.workload.content_type}
+
+        def op(connection: Connection, index: int) -> None:
+            status, _, data = connection.request("PUT", urls[index], self._image(index),
+                                                 headers)
+            if status != 200:
+                raise RuntimeError(f"PUT {status}: {data[:200]!r}")
+
+        run_clients(list(range(count)), clients, lambda: Connection(self.server.url), op,
+                    Connection.close, into)
+
     def conventional(self, count: int, clients: int, into: Samples, hop: bool) -> None:
         keys = self._keys(f"{self.workload.name}/{'plain' if hop else 'plain0'}/", count)
         puts = [self._presign("put_object", key) for key in keys]
@@ -479,6 +495,8 @@ class Bench:
     def run(self, path: str, count: int, clients: int, into: Samples) -> None:
         if path == "bare":
             self.bare(count, clients, into)
+        elif path == "put":
+            self.put(count, clients, into)
         elif path.startswith("trigger_"):
             self.trigger(path.removeprefix("trigger_"), count, clients, into)
         else:
@@ -545,6 +563,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         for clients, by_path in by_clients.items():
             bare = by_path.get("bare")
             conventional = by_path.get("conventional")
+            put = by_path.get("put")
             hop0 = by_path.get("conventional_hop0")
             for batching in BATCHING:
                 trigger = by_path.get(f"trigger_{batching}")
@@ -554,6 +573,9 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
                 if bare:
                     entry["trigger_over_bare_p50"] = round(trigger["p50_ms"] / bare["p50_ms"], 3)
                     entry["goal_trigger_le_1.10x_bare_p50"] = entry["trigger_over_bare_p50"] <= 1.10
+                if put:
+                    entry["trigger_minus_put_p50_ms"] = round(
+                        trigger["p50_ms"] - put["p50_ms"], 3)
                 if conventional:
                     entry["conventional_over_trigger_p50"] = round(
                         conventional["p50_ms"] / trigger["p50_ms"], 3)
@@ -576,7 +598,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     models = list(results)
     figure, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)), squeeze=False)
-    colours = {"bare": "#4c72b0", "trigger_b8": "#55a868", "trigger_b1": "#8fd19e",
+    colours = {"bare": "#4c72b0", "put": "#8172b2", "trigger_b8": "#55a868", "trigger_b1": "#8fd19e",
                "conventional": "#c44e52", "conventional_hop0": "#e8a0a2"}
     for row, model in enumerate(models):
         by_clients = results[model]

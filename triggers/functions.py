@@ -472,8 +472,18 @@ class Registry:
         return version.version_id, json.loads(body)
 
     async def show(self, name: str) -> dict[str, Any]:
+        """The definition, its version, and while a tensorflow function of that version
+        runs, its batcher's counts ('stats')."""
         version_id, document = await self._document(name)
-        return {**document, "version_id": version_id}
+        shown = {**document, "version_id": version_id}
+        running = self._functions.get(name)
+        if running is not None and running.version_id == version_id and isinstance(
+                running.function, TensorFlowFunction):
+            stats = running.function.batcher.stats
+            shown["stats"] = {"batches": stats.batches, "requests": stats.requests,
+                              "largest_batch": stats.largest_batch,
+                              "running_batches_max": stats.running_max}
+        return shown
 
     async def list_names(self) -> list[str]:
         page = await self._storage.list_objects(SYSTEM_BUCKET, prefix=FUNCTIONS_PREFIX,
