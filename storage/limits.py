@@ -77,6 +77,10 @@ trigger_concurrent_batches_max = 16  # clamp of a function's max_concurrent_batc
 # Batches of all functions running at once (one inference thread each): the process's
 # usable cores, at most this many (docs/triggers.md, "Concurrency").
 trigger_inference_threads_max = 32
+# A batch measured to take at most this long, with its bodies at most this large, runs on
+# the event loop when no other batch runs (no thread hop; triggers/functions.py).
+trigger_inline_batch_ms_max = 5.0
+trigger_inline_body_bytes_max = 256 * 1024
 trigger_lookups_cached_max = 4096  # per cache: notification configs, definitions, model refs
 model_object_bytes_max = 512 * 1024 * 1024  # a model object larger than this is refused
 model_cache_bytes_max = 1024 * 1024 * 1024  # loaded models kept (LRU beyond this budget)

@@ -148,6 +148,11 @@ class Batcher:
         self._arrival_gap_s = float("inf")  # moving average of the gaps between arrivals
         self.stats = BatchStats()
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch (some may have been cancelled)."""
+        return len(self._queue)
+
     async def submit(self, item: Any) -> tuple[Any, int]:
         """The result for ``item`` and the size of the batch it ran in."""
         if self._closed:

@@ -16,7 +16,9 @@ Rules and theory of operation:
   ``batching.max_concurrent_batches`` batches at once, all functions together bounded by
   the process's ``InferencePool``); each batch resolves the model object's current
   version through the ``ModelCache`` when it starts and runs decoding and inference on
-  a pool thread (the event loop never waits on TensorFlow). TensorFlow's own thread
+  a pool thread; the event loop never waits on TensorFlow, except for a batch measured
+  to be short (``limits.trigger_inline_batch_ms_max``) while no other batch runs, which
+  is cheaper inline than the two thread wake-ups of the hop (``_runs_inline``). TensorFlow's own thread
   pools are sized once, before its first use (``configure_tensorflow_threads``): with
   one intra-op thread per batch, concurrent batches share the cores without
   oversubscribing them (measured: docs/triggers.md, "Concurrency").
@@ -42,6 +44,7 @@ import inspect
 import json
 import logging
 import struct
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -219,12 +222,16 @@ def _image_pipeline(model: LoadedModel, spec: InputSpec) -> Callable[[Any], Any]
             return tf.image.resize(tf.cast(image, tf.float32), (height, width))
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-        def pipeline(bodies: Any) -> Any:
+        def traced(bodies: Any) -> Any:
             images = tf.map_fn(decode, bodies, fn_output_signature=tf.TensorSpec(
                 size, tf.float32))
             images = images * spec.scale + spec.offset
             return predict(tf.reshape(images, (-1, *input_shape)))
 
+        # Its one concrete function: calling it skips tf.function's per-call signature
+        # binding and cache lookup (measured: ~150-200 us of ~800 us per call of the
+        # shapes model; docs/benchmarks.md). The signature is fixed, so nothing retraces.
+        pipeline = traced.get_concrete_function()
     model.pipelines[spec] = pipeline
     return pipeline
 
@@ -284,6 +291,11 @@ class TensorFlowFunction:
         self._labels = labels
         self._pool = pool
         self._tensorflow_threads = tensorflow_threads  # (intra-op, inter-op)
+        # Batch timing (``_measured``): the model measured, its moving average, and the
+        # model whose batches may run inline (None: none yet, or too slow).
+        self._measured_model: LoadedModel | None = None
+        self._batch_ms = 0.0
+        self._inline_model: LoadedModel | None = None
         batching = definition.batching
         self.batcher = Batcher(
             definition.name,
@@ -317,10 +329,50 @@ class TensorFlowFunction:
                                        *self._tensorflow_threads)
         model = await self._models.get(self.definition.model)
         labels = await self._label_names(model)
+        if self._runs_inline(model, events):
+            return self._infer(model, labels, events)
         return await loop.run_in_executor(self._pool.executor, self._infer, model, labels,
                                           events)
 
+    def _runs_inline(self, model: LoadedModel, events: Sequence[WriteEvent]) -> bool:
+        """Whether this batch runs on the event loop thread instead of a pool thread.
+
+        The hop to a pool thread and back costs two thread wake-ups, each a scheduler
+        delay on a busy machine: more than a whole inference of a small model. So a batch
+        runs inline when this model's batches were measured (``_infer``) to take at most
+        ``limits.trigger_inline_batch_ms_max``, no other batch of any function is running
+        (only this batch holds a pool slot: inline work would delay theirs) and none waits
+        (it could start on a free slot meanwhile), and its bodies are small (a large
+        body's decoding was not what was measured). For a small model the hop buys little
+        parallelism anyway: TensorFlow's Python dispatch holds the GIL for most of it. A new model
+        version is measured on a thread first (its graphs are traced on first use)."""
+        return (
+            self._inline_model is model
+            and self._pool.busy <= 1
+            and self.batcher.queued == 0
+            and sum(event.size_bytes for event in events) <= limits.trigger_inline_body_bytes_max
+        )
+
     def _infer(
+        self, model: LoadedModel, labels: Sequence[str], events: Sequence[WriteEvent]
+    ) -> list[Prediction | Exception]:
+        began_s = time.perf_counter()
+        results = self._predictions(model, labels, events)
+        self._measured(model, (time.perf_counter() - began_s) * 1000)
+        return results
+
+    def _measured(self, model: LoadedModel, batch_ms: float) -> None:
+        """A moving average of this model's batch times decides ``_runs_inline``. Pool
+        threads of one function may race here: each write is one reference or float, and
+        a stale read only picks the thread once more or inline once more."""
+        if self._measured_model is not model:
+            self._measured_model, self._batch_ms, self._inline_model = model, batch_ms, None
+            return
+        self._batch_ms += (batch_ms - self._batch_ms) / 8
+        fast = self._batch_ms <= limits.trigger_inline_batch_ms_max
+        self._inline_model = model if fast else None
+
+    def _predictions(
         self, model: LoadedModel, labels: Sequence[str], events: Sequence[WriteEvent]
     ) -> list[Prediction | Exception]:
         rows = infer(model, self.definition.input, [event.body_view() for event in events])
