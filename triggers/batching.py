@@ -15,8 +15,11 @@ Theory of operation:
   batch that started before keeps the version it resolved. Batches running at once may
   FINISH in any order (they are independent writes).
 * The batch size adapts to load with no tuning: a request waits at most
-  ``max_queue_delay_ms`` (from its arrival) for company; under heavy load, everything
-  that arrived while the slots were busy is taken at once, up to ``max_batch_size``.
+  ``max_queue_delay_ms`` (from its arrival, or from the latest batch's start if it was
+  left out of that full batch) for company; under heavy load, everything that arrived
+  while the slots were busy is taken at once, up to ``max_batch_size``. While a batch
+  runs, the next one waits until that batch has run the window too: a model faster than
+  the window gets one bigger batch instead of two half batches at once.
 * The wait is only worth paying when company is likely: the window is open only while
   requests have recently been arriving less than ``max_queue_delay_ms`` apart (a moving
   average of the gaps between arrivals, each gap counted as at most twice the window).
@@ -143,6 +146,7 @@ class Batcher:
         self._queue: collections.deque[_Request] = collections.deque()
         self._running: set[asyncio.Future[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._last_start_s = 0.0  # when the latest batch started (loop time)
         self._closed = False
         self._last_arrival_s: float | None = None
         self._arrival_gap_s = float("inf")  # moving average of the gaps between arrivals
@@ -193,10 +197,16 @@ class Batcher:
             self._queue.popleft()
 
     def _ready_at(self) -> float | None:
-        """None when a batch should start now; else when the head's window closes."""
+        """None when a batch should start now; else when the head's window closes.
+
+        While a batch of this function runs, the window also lasts until that batch has
+        run ``max_queue_delay_ms``: a batch shorter than the window (a small model) is
+        better joined by the next one than overlapped with half of it, and one longer (a
+        large model) is overlapped as soon as the window closes."""
         if len(self._queue) >= self._max_batch_size or not self._window_open():
             return None
-        deadline_s = self._queue[0].arrival_s + self._max_queue_delay_s
+        deadline_s = max(self._queue[0].arrival_s, self._last_start_s if self._running
+                         else 0.0) + self._max_queue_delay_s
         return None if asyncio.get_running_loop().time() >= deadline_s else deadline_s
 
     def _dispatch(self, held_slot: bool = False) -> bool:
@@ -238,6 +248,7 @@ class Batcher:
         return batch
 
     def _start(self, batch: list[_Request]) -> None:
+        self._last_start_s = asyncio.get_running_loop().time()
         running = asyncio.ensure_future(self._run_batch([r.item for r in batch]))
         for request in batch:
             request.batch = running

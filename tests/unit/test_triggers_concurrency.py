@@ -270,3 +270,57 @@ def test_a_client_without_its_nodes_cannot_tell(scope: str, tmp_path: Path) -> N
 
     client = ShardedStorageClient(single_node_view("remote"), LocalTransport({}))
     assert client.change_count("b", scope) is None
+
+
+# --- the trigger caches on a real embedded store ----------------------------------------------
+
+
+def test_judged_writes_reuse_the_model_version_until_the_models_bucket_changes(
+        tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    import hashlib
+    import json
+
+    from tests.integration import tf_models
+    from triggers.hook import TriggerHook
+
+    hook = TriggerHook(inference_threads=1)
+
+    async def put(client: api.StorageClient, bucket: str, key: str,
+                  body: bytes) -> api.ObjectVersion:
+        async with client.open_upload(bucket, key) as upload:
+            await upload.write(body)
+            return await upload.commit(api.PutSpec(etag=hashlib.md5(body).hexdigest()))
+
+    async def scenario() -> None:
+        client = await open_embedded(tmp_path, durable=False, pre_commit_hook=hook)
+        try:
+            for bucket in ("models", "b"):
+                await client.create_bucket(bucket, "owner")
+            await put(client, "models", "c.keras", tf_models.colour_model((0, 1, 2)))
+            await hook.put_function("colours", json.dumps({
+                "kind": "tensorflow", "model": "s3://models/c.keras",
+                "input": {"format": "image", "scale": 1 / 255},
+                "labels": ["red", "green", "blue"]}).encode())
+            rule = api.NotificationRule("function", "c", "arn:squall:function:colours",
+                                        ("s3:ObjectCreated:*",))
+            await client.put_bucket_config("b", api.NOTIFICATION_CONFIG,
+                                           api.NotificationConfiguration((rule,)).to_json())
+            red = tf_models.png(tf_models.COLOURS["red"])
+            assert hook.models is not None
+            versions = hook.models.versions
+            labels = []
+            for n in range(5):
+                version = await put(client, "b", f"k{n}", red)
+                assert version.verdict is not None
+                labels.append(version.verdict.label)
+            assert labels == ["red"] * 5
+            assert versions.lookups == 1  # the data bucket's writes did not invalidate it
+            await put(client, "models", "c.keras", tf_models.colour_model((2, 1, 0)))
+            flipped = await put(client, "b", "after", red)
+            assert flipped.verdict is not None and flipped.verdict.label == "blue"
+            assert versions.lookups == 2
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
