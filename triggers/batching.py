@@ -146,6 +146,7 @@ class Batcher:
         self._queue: collections.deque[_Request] = collections.deque()
         self._running: set[asyncio.Future[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at_s = 0.0
         self._last_start_s = 0.0  # when the latest batch started (loop time)
         self._closed = False
         self._last_arrival_s: float | None = None
@@ -229,11 +230,13 @@ class Batcher:
         return used_held
 
     def _arm_timer(self, at_s: float) -> None:
-        if self._timer is not None and self._timer.when() <= at_s:
+        # The deadline is kept here: uvloop's timer handles have no ``when()``.
+        if self._timer is not None and self._timer_at_s <= at_s:
             return
         if self._timer is not None:
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_at(at_s, self._on_timer)
+        self._timer_at_s = at_s
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -44,6 +44,7 @@ import inspect
 import json
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,11 +84,17 @@ class FunctionFailed(Exception):
 # --- TensorFlow's threads ------------------------------------------------------------------
 
 _tensorflow_threads_configured = False
+_tensorflow_threads_lock = threading.Lock()  # the first batches of two functions may race
 
 
 def configure_tensorflow_threads(intra_op_threads: int, inter_op_threads: int) -> None:
     """Size TensorFlow's thread pools once per process, before its first op (imports
     TensorFlow: call from a worker thread). Too late (TensorFlow already ran) is logged."""
+    with _tensorflow_threads_lock:
+        _configure_tensorflow_threads(intra_op_threads, inter_op_threads)
+
+
+def _configure_tensorflow_threads(intra_op_threads: int, inter_op_threads: int) -> None:
     global _tensorflow_threads_configured
     if _tensorflow_threads_configured:
         return

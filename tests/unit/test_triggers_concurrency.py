@@ -146,6 +146,36 @@ def test_batches_start_in_arrival_order() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_window_under_load_on_either_event_loop(loop: str) -> None:
+    """Dense arrivals open the window and arm its timer (squall serve runs uvloop)."""
+    sizes: list[int] = []
+
+    async def run_batch(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        await asyncio.sleep(0.002)
+        return list(items)
+
+    async def scenario() -> None:
+        batcher = Batcher("window", run_batch, max_batch_size=16, max_queue_delay_ms=20,
+                          queue_length_max=64, max_concurrent_batches=2)
+
+        async def client(n: int) -> None:
+            for i in range(10):
+                assert (await batcher.submit(n * 100 + i))[0] == n * 100 + i
+                await asyncio.sleep(0.001)
+
+        await asyncio.gather(*(client(n) for n in range(6)))
+        assert sum(sizes) == 60 and max(sizes) > 1
+        await batcher.close()
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(scenario())
+    else:
+        asyncio.run(scenario())
+
+
 def test_a_lone_request_does_not_wait_for_the_window() -> None:
     async def run_batch(items: Sequence[int]) -> list[int]:
         return list(items)
