@@ -56,13 +56,20 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     # before/after comparison isolates the code around inference).
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    sys.path.insert(0, str(ROOT / "bench"))
-    import ml_pipeline
+    import importlib.util
 
-    shapes = ml_pipeline._shapes_module()
+    # The example's trainer, loaded by path (not bench/ml_pipeline, which needs THIS
+    # checkout's triggers: --code may name another).
+    module_spec = importlib.util.spec_from_file_location(
+        "shapes_train", ROOT / "examples" / "shapes" / "train_and_upload.py")
+    assert module_spec is not None and module_spec.loader is not None
+    shapes = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(shapes)
     with contextlib.redirect_stdout(io.StringIO()):
         model = shapes.train(epochs=1)
-    model_bytes = ml_pipeline._keras_bytes(model)
+    with tempfile.TemporaryDirectory() as directory:
+        model.save(Path(directory) / "model.keras")
+        model_bytes = (Path(directory) / "model.keras").read_bytes()
     rng = np.random.default_rng(7)
     images = [shapes.png(shapes.make_image(shapes.LABELS[i % 3], rng)) for i in range(32)]
     with tempfile.TemporaryDirectory() as directory:

@@ -2,7 +2,8 @@
 
 * ``bare``: the model in this process, nothing else: ``triggers.functions.infer`` on a
   model loaded by ``triggers.models.load_keras_model``, exactly what the trigger runs in
-  its worker thread (the same decode and compiled graph), batch 1, per image.
+  its worker thread (the same decode and compiled graph, TensorFlow's threads sized the
+  same way), batch 1, per image.
 * ``trigger``: a PUT judged by a pre-commit function in a real ``squall serve`` child
   process (the function registered and bound, ``annotate: true``): the verdict comes
   back in the PUT's response. Twice: batching on (``max_batch_size: 8,
@@ -66,7 +67,7 @@ import numpy as np  # noqa: E402
 
 from squall.admin_client import AdminClient  # noqa: E402
 from squall.launcher import ServerProcess  # noqa: E402
-from triggers.functions import infer  # noqa: E402
+from triggers.functions import configure_tensorflow_threads, infer  # noqa: E402
 
 ACCESS_KEY = "MLBENCHROOT000000000"
 SECRET_KEY = "ml-bench-secret-00000000000000000000000"
@@ -679,6 +680,9 @@ def main() -> int:
 
     load_before = os.getloadavg()
     started = time.time()
+    # ``bare`` runs with TensorFlow's threads sized as squall serve sizes them (one
+    # intra-op and one inter-op thread: docs/triggers.md, "Concurrency"), before any op.
+    configure_tensorflow_threads(1, 1)
     print("building models and images ...", flush=True)
     workloads = []
     for model in models:
