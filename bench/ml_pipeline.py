@@ -2,7 +2,8 @@
 
 * ``bare``: the model in this process, nothing else: ``triggers.functions.infer`` on a
   model loaded by ``triggers.models.load_keras_model``, exactly what the trigger runs in
-  its worker thread (the same decode and compiled graph), batch 1, per image.
+  its worker thread (the same decode and compiled graph, TensorFlow's threads sized the
+  same way), batch 1, per image.
 * ``trigger``: a PUT judged by a pre-commit function in a real ``squall serve`` child
   process (the function registered and bound, ``annotate: true``): the verdict comes
   back in the PUT's response. Twice: batching on (``max_batch_size: 8,
@@ -13,6 +14,8 @@
   process; the client WAITS until the event for its key (matched on key and eTag)
   arrives, then GETs, classifies in this process with the same decode and model as
   ``bare``, and does PutObjectTagging with the label. Latency: PUT start to tagging done.
+* ``put``: a plain PUT of the same bytes, no function bound and no notification (a key
+  prefix outside every rule): what the store costs before any judging.
 * ``bare_litert`` and ``trigger_litert`` (``--runtimes`` with ``litert``, the default):
   the same two with ``runtime: litert`` (``triggers.litert``: the model converted once
   and run by ``ai_edge_litert`` with ``limits.litert_threads_default`` threads; images
@@ -72,7 +75,7 @@ import numpy as np  # noqa: E402
 from squall.admin_client import AdminClient  # noqa: E402
 from squall.launcher import ServerProcess  # noqa: E402
 from storage.api import limits  # noqa: E402
-from triggers.functions import infer  # noqa: E402
+from triggers.functions import configure_tensorflow_threads, infer  # noqa: E402
 
 ACCESS_KEY = "MLBENCHROOT000000000"
 SECRET_KEY = "ml-bench-secret-00000000000000000000000"
@@ -80,7 +83,7 @@ BUCKET = "mlbench"
 MODELS_BUCKET = "models"
 MNV2_LABELS = tuple(f"class{i}" for i in range(10))
 WEBHOOK_ID = "mlbench"
-PATHS = ("bare", "trigger_b8", "trigger_b1", "conventional", "conventional_hop0",
+PATHS = ("bare", "put", "trigger_b8", "trigger_b1", "conventional", "conventional_hop0",
          "bare_litert", "trigger_litert")
 LITERT_PATHS = ("bare_litert", "trigger_litert")
 RUNTIMES = ("tensorflow", "litert")
@@ -270,7 +273,7 @@ class EventReceiver:
         self._thread.start()
 
     def deliver(self, event_id: str, body: bytes, arrived: float) -> None:
-        records = json.loads(body)["Records"]
+        records = json.loads(body).get("Records", [])  # s3:TestEvent has none
         with self._lock:
             self.posts += 1
             if event_id in self._seen_ids:
@@ -502,6 +505,20 @@ class Bench:
         if pid and began is not None:  # the server's CPU: HTTP, hook, decode, model
             into.cpu_s = (into.cpu_s or 0.0) + process_cpu_s(pid) - began
 
+    def put(self, count: int, clients: int, into: Samples) -> None:
+        keys = self._keys(f"{self.workload.name}/put/", count)
+        urls = [self._presign("put_object", key) for key in keys]
+        headers = {"Content-Type": self.workload.content_type}
+
+        def op(connection: Connection, index: int) -> None:
+            status, _, data = connection.request("PUT", urls[index], self._image(index),
+                                                 headers)
+            if status != 200:
+                raise RuntimeError(f"PUT {status}: {data[:200]!r}")
+
+        run_clients(list(range(count)), clients, lambda: Connection(self.server.url), op,
+                    Connection.close, into)
+
     def conventional(self, count: int, clients: int, into: Samples, hop: bool) -> None:
         keys = self._keys(f"{self.workload.name}/{'plain' if hop else 'plain0'}/", count)
         puts = [self._presign("put_object", key) for key in keys]
@@ -546,6 +563,8 @@ class Bench:
     def run(self, path: str, count: int, clients: int, into: Samples) -> None:
         if path in ("bare", "bare_litert"):
             self.bare(count, clients, into, litert=path == "bare_litert")
+        elif path == "put":
+            self.put(count, clients, into)
         elif path.startswith("trigger_"):
             self.trigger(path.removeprefix("trigger_"), count, clients, into)
         else:
@@ -617,6 +636,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         for clients, by_path in by_clients.items():
             bare = by_path.get("bare")
             conventional = by_path.get("conventional")
+            put = by_path.get("put")
             hop0 = by_path.get("conventional_hop0")
             for batching in BATCHING:
                 trigger = by_path.get(f"trigger_{batching}")
@@ -626,6 +646,9 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
                 if bare:
                     entry["trigger_over_bare_p50"] = round(trigger["p50_ms"] / bare["p50_ms"], 3)
                     entry["goal_trigger_le_1.10x_bare_p50"] = entry["trigger_over_bare_p50"] <= 1.10
+                if put:
+                    entry["trigger_minus_put_p50_ms"] = round(
+                        trigger["p50_ms"] - put["p50_ms"], 3)
                 if conventional:
                     entry["conventional_over_trigger_p50"] = round(
                         conventional["p50_ms"] / trigger["p50_ms"], 3)
@@ -667,8 +690,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     models = list(results)
     figure, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)), squeeze=False)
-    colours = {"bare": "#4c72b0", "trigger_b8": "#55a868", "trigger_b1": "#8fd19e",
-               "conventional": "#c44e52", "conventional_hop0": "#e8a0a2",
+    colours = {"bare": "#4c72b0", "put": "#937860", "trigger_b8": "#55a868",
+               "trigger_b1": "#8fd19e", "conventional": "#c44e52", "conventional_hop0": "#e8a0a2",
                "bare_litert": "#8172b2", "trigger_litert": "#ccb974"}
     for row, model in enumerate(models):
         by_clients = results[model]
@@ -760,6 +783,9 @@ def main() -> int:
 
     load_before = os.getloadavg()
     started = time.time()
+    # ``bare`` runs with TensorFlow's threads sized as squall serve sizes them (one
+    # intra-op and one inter-op thread: docs/triggers.md, "Concurrency"), before any op.
+    configure_tensorflow_threads(1, 1)
     print("building models and images ...", flush=True)
     workloads = []
     for model in models:

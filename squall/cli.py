@@ -123,9 +123,17 @@ def _build_hook(args: argparse.Namespace, webhooks: dict[str, str]) -> Any:
             raise SystemExit("squall: --webhook needs the triggers hook (--pre-commit-hook)")
         return None
     factory = load_by_import_string(args.pre_commit_hook)
-    # The hook delivers post-commit notifications too; it is told the webhooks only when
-    # there are some, so a custom hook without notifications still loads.
-    return factory(webhooks=webhooks, region=args.region) if webhooks else factory()
+    # The hook delivers post-commit notifications too; it is told the webhooks (and the
+    # inference threads) only when given, so a custom hook without them still loads.
+    options: dict[str, Any] = {}
+    if webhooks:
+        options.update(webhooks=webhooks, region=args.region)
+    if args.inference_threads is not None:
+        if not 1 <= args.inference_threads <= limits.trigger_inference_threads_max:
+            raise SystemExit(f"squall: --inference-threads must be 1 to "
+                             f"{limits.trigger_inference_threads_max}")
+        options.update(inference_threads=args.inference_threads)
+    return factory(**options)
 
 
 async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> None:
@@ -241,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SQUALL_PRE_COMMIT_HOOK", DEFAULT_PRE_COMMIT_HOOK),
         help="package.module:Class of the hook that judges writes before they commit "
         "(ML triggers); '' to run without",
+    )
+    serve.add_argument(
+        "--inference-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="batches of all functions that may run at once, one thread each "
+        "(default: the usable cores)",
     )
     serve.add_argument(
         "--functions",

@@ -40,6 +40,8 @@ __all__ = [
     "LifecycleRule",
     "LifecycleConfiguration",
     "LIFECYCLE_RULES_CONFIG",
+    "CHANGES_OBJECTS",
+    "CHANGES_CONFIGURATION",
     "Upload",
     "PartUpload",
     "StorageClient",
@@ -334,6 +336,14 @@ class LifecycleConfiguration:
         )
 
 
+# --- change counters (caches of lookups; see StorageClient.change_count) ---------------
+
+# The versions of a bucket's keys: PUT, copy, delete, tags, multipart, lifecycle.
+CHANGES_OBJECTS = "objects"
+# The bucket itself: create, delete, versioning state, configuration documents.
+CHANGES_CONFIGURATION = "configuration"
+
+
 # --- errors ------------------------------------------------------------------------------
 
 
@@ -480,6 +490,20 @@ class StorageClient(Protocol):
 
     async def get_bucket_config(self, bucket: str, name: str) -> bytes | None:
         """The document stored under ``name``, or None. NoSuchBucket if no bucket."""
+        ...
+
+    def change_count(self, bucket: str, scope: str) -> int | None:
+        """A number that changes when a write may have changed ``scope``
+        (``CHANGES_OBJECTS`` or ``CHANGES_CONFIGURATION``) of ``bucket``; read without
+        I/O, so a cache can check it on every request.
+
+        The guarantee: it has changed BEFORE such a write is acknowledged, and it never
+        returns to a value it had. So a cache that reads it BEFORE a lookup, keeps
+        (value, result), and reuses the result only while the value is the same, never
+        serves what an acknowledged write replaced. It may change without a relevant
+        write (any write to the same bucket and scope, or a reset of all counters), which
+        only costs a lookup. None: this client cannot tell without asking a remote node
+        (the cache must look up every time)."""
         ...
 
     # objects

@@ -73,6 +73,7 @@ class ShardedStorageClient:
         self._view = view
         self._transport = transport
         self._owned_nodes = owned_nodes
+        self._local_nodes = {node.node_id: node for node in owned_nodes}
         self._closed = False
 
     @property
@@ -127,6 +128,20 @@ class ShardedStorageClient:
         return await self._call(
             self._view.leader(0), Operation.GET_BUCKET_CONFIG, bucket=bucket, name=name
         )
+
+    def change_count(self, bucket: str, scope: str) -> int | None:
+        """The sum over every shard of the leaders' counters (objects of one bucket are
+        spread over the shards; configurations are written to every shard), when every
+        leader is a node of this process; None otherwise. Each term only grows, so the
+        sum only grows, and a write that bumps one shard's term changes it."""
+        local = self._local_nodes
+        total = 0
+        for leader in self._leaders():
+            node = local.get(leader)
+            if node is None:
+                return None
+            total += node.change_count(bucket, scope)
+        return total
 
     # --- objects -----------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ write_queue_length_max = 4096  # pending writer operations; more -> Overloaded
 read_streams_max = 512  # concurrently open GET body streams; more -> Overloaded
 upload_chunks_in_flight_max = 4  # staged chunks of one upload awaiting the writer
 staging_gc_deletes_per_txn_max = 10_000  # start-up cleanup of crashed uploads, per txn
+change_counters_max = 100_000  # (bucket, scope) change counters kept; beyond, all reset at once
 
 # --- lifecycle sweeper (storage/lifecycle.py) ------------------------------------------
 lifecycle_rules_max = 1000  # AWS: a lifecycle configuration has at most 1000 rules
@@ -88,6 +89,17 @@ trigger_input_bytes_max = 64 * 1024 * 1024  # bodies larger than this are not de
 trigger_batch_size_max = 256  # clamp of a function's max_batch_size
 trigger_queue_delay_ms_max = 1000  # clamp of a function's max_queue_delay_ms
 trigger_queue_length_max = 1024  # clamp of a function's queue_length_max (full -> SlowDown)
+trigger_concurrent_batches_max = 16  # clamp of a function's max_concurrent_batches
+# Batches of all functions running at once (one inference thread each): the process's
+# usable cores, at most this many (docs/triggers.md, "Concurrency").
+trigger_inference_threads_max = 32
+# A batch measured to take at most this long, with its bodies at most this large, runs on
+# the event loop when no other batch runs (no thread hop; triggers/functions.py). It
+# stalls every other request on the loop meanwhile: 2 ms is ~8 small GETs' worth of CPU,
+# and a small model's batch (shapes: ~0.7-1 ms) still fits.
+trigger_inline_batch_ms_max = 2.0
+trigger_inline_body_bytes_max = 256 * 1024
+trigger_lookups_cached_max = 4096  # per cache: notification configs, definitions, model refs
 model_object_bytes_max = 512 * 1024 * 1024  # a model object larger than this is refused
 model_cache_bytes_max = 1024 * 1024 * 1024  # loaded models kept (LRU beyond this budget)
 model_archive_members_max = 10_000  # files + directories in a SavedModel archive (.tar/.zip)

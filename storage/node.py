@@ -196,6 +196,11 @@ class StorageNode:
         engine = Engine(data_dir, durable=durable, outbox_entries_max=outbox_entries_max)
         return cls(node_id, engine, pre_commit_hook)
 
+    def change_count(self, bucket: str, scope: str) -> int:
+        """The writer's change counter of (bucket, scope): see ``api.StorageClient
+        .change_count`` and ``storage.engine.writer.ChangeCounters``."""
+        return self.writer.changes.count(bucket, scope)
+
     @property
     def open_stream_count(self) -> int:
         return self._stream_slots.open_count

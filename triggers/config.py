@@ -19,7 +19,8 @@ A definition::
     input: {format: image, size: [8, 8], channels: 3, scale: 0.00392156862745098}
     labels: [red, green, blue]        # or s3://models/labels.txt (one per line)
     top_k: 3
-    batching: {max_batch_size: 8, max_queue_delay_ms: 2, queue_length_max: 64}
+    batching: {max_batch_size: 8, max_queue_delay_ms: 2, queue_length_max: 64,
+               max_concurrent_batches: 2}
     on_error: reject                  # a body the function cannot judge: reject | store
     actions:                          # in order; reject/discard stop the list
       - annotate: true
@@ -84,6 +85,10 @@ class Batching:
     max_batch_size: int = 8
     max_queue_delay_ms: float = 2.0
     queue_length_max: int = 256
+    # Batches of this function that may run at once (on the process's inference pool,
+    # which also bounds all functions together): see docs/triggers.md for the measurement
+    # behind the default.
+    max_concurrent_batches: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +163,7 @@ class FunctionDefinition:
                 "max_batch_size": self.batching.max_batch_size,
                 "max_queue_delay_ms": self.batching.max_queue_delay_ms,
                 "queue_length_max": self.batching.queue_length_max,
+                "max_concurrent_batches": self.batching.max_concurrent_batches,
             }
             document["runtime"] = self.runtime
             if self.runtime == "litert":
@@ -302,8 +308,10 @@ def _input(where: str, document: Any) -> InputSpec:
 
 def _batching(where: str, document: Any) -> Batching:
     if not isinstance(document, Mapping):
-        raise _fail(where, "is a mapping (max_batch_size, max_queue_delay_ms, queue_length_max)")
-    _known_fields(where, document, {"max_batch_size", "max_queue_delay_ms", "queue_length_max"})
+        raise _fail(where, "is a mapping (max_batch_size, max_queue_delay_ms, queue_length_max, "
+                    "max_concurrent_batches)")
+    _known_fields(where, document, {"max_batch_size", "max_queue_delay_ms", "queue_length_max",
+                                    "max_concurrent_batches"})
     return Batching(
         _integer(f"{where}.max_batch_size", document.get("max_batch_size", 8), 1,
                  limits.trigger_batch_size_max),
@@ -311,6 +319,9 @@ def _batching(where: str, document: Any) -> Batching:
                 limits.trigger_queue_delay_ms_max),
         _integer(f"{where}.queue_length_max", document.get("queue_length_max", 256), 1,
                  limits.trigger_queue_length_max),
+        _integer(f"{where}.max_concurrent_batches",
+                 document.get("max_concurrent_batches", Batching().max_concurrent_batches), 1,
+                 limits.trigger_concurrent_batches_max),
     )
 
 

@@ -7,13 +7,27 @@ Rules and theory of operation:
   versioned and replicated like any object, through ``storage.api`` only. A running
   function is built for one definition version and cached by (name, version id); a new
   PUT of the definition takes effect at the next write, with no invalidation protocol.
-* A ``tensorflow`` function classifies through an adaptive ``Batcher``; each batch
-  resolves the model object's current version through the ``ModelCache`` and runs
-  decoding and inference in a thread (the event loop never waits on TensorFlow). With
-  ``runtime: litert`` the model runs on the version's LiteRT interpreters
-  (``triggers.litert``: converted and verified once per version, in that thread) and
-  decoding stays a compiled TensorFlow graph; a version LiteRT cannot run faithfully
-  runs on TensorFlow, and each prediction says which runtime made it.
+* Per write, ``Registry.function`` checks the store's change counter of the system
+  bucket (``StorageClient.change_count``, no I/O) and looks the definition's version up
+  again only when it changed: a definition PUT bumps it before it is acknowledged, so
+  the next write after the acknowledgement sees the new version (see
+  ``storage.engine.writer.ChangeCounters`` for why that is never stale).
+* A ``tensorflow`` function classifies through an adaptive ``Batcher`` (up to
+  ``batching.max_concurrent_batches`` batches at once, all functions together bounded by
+  the process's ``InferencePool``); each batch resolves the model object's current
+  version through the ``ModelCache`` when it starts and runs decoding and inference on
+  a pool thread; the event loop never waits on TensorFlow, except for a batch measured
+  to be short (``limits.trigger_inline_batch_ms_max``) while no other batch runs, which
+  is cheaper inline than the two thread wake-ups of the hop (``_runs_inline``).
+  TensorFlow's own thread pools are sized once, before its first use
+  (``configure_tensorflow_threads``): with one intra-op thread per batch, concurrent
+  batches share the cores without oversubscribing them (measured: docs/triggers.md,
+  "Concurrency").
+* With ``runtime: litert`` the model runs on the version's LiteRT interpreters
+  (``triggers.litert``: converted and verified once per version, in a background
+  thread; TensorFlow judges meanwhile) and decoding stays a compiled TensorFlow graph; a
+  version LiteRT cannot run faithfully runs on TensorFlow, and each prediction says
+  which runtime made it.
 * A ``python`` function is ``package.module:callable``, imported at registration (an
   import error is a registration error) and called as ``callable(event, store)`` with
   the ``api.WriteEvent`` (zero-copy views of the body) and the ``api.StorageClient``.
@@ -36,10 +50,14 @@ import inspect
 import json
 import logging
 import struct
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from storage.api import (
+    CHANGES_OBJECTS,
     BucketAlreadyOwnedByYou,
     InvalidArgument,
     NoSuchKey,
@@ -49,7 +67,7 @@ from storage.api import (
     limits,
 )
 from triggers.actions import Prediction
-from triggers.batching import Batcher
+from triggers.batching import Batcher, InferencePool
 from triggers.config import (
     FunctionDefinition,
     InputSpec,
@@ -68,6 +86,35 @@ FUNCTIONS_PREFIX = "functions/"
 
 class FunctionFailed(Exception):
     """A function could not judge a body (bad input, or its own error)."""
+
+
+# --- TensorFlow's threads ------------------------------------------------------------------
+
+_tensorflow_threads_configured = False
+_tensorflow_threads_lock = threading.Lock()  # the first batches of two functions may race
+
+
+def configure_tensorflow_threads(intra_op_threads: int, inter_op_threads: int) -> None:
+    """Size TensorFlow's thread pools once per process, before its first op (imports
+    TensorFlow: call from a worker thread). Too late (TensorFlow already ran) is logged."""
+    with _tensorflow_threads_lock:
+        _configure_tensorflow_threads(intra_op_threads, inter_op_threads)
+
+
+def _configure_tensorflow_threads(intra_op_threads: int, inter_op_threads: int) -> None:
+    global _tensorflow_threads_configured
+    if _tensorflow_threads_configured:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError as error:  # the runtime is initialised: its pools are fixed
+        _log.warning("TensorFlow threads not set (%s): keeping %d intra-op, %d inter-op", error,
+                     tf.config.threading.get_intra_op_parallelism_threads(),
+                     tf.config.threading.get_inter_op_parallelism_threads())
+    _tensorflow_threads_configured = True
 
 
 # --- input decoding (in a worker thread) -------------------------------------------------
@@ -193,12 +240,16 @@ def _image_pipeline(
             return tf.image.resize(tf.cast(image, tf.float32), (height, width))
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-        def pipeline(bodies: Any) -> Any:
+        def traced(bodies: Any) -> Any:
             images = tf.map_fn(decode, bodies, fn_output_signature=tf.TensorSpec(
                 size, tf.float32))
             images = tf.reshape(images * spec.scale + spec.offset, (-1, *input_shape))
             return predict(images) if with_model else images
 
+        # Its one concrete function: calling it skips tf.function's per-call signature
+        # binding and cache lookup (measured: ~150-200 us of ~800 us per call of the
+        # shapes model; docs/benchmarks.md). The signature is fixed, so nothing retraces.
+        pipeline = traced.get_concrete_function()
     model.pipelines[cache_key] = pipeline
     return pipeline
 
@@ -256,12 +307,24 @@ def _top_k(probabilities: Any, labels: Sequence[str], k: int) -> tuple[tuple[str
 
 class TensorFlowFunction:
     def __init__(
-        self, definition: FunctionDefinition, models: ModelCache, labels: LabelCache
+        self,
+        definition: FunctionDefinition,
+        models: ModelCache,
+        labels: LabelCache,
+        pool: InferencePool,
+        tensorflow_threads: tuple[int, int] = (1, 1),
     ) -> None:
         assert definition.kind == "tensorflow" and definition.model is not None
         self.definition = definition
         self._models = models
         self._labels = labels
+        self._pool = pool
+        self._tensorflow_threads = tensorflow_threads  # (intra-op, inter-op)
+        # Batch timing (``_measured``): the model measured, its moving average, and the
+        # model whose batches may run inline (None: none yet, or too slow).
+        self._measured_model: LoadedModel | None = None
+        self._batch_ms = 0.0
+        self._inline_model: LoadedModel | None = None
         batching = definition.batching
         self.batcher = Batcher(
             definition.name,
@@ -269,6 +332,8 @@ class TensorFlowFunction:
             max_batch_size=batching.max_batch_size,
             max_queue_delay_ms=batching.max_queue_delay_ms,
             queue_length_max=batching.queue_length_max,
+            max_concurrent_batches=batching.max_concurrent_batches,
+            pool=pool,
         )
 
     async def predict(self, event: WriteEvent) -> tuple[Prediction, int]:
@@ -287,11 +352,56 @@ class TensorFlowFunction:
 
     async def _run_batch(self, events: Sequence[WriteEvent]) -> list[Prediction | Exception]:
         assert self.definition.model is not None
+        loop = asyncio.get_running_loop()
+        if not _tensorflow_threads_configured:  # once per process, before any model loads
+            await loop.run_in_executor(self._pool.executor, configure_tensorflow_threads,
+                                       *self._tensorflow_threads)
         model = await self._models.get(self.definition.model)
         labels = await self._label_names(model)
-        return await asyncio.to_thread(self._infer, model, labels, events)
+        if self._runs_inline(model, events):
+            return self._infer(model, labels, events)
+        return await loop.run_in_executor(self._pool.executor, self._infer, model, labels,
+                                          events)
+
+    def _runs_inline(self, model: LoadedModel, events: Sequence[WriteEvent]) -> bool:
+        """Whether this batch runs on the event loop thread instead of a pool thread.
+
+        The hop to a pool thread and back costs two thread wake-ups, each a scheduler
+        delay on a busy machine: more than a whole inference of a small model. So a batch
+        runs inline when this model's batches were measured (``_infer``) to take at most
+        ``limits.trigger_inline_batch_ms_max``, no other batch of any function is running
+        (only this batch holds a pool slot: inline work would delay theirs) and none waits
+        (it could start on a free slot meanwhile), and its bodies are small (a large
+        body's decoding was not what was measured). For a small model the hop buys little
+        parallelism anyway: TensorFlow's Python dispatch holds the GIL for most of it. A new model
+        version is measured on a thread first (its graphs are traced on first use)."""
+        return (
+            self._inline_model is model
+            and self._pool.busy <= 1
+            and self.batcher.queued == 0
+            and sum(event.size_bytes for event in events) <= limits.trigger_inline_body_bytes_max
+        )
 
     def _infer(
+        self, model: LoadedModel, labels: Sequence[str], events: Sequence[WriteEvent]
+    ) -> list[Prediction | Exception]:
+        began_s = time.perf_counter()
+        results = self._predictions(model, labels, events)
+        self._measured(model, (time.perf_counter() - began_s) * 1000)
+        return results
+
+    def _measured(self, model: LoadedModel, batch_ms: float) -> None:
+        """A moving average of this model's batch times decides ``_runs_inline``. Pool
+        threads of one function may race here: each write is one reference or float, and
+        a stale read only picks the thread once more or inline once more."""
+        if self._measured_model is not model:
+            self._measured_model, self._batch_ms, self._inline_model = model, batch_ms, None
+            return
+        self._batch_ms += (batch_ms - self._batch_ms) / 8
+        fast = self._batch_ms <= limits.trigger_inline_batch_ms_max
+        self._inline_model = model if fast else None
+
+    def _predictions(
         self, model: LoadedModel, labels: Sequence[str], events: Sequence[WriteEvent]
     ) -> list[Prediction | Exception]:
         predict, runtime = select_runtime(model, self.definition)
@@ -397,12 +507,31 @@ Function = TensorFlowFunction | PythonFunction
 # --- the registry -----------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Running:
+    """A running function, the definition version it was built for, and the system
+    bucket's change count read before that version was looked up."""
+
+    version_id: str
+    function: Function
+    change_count: int | None
+
+
 class Registry:
-    def __init__(self, storage: StorageClient, models: ModelCache, labels: LabelCache) -> None:
+    def __init__(
+        self,
+        storage: StorageClient,
+        models: ModelCache,
+        labels: LabelCache,
+        pool: InferencePool,
+        tensorflow_threads: tuple[int, int] = (1, 1),
+    ) -> None:
         self._storage = storage
         self._models = models
         self._labels = labels
-        self._functions: dict[str, tuple[str, Function]] = {}  # name -> (version id, fn)
+        self._pool = pool
+        self._tensorflow_threads = tensorflow_threads
+        self._functions: dict[str, _Running] = {}
         self._retired: list[Function] = []
 
     async def start(self) -> None:
@@ -455,12 +584,20 @@ class Registry:
 
     async def show(self, name: str) -> dict[str, Any]:
         """The stored definition, its version id and, for a tensorflow function, its
-        ``status``: the loaded model versions and what runs them (``function_status``)."""
+        ``status`` (the loaded model versions and what runs them: ``function_status``)
+        and, while the function of that version runs, its batcher's counts ('stats')."""
         version_id, document = await self._document(name)
         shown = {**document, "version_id": version_id}
         if document.get("kind") == "tensorflow":
             definition = definition_from_document(name, document)
             shown["status"] = function_status(definition, self._models)
+        running = self._functions.get(name)
+        if running is not None and running.version_id == version_id and isinstance(
+                running.function, TensorFlowFunction):
+            stats = running.function.batcher.stats
+            shown["stats"] = {"batches": stats.batches, "requests": stats.requests,
+                              "largest_batch": stats.largest_batch,
+                              "running_batches_max": stats.running_max}
         return shown
 
     async def list_names(self) -> list[str]:
@@ -474,29 +611,36 @@ class Registry:
 
     async def function(self, name: str) -> Function:
         """The running function for the definition's current version."""
+        # Read BEFORE the lookup: a definition written after this read changes it.
+        change_count = self._storage.change_count(SYSTEM_BUCKET, CHANGES_OBJECTS)
+        cached = self._functions.get(name)
+        if cached is not None and change_count is not None and (
+                cached.change_count == change_count):
+            return cached.function
         try:
             version = await self._storage.get_version(SYSTEM_BUCKET, self._key(name))
         except NoSuchKey:
             version = None
         if version is None or version.is_delete_marker:
             raise NoSuchKey(f"no function named {name!r}")
-        cached = self._functions.get(name)
-        if cached is not None and cached[0] == version.version_id:
-            return cached[1]
+        if cached is not None and cached.version_id == version.version_id:
+            cached.change_count = change_count
+            return cached.function
         _, document = await self._document(name)
         definition = definition_from_document(name, document)
         function: Function
         if definition.kind == "tensorflow":
-            function = TensorFlowFunction(definition, self._models, self._labels)
+            function = TensorFlowFunction(definition, self._models, self._labels, self._pool,
+                                          self._tensorflow_threads)
         else:
             function = PythonFunction(definition, self._storage)
         if cached is not None:
-            self._retired.append(cached[1])  # in-flight requests finish on it; closed at end
-        self._functions[name] = (version.version_id, function)
+            self._retired.append(cached.function)  # in-flight requests finish on it
+        self._functions[name] = _Running(version.version_id, function, change_count)
         return function
 
     async def close(self) -> None:
-        for function in [f for _, f in self._functions.values()] + self._retired:
+        for function in [r.function for r in self._functions.values()] + self._retired:
             if isinstance(function, TensorFlowFunction):
                 await function.batcher.close()
         self._functions.clear()

@@ -7,9 +7,15 @@ and to the gateway (``api.FunctionAdmin``). It reaches the store only through
 
 Theory of operation, per write:
 
-1. ``bindings``: the bucket's 'notification' document (one metadata read, parsed once
-   per distinct document) gives the function rules whose events and prefix/suffix
-   filters match the write. Most writes stop here.
+1. ``bindings``: the bucket's 'notification' document gives the function rules whose
+   events and prefix/suffix filters match the write. Most writes stop here. The parsed
+   document is kept per bucket with the bucket's configuration change counter
+   (``StorageClient.change_count(bucket, CHANGES_CONFIGURATION)``, read BEFORE the
+   document is read; no I/O) and reused while the counter is unchanged. Storage bumps
+   the counter before it acknowledges a configuration write (see
+   ``storage.engine.writer.ChangeCounters``), so the first write after a notification
+   change is acknowledged obeys it; object writes to the bucket do not touch that
+   counter, so a bucket busy with judged PUTs keeps its cached configuration.
 2. ``judge``: each bound function runs in order on the same event; a ``chain`` action
    appends the function it names (at most ``limits.trigger_chain_depth_max`` in all).
    Each step's prediction goes through its actions (``triggers.actions``); reject or
@@ -20,6 +26,11 @@ Theory of operation, per write:
 A bound function that is not registered (removed after binding) fails CLOSED: the write
 is rejected with a message saying so.
 
+Inference threads: the hook owns the process's ``InferencePool`` (``inference_threads``
+batches of all functions at once; default: the usable cores, at most
+``limits.trigger_inference_threads_max``) and the TensorFlow thread settings each batch
+runs with (``tensorflow_intra_op_threads``, default 1: measured, docs/triggers.md).
+
 Post-commit notifications: with ``webhooks`` (``squall serve --webhook ID=URL``), ``start``
 also starts the ``triggers.events.EventDispatcher`` that delivers the outbox's events to
 them, and ``close`` cancels it; ``delivery_status`` (``api.EventDelivery``) reports it.
@@ -28,10 +39,12 @@ them, and ``close`` cancels it; ``delivery_status`` (``api.EventDelivery``) repo
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from storage.api import (
+    CHANGES_CONFIGURATION,
     NOTIFICATION_CONFIG,
     InvalidArgument,
     NoSuchBucket,
@@ -44,6 +57,7 @@ from storage.api import (
     limits,
 )
 from triggers.actions import Prediction, evaluate, verdict_annotations
+from triggers.batching import InferencePool
 from triggers.config import FunctionDefinition, check_function_name
 from triggers.events import EventDispatcher
 from triggers.functions import SYSTEM_BUCKET, FunctionFailed, Registry
@@ -61,23 +75,34 @@ class TriggerHook:
         *,
         webhooks: Mapping[str, str] | None = None,
         region: str = "us-east-1",
+        inference_threads: int | None = None,
+        tensorflow_intra_op_threads: int = 1,
     ) -> None:
         self._model_cache_bytes_max = model_cache_bytes_max
+        self._inference_threads = inference_threads or min(
+            len(os.sched_getaffinity(0)), limits.trigger_inference_threads_max)
+        assert 1 <= self._inference_threads <= limits.trigger_inference_threads_max
+        assert tensorflow_intra_op_threads >= 1
+        self._tensorflow_threads = (tensorflow_intra_op_threads, 1)
+        self.pool: InferencePool | None = None
         self._webhooks = dict(webhooks or {})
         self._region = region
         self.events: EventDispatcher | None = None
         self._storage: StorageClient | None = None
         self._registry: Registry | None = None
         self.models: ModelCache | None = None
-        # bucket -> (raw document, parsed): re-parsed only when the document changes.
-        self._configs: dict[str, tuple[bytes, NotificationConfiguration]] = {}
+        # bucket -> (configuration change count read before the document, the document,
+        # parsed): reused while the count is unchanged; re-parsed when the document is.
+        self._configs: dict[str, tuple[int | None, bytes, NotificationConfiguration]] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self, storage: StorageClient) -> None:
         self._storage = storage
         self.models = ModelCache(storage, self._model_cache_bytes_max)
-        self._registry = Registry(storage, self.models, LabelCache(storage))
+        self.pool = InferencePool(self._inference_threads)
+        self._registry = Registry(storage, self.models, LabelCache(storage), self.pool,
+                                  self._tensorflow_threads)
         await self._registry.start()
         if self._webhooks:
             self.events = EventDispatcher(storage, self._webhooks, self._region)
@@ -88,6 +113,8 @@ class TriggerHook:
             await self.events.close()
         if self._registry is not None:
             await self._registry.close()
+        if self.pool is not None:
+            self.pool.close()
 
     def delivery_status(self) -> Mapping[str, Any]:
         """``api.EventDelivery``: the webhooks' delivery state ({} without webhooks)."""
@@ -102,20 +129,24 @@ class TriggerHook:
 
     async def _configuration(self, bucket: str) -> NotificationConfiguration | None:
         assert self._storage is not None
+        change_count = self._storage.change_count(bucket, CHANGES_CONFIGURATION)
+        cached = self._configs.get(bucket)
+        if cached is not None and change_count is not None and cached[0] == change_count:
+            return cached[2] if cached[1] else None
         try:
             raw = await self._storage.get_bucket_config(bucket, NOTIFICATION_CONFIG)
         except NoSuchBucket:
             return None  # the commit itself will say so
-        if raw is None:
-            self._configs.pop(bucket, None)
-            return None
-        raw = bytes(raw)
-        cached = self._configs.get(bucket)
-        if cached is not None and cached[0] == raw:
-            return cached[1]
-        configuration = NotificationConfiguration.from_json(raw)
-        self._configs[bucket] = (raw, configuration)
-        return configuration
+        raw = b"" if raw is None else bytes(raw)
+        if cached is not None and cached[1] == raw:
+            configuration = cached[2]
+        else:
+            configuration = NotificationConfiguration.from_json(raw) if raw else (
+                NotificationConfiguration())
+        if len(self._configs) >= limits.trigger_lookups_cached_max and bucket not in self._configs:
+            self._configs.clear()  # bounded: dropped whole, read again
+        self._configs[bucket] = (change_count, raw, configuration)
+        return configuration if raw else None
 
     async def bindings(self, bucket: str, key: str, event_name: str) -> Sequence[str]:
         if bucket == SYSTEM_BUCKET:

@@ -15,7 +15,14 @@ Rules and theory of operation:
   runs on the model loaded for THAT version: a PUT of a new model version switches
   triggers at the next batch, while batches already running finish on the version they
   hold. A loaded model is never mutated, so no request can see a torn model.
-* Versions are immutable, so the cache needs no invalidation: the key is
+* Resolving costs a metadata seek per batch, so the resolved version is kept per
+  reference with the model bucket's change counter (``StorageClient.change_count``,
+  read BEFORE the seek) and reused while the counter is unchanged. Any write to the
+  bucket's objects changes the counter before it is acknowledged, so a batch that
+  starts after a model PUT was acknowledged resolves again and gets the new version;
+  no time-based staleness. (A counter of None, a store that cannot tell, resolves
+  every time.) Label lists are resolved the same way.
+* Versions are immutable, so the loaded-model cache needs no invalidation: the key is
   (bucket, key, version id). It is bounded by ``limits.model_cache_bytes_max`` (the sum
   of the loaded models' weight sizes) with least-recently-used eviction; a model in use
   by a running batch stays alive through its reference even if evicted. What a model
@@ -41,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.api import (
+    CHANGES_OBJECTS,
     InvalidArgument,
     NoSuchKey,
     NoSuchVersion,
@@ -219,6 +227,29 @@ async def resolve(storage: StorageClient, ref: ObjectRef) -> ObjectVersion:
     return version
 
 
+class ResolvedVersions:
+    """``resolve`` with its answers kept while the bucket's change counter says they
+    still hold (see the module's rules); at most ``limits.trigger_lookups_cached_max``."""
+
+    def __init__(self, storage: StorageClient) -> None:
+        self._storage = storage
+        self._resolved: dict[ObjectRef, tuple[int, ObjectVersion]] = {}
+        self.lookups = 0  # how many times the store was asked (tests, metrics)
+
+    async def resolve(self, ref: ObjectRef) -> ObjectVersion:
+        change_count = self._storage.change_count(ref.bucket, CHANGES_OBJECTS)
+        cached = self._resolved.get(ref)
+        if cached is not None and cached[0] == change_count:
+            return cached[1]
+        self.lookups += 1
+        version = await resolve(self._storage, ref)
+        if change_count is not None:
+            if len(self._resolved) >= limits.trigger_lookups_cached_max:
+                self._resolved.clear()  # bounded: dropped whole, looked up again
+            self._resolved[ref] = (change_count, version)
+        return version
+
+
 class ModelCache:
     def __init__(
         self,
@@ -234,6 +265,7 @@ class ModelCache:
         self._models: collections.OrderedDict[tuple[str, str, str], LoadedModel] = (
             collections.OrderedDict())
         self._loading: dict[tuple[str, str, str], asyncio.Future[LoadedModel]] = {}
+        self.versions = ResolvedVersions(storage)
         self.loads = 0
         self.evictions = 0
 
@@ -250,7 +282,7 @@ class ModelCache:
                 if (bucket, key) == (ref.bucket, ref.key)]
 
     async def get(self, ref: ObjectRef) -> LoadedModel:
-        version = await resolve(self._storage, ref)
+        version = await self.versions.resolve(ref)
         cache_key = (ref.bucket, ref.key, version.version_id)
         model = self._models.get(cache_key)
         if model is not None:
@@ -328,9 +360,10 @@ class LabelCache:
     def __init__(self, storage: StorageClient) -> None:
         self._storage = storage
         self._labels: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        self._versions = ResolvedVersions(storage)
 
     async def get(self, ref: ObjectRef) -> tuple[str, ...]:
-        version = await resolve(self._storage, ref)
+        version = await self._versions.resolve(ref)
         cache_key = (ref.bucket, ref.key, version.version_id)
         labels = self._labels.get(cache_key)
         if labels is None:

@@ -40,7 +40,7 @@ from typing import Generic, TypeVar
 
 import lmdb
 
-from storage.api import EventOrigin, ObjectVersion, Overloaded
+from storage.api import CHANGES_OBJECTS, EventOrigin, ObjectVersion, Overloaded
 from storage.engine import keys, multipart
 from storage.engine.records import VersionRecord, unpack_version
 from storage.engine.store import LIFECYCLE_REMOVAL, Engine
@@ -169,6 +169,7 @@ def expire(bucket: str, actions: tuple[ExpiryAction, ...]) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: apply_expiry_actions(engine, txn, bucket, actions),
         name="lifecycle_expire",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 
@@ -187,6 +188,7 @@ def abort_uploads(bucket: str, aborts: tuple[UploadAbort, ...]) -> WriteOperatio
     return WriteOperation(
         lambda engine, txn: apply_upload_aborts(engine, txn, bucket, aborts),
         name="lifecycle_abort_uploads",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 

@@ -2,14 +2,22 @@
 
 Each returns a ``WriteOperation`` whose ``apply`` calls the matching ``Engine.apply_*``
 method inside the writer's child transaction. Payload buffers are passed by reference:
-the caller must not mutate them until the operation's future resolves.
+the caller must not mutate them until the operation's future resolves. Each says what
+it may change (``WriteOperation.changes``), for the writer's change counters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from storage.api import CompletedPart, EventOrigin, PutSpec, WriteConditions
+from storage.api import (
+    CHANGES_CONFIGURATION,
+    CHANGES_OBJECTS,
+    CompletedPart,
+    EventOrigin,
+    PutSpec,
+    WriteConditions,
+)
 from storage.engine import multipart
 from storage.engine.store import StagedTail
 from storage.engine.writer import WriteOperation
@@ -17,13 +25,15 @@ from storage.engine.writer import WriteOperation
 
 def create_bucket(name: str, owner_id: str) -> WriteOperation:
     return WriteOperation(
-        lambda engine, txn: engine.apply_create_bucket(txn, name, owner_id), name="create_bucket"
+        lambda engine, txn: engine.apply_create_bucket(txn, name, owner_id), name="create_bucket",
+        changes=((name, CHANGES_CONFIGURATION), (name, CHANGES_OBJECTS))
     )
 
 
 def delete_bucket(name: str) -> WriteOperation:
     return WriteOperation(
-        lambda engine, txn: engine.apply_delete_bucket(txn, name), name="delete_bucket"
+        lambda engine, txn: engine.apply_delete_bucket(txn, name), name="delete_bucket",
+        changes=((name, CHANGES_CONFIGURATION), (name, CHANGES_OBJECTS))
     )
 
 
@@ -31,6 +41,7 @@ def set_bucket_versioning(name: str, versioning: str) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: engine.apply_set_bucket_versioning(txn, name, versioning),
         name="set_bucket_versioning",
+        changes=((name, CHANGES_CONFIGURATION),),
     )
 
 
@@ -40,6 +51,7 @@ def put_bucket_config(
     return WriteOperation(
         lambda engine, txn: engine.apply_put_bucket_config(txn, bucket, name, document, origin),
         name="put_bucket_config",
+        changes=((bucket, CHANGES_CONFIGURATION),),
     )
 
 
@@ -50,11 +62,13 @@ def stage_chunk(
         lambda engine, txn: engine.apply_stage_chunk(txn, blob_id, chunk_index, data),
         payload_bytes=len(data),
         name="stage_chunk",
+        changes=(),
     )
 
 
 def abort_upload(blob_id: bytes) -> WriteOperation:
-    return WriteOperation(lambda engine, txn: engine.apply_abort(txn, blob_id), name="abort")
+    return WriteOperation(lambda engine, txn: engine.apply_abort(txn, blob_id), name="abort",
+        changes=())
 
 
 def commit_version(
@@ -84,6 +98,7 @@ def commit_version(
         ),
         payload_bytes=0 if tail is None else len(tail.data),
         name="commit_version",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 
@@ -93,6 +108,7 @@ def delete_object(
     return WriteOperation(
         lambda engine, txn: engine.apply_delete_object(txn, bucket, key, version_id, origin),
         name="delete_object",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 
@@ -104,6 +120,7 @@ def create_multipart_upload(
             engine, txn, bucket, key, spec, checksum_algorithm, checksum_type
         ),
         name="create_multipart_upload",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 
@@ -136,6 +153,7 @@ def commit_part(
         ),
         payload_bytes=0 if tail is None else len(tail.data),
         name="commit_part",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 
@@ -168,6 +186,7 @@ def complete_multipart_upload(
             extra_user_metadata=extra_user_metadata,
         ),
         name="complete_multipart_upload",
+        changes=((bucket, CHANGES_OBJECTS), ((destination or (bucket,))[0], CHANGES_OBJECTS)),
     )
 
 
@@ -175,6 +194,7 @@ def abort_multipart_upload(bucket: str, key: str, upload_id: str) -> WriteOperat
     return WriteOperation(
         lambda engine, txn: multipart.apply_abort(engine, txn, bucket, key, upload_id),
         name="abort_multipart_upload",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 
@@ -191,10 +211,12 @@ def replace_tags(
             txn, bucket, key, version_id, tags, event_name, origin
         ),
         name="replace_tags",
+        changes=((bucket, CHANGES_OBJECTS),),
     )
 
 
 def outbox_ack(sequences: Sequence[int]) -> WriteOperation:
     return WriteOperation(
-        lambda engine, txn: engine.outbox.apply_ack(txn, tuple(sequences)), name="outbox_ack"
+        lambda engine, txn: engine.outbox.apply_ack(txn, tuple(sequences)), name="outbox_ack",
+        changes=()
     )

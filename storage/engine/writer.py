@@ -14,6 +14,13 @@ Rules and theory of operation:
   If the commit itself fails, every operation of the group fails with that error.
 * ``close`` stops accepting, lets the writer drain what was queued, and joins it.
 * A future the caller cancelled before the writer reached it is skipped (never applied).
+* Change counters (``ChangeCounters``): each operation says which (bucket, scope) it may
+  change (``WriteOperation.changes``; None: it cannot say, so it changes everything).
+  After the group's transaction commits and BEFORE any future of the group is resolved,
+  the writer bumps those counters. So once a write is acknowledged, a reader on any
+  thread sees a counter value it never saw before the write was visible: a cache that
+  reads the counter BEFORE its lookup and keeps (counter, result) can reuse the result
+  while the counter is unchanged and never serve what an acknowledged write replaced.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ import lmdb
 from storage.api import Overloaded, StorageError, limits
 from storage.engine.store import Engine
 
+# What an operation may change: (bucket, scope), scope one of ``api.CHANGE_SCOPES``.
+Change = tuple[str, str]
+
 # An operation is applied as ``apply(engine, child_txn)``; its return value resolves the
 # future. ``payload_bytes`` counts towards the group's byte bound.
 ApplyFunction = Callable[[Engine, lmdb.Transaction], Any]
@@ -40,6 +50,42 @@ class WriteOperation:
     apply: ApplyFunction
     payload_bytes: int = 0
     name: str = "write"
+    # What it may change, for ``ChangeCounters``: () nothing a reader can see (staging);
+    # None: anything (the safe default for an operation that does not say).
+    changes: tuple[Change, ...] | None = None
+
+
+class ChangeCounters:
+    """Per (bucket, scope) numbers that grow when a committed write may have changed it.
+
+    Every bump takes a fresh value of one node-wide sequence, so a value is never seen
+    twice for different states. Counters live in a dict bounded by
+    ``limits.change_counters_max``: when it is full (or an operation cannot say what it
+    changes), the dict is replaced by an empty one whose default (``floor``) is a fresh
+    sequence value, which changes every counter at once. The writer thread bumps; any
+    thread reads. The (floor, counts) pair is replaced as ONE reference, so a reader never
+    pairs a new dict with an old floor.
+    """
+
+    def __init__(self, counters_max: int = limits.change_counters_max) -> None:
+        assert counters_max >= 1
+        self._counters_max = counters_max
+        self._sequence = 0
+        self._state: tuple[int, dict[Change, int]] = (0, {})
+
+    def count(self, bucket: str, scope: str) -> int:
+        floor, counts = self._state
+        return counts.get((bucket, scope), floor)
+
+    def bump(self, changes: tuple[Change, ...] | None) -> None:
+        """From the writer thread, after a commit and before its futures resolve."""
+        self._sequence += 1
+        floor, counts = self._state
+        if changes is None or len(counts) + len(changes) > self._counters_max:
+            self._state = (self._sequence, {})
+            return
+        for change in changes:
+            counts[change] = self._sequence
 
 
 @dataclass(slots=True)
@@ -77,6 +123,7 @@ class GroupCommitWriter:
         self._condition = threading.Condition()
         self._closing = False
         self.stats = WriterStats()
+        self.changes = ChangeCounters()
         self._thread = threading.Thread(target=self._run, name="squall-writer", daemon=True)
         self._thread.start()
 
@@ -134,6 +181,11 @@ class GroupCommitWriter:
             # The group's transaction did not commit (an LMDB error such as MapFullError,
             # or a bug): nothing of it is on disk, so every operation of it fails.
             outcomes = [(pending, None, group_error) for pending in running]
+        # Before any future resolves (see the module's rules); failed operations bump too
+        # (harmless: a cache only looks up once more).
+        for pending in running:
+            if pending.operation.changes != ():
+                self.changes.bump(pending.operation.changes)
         self.stats.groups_committed += 1
         for pending, result, error in outcomes:
             if error is None:

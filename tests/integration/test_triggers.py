@@ -184,6 +184,56 @@ def test_removed_function_fails_closed(process, s3, bucket) -> None:  # type: ig
     assert support.keys(s3, bucket) == []
 
 
+def _judged_by(response: dict[str, object]) -> tuple[str, str] | None:
+    """(function, label) of the last step, None for a write no function judged."""
+    headers = response["ResponseMetadata"]["HTTPHeaders"]  # type: ignore[index]
+    if "x-squall-verdict" not in headers:
+        return None
+    step = support.verdict(response)["steps"][-1]  # type: ignore[arg-type]
+    return step["function"], step["label"]
+
+
+def test_the_next_write_obeys_a_notification_change(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    """The bucket's parsed notification configuration is cached between writes; each
+    PUT right after a configuration change was acknowledged follows the new one."""
+    support.register(process, "sizes", {"kind": "python",
+                                        "entry_point": "triggers.examples:size_class"})
+    support.register(process, "bytes", {"kind": "python",
+                                        "entry_point": "triggers.examples:first_byte"})
+    for n in range(3):
+        support.bind(s3, bucket, "sizes")
+        assert _judged_by(s3.put_object(Bucket=bucket, Key=f"{n}a", Body=b"x")) == (
+            "sizes", "small")
+        support.bind(s3, bucket, "bytes")
+        assert _judged_by(s3.put_object(Bucket=bucket, Key=f"{n}b", Body=b"x")) == (
+            "bytes", "byte-78")
+        support.bind(s3, bucket, "bytes", prefix="only/")
+        assert _judged_by(s3.put_object(Bucket=bucket, Key=f"{n}c", Body=b"x")) is None
+        s3.put_bucket_notification_configuration(Bucket=bucket,
+                                                 NotificationConfiguration={})
+        assert _judged_by(s3.put_object(Bucket=bucket, Key=f"only/{n}", Body=b"x")) is None
+
+
+def test_the_next_write_uses_a_new_function_definition(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    """The running function is cached between writes; each PUT right after a definition
+    update was acknowledged runs the new definition, and after a delete fails closed."""
+    for n in range(3):
+        support.register(process, "changing", {
+            "kind": "python", "entry_point": "triggers.examples:size_class"})
+        if n == 0:
+            support.bind(s3, bucket, "changing")  # a bound function must be registered
+        assert _judged_by(s3.put_object(Bucket=bucket, Key=f"{n}a", Body=b"x")) == (
+            "changing", "small")
+        support.register(process, "changing", {
+            "kind": "python", "entry_point": "triggers.examples:first_byte"})
+        assert _judged_by(s3.put_object(Bucket=bucket, Key=f"{n}b", Body=b"x")) == (
+            "changing", "byte-78")
+    support.admin(process).delete_function("changing")
+    with pytest.raises(ClientError) as raised:
+        s3.put_object(Bucket=bucket, Key="gone", Body=b"x")
+    assert "'changing' is bound to bucket" in raised.value.response["Error"]["Message"]
+
+
 def test_function_cli(process: ServerProcess, tmp_path: Path) -> None:
     good = tmp_path / "sizes.yaml"
     good.write_text("kind: python\nentry_point: triggers.examples:size_class\n"

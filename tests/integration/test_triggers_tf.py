@@ -32,7 +32,8 @@ _numbers = itertools.count()
 
 @pytest.fixture(scope="module")
 def process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from support.server(tmp_path_factory)
+    # Two inference threads whatever the machine: the concurrency test counts on them.
+    yield from support.server(tmp_path_factory, "--inference-threads", "2")
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +181,63 @@ def test_model_update_mid_stream_switches_atomically(process, s3, bucket) -> Non
     assert sum(1 for _, label in seen[first_blue:] if label == "red") <= 3
     after = support.verdict(put_png(s3, bucket, "after.png", "red"))["steps"][0]
     assert (after["model_version"], after["label"]) == (v2, "blue")
+
+
+def test_the_next_write_after_a_model_put_uses_it(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    """The model's version is cached between writes (against the models bucket's change
+    counter): each PUT right after a model upload was acknowledged is judged by it."""
+    upload_model(s3, "flip.keras", tf_models.colour_model((0, 1, 2)))
+    support.register(process, "flip", {**colours_function("flip.keras"), "top_k": 1})
+    support.bind(s3, bucket, "flip")
+    models = {(0, 1, 2): tf_models.colour_model((0, 1, 2)),
+              (2, 1, 0): tf_models.colour_model((2, 1, 0))}
+    versions = set()
+    for n in range(6):
+        permutation = (0, 1, 2) if n % 2 == 0 else (2, 1, 0)
+        upload_model(s3, "flip.keras", models[permutation])
+        for m in range(2):  # the first write after the upload, and one more
+            step = support.verdict(put_png(s3, bucket, f"f{n}-{m}.png", "red"))["steps"][0]
+            assert step["label"] == ("red" if permutation == (0, 1, 2) else "blue"), (n, m)
+            versions.add(step["model_version"])
+    assert len(versions) == 6  # every upload was a new version, each one used
+
+
+def test_batches_of_one_function_overlap(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    """Under 16 concurrent clients, a function with max_concurrent_batches 2 has two
+    batches running at once (its stats say so), one with 1 never more than one."""
+    upload_model(s3, "slow.keras", tf_models.slow_model())
+    for name, concurrent in (("wide", 2), ("narrow", 1)):
+        support.register(process, name, {
+            "kind": "tensorflow", "model": "s3://models/slow.keras",
+            "input": {"format": "npy", "scale": 1.0}, "labels": ["a", "b"],
+            "batching": {"max_batch_size": 1, "max_queue_delay_ms": 0,
+                         "max_concurrent_batches": concurrent}})
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "LambdaFunctionConfigurations": [
+            {"Id": name, "LambdaFunctionArn": support.FUNCTION_ARN.format(name),
+             "Events": ["s3:ObjectCreated:*"],
+             "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"{name}/"}]}}}
+            for name in ("wide", "narrow")]})
+    import numpy as np
+
+    body = tf_models.npy(np.random.default_rng(3).random((64, 64, 3)))
+    for name in ("wide", "narrow"):  # loads the model, traces the graph
+        s3.put_object(Bucket=bucket, Key=f"{name}/warm.npy", Body=body)
+
+    def put(key: str) -> str:
+        label: str = support.verdict(s3.put_object(Bucket=bucket, Key=key, Body=body))[
+            "steps"][0]["label"]
+        return label
+
+    with ThreadPoolExecutor(16) as pool:
+        labels = list(pool.map(put, [f"{name}/{n}.npy" for n in range(48)
+                                     for name in ("wide", "narrow")]))
+    assert set(labels) <= {"a", "b"}
+    stats = {name: support.admin(process).get_function(name)["stats"]
+             for name in ("wide", "narrow")}
+    assert stats["wide"]["running_batches_max"] == 2, stats
+    assert stats["narrow"]["running_batches_max"] == 1, stats
+    assert stats["wide"]["requests"] == stats["narrow"]["requests"] == 49
 
 
 def test_pinned_model_version(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]

@@ -56,6 +56,21 @@ def vector_model() -> bytes:
     return _keras_bytes(model)
 
 
+def slow_model(side: int = 64, filters: int = 32) -> bytes:
+    """side x side x 3 -> two 3x3 convolutions -> mean -> 2 classes: tens of millions of
+    multiply-adds per image (milliseconds of inference) from a file of a few KiB, so
+    that batches run long enough to overlap. Labels depend on nothing useful."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((side, side, 3))
+    hidden = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(inputs)
+    hidden = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(hidden)
+    pooled = keras.layers.GlobalAveragePooling2D()(hidden)
+    outputs = keras.layers.Dense(2, activation="softmax")(pooled)
+    return _keras_bytes(keras.Model(inputs, outputs))
+
+
 def _keras_bytes(model: object) -> bytes:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "model.keras"
@@ -63,9 +78,9 @@ def _keras_bytes(model: object) -> bytes:
         return path.read_bytes()
 
 
-def npy(vector: list[float]) -> bytes:
+def npy(vector: list[float] | np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, np.array(vector, np.float32))
+    np.save(buffer, np.asarray(vector, np.float32))
     return buffer.getvalue()
 
 
