@@ -7,6 +7,8 @@ Rules and theory of operation:
   versioned and replicated like any object, through ``storage.api`` only. A running
   function is built for one definition version and cached by (name, version id); a new
   PUT of the definition takes effect at the next write, with no invalidation protocol.
+  The replaced (or removed) version is retired: no new request reaches it, and it is
+  closed once its batches end (bounded: ``limits.trigger_retired_functions_max``).
 * Per write, ``Registry.function`` checks the store's change counter of the system
   bucket (``StorageClient.change_count``, no I/O) and looks the definition's version up
   again only when it changed: a definition PUT bumps it before it is acknowledged, so
