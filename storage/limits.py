@@ -99,6 +99,9 @@ trigger_inference_threads_max = 32
 # and a small model's batch (shapes: ~0.7-1 ms) still fits.
 trigger_inline_batch_ms_max = 2.0
 trigger_inline_body_bytes_max = 256 * 1024
+# Retired function versions (definition replaced or removed) still finishing their
+# batches; retiring one more waits for the oldest (triggers/functions.py, Registry).
+trigger_retired_functions_max = 8
 trigger_lookups_cached_max = 4096  # per cache: notification configs, definitions, model refs
 model_object_bytes_max = 512 * 1024 * 1024  # a model object larger than this is refused
 model_cache_bytes_max = 1024 * 1024 * 1024  # loaded models kept (LRU beyond this budget)

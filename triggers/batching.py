@@ -30,6 +30,9 @@ Theory of operation:
   request cancelled while its batch runs waits for the batch to finish before its
   ``submit`` returns. A request cancelled while still queued is skipped. A batch is
   never cancelled: ``close`` fails the queued requests and waits for running batches.
+  A batcher whose function version is retired (``triggers.functions.Registry``) is
+  closed only once ``wait_idle`` returns (nothing queued, nothing running), so retiring
+  it fails no request.
 * ``run_batch`` returns one result or one exception per request: one bad input does not
   fail its neighbours; an exception from ``run_batch`` itself fails its whole batch.
 * ``InferencePool``: one per process (the hook owns it). It bounds how many batches of
@@ -151,7 +154,29 @@ class Batcher:
         self._closed = False
         self._last_arrival_s: float | None = None
         self._arrival_gap_s = float("inf")  # moving average of the gaps between arrivals
+        self._idle_waiters: list[asyncio.Future[None]] = []  # ``wait_idle`` callers
         self.stats = BatchStats()
+
+    @property
+    def idle(self) -> bool:
+        """No batch runs and no request waits (cancelled ones left in the queue aside)."""
+        return not self._running and all(request.future.done() for request in self._queue)
+
+    async def wait_idle(self) -> None:
+        """Return once ``idle``: what a retired function waits for before it is closed.
+        (The caller sends it no new requests; those in flight end within the judge
+        timeout, so this ends too.)"""
+        while not self.idle:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
+
+    def _notify_idle(self) -> None:
+        if self._idle_waiters and self.idle:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     @property
     def queued(self) -> int:
@@ -176,6 +201,7 @@ class Batcher:
         except asyncio.CancelledError:
             if request.batch is not None and not request.batch.done():
                 await asyncio.wait({request.batch})  # its inputs are in use until then
+            self._notify_idle()  # a cancelled queued request may have been the last
             raise
 
     def _note_arrival(self, now_s: float) -> None:
@@ -227,6 +253,7 @@ class Batcher:
             elif self._pool is not None and not self._pool.try_acquire(self._dispatch):
                 break
             self._start(self._take())
+        self._notify_idle()  # every change of the queue or of the running set ends here
         return used_held
 
     def _arm_timer(self, at_s: float) -> None:

@@ -7,6 +7,8 @@ Rules and theory of operation:
   versioned and replicated like any object, through ``storage.api`` only. A running
   function is built for one definition version and cached by (name, version id); a new
   PUT of the definition takes effect at the next write, with no invalidation protocol.
+  The replaced (or removed) version is retired: no new request reaches it, and it is
+  closed once its batches end (bounded: ``limits.trigger_retired_functions_max``).
 * Per write, ``Registry.function`` checks the store's change counter of the system
   bucket (``StorageClient.change_count``, no I/O) and looks the definition's version up
   again only when it changed: a definition PUT bumps it before it is acknowledged, so
@@ -27,7 +29,8 @@ Rules and theory of operation:
   (``triggers.litert``: converted and verified once per version, in a background
   thread; TensorFlow judges meanwhile) and decoding stays a compiled TensorFlow graph; a
   version LiteRT cannot run faithfully runs on TensorFlow, and each prediction says
-  which runtime made it.
+  which runtime made it. An interpreter that fails on a real batch after verification
+  makes the version fall back too, and that batch is re-run on TensorFlow.
 * A ``python`` function is ``package.module:callable``, imported at registration (an
   import error is a registration error) and called as ``callable(event, store)`` with
   the ``api.WriteEvent`` (zero-copy views of the body) and the ``api.StorageClient``.
@@ -74,7 +77,7 @@ from triggers.config import (
     definition_from_document,
     parse_definition,
 )
-from triggers.litert import runtime_of
+from triggers.litert import LiteRTFailed, runtime_of
 from triggers.models import LabelCache, LoadedModel, ModelCache, read_object, resolve
 
 _log = logging.getLogger(__name__)
@@ -340,6 +343,11 @@ class TensorFlowFunction:
         result: tuple[Prediction, int] = await self.batcher.submit(event)
         return result
 
+    async def close(self) -> None:
+        """Refuse new requests, fail the queued ones, wait for the running batches (the
+        registry closes a retired version only once it is idle: nothing fails then)."""
+        await self.batcher.close()
+
     async def _label_names(self, model: LoadedModel) -> tuple[str, ...]:
         labels = self.definition.labels
         if labels is None:
@@ -405,8 +413,14 @@ class TensorFlowFunction:
         self, model: LoadedModel, labels: Sequence[str], events: Sequence[WriteEvent]
     ) -> list[Prediction | Exception]:
         predict, runtime = select_runtime(model, self.definition)
-        rows = infer(model, self.definition.input, [event.body_view() for event in events],
-                     predict)
+        bodies = [event.body_view() for event in events]
+        try:
+            rows = infer(model, self.definition.input, bodies, predict)
+        except LiteRTFailed:
+            # The version fell back to TensorFlow for good (logged, reason in its status):
+            # this batch is judged there, so its writes do not fail.
+            rows = infer(model, self.definition.input, bodies)
+            runtime = "tensorflow"
         results: list[Prediction | Exception] = []
         for row in rows:
             if isinstance(row, Exception):
@@ -518,6 +532,15 @@ class _Running:
 
 
 class Registry:
+    """The running functions, one per registered name: the one built for the
+    definition's current version. A version that is replaced or removed is RETIRED: it
+    gets no new request (``function`` never returns it again) and its batcher is closed
+    once its queued and running batches have ended (``Batcher.wait_idle``), so no request
+    fails because its version was retired under it. At most
+    ``limits.trigger_retired_functions_max`` retired versions wait for their batches at
+    once; retiring one more first waits for the oldest to end (bounded by its batches,
+    which are bounded by the judge timeout)."""
+
     def __init__(
         self,
         storage: StorageClient,
@@ -532,7 +555,16 @@ class Registry:
         self._pool = pool
         self._tensorflow_threads = tensorflow_threads
         self._functions: dict[str, _Running] = {}
-        self._retired: list[Function] = []
+        # Retired versions whose batches are still running, oldest first, each with the
+        # task that closes it once they end (it removes itself from here).
+        self._retiring: dict[TensorFlowFunction, asyncio.Task[None]] = {}
+        self.retired_closed = 0  # retired versions closed so far (show, tests)
+
+    def counts(self) -> dict[str, int]:
+        """How many functions run, how many retired versions still drain, how many
+        retired versions were closed (``squall function show``: 'registry')."""
+        return {"running": len(self._functions), "retiring": len(self._retiring),
+                "retired_closed": self.retired_closed}
 
     async def start(self) -> None:
         try:
@@ -585,7 +617,8 @@ class Registry:
     async def show(self, name: str) -> dict[str, Any]:
         """The stored definition, its version id and, for a tensorflow function, its
         ``status`` (the loaded model versions and what runs them: ``function_status``)
-        and, while the function of that version runs, its batcher's counts ('stats')."""
+        and, while the function of that version runs, its batcher's counts ('stats');
+        and this process's registry counts ('registry': ``counts``)."""
         version_id, document = await self._document(name)
         shown = {**document, "version_id": version_id}
         if document.get("kind") == "tensorflow":
@@ -598,6 +631,7 @@ class Registry:
             shown["stats"] = {"batches": stats.batches, "requests": stats.requests,
                               "largest_batch": stats.largest_batch,
                               "running_batches_max": stats.running_max}
+        shown["registry"] = self.counts()
         return shown
 
     async def list_names(self) -> list[str]:
@@ -608,6 +642,7 @@ class Registry:
     async def delete(self, name: str) -> None:
         await self._document(name)  # NoSuchKey when there is none
         await self._storage.delete_object(SYSTEM_BUCKET, self._key(name))
+        self._retire_name(name)  # (another node's delete is seen by the next lookup)
 
     async def function(self, name: str) -> Function:
         """The running function for the definition's current version."""
@@ -622,11 +657,13 @@ class Registry:
         except NoSuchKey:
             version = None
         if version is None or version.is_delete_marker:
+            self._retire_name(name)
             raise NoSuchKey(f"no function named {name!r}")
-        if cached is not None and cached.version_id == version.version_id:
-            cached.change_count = change_count
-            return cached.function
-        _, document = await self._document(name)
+        # Every await may let another lookup install a version: decide on what runs NOW.
+        current = self._current(name, version.version_id, change_count)
+        if current is not None:
+            return current.function
+        version_id, document = await self._document(name)
         definition = definition_from_document(name, document)
         function: Function
         if definition.kind == "tensorflow":
@@ -634,14 +671,68 @@ class Registry:
                                           self._tensorflow_threads)
         else:
             function = PythonFunction(definition, self._storage)
-        if cached is not None:
-            self._retired.append(cached.function)  # in-flight requests finish on it
-        self._functions[name] = _Running(version.version_id, function, change_count)
+        await self._retirement_room()
+        current = self._current(name, version_id, change_count)
+        if current is not None:  # built meanwhile by another lookup: this one never ran
+            await function.close()
+            return current.function
+        self._retire_name(name)  # no await from the room check to here: the bound holds
+        self._functions[name] = _Running(version_id, function, change_count)
         return function
 
+    def _current(self, name: str, version_id: str, change_count: int | None) -> _Running | None:
+        """The running entry to use instead of building one: the same version, or one
+        installed by a lookup that began after this one's (a newer change count)."""
+        current = self._functions.get(name)
+        if current is None:
+            return None
+        if current.version_id == version_id:
+            if change_count is not None and (current.change_count is None
+                                             or current.change_count < change_count):
+                current.change_count = change_count
+            return current
+        if (change_count is not None and current.change_count is not None
+                and current.change_count > change_count):
+            return current
+        return None
+
+    async def _retirement_room(self) -> None:
+        """Wait until fewer than ``limits.trigger_retired_functions_max`` retired versions
+        are draining (the oldest first)."""
+        while len(self._retiring) >= limits.trigger_retired_functions_max:
+            oldest = next(iter(self._retiring.values()))
+            await asyncio.wait({oldest})
+
+    def _retire_name(self, name: str) -> None:
+        """Stop using the running function of ``name`` (if any): a tensorflow function is
+        closed once its batches end; a python function holds nothing to close (calls in
+        flight keep it alive)."""
+        running = self._functions.pop(name, None)
+        if running is None or not isinstance(running.function, TensorFlowFunction):
+            return
+        function = running.function
+        if function.batcher.idle:
+            task = asyncio.ensure_future(self._close_retired(function))
+        else:
+            task = asyncio.ensure_future(self._close_when_idle(function))
+        self._retiring[function] = task
+
+    async def _close_when_idle(self, function: TensorFlowFunction) -> None:
+        await function.batcher.wait_idle()
+        await self._close_retired(function)
+
+    async def _close_retired(self, function: TensorFlowFunction) -> None:
+        try:
+            await function.close()
+        finally:
+            self._retiring.pop(function, None)
+            self.retired_closed += 1
+
     async def close(self) -> None:
-        for function in [r.function for r in self._functions.values()] + self._retired:
-            if isinstance(function, TensorFlowFunction):
-                await function.batcher.close()
+        for task in list(self._retiring.values()):
+            task.cancel()
+        functions = [r.function for r in self._functions.values()] + list(self._retiring)
         self._functions.clear()
-        self._retired.clear()
+        self._retiring.clear()
+        for function in functions:
+            await function.close()

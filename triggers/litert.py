@@ -23,6 +23,12 @@ Rules and theory of operation:
   or the probe outputs differ, the version runs on TensorFlow from then on. The reason
   is logged once (WARNING) and kept in ``status()``, which ``squall function show``
   reports; the version is not tried again (a new model version is).
+* A failure after verification: an interpreter that raises on a real batch (the probe
+  passed) makes the version fall back to TensorFlow the same way (logged once, reason in
+  ``status()``), and ``predict`` raises ``LiteRTFailed``: the caller re-runs that batch on
+  TensorFlow, so its writes are still judged. A batch that chose LiteRT just before
+  another batch's failure gets ``LiteRTFailed`` too. Batches already inside an
+  interpreter finish on it (each holds its interpreter); the pools are dropped.
 * Interpreters are not thread-safe, so a version keeps a **pool** of them per thread
   count, at most ``limits.litert_interpreters_per_model_max``; a batch borrows one
   exclusively and gives it back. A pool rather than one interpreter per worker thread:
@@ -36,7 +42,9 @@ Rules and theory of operation:
   had before, tens of ms the first time).
 * Memory: the flatbuffer once plus once per interpreter (XNNPACK packs the weights per
   interpreter) is what ``memory_bytes`` reports to the ``ModelCache`` budget; tensor
-  arenas (activations) are not counted.
+  arenas (activations) are not counted. The conversion's end and each new interpreter
+  call ``LoadedModel.memory_grew`` (from their own thread), so the cache re-checks its
+  budget then (``triggers.models``).
 """
 
 from __future__ import annotations
@@ -66,6 +74,11 @@ PROBE_SEED = 20_261_128  # the probe's inputs are uniform in [-1, 1) from this s
 OUTPUT_TOLERANCE_ABS = 1e-4
 OUTPUT_TOLERANCE_REL = 1e-3
 REASON_CHARS_MAX = 300  # a fallback reason is cut to this (converter errors run to pages)
+
+
+class LiteRTFailed(Exception):
+    """LiteRT could not run this batch; the version now runs on TensorFlow (the reason is
+    in ``LiteRTRuntime.reason``). Run the batch again on TensorFlow."""
 
 
 def compare_outputs(expected: Any, actual: Any) -> tuple[bool, float]:
@@ -134,9 +147,11 @@ class InterpreterPool:
     """At most ``size_max`` interpreters of one flatbuffer, each used by one thread at a
     time."""
 
-    def __init__(self, make: Callable[[], Any], size_max: int) -> None:
+    def __init__(self, make: Callable[[], Any], size_max: int,
+                 on_created: Callable[[], None] = lambda: None) -> None:
         assert size_max >= 1
         self._make = make
+        self._on_created = on_created  # an interpreter was added: the memory grew
         self._size_max = size_max
         self._condition = threading.Condition()
         self._idle: list[_SizedInterpreter] = []
@@ -164,12 +179,14 @@ class InterpreterPool:
                     return self._idle.pop(0)  # the longest idle one is resized
                 self._condition.wait()
         try:
-            return _SizedInterpreter(self._make())
+            interpreter = _SizedInterpreter(self._make())
         except BaseException:
             with self._condition:
                 self.count -= 1
                 self._condition.notify()
             raise
+        self._on_created()
+        return interpreter
 
 
 def _convert(model: LoadedModel) -> bytes:
@@ -217,6 +234,9 @@ class LiteRTRuntime:
         self._pools: dict[int, InterpreterPool] = {}
         self._interpreter_class: Any = None
         self._converted = threading.Event()  # set once state is 'litert' or 'tensorflow'
+        # Tests only (no configuration reaches it): raised where an interpreter's invoke
+        # would raise, to provoke a failure after verification.
+        self.invoke_fault_for_tests: BaseException | None = None
 
     def ready(self, threads: int) -> bool:
         """Whether batches of this version run on LiteRT now. The first call starts the
@@ -251,9 +271,21 @@ class LiteRTRuntime:
             self._converted.set()
 
     def predict(self, batch: Any, threads: int) -> Any:
-        """float32 [batch, *input_shape] -> [batch, outputs], on a pooled interpreter."""
-        assert self.state == RUNTIME_NAME
-        return self._pool(threads).run(batch)
+        """float32 [batch, *input_shape] -> [batch, outputs], on a pooled interpreter;
+        ``LiteRTFailed`` when the version fell back (this batch's failure or another's)."""
+        if self.state != RUNTIME_NAME:
+            raise LiteRTFailed(self.reason)
+        try:
+            if self.invoke_fault_for_tests is not None:
+                raise self.invoke_fault_for_tests
+            return self._pool(threads).run(batch)
+        # What the interpreter raises (as in the probe): the model cannot run this batch.
+        except (RuntimeError, ValueError) as error:
+            with self._lock:  # concurrent batches may fail together: fall back (log) once
+                if self.state == RUNTIME_NAME:
+                    self._fall_back(f"the interpreter failed on a batch after the probe "
+                                    f"passed: {_short_reason(error)}")
+            raise LiteRTFailed(self.reason) from error
 
     def _pool(self, threads: int) -> InterpreterPool:
         pool = self._pools.get(threads)
@@ -261,7 +293,7 @@ class LiteRTRuntime:
             flatbuffer, interpreter_class = self._flatbuffer, self._interpreter_class
             pool = self._pools.setdefault(threads, InterpreterPool(
                 lambda: interpreter_class(model_content=flatbuffer, num_threads=threads),
-                limits.litert_interpreters_per_model_max))
+                limits.litert_interpreters_per_model_max, self._model.memory_grew))
         return pool
 
     def _prepare(self, threads: int) -> None:
@@ -305,6 +337,7 @@ class LiteRTRuntime:
                             f"{OUTPUT_TOLERANCE_ABS} + {OUTPUT_TOLERANCE_REL} x |output|)")
             return
         self.state = RUNTIME_NAME  # last: batches use the pool once they see this
+        self._model.memory_grew()  # the flatbuffer: the model cache checks its budget
         _log.info("model %s version %s runs on LiteRT: converted in %.1f s, %d bytes, "
                   "probe outputs within %.3g of TensorFlow's", model.ref.uri(),
                   model.version_id, self.conversion_seconds, len(self._flatbuffer),

@@ -28,7 +28,14 @@ Rules and theory of operation:
   by a running batch stays alive through its reference even if evicted. What a model
   version builds later for another runtime (``LoadedModel.runtimes``: the LiteRT
   flatbuffer and interpreters, ``triggers.litert``) is counted with it
-  (``LoadedModel.memory_bytes``) from the next insertion on.
+  (``LoadedModel.memory_bytes``), and the budget is checked again as soon as it grows
+  (``LoadedModel.memory_grew``): least-recently-used OTHER versions are evicted, never
+  the one that grew (a batch is using it). That growth happens on other threads (the
+  conversion thread, a pool thread adding an interpreter) while the cache belongs to
+  the event loop (``get`` mutates it without a lock, once per batch): the growth is
+  handed to the loop with ``loop.call_soon_threadsafe``, so the cache keeps one owner
+  thread and the per-batch path takes no lock; the cache is over budget for one turn
+  of the loop at most, instead of until the next model loads.
 * Concurrent requests for a version that is loading wait for that one load.
 * TensorFlow is imported here lazily, on the first load: a server with no tensorflow
   function never imports it. Loading (file I/O, graph tracing) runs in a thread.
@@ -93,6 +100,15 @@ class LoadedModel:
     # Other runtimes built for this version, by name (``triggers.litert``); each has
     # ``memory_bytes()`` and ``status()``.
     runtimes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Called (from any thread) when ``memory_bytes`` grew; the ``ModelCache`` that holds
+    # this version registers here.
+    memory_listeners: list[Callable[[], None]] = field(default_factory=list, compare=False,
+                                                       repr=False)
+
+    def memory_grew(self) -> None:
+        """A runtime of this version now holds more memory (any thread may call this)."""
+        for listener in list(self.memory_listeners):
+            listener()
 
     def memory_bytes(self) -> int:
         """Weights plus whatever other runtimes hold for this version."""
@@ -348,8 +364,32 @@ class ModelCache:
     def _insert(self, cache_key: tuple[str, str, str], model: LoadedModel) -> None:
         self._models[cache_key] = model
         self._models.move_to_end(cache_key)
+        loop = asyncio.get_running_loop()
+        model.memory_listeners.append(
+            lambda: self._hand_to_loop(loop, cache_key, model))
+        self._evict_others(cache_key)
+
+    def _hand_to_loop(self, loop: asyncio.AbstractEventLoop, cache_key: tuple[str, str, str],
+                      model: LoadedModel) -> None:
+        """From the thread where the model's memory grew: re-check on the loop."""
+        try:
+            loop.call_soon_threadsafe(self._memory_grew, cache_key, model)
+        except RuntimeError:  # the loop is closed (the server stopped): no cache to keep
+            pass
+
+    def _memory_grew(self, cache_key: tuple[str, str, str], model: LoadedModel) -> None:
+        """On the loop: ``model`` holds more memory; it is in use, so others go first."""
+        if self._models.get(cache_key) is not model:
+            return  # evicted meanwhile: its batches hold it until they end
+        self._models.move_to_end(cache_key)
+        self._evict_others(cache_key)
+
+    def _evict_others(self, kept_key: tuple[str, str, str]) -> None:
+        """Evict least-recently-used versions other than ``kept_key`` until within the
+        budget (``kept_key`` alone may exceed it: it is in use)."""
         while self.cached_bytes > self._budget_bytes and len(self._models) > 1:
-            evicted_key, _ = self._models.popitem(last=False)
+            evicted_key = next(key for key in self._models if key != kept_key)
+            del self._models[evicted_key]
             self.evictions += 1
             _log.info("model cache over %d bytes: evicted %s", self._budget_bytes, evicted_key)
 

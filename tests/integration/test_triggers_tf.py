@@ -183,6 +183,60 @@ def test_model_update_mid_stream_switches_atomically(process, s3, bucket) -> Non
     assert (after["model_version"], after["label"]) == (v2, "blue")
 
 
+def test_replaced_definitions_are_retired_and_closed_while_writes_run(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    """The definition is replaced UPDATES times while three clients write: no write
+    fails, the registry never holds more than ``limits.trigger_retired_functions_max``
+    retired versions still draining, and every replaced version is closed in the end
+    (one write after each update makes sure that version was built and used)."""
+    from storage.limits import trigger_retired_functions_max
+
+    updates = 2 * trigger_retired_functions_max + 4
+    upload_model(s3, "churn.keras", tf_models.colour_model())
+    batching = {"max_batch_size": 4, "max_queue_delay_ms": 20}  # requests wait in queues
+    support.register(process, "churn", colours_function("churn.keras", batching=batching))
+    support.bind(s3, bucket, "churn")
+    assert support.verdict(put_png(s3, bucket, "first.png", "red"))["steps"][0]["label"] == "red"
+    before = support.admin(process).get_function("churn")["registry"]
+    stop = threading.Event()
+    written: list[str] = []
+
+    def stream(worker: int) -> None:
+        client = support.s3_client(process.url, retries=1)  # one attempt: a failure is not retried
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            colour = ("red", "green", "blue")[n % 3]
+            step = support.verdict(put_png(client, bucket, f"w{worker}/{n}.png",
+                                           colour))["steps"][0]
+            assert step["label"] == colour
+            written.append(step["label"])
+
+    observed = []
+    with ThreadPoolExecutor(3) as pool:
+        workers = [pool.submit(stream, w) for w in range(3)]
+        for update in range(updates):
+            delay_ms = 20 + update % 2  # each update is a new definition version anyway
+            support.register(process, "churn", colours_function(
+                "churn.keras", batching={**batching, "max_queue_delay_ms": delay_ms}))
+            assert support.verdict(put_png(s3, bucket, f"u{update}.png", "blue"))[
+                "steps"][0]["label"] == "blue"
+            observed.append(support.admin(process).get_function("churn")["registry"])
+        stop.set()
+        for worker in workers:
+            worker.result()  # a write that failed raises here
+    assert len(written) >= updates  # the writers ran alongside the updates
+    assert all(counts["retiring"] <= trigger_retired_functions_max for counts in observed)
+    assert all(counts["running"] == before["running"] for counts in observed)
+    deadline_s = time.monotonic() + 10
+    while True:  # the last retired versions close once their batches end
+        counts = support.admin(process).get_function("churn")["registry"]
+        if counts["retiring"] == 0 or time.monotonic() > deadline_s:
+            break
+        time.sleep(0.05)
+    assert counts["retiring"] == 0
+    assert counts["retired_closed"] - before["retired_closed"] == updates
+
+
 def test_the_next_write_after_a_model_put_uses_it(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
     """The model's version is cached between writes (against the models bucket's change
     counter): each PUT right after a model upload was acknowledged is judged by it."""

@@ -218,6 +218,34 @@ def test_close_fails_queued_requests_and_waits_for_running_batches() -> None:
     asyncio.run(scenario())
 
 
+def test_wait_idle_returns_once_queued_and_running_batches_have_ended() -> None:
+    """What a retired function version waits for before it is closed: every queued and
+    running request judged (none failed), and a request cancelled while queued does not
+    hold it up."""
+    finished: list[int] = []
+
+    async def run_batch(items: Sequence[int]) -> list[int]:
+        await asyncio.sleep(0.02)
+        finished.extend(items)
+        return list(items)
+
+    async def scenario() -> None:
+        batcher = Batcher("retiring", run_batch, max_batch_size=1, max_queue_delay_ms=0,
+                          queue_length_max=8, max_concurrent_batches=1)
+        await batcher.wait_idle()  # idle from the start: returns at once
+        submitted = [asyncio.ensure_future(batcher.submit(i)) for i in range(4)]
+        await asyncio.sleep(0.005)  # 0 is running, 1, 2 and 3 are queued
+        submitted[3].cancel()
+        assert not batcher.idle
+        await asyncio.wait_for(batcher.wait_idle(), 5)
+        assert batcher.idle and finished == [0, 1, 2]
+        assert [await request for request in submitted[:3]] == [(0, 1), (1, 1), (2, 1)]
+        assert submitted[3].cancelled()
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
 # --- change counters ---------------------------------------------------------------------
 
 

@@ -213,32 +213,107 @@ def test_without_ai_edge_litert_it_falls_back(tmp_path: Path,
 
 
 def test_litert_bytes_count_in_the_cache_budget(tmp_path: Path) -> None:
-    """Colour models (48 weight bytes each) fit a 200-byte budget three times over; once
-    the first holds a LiteRT flatbuffer and an interpreter, loading a third evicts it."""
+    """Three colour models (48 weight bytes each) fit the budget; when the LEAST recently
+    used one, a, gets its LiteRT flatbuffer (on the conversion thread) and then an
+    interpreter (on a pool thread), the cache evicts the others at once, b then c, with
+    no other model loading, and keeps a: it is the one in use."""
     litert_installed()
     fn = definition(runtime="litert")
+    # The flatbuffer's size, from a throwaway conversion of the same model.
+    probe_model, _ = load(tmp_path, tf_models.colour_model(), "z")
+    assert converted(probe_model, fn)[1] == "litert"
+    flatbuffer_bytes = probe_model.status()["litert"]["flatbuffer_bytes"]
+    assert flatbuffer_bytes > 3 * probe_model.size_bytes  # else the budget below proves nothing
 
     async def scenario() -> None:
-        client = await open_embedded(tmp_path, durable=False)
+        client = await open_embedded(tmp_path / "store", durable=False)
         try:
             await client.create_bucket("models", "owner")
             for key in ("a", "b", "c"):
                 async with client.open_upload("models", key) as upload:
                     await upload.write(tf_models.colour_model())
                     await upload.commit(api.PutSpec(etag="e"))
-            cache = ModelCache(client, budget_bytes=200)
+            weight_bytes = probe_model.size_bytes
+            # a's weights and flatbuffer plus ONE other model fit; plus two do not.
+            budget_bytes = 2 * weight_bytes + flatbuffer_bytes + weight_bytes // 2
+            cache = ModelCache(client, budget_bytes=budget_bytes)
             first = await cache.get(ObjectRef("models", "a"))
             await cache.get(ObjectRef("models", "b"))
-            assert cache.evictions == 0 and cache.cached_bytes == 2 * first.size_bytes
+            await cache.get(ObjectRef("models", "c"))
+            assert cache.evictions == 0 and cache.cached_bytes == 3 * weight_bytes
+            # The conversion ends on its own thread; the cache hears of it on the loop
+            # before this coroutine resumes (both handed over in order).
             predict, runtime = await asyncio.to_thread(converted, first, fn)
             assert runtime == "litert" and predict is not None
+            assert [key for _, key, _ in cache.cached_versions()] == ["c", "a"]
+            assert cache.evictions == 1 and cache.cached_bytes <= budget_bytes
+            # Its first interpreter: one more flatbuffer's worth, so c goes too.
             await asyncio.to_thread(infer, first, fn.input, COLOUR_BODIES[:1], predict)
-            assert first.memory_bytes() > 200
-            # 3 x 48 weight bytes would fit; with a's LiteRT bytes counted, a goes.
-            await cache.get(ObjectRef("models", "c"))
-            assert [key for _, key, _ in cache.cached_versions()] == ["b", "c"]
-            assert cache.evictions == 1
+            assert first.memory_bytes() == weight_bytes + 2 * first.status()["litert"][
+                "flatbuffer_bytes"]
+            assert [key for _, key, _ in cache.cached_versions()] == ["a"]
+            assert cache.evictions == 2
+            # A model loaded now evicts a, the least recently used, as an insertion does.
+            await cache.get(ObjectRef("models", "b"))
+            assert [key for _, key, _ in cache.cached_versions()] == ["b"]
         finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_litert_failure_after_verification_reruns_the_batch_on_tensorflow(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An interpreter that raises on a real batch (the probe passed) through the test
+    hook: the writes of that batch are judged by TensorFlow, the version falls back for
+    good, logged once, with the reason in its status."""
+    litert_installed()
+    from storage.api import WriteEvent
+    from triggers.batching import InferencePool
+    from triggers.functions import TensorFlowFunction
+    from triggers.models import LabelCache
+
+    fn = definition(runtime="litert", labels=["red", "green", "blue"],
+                    batching={"max_batch_size": 8, "max_queue_delay_ms": 50})
+
+    def event(number: int, body: bytes) -> WriteEvent:
+        return WriteEvent("b", f"k{number}", "s3:ObjectCreated:Put", len(body), "image/png",
+                          {}, [memoryview(body)])
+
+    async def scenario() -> None:
+        client = await open_embedded(tmp_path, durable=False)
+        pool = InferencePool(2)
+        try:
+            await client.create_bucket("models", "owner")
+            async with client.open_upload("models", "m") as upload:
+                await upload.write(tf_models.colour_model())
+                await upload.commit(api.PutSpec(etag="e"))
+            models = ModelCache(client)
+            function = TensorFlowFunction(fn, models, LabelCache(client), pool)
+            model = await models.get(ObjectRef("models", "m"))
+            assert (await asyncio.to_thread(converted, model, fn))[1] == "litert"
+            first, _ = await function.predict(event(0, COLOUR_BODIES[0]))
+            assert (first.label, first.runtime) == ("red", "litert")
+            runtime_of(model).invoke_fault_for_tests = RuntimeError(
+                "tensorflow/lite/kernels/conv.cc: Node number 3 (CONV_2D) failed to invoke")
+            caplog.clear()
+            results = await asyncio.gather(*(function.predict(event(n, body)) for n, body in
+                                             enumerate(COLOUR_BODIES * 3)))
+            assert [p.label for p, _ in results] == ["red", "green", "blue"] * 3
+            assert {p.runtime for p, _ in results} == {"tensorflow"}
+            status = model.status()["litert"]
+            assert status["state"] == "tensorflow"
+            assert status["reason"].startswith("the interpreter failed on a batch after the "
+                                               "probe passed: RuntimeError: tensorflow/lite")
+            falls_back = [r for r in caplog.records if "falls back to TensorFlow" in r.message]
+            assert len(falls_back) == 1 and falls_back[0].levelno == logging.WARNING
+            assert model.memory_bytes() == model.size_bytes  # the LiteRT bytes are dropped
+            later, _ = await function.predict(event(9, COLOUR_BODIES[2]))
+            assert (later.label, later.runtime) == ("blue", "tensorflow")
+            await function.close()
+        finally:
+            pool.close()
             await client.close()
 
     asyncio.run(scenario())
