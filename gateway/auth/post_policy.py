@@ -58,6 +58,7 @@ from gateway.auth.sigv4 import (
     SecretLookup,
     _parse_credential,
     derive_signing_key,
+    secret_for,
     sign_hex,
 )
 from storage.api import limits
@@ -146,7 +147,7 @@ def _verify_sigv4(fields: Mapping[str, str], lookup_secret: SecretLookup, region
     if region is not None and credential.region != region:
         raise _invalid_field("x-amz-credential", fields["x-amz-credential"],
                              f"the region '{credential.region}' is wrong; expecting '{region}'")
-    secret = _secret(credential.access_key, lookup_secret)
+    secret = secret_for(credential.access_key, lookup_secret)
     key = derive_signing_key(secret, credential.date_stamp, credential.region)
     expected = sign_hex(key, fields["policy"])
     _compare(expected, fields["x-amz-signature"], credential.access_key, fields["policy"])
@@ -155,23 +156,11 @@ def _verify_sigv4(fields: Mapping[str, str], lookup_secret: SecretLookup, region
 
 def _verify_sigv2(fields: Mapping[str, str], lookup_secret: SecretLookup) -> str:
     access_key = fields["awsaccesskeyid"]
-    secret = _secret(access_key, lookup_secret)
+    secret = secret_for(access_key, lookup_secret)
     digest = hmac.new(secret.encode(), fields["policy"].encode(), hashlib.sha1).digest()
     _compare(base64.b64encode(digest).decode(), fields["signature"], access_key,
              fields["policy"])
     return access_key
-
-
-def _secret(access_key: str, lookup_secret: SecretLookup) -> str:
-    secret = lookup_secret(access_key)
-    if secret is None:
-        raise AuthError(
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            403,
-            {"AWSAccessKeyId": access_key},
-        )
-    return secret
 
 
 def _compare(expected: str, provided: str, access_key: str, policy: str) -> None:

@@ -76,6 +76,7 @@ from gateway.auth.sigv4 import (
     _payload_hash,
     _single_header,
     _trailer_names,
+    secret_for,
 )
 from storage.api import limits
 
@@ -193,14 +194,7 @@ def verify(
         signed_time = int(expires)  # the only time a presigned URL signs
         content_md5, content_type, amz = _header_fields(header_map, _query_header_fields(query))
         date_forms = [(expires.encode(), amz)]
-    secret = lookup_secret(access_key)
-    if secret is None:
-        raise AuthError(
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            403,
-            {"AWSAccessKeyId": access_key},
-        )
+    secret = secret_for(access_key, lookup_secret)
     if request_time is not None:
         _check_skew(request_time, now_seconds, given_date)  # signed_time is now sane
     resource_paths = _resource_paths(raw_path or b"/", bucket_from_host)

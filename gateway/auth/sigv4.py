@@ -228,14 +228,7 @@ def authenticate(
         claim = _presigned_claim(query, header_map, region, now_seconds)
     else:
         return Anonymous()
-    secret = lookup_secret(claim.credential.access_key)
-    if secret is None:
-        raise AuthError(
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            403,
-            {"AWSAccessKeyId": claim.credential.access_key},
-        )
+    secret = secret_for(claim.credential.access_key, lookup_secret)
     if not presigned:
         _check_skew(claim.timestamp, now_seconds)
     excluded = "X-Amz-Signature" if presigned else None
@@ -846,3 +839,17 @@ def _format_time(seconds: float) -> str:
 
 def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode(), hashlib.sha256).digest()
+
+
+def secret_for(access_key: str, lookup_secret: SecretLookup) -> str:
+    """The secret of ``access_key``; InvalidAccessKeyId (403) when there is none. Shared
+    by every signature version (SigV4, SigV2, POST policies)."""
+    secret = lookup_secret(access_key)
+    if secret is None:
+        raise AuthError(
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+            403,
+            {"AWSAccessKeyId": access_key},
+        )
+    return secret

@@ -12,7 +12,7 @@ Suspended), and nothing in a bucket that never had one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -84,6 +84,20 @@ async def stage_body(
         await upload.write(piece)
 
 
+
+def written_headers(version: api.ObjectVersion, checksums: Mapping[str, str]) -> dict[str, str]:
+    """The headers that answer a write of ``version`` (PutObject, POST Object): its ETag,
+    its version id (not for a 'null' version), the checksums it was sent with, and the
+    verdict of the functions that judged it."""
+    headers = {"ETag": f'"{version.etag}"'}
+    if version.s3_version_id != "null":
+        headers["x-amz-version-id"] = version.s3_version_id
+    for algorithm, value in checksums.items():
+        headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    if version.verdict is not None:
+        headers.update(verdict_headers(version.verdict))
+    return headers
+
 async def put_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     content_type, system, user = metadata_from_headers(ctx.headers)
@@ -110,14 +124,7 @@ async def put_object(ctx: RequestContext) -> Response:
             tags=tags,
         )
         version = await upload.commit(spec, conditions, origin=ctx.event_origin())
-    headers = {"ETag": f'"{version.etag}"'}
-    if version.s3_version_id != "null":
-        headers["x-amz-version-id"] = version.s3_version_id
-    for algorithm, value in checksums.items():
-        headers[f"x-amz-checksum-{algorithm.lower()}"] = value
-    if version.verdict is not None:
-        headers.update(verdict_headers(version.verdict))
-    return Response(status_code=200, headers=headers)
+    return Response(status_code=200, headers=written_headers(version, checksums))
 
 
 # --- GET / HEAD ------------------------------------------------------------------------

@@ -60,9 +60,8 @@ from gateway.s3.common import (
     check_user_metadata_size,
     owner_for,
 )
-from gateway.s3.objects import check_key, stored_checksums
+from gateway.s3.objects import check_key, stored_checksums, written_headers
 from gateway.s3.tagging import parse_tagging_xml
-from gateway.verdicts import verdict_headers
 from gateway.xml import render
 from storage import api
 
@@ -228,13 +227,7 @@ def _success_response(
     checksums: Mapping[str, str],
 ) -> Response:
     location = object_url(ctx, version.bucket, version.key)
-    headers = {"ETag": f'"{version.etag}"', "Location": location}
-    if version.s3_version_id != "null":
-        headers["x-amz-version-id"] = version.s3_version_id
-    for algorithm, value in checksums.items():
-        headers[f"x-amz-checksum-{algorithm.lower()}"] = value
-    if version.verdict is not None:
-        headers.update(verdict_headers(version.verdict))
+    headers = {**written_headers(version, checksums), "Location": location}
     redirect = fields.get("success_action_redirect") or fields.get("redirect")
     if redirect:
         target = redirect_location(redirect, version.bucket, version.key, version.etag)
