@@ -46,7 +46,7 @@ def test_latest_read_equals_the_general_read(tmp_path: pathlib.Path) -> None:
         parts = [store.upload_part("b", "multi", upload_id, n, b"p" * 10) for n in (1,)]
         store.write(operations.complete_multipart_upload(
             "b", "multi", upload_id,
-            [CompletedPart(number, part.etag) for number, part in zip((1,), parts)],
+            [CompletedPart(number, part.etag) for number, part in zip((1,), parts, strict=True)],
             etag="e-1", checksums={},
         ))
         store.write(operations.set_bucket_versioning("b", "Enabled"))
