@@ -37,6 +37,7 @@ read_streams_max = 512  # concurrently open GET body streams; more -> Overloaded
 upload_chunks_in_flight_max = 4  # staged chunks of one upload awaiting the writer
 staging_gc_deletes_per_txn_max = 10_000  # start-up cleanup of crashed uploads, per txn
 change_counters_max = 100_000  # (bucket, scope) change counters kept; beyond, all reset at once
+bucket_records_decoded_max = 10_000  # decoded bucket records kept per engine; beyond, all dropped
 
 # --- lifecycle sweeper (storage/lifecycle.py) ------------------------------------------
 lifecycle_rules_max = 1000  # AWS: a lifecycle configuration has at most 1000 rules

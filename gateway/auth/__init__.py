@@ -19,6 +19,7 @@ from gateway.auth.sigv4 import (
     PayloadMode,
     authenticate,
     check_payload_sha256,
+    parse_query_pairs,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ChunkedError",
     "PayloadMode",
     "authenticate",
+    "parse_query_pairs",
     "check_payload_sha256",
     "decode_stream",
     "decoder_for",

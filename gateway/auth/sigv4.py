@@ -181,6 +181,7 @@ def authenticate(
     region: str | None = None,
     *,
     virtual_host_bucket: str | None = None,
+    query_pairs: list[tuple[bytes, bytes]] | None = None,
 ) -> AuthContext | Anonymous:
     """Verify a request's SigV4 or SigV2 signature (header or presigned URL).
 
@@ -190,10 +191,12 @@ def authenticate(
     ``virtual_host_bucket`` is the bucket the Host header names in a virtual-hosted
     request (``None`` for path style): SigV2 signs it as part of the resource.
     ``Authorization: AWS ...`` and ``?AWSAccessKeyId=..&Signature=..`` requests go to
-    :func:`gateway.auth.sigv2.verify`. Raises :class:`AuthError`.
+    :func:`gateway.auth.sigv2.verify`. ``query_pairs``, when given, must be
+    ``parse_query_pairs(raw_query)``: the gateway parses the query once for both.
+    Raises :class:`AuthError`.
     """
     header_map = _header_map(headers)
-    query = _parse_query(raw_query)
+    query = parse_query_pairs(raw_query) if query_pairs is None else query_pairs
     authorization = header_map.get("authorization")
     presigned = any(name in (b"X-Amz-Algorithm", b"X-Amz-Credential") for name, _ in query)
     presigned_v2 = any(name in (b"AWSAccessKeyId", b"Signature") for name, _ in query)
@@ -443,8 +446,9 @@ def _header_map(headers: HeaderPairs) -> dict[str, list[str]]:
     return header_map
 
 
-def _parse_query(raw_query: bytes) -> list[tuple[bytes, bytes]]:
-    """Decoded ``(name, value)`` pairs; ``+`` is a space, empty pieces are skipped."""
+def parse_query_pairs(raw_query: bytes) -> list[tuple[bytes, bytes]]:
+    """Decoded ``(name, value)`` pairs; ``+`` is a space, empty pieces are skipped, a
+    name without '=' has the value b''."""
     pairs = []
     for piece in raw_query.split(b"&"):
         if piece:

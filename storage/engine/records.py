@@ -18,7 +18,10 @@ tags) are still read.
 Listings read a version record with ``listed_version``: the msgpack array as it comes
 (one C call), then the few fields a listing shows into an ``api.ListedVersion``, with no
 ``VersionRecord`` or ``ObjectVersion`` built. Fields 1 to 11 sit at the same positions
-in every format (``_FIELD_*``).
+in every format (``_FIELD_*``). A GET or HEAD of a key's latest version reads its record
+the same way (``version_fields``, then ``fields_object_version``): the one
+``ObjectVersion`` the caller gets is built straight from the array, with no
+``VersionRecord`` in between.
 
 Multipart records: an upload (``uploads``: key prefix + upload id -> metadata given
 at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
@@ -60,6 +63,10 @@ _FIELD_SIZE_BYTES = 1
 _FIELD_ETAG = 2
 _FIELD_IS_DELETE_MARKER = 3
 _FIELD_NULL_VERSION = 4
+_FIELD_BLOB_ID = 5
+_FIELD_CONTENT_TYPE = 7
+_FIELD_SYSTEM_METADATA = 8
+_FIELD_USER_METADATA = 9
 _FIELD_CHECKSUMS = 10
 _FIELD_STORAGE_CLASS = 11
 _new_tuple = tuple.__new__
@@ -181,6 +188,68 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         storage_class=fields[11],
         segments=segments,
         tags=tags,
+    )
+
+
+def version_fields(packed: bytes | memoryview) -> list[Any]:
+    """A version record's msgpack array as it comes, its format checked."""
+    fields: list[Any] = msgpack.unpackb(packed, raw=False)
+    assert fields[_FIELD_FORMAT] in _VERSION_RECORD_FORMATS_READ, (
+        f"unknown version record format {fields[_FIELD_FORMAT]}"
+    )
+    return fields
+
+
+def _tags_and_segments(fields: list[Any]) -> tuple[Mapping[str, str], list[list[Any]]]:
+    """Format 2 put the segments at [12]; format 3 puts the tags there, segments at [13]."""
+    record_format = fields[_FIELD_FORMAT]
+    if record_format == 3:
+        return fields[12], fields[13]
+    if record_format == 2:
+        return {}, fields[12]
+    return {}, []
+
+
+def fields_single_blob(fields: list[Any]) -> tuple[bytes | None, int] | None:
+    """(blob id, size) of a version written in one piece (None for a delete marker or a
+    multipart body): what ``VersionRecord.blob_id`` and ``size_bytes`` would say."""
+    if fields[_FIELD_IS_DELETE_MARKER] or _tags_and_segments(fields)[1]:
+        return None
+    return fields[_FIELD_BLOB_ID], fields[_FIELD_SIZE_BYTES]
+
+
+def fields_object_version(
+    bucket: str,
+    key: str,
+    hlc: int,
+    fields: list[Any],
+    is_latest: bool,
+    bucket_versioning: str | None,
+    inline_body: bytes | None,
+) -> ObjectVersion:
+    """``unpack_version(hlc, packed).to_object_version(...)`` from ``version_fields``'
+    array, with no ``VersionRecord`` built (equal results: tested)."""
+    tags, raw_segments = _tags_and_segments(fields)
+    version_id = f"{hlc:016x}"  # encode_version_id, without a call and a check
+    return ObjectVersion(
+        bucket=bucket,
+        key=key,
+        version_id=version_id,
+        last_modified_ms=hlc >> LOGICAL_BITS,
+        size_bytes=fields[_FIELD_SIZE_BYTES],
+        etag=fields[_FIELD_ETAG],
+        is_delete_marker=fields[_FIELD_IS_DELETE_MARKER],
+        content_type=fields[_FIELD_CONTENT_TYPE],
+        system_metadata=fields[_FIELD_SYSTEM_METADATA],
+        user_metadata=fields[_FIELD_USER_METADATA],
+        checksums=fields[_FIELD_CHECKSUMS],
+        s3_version_id="null" if fields[_FIELD_NULL_VERSION] else version_id,
+        is_latest=is_latest,
+        storage_class=fields[_FIELD_STORAGE_CLASS],
+        part_sizes=tuple(size for _, size in raw_segments),
+        tags=tags,
+        bucket_versioning=bucket_versioning,
+        inline_body=inline_body,
     )
 
 

@@ -24,6 +24,12 @@ Rules and theory of operation:
 * Versioning states: '' (never enabled) and 'Suspended' make *null versions*: a new
   write or delete replaces the key's previous null version, whose chunks are freed in
   the same transaction. 'Enabled' keeps every version.
+* A bucket record is read from the transaction at hand every time; only its decoding is
+  remembered (``_bucket``): the decoded ``BucketInfo`` is reused while the bytes read
+  are equal to those it was decoded from, so a changed record (versioning state, a
+  bucket deleted and made again) is decoded afresh in the very transaction that sees it.
+* A read of a key's latest version (every plain GET and HEAD) builds its
+  ``ObjectVersion`` straight from the record's msgpack array (``_read_latest``).
 * A body is read from ONE read transaction (a snapshot) held for the whole stream, so a
   concurrent overwrite or garbage collection cannot tear it (see ``BodyReader``).
 * A version is immutable except for its tag set, which ``apply_replace_tags`` rewrites in
@@ -73,11 +79,14 @@ from storage.engine import keys, listing, multipart
 from storage.engine.outbox import Outbox
 from storage.engine.records import (
     VersionRecord,
+    fields_object_version,
+    fields_single_blob,
     pack_bucket,
     pack_staging,
     pack_version,
     unpack_bucket,
     unpack_version,
+    version_fields,
 )
 from storage.versions import (
     HybridLogicalClock,
@@ -164,6 +173,9 @@ class Engine:
         self.outbox = Outbox(self.env, outbox_db, self.meta, self.bucket_configs,
                              outbox_entries_max)
         self.key_size_max = self.env.max_key_size()
+        # Bucket name -> (record bytes, decoded): see ``_bucket``. Reads on any thread
+        # only get and set whole entries, which the GIL keeps atomic.
+        self._decoded_buckets: dict[str, tuple[bytes, BucketInfo]] = {}
         self.clock = HybridLogicalClock(now_ms, self._read_last_hlc())
         self.staging_blobs_collected = self.collect_staging_garbage()
 
@@ -234,7 +246,15 @@ class Engine:
         packed = txn.get(keys.bucket_bytes(name), db=self.buckets)
         if packed is None:
             raise NoSuchBucket(f"no such bucket: {name}")
-        return unpack_bucket(name, packed)
+        decoded = self._decoded_buckets.get(name)
+        if decoded is not None and decoded[0] == packed:
+            # The bytes it was decoded from: equal bytes decode to an equal record.
+            return decoded[1]
+        info = unpack_bucket(name, packed)
+        if len(self._decoded_buckets) >= limits.bucket_records_decoded_max:
+            self._decoded_buckets.clear()
+        self._decoded_buckets[name] = (bytes(packed), info)
+        return info
 
     def list_buckets(self, owner_id: str) -> list[BucketInfo]:
         with self.env.begin(buffers=True) as txn:
@@ -328,6 +348,9 @@ class Engine:
             info = self._bucket(txn, bucket)
             bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
             cursor = txn.cursor(db=self.versions)
+            if version_id is None and as_of_ms is None:
+                return self._read_latest(txn, cursor, bucket, key, info.versioning,
+                                         inline_body_bytes_max)
             latest = self._latest(cursor, bucket_raw, key_raw)
             if version_id is not None:
                 found = self._named_version(txn, cursor, bucket_raw, key_raw, version_id)
@@ -355,11 +378,42 @@ class Engine:
                 bucket_versioning=info.versioning, inline_body=inline_body,
             )  # fmt: skip
 
+    def _read_latest(
+        self,
+        txn: lmdb.Transaction,
+        cursor: lmdb.Cursor,
+        bucket: str,
+        key: str,
+        bucket_versioning: str,
+        inline_body_bytes_max: int,
+    ) -> ObjectVersion:
+        """``get_version`` of the latest version: what the general path returns, from
+        one decode of the record into the ``ObjectVersion`` (no ``VersionRecord``)."""
+        prefix = keys.key_prefix(keys.bucket_bytes(bucket), keys.object_key_bytes(key))
+        if not cursor.set_range(prefix):
+            raise NoSuchKey(f"no such key: {bucket}/{key}")
+        lmdb_key = bytes(cursor.key())
+        if not lmdb_key.startswith(prefix) or len(lmdb_key) != len(prefix) + 8:
+            raise NoSuchKey(f"no such key: {bucket}/{key}")
+        hlc = keys.HLC_MASK - _U64.unpack_from(lmdb_key, len(prefix))[0]
+        fields = version_fields(cursor.value())
+        inline_body = None
+        blob = fields_single_blob(fields)
+        if blob is not None:
+            blob_id, size_bytes = blob
+            if size_bytes <= inline_body_bytes_max and size_bytes <= limits.chunk_size_bytes:
+                inline_body = self._chunk_zero(txn, blob_id)
+        return fields_object_version(bucket, key, hlc, fields, True, bucket_versioning,
+                                     inline_body)
+
     def _whole_chunk(self, txn: lmdb.Transaction, record: VersionRecord) -> bytes:
         """The body of a single-blob version of at most one chunk, copied out."""
-        if record.blob_id is None:
+        return self._chunk_zero(txn, record.blob_id)
+
+    def _chunk_zero(self, txn: lmdb.Transaction, blob_id: bytes | None) -> bytes:
+        if blob_id is None:
             return b""
-        chunk = txn.get(keys.chunk_key(record.blob_id, 0), db=self.chunks)
+        chunk = txn.get(keys.chunk_key(blob_id, 0), db=self.chunks)
         assert chunk is not None, "a committed version is missing a chunk"
         return bytes(chunk)
 
