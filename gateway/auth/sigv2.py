@@ -59,7 +59,6 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from urllib.parse import unquote_to_bytes
 
 from gateway.auth.sigv4 import (
@@ -76,6 +75,7 @@ from gateway.auth.sigv4 import (
     _payload_hash,
     _single_header,
     _trailer_names,
+    parse_http_date,
     secret_for,
 )
 from storage.api import limits
@@ -380,13 +380,8 @@ def _parse_date(value: str) -> float | None:
         return datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:
         pass
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    parsed = parse_http_date(value)
+    return None if parsed is None else parsed.timestamp()
 
 
 def _query_header_fields(query: Sequence[_QueryPiece]) -> dict[str, list[str]]:

@@ -529,13 +529,21 @@ def _header_timestamp(header_map: dict[str, list[str]]) -> str:
     http_date = _single_header(header_map, "date")
     if http_date is None:
         raise _missing_date()
-    try:
-        parsed = parsedate_to_datetime(http_date)
-    except (TypeError, ValueError) as error:
-        raise _missing_date() from error
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+    parsed = parse_http_date(http_date)
+    if parsed is None:
+        raise _missing_date()
     return parsed.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def parse_http_date(value: str) -> datetime | None:
+    """An HTTP date (RFC 1123 and the forms ``email.utils`` reads), in UTC when it names
+    no zone; None when it does not parse. One parser for SigV4's and SigV2's ``Date``
+    and the conditional headers (``gateway.s3.common``)."""
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @_parse_cache

@@ -6,13 +6,12 @@ import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
+from gateway.auth.sigv4 import parse_http_date
 from gateway.errors import S3Error
 from gateway.router import Endpoint
 from gateway.xml import http_date
@@ -178,17 +177,6 @@ def etag_matches(header_value: str, etag: str) -> bool:
         if candidate.strip('"') == etag:
             return True
     return False
-
-
-def parse_http_date(value: str) -> datetime | None:
-    """An HTTP date header, or None if it does not parse (S3 then ignores it)."""
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
 
 
 def check_read_conditions(
