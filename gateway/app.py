@@ -22,8 +22,9 @@ from gateway import admin
 from gateway.auth import Anonymous, AuthContext, AuthError, authenticate, parse_query_pairs
 from gateway.body import RequestBody
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
+from gateway.metrics import UNKNOWN_OPERATION, RequestMetrics, metrics_response
 from gateway.requests import GatewayRequest
-from gateway.router import Endpoint, bucket_from_host, route
+from gateway.router import METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
     buckets,
@@ -244,6 +245,7 @@ class Gateway:
         self.storage = storage
         self.config = config
         self.cors_rules = cors.ParsedCorsCache()
+        self.request_metrics = RequestMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -251,6 +253,7 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
+        began_s = time.perf_counter()
         watched = _BodyWatch(receive)
         request = GatewayRequest(scope, watched)
         request_id = new_request_id()
@@ -282,7 +285,12 @@ class Gateway:
             # sent 'Expect: 100-continue' and will not send it now): the rest of the
             # connection's bytes cannot be trusted to start a new request.
             response.headers["Connection"] = "close"
-        await response(scope, watched, send)
+        try:
+            await response(scope, watched, send)
+        finally:  # a client gone mid-body still made a request
+            self.request_metrics.observe(
+                endpoint.operation if endpoint is not None else UNKNOWN_OPERATION,
+                response.status_code, time.perf_counter() - began_s)
 
     def _route(self, request: Request, raw_path: bytes, query: dict[str, list[str]]) -> Endpoint:
         _check_header_size(request.scope["headers"])
@@ -311,11 +319,16 @@ class Gateway:
             # handler authenticates it once it has read the fields before the file.
             return await self._dispatch(self._form_context(request, endpoint, query,
                                                            request_id), endpoint)
+        if endpoint.operation == METRICS_OPERATION and self.config.metrics_access.admits(
+                request.headers.get("authorization")):
+            return await self._metrics(request)  # a public or bearer-token scrape
         auth = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains),
             query_pairs,
         )
+        if endpoint.operation == METRICS_OPERATION:
+            return await self._metrics(request)
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
@@ -327,6 +340,13 @@ class Gateway:
             request_id=request_id,
         )
         return await self._dispatch(ctx, endpoint)
+
+    async def _metrics(self, request: Request) -> Response:
+        try:
+            return await metrics_response(request.method, self.storage, self.request_metrics,
+                                          self.config.metrics_sources)
+        except api.StorageError as error:
+            raise error_for_storage(error) from error
 
     def _form_context(
         self, request: Request, endpoint: Endpoint, query: dict[str, list[str]], request_id: str

@@ -22,6 +22,8 @@ from urllib.parse import unquote
 
 from gateway.errors import S3Error
 
+METRICS_PATH = "/_squall/metrics"  # Prometheus metrics (gateway/metrics.py)
+METRICS_OPERATION = "SquallMetrics"
 ADMIN_PATH_PREFIX = "/_squall/"  # Squall's admin API (gateway/admin.py), path style only
 
 # Target kinds.
@@ -181,6 +183,8 @@ def route(
         raise S3Error("InvalidURI", "Couldn't parse the specified URI.", 400) from error
     if host_bucket is None and raw_path.startswith(ADMIN_PATH_PREFIX):
         # Squall's own admin API ('_' is never in a bucket name, so no bucket is hidden).
+        if raw_path.rstrip("/") == METRICS_PATH:
+            return Endpoint(METRICS_OPERATION)
         return Endpoint("SquallAdmin")
     target = SERVICE if bucket is None else (BUCKET if key is None else OBJECT)
     subresource = _subresource(query)

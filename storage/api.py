@@ -924,6 +924,26 @@ class OutboxStatus:
     oldest_event_time_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class MetricFamily:
+    """One Prometheus metric family (``GET /_squall/metrics``): its name (``squall_``
+    first, unit and ``_total`` last), ``kind`` 'counter' or 'gauge', help text, and its
+    samples: (label pairs, value)."""
+
+    name: str
+    kind: str
+    help: str
+    samples: tuple[tuple[tuple[tuple[str, str], ...], float], ...]
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    """A component that shows its state as metrics (the triggers hook): read at each
+    scrape, on the event loop, without I/O."""
+
+    def metric_families(self) -> Sequence[MetricFamily]: ...
+
+
 @runtime_checkable
 class EventDelivery(Protocol):
     """What a notification dispatcher reports (``GET /_squall/outbox``)."""

@@ -128,3 +128,4 @@ event_outbox_poll_interval_ms = 50  # an idle worker looks for new events this o
 outbox_wait_ms_max = 30_000  # longest outbox_wait (a commit that adds events wakes it)
 event_outbox_log_period_seconds = 30.0  # depth log line period while events are pending
 webhooks_max = 100  # --webhook targets
+metrics_token_chars_min = 16  # squall serve --metrics-token-file: a guessable token is refused

@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from gateway.auth.sigv4 import parse_http_date
 from gateway.errors import S3Error
+from gateway.metrics import MetricsAccess
 from gateway.router import Endpoint
 from gateway.xml import http_date
 from storage import api
@@ -48,6 +49,10 @@ class GatewayConfig:
     webhook_targets: frozenset[str] = frozenset()
     # The notification dispatcher, for GET /_squall/outbox; None when none runs.
     delivery: api.EventDelivery | None = None
+    # GET /_squall/metrics: who may read it without SigV4, and what reports besides the
+    # gateway and the outbox (gateway/metrics.py).
+    metrics_access: MetricsAccess = MetricsAccess()
+    metrics_sources: tuple[api.MetricsSource, ...] = ()
 
 
 @dataclass(slots=True)
