@@ -125,6 +125,11 @@ class ObjectVersion:
     part_sizes: tuple[int, ...] = ()
     # The object's tag set (key -> value); replaceable per version, see replace_tags.
     tags: Mapping[str, str] = field(default_factory=dict)
+    # The canonical id of the version's writer ('' for versions written before owners
+    # were recorded), and its ACL as the gateway serialised it (opaque to storage; None:
+    # private to the owner), replaceable per version, see replace_acl.
+    owner_id: str = ""
+    acl: bytes | None = None
     # Set only on the version a commit returns when a pre-commit function judged it (the
     # judgement itself is stored as 'squall-*' user metadata when the function annotates).
     verdict: Verdict | None = None
@@ -162,6 +167,7 @@ class ListedVersion(NamedTuple):
     checksum_algorithms: tuple[str, ...]  # the keys of ObjectVersion.checksums
     is_delete_marker: bool
     is_latest: bool
+    owner_id: str = ""  # as ObjectVersion.owner_id ("" when not recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +185,8 @@ class PutSpec:
     checksums: Mapping[str, str] = field(default_factory=dict)
     storage_class: str = "STANDARD"
     tags: Mapping[str, str] = field(default_factory=dict)  # validated by the gateway
+    owner_id: str = ""  # the writer's canonical id (ObjectVersion.owner_id)
+    acl: bytes | None = None  # the version's ACL, opaque to storage (None: private)
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,6 +650,15 @@ class StorageClient(Protocol):
         NoSuchVersion when the version is gone, InvalidArgument for a delete marker.
         Returns the version with its new tags. Its ``event_name`` event
         (s3:ObjectTagging:Put or :Delete) goes to the outbox in the same transaction."""
+        ...
+
+    async def replace_acl(
+        self, bucket: str, key: str, version_id: str, acl: bytes | None
+    ) -> ObjectVersion:
+        """Replace the ACL document of one version (``version_id`` as ``get_version``
+        returned it) atomically, in place like ``replace_tags``; None is the default
+        (private). NoSuchVersion when the version is gone, InvalidArgument for a delete
+        marker. No notification event: the gateway stores ACLs, storage only keeps them."""
         ...
 
     # post-commit notifications: the durable outbox of each shard

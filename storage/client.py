@@ -215,6 +215,18 @@ class ShardedStorageClient:
             origin=origin,
         )
 
+    async def replace_acl(
+        self, bucket: str, key: str, version_id: str, acl: bytes | None
+    ) -> ObjectVersion:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.REPLACE_ACL,
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+            acl=acl,
+        )
+
     async def list_objects(
         self,
         bucket: str,

@@ -169,6 +169,7 @@ class StorageNode:
             Operation.GET_VERSION: self.get_version,
             Operation.DELETE_OBJECT: self.delete_object,
             Operation.REPLACE_TAGS: self.replace_tags,
+            Operation.REPLACE_ACL: self.replace_acl,
             Operation.LIST_OBJECTS: self.list_objects,
             Operation.LIST_OBJECT_VERSIONS: self.list_object_versions,
             Operation.CREATE_MULTIPART_UPLOAD: self.create_multipart_upload,
@@ -450,6 +451,11 @@ class StorageNode:
         operation = operations.replace_tags(bucket, key, version_id, dict(tags), event_name,
                                             origin)
         return await self._write(operation)
+
+    async def replace_acl(
+        self, bucket: str, key: str, version_id: str, acl: bytes | None
+    ) -> ObjectVersion:
+        return await self._write(operations.replace_acl(bucket, key, version_id, acl))
 
     # --- reads (on the event loop thread: microseconds each) ---------------------------
 

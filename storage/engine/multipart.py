@@ -133,6 +133,8 @@ def apply_create(
         checksum_algorithm=checksum_algorithm,
         checksum_type=checksum_type,
         tags=checked_tags(spec.tags),
+        owner_id=spec.owner_id,
+        acl=spec.acl,
     )
     written = txn.put(upload_key, pack_upload(record), db=engine.uploads, overwrite=False)
     assert written, "an upload id was handed out twice"
@@ -278,6 +280,8 @@ def apply_complete(
         storage_class=upload.storage_class,
         segments=tuple(segments),
         tags=dict(upload.tags),
+        owner_id=upload.owner_id,
+        acl=upload.acl,
     )
     engine._put_version(txn, bucket_raw, key_raw, record)
     engine.outbox.add_events(

@@ -215,6 +215,14 @@ def replace_tags(
     )
 
 
+def replace_acl(bucket: str, key: str, version_id: str, acl: bytes | None) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.apply_replace_acl(txn, bucket, key, version_id, acl),
+        name="replace_acl",
+        changes=((bucket, CHANGES_OBJECTS),),
+    )
+
+
 def outbox_ack(sequences: Sequence[int]) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: engine.outbox.apply_ack(txn, tuple(sequences)), name="outbox_ack",

@@ -11,9 +11,11 @@ Where a body lives: a body written in one piece is ONE blob (``blob_id``,
 version's without a byte copied. Each segment's blob is chunked from its own offset 0.
 
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve. Format 3 (written now) holds the tag
-set and the segment list; formats 1 (single blob, no tags) and 2 (with segments, no
-tags) are still read.
+record format number so the layout can evolve. Format 4 (written now) appends the
+version's owner (the canonical id of its writer) and its ACL (the gateway's document,
+opaque here; None for the default, private to the owner) to format 3, which holds the
+tag set and the segment list; formats 1 (single blob, no tags), 2 (with segments, no
+tags) and 3 (no owner, no ACL: read as owner '' and ACL None) are still read.
 
 Listings read a version record with ``listed_version``: the msgpack array as it comes
 (one C call), then the few fields a listing shows into an ``api.ListedVersion``, with no
@@ -25,9 +27,9 @@ the same way (``version_fields``, then ``fields_object_version``): the one
 
 Multipart records: an upload (``uploads``: key prefix + upload id -> metadata given
 at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
-checksum, time). Upload format 2 (written now) adds the tag set given at Create
-(``x-amz-tagging``), which Complete gives the new version; format 1 (no tags) is still
-read.
+checksum, time). Upload format 3 (written now) adds the initiator's owner id and the
+ACL given at Create, which Complete gives the new version; format 2 added the tag set
+given at Create (``x-amz-tagging``); formats 1 and 2 are still read.
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ from storage.api import (
 )
 from storage.versions import LOGICAL_BITS, encode_version_id, hlc_to_ms
 
-VERSION_RECORD_FORMAT = 3
-_VERSION_RECORD_FORMATS_READ = (1, 2, 3)
+VERSION_RECORD_FORMAT = 4
+_VERSION_RECORD_FORMATS_READ = (1, 2, 3, 4)
 BUCKET_RECORD_FORMAT = 1
-UPLOAD_RECORD_FORMAT = 2
-_UPLOAD_RECORD_FORMATS_READ = (1, 2)
+UPLOAD_RECORD_FORMAT = 3
+_UPLOAD_RECORD_FORMATS_READ = (1, 2, 3)
 PART_RECORD_FORMAT = 1
 
 Segment = tuple[bytes | None, int]  # (blob id, or None for an empty part; size in bytes)
@@ -69,6 +71,9 @@ _FIELD_SYSTEM_METADATA = 8
 _FIELD_USER_METADATA = 9
 _FIELD_CHECKSUMS = 10
 _FIELD_STORAGE_CLASS = 11
+# Format 4 only: after the tags [12] and the segments [13].
+_FIELD_OWNER_ID = 14
+_FIELD_ACL = 15
 _new_tuple = tuple.__new__
 
 
@@ -88,6 +93,8 @@ class VersionRecord:
     storage_class: str = "STANDARD"
     segments: tuple[Segment, ...] = ()  # multipart bodies only (then blob_id is None)
     tags: Mapping[str, str] = field(default_factory=dict)
+    owner_id: str = ""  # the writer's canonical id; '' in records older than format 4
+    acl: bytes | None = None  # the gateway's ACL document; None: private to the owner
 
     @property
     def version_id(self) -> str:
@@ -124,6 +131,8 @@ class VersionRecord:
             storage_class=self.storage_class,
             part_sizes=tuple(size for _, size in self.segments),
             tags=self.tags,
+            owner_id=self.owner_id,
+            acl=self.acl,
             bucket_versioning=bucket_versioning,
             inline_body=inline_body,
         )
@@ -154,6 +163,8 @@ def pack_version(record: VersionRecord) -> bytes:
             record.storage_class,
             dict(record.tags),
             [[blob_id, size] for blob_id, size in record.segments],
+            record.owner_id,
+            record.acl,
         ],
         use_bin_type=True,
     )
@@ -170,8 +181,9 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
     raw_segments: list[list[Any]] = []
     if record_format == 2:
         raw_segments = fields[12]
-    elif record_format == 3:
+    elif record_format >= 3:
         tags, raw_segments = fields[12], fields[13]
+    owner_id, acl = _owner_and_acl(fields)
     segments: tuple[Segment, ...] = tuple((blob_id, size) for blob_id, size in raw_segments)
     return VersionRecord(
         hlc=hlc,
@@ -188,7 +200,16 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         storage_class=fields[11],
         segments=segments,
         tags=tags,
+        owner_id=owner_id,
+        acl=acl,
     )
+
+
+def _owner_and_acl(fields: list[Any]) -> tuple[str, bytes | None]:
+    """Format 4 appends the owner id and the ACL; older formats have neither."""
+    if fields[_FIELD_FORMAT] == 4:
+        return fields[_FIELD_OWNER_ID], fields[_FIELD_ACL]
+    return "", None
 
 
 def version_fields(packed: bytes | memoryview) -> list[Any]:
@@ -201,9 +222,10 @@ def version_fields(packed: bytes | memoryview) -> list[Any]:
 
 
 def _tags_and_segments(fields: list[Any]) -> tuple[Mapping[str, str], list[list[Any]]]:
-    """Format 2 put the segments at [12]; format 3 puts the tags there, segments at [13]."""
+    """Format 2 put the segments at [12]; formats 3 and 4 put the tags there, segments at
+    [13]."""
     record_format = fields[_FIELD_FORMAT]
-    if record_format == 3:
+    if record_format >= 3:
         return fields[12], fields[13]
     if record_format == 2:
         return {}, fields[12]
@@ -230,6 +252,7 @@ def fields_object_version(
     """``unpack_version(hlc, packed).to_object_version(...)`` from ``version_fields``'
     array, with no ``VersionRecord`` built (equal results: tested)."""
     tags, raw_segments = _tags_and_segments(fields)
+    owner_id, acl = _owner_and_acl(fields)
     version_id = f"{hlc:016x}"  # encode_version_id, without a call and a check
     return ObjectVersion(
         bucket=bucket,
@@ -248,6 +271,8 @@ def fields_object_version(
         storage_class=fields[_FIELD_STORAGE_CLASS],
         part_sizes=tuple(size for _, size in raw_segments),
         tags=tags,
+        owner_id=owner_id,
+        acl=acl,
         bucket_versioning=bucket_versioning,
         inline_body=inline_body,
     )
@@ -276,6 +301,7 @@ def listed_version(
         tuple(checksums) if checksums else (),
         fields[_FIELD_IS_DELETE_MARKER],
         is_latest,
+        fields[_FIELD_OWNER_ID] if fields[_FIELD_FORMAT] == 4 else "",
     ))
 
 
@@ -309,6 +335,8 @@ class UploadRecord:
     checksum_algorithm: str
     checksum_type: str
     tags: Mapping[str, str] = field(default_factory=dict)  # the completed version's
+    owner_id: str = ""  # the initiator's canonical id: the completed version's owner
+    acl: bytes | None = None  # the completed version's ACL (None: private)
 
     def to_info(self, bucket: str, key: str, upload_id: str) -> MultipartUploadInfo:
         spec = PutSpec(
@@ -318,6 +346,8 @@ class UploadRecord:
             user_metadata=dict(self.user_metadata),
             storage_class=self.storage_class,
             tags=dict(self.tags),
+            owner_id=self.owner_id,
+            acl=self.acl,
         )
         return MultipartUploadInfo(
             bucket=bucket,
@@ -342,6 +372,8 @@ def pack_upload(record: UploadRecord) -> bytes:
             record.checksum_algorithm,
             record.checksum_type,
             dict(record.tags),
+            record.owner_id,
+            record.acl,
         ],
         use_bin_type=True,
     )
@@ -350,8 +382,9 @@ def pack_upload(record: UploadRecord) -> bytes:
 def unpack_upload(packed: bytes | memoryview) -> UploadRecord:
     fields = msgpack.unpackb(packed, raw=False)
     assert fields[0] in _UPLOAD_RECORD_FORMATS_READ, f"unknown upload record format {fields[0]}"
-    # Format 1 ends after the checksum type; format 2 appends the tag set.
-    return UploadRecord(*fields[1:9])
+    # Format 1 ends after the checksum type; format 2 appends the tag set, format 3 the
+    # owner id and the ACL.
+    return UploadRecord(*fields[1:11])
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,14 +32,16 @@ Rules and theory of operation:
   ``ObjectVersion`` straight from the record's msgpack array (``_read_latest``).
 * A body is read from ONE read transaction (a snapshot) held for the whole stream, so a
   concurrent overwrite or garbage collection cannot tear it (see ``BodyReader``).
-* A version is immutable except for its tag set, which ``apply_replace_tags`` rewrites in
-  place (same LMDB key, same HLC): replacing tags is not a new version, as in S3, and
-  as-of reads see a version's current tags.
+* A version is immutable except for its tag set and its ACL, which
+  ``apply_replace_tags`` / ``apply_replace_acl`` rewrite in place (same LMDB key, same
+  HLC): replacing them is not a new version, as in S3, and as-of reads see a version's
+  current tags and ACL. A version records its writer's canonical id (``owner_id``;
+  a delete marker's is the requester's, from the event origin).
 * Every change that S3 reports as a notification event writes its events (``outbox``)
   in its own transaction: commits, deletes (``RemovalEvents`` names them: a request's or
   the lifecycle's), tag replacements, and a notification configuration put by a request
-  (test events). An accepted PutObjectAcl changes nothing (no ACL is stored) and so,
-  as on AWS, makes no event and no write.
+  (test events). A PutObjectAcl makes no event (Squall does not produce
+  s3:ObjectAcl:Put).
 """
 
 from __future__ import annotations
@@ -608,6 +610,8 @@ class Engine:
             checksums=dict(spec.checksums),
             storage_class=spec.storage_class,
             tags=checked_tags(spec.tags),
+            owner_id=spec.owner_id,
+            acl=spec.acl,
         )
         self._put_version(txn, bucket_raw, key_raw, record)
         self.outbox.add_events(
@@ -635,6 +639,17 @@ class Engine:
         self._version_event(txn, info, key, updated, event_name, origin)
         return self._as_object_version(txn, bucket, key, updated)
 
+    def apply_replace_acl(
+        self, txn: lmdb.Transaction, bucket: str, key: str, version_id: str,
+        acl: bytes | None,
+    ) -> ObjectVersion:
+        """Replace the ACL document of the version ``version_id`` in place (no event)."""
+        self._bucket(txn, bucket)
+        record, version_key = self._object_version(txn, bucket, key, version_id)
+        updated = replace(record, acl=acl)
+        txn.put(version_key, pack_version(updated), db=self.versions, overwrite=True)
+        return self._as_object_version(txn, bucket, key, updated)
+
     def _object_version(
         self, txn: lmdb.Transaction, bucket: str, key: str, version_id: str
     ) -> tuple[VersionRecord, bytes]:
@@ -648,7 +663,7 @@ class Engine:
             raise NoSuchVersion(f"no version {version_id} of {bucket}/{key}")
         record = unpack_version(hlc, packed)
         if record.is_delete_marker:
-            raise InvalidArgument("a delete marker has no tag set")
+            raise InvalidArgument("a delete marker has no tag set and no ACL")
         return record, version_key
 
     def _as_object_version(
@@ -735,6 +750,7 @@ class Engine:
             etag="",
             is_delete_marker=True,
             null_version=null_version,
+            owner_id=origin.principal_id if origin is not None else "",
         )
         self._put_version(txn, bucket_raw, key_raw, marker)
         self.outbox.add_events(
