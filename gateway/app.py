@@ -18,8 +18,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway import admin
+from gateway import admin, authz
 from gateway.auth import Anonymous, AuthContext, AuthError, authenticate, parse_query_pairs
+from gateway.auth.sigv4 import unsigned_context
 from gateway.body import RequestBody
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
 from gateway.metrics import UNKNOWN_OPERATION, RequestMetrics, metrics_response
@@ -41,7 +42,8 @@ from gateway.s3 import (
     tagging,
     versioning,
 )
-from gateway.s3.common import GatewayConfig, RequestContext, owner_for
+from gateway.s3.common import ANONYMOUS_PRINCIPAL, GatewayConfig, Principal, RequestContext
+from gateway.users import UserDirectory
 from gateway.verdicts import discarded_response_headers
 from gateway.xml import render
 from storage import api
@@ -244,6 +246,7 @@ class Gateway:
     def __init__(self, storage: api.StorageClient, config: GatewayConfig) -> None:
         self.storage = storage
         self.config = config
+        self.users = config.users or UserDirectory(storage, config.credentials)
         self.cors_rules = cors.ParsedCorsCache()
         self.request_metrics = RequestMetrics()
 
@@ -322,24 +325,48 @@ class Gateway:
         if endpoint.operation == METRICS_OPERATION and self.config.metrics_access.admits(
                 request.headers.get("authorization")):
             return await self._metrics(request)  # a public or bearer-token scrape
+        if self.users.needs_refresh():  # a user was added or removed (no I/O to tell)
+            await self.users.refresh()
         auth = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains),
             query_pairs,
         )
+        principal = self._principal(auth)
         if endpoint.operation == METRICS_OPERATION:
+            if not principal.is_admin:
+                raise authz.access_denied()
             return await self._metrics(request)
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
             storage=self.storage,
             config=self.config,
-            owner=owner_for(auth.access_key),
+            owner=principal.owner,
             query=query,
-            body=RequestBody(request, auth),
+            body=RequestBody(request, auth if auth is not None else self._unsigned(request)),
             request_id=request_id,
+            users=self.users,
+            principal=principal,
         )
+        try:
+            await authz.authorize(ctx, self.config.policy_hook)
+        except api.StorageError as error:
+            raise error_for_storage(error, bucket=endpoint.bucket) from error
         return await self._dispatch(ctx, endpoint)
+
+    @staticmethod
+    def _unsigned(request: Request) -> AuthContext:
+        try:
+            return unsigned_context(request.scope["headers"])
+        except AuthError as error:
+            raise error_for_client(error) from error
+
+    def _principal(self, auth: AuthContext | None) -> Principal:
+        if auth is None:
+            return ANONYMOUS_PRINCIPAL
+        return Principal(auth.access_key, self.users.owner(auth.access_key),
+                         self.users.is_admin(auth.access_key))
 
     async def _metrics(self, request: Request) -> Response:
         try:
@@ -360,6 +387,7 @@ class Gateway:
             query=query,
             body=RequestBody(request, post_object.FORM_BODY_AUTH),
             request_id=request_id,
+            users=self.users,
         )
 
     async def _add_cors_headers(
@@ -385,14 +413,16 @@ class Gateway:
         raw_path: bytes,
         host_bucket: str | None,
         query_pairs: list[tuple[bytes, bytes]],
-    ) -> AuthContext:
+    ) -> AuthContext | None:
+        """The verified signature, or None for an unsigned request (``authz`` decides
+        whether the grants let an anonymous request through)."""
         try:
             result = authenticate(
                 request.method,
                 raw_path,
                 request.scope.get("query_string", b""),
                 request.scope["headers"],
-                self.config.credentials.get,
+                self.users.secret_for,
                 time.time(),
                 region=self.config.region,
                 virtual_host_bucket=host_bucket,
@@ -401,13 +431,19 @@ class Gateway:
         except AuthError as error:
             raise error_for_client(error) from error
         if isinstance(result, Anonymous):
-            raise S3Error("AccessDenied", "Access Denied", 403)
+            return None
         return result
 
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]
         try:
-            return await handler(ctx)
+            response = await handler(ctx)
+            # A handler of an object operation checks the object it serves (authz);
+            # one that did not would serve it to anybody: a bug, never a response.
+            assert ctx.object_checked or authz.REQUIREMENTS[
+                endpoint.operation].resource != authz.OBJECT, (
+                f"{endpoint.operation} answered without authz.check_object")
+            return response
         except api.WriteDiscarded as discarded:
             # A function answered and discarded the object: success, nothing stored.
             return Response(status_code=200,

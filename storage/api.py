@@ -42,6 +42,8 @@ __all__ = [
     "LIFECYCLE_RULES_CONFIG",
     "CHANGES_OBJECTS",
     "CHANGES_CONFIGURATION",
+    "SYSTEM_BUCKET",
+    "SYSTEM_OWNER_ID",
     "Upload",
     "PartUpload",
     "StorageClient",
@@ -343,6 +345,13 @@ class LifecycleConfiguration:
             )
         )
 
+
+# --- the system bucket ----------------------------------------------------------------
+
+# Squall's own objects (function definitions, users): a name no S3 client can create (it
+# starts with a dot), owned by no user.
+SYSTEM_BUCKET = ".squall"
+SYSTEM_OWNER_ID = "squall-system"
 
 # --- change counters (caches of lookups; see StorageClient.change_count) ---------------
 

@@ -242,6 +242,26 @@ def authenticate(
     return _verified_context(claim, canonical, secret, header_map, query, presigned)
 
 
+def unsigned_context(headers: HeaderPairs) -> AuthContext:
+    """How to read the body of an unsigned request (one that ``authorize`` lets through
+    on an AllUsers grant): a hex ``x-amz-content-sha256`` is still checked, and
+    ``aws-chunked`` with unsigned chunks (and trailing checksums) is decoded as for a
+    signed request. Signed chunks cannot come without a signature: AccessDenied."""
+    header_map = _header_map(headers)
+    payload_hash = _payload_hash(header_map, PayloadMode.UNSIGNED.value)
+    mode = _PAYLOAD_MODES.get(payload_hash, PayloadMode.SIGNED)
+    if mode.chunks_signed:
+        raise AuthError("AccessDenied", "Signed chunks need a signed request.", 403)
+    return AuthContext(
+        access_key="", region="", timestamp="", scope="", signing_key=b"", seed_signature="",
+        payload_mode=mode,
+        payload_sha256_hex=payload_hash if mode is PayloadMode.SIGNED else None,
+        presigned=False,
+        decoded_content_length_bytes=_decoded_length(header_map),
+        trailer_names=_trailer_names(header_map),
+    )
+
+
 def check_payload_sha256(context: AuthContext, computed_sha256_hex: str) -> None:
     """After reading a non-streaming body, compare its sha256 with the signed one.
 

@@ -12,8 +12,8 @@ Theory of operation
    A body that is not ``multipart/form-data`` is 412, as AWS answers.
 2. ``gateway.form.FormReader`` reads the fields before the file (each, their number and
    their total bounded by ``limits.post_form_*``) and stops at the file's first byte.
-3. The form is authenticated (no credentials: ``AccessDenied``, there are no public-write
-   ACLs) and the key's ``${filename}`` expanded; the policy is checked against the
+3. The form is authenticated (no credentials: ``AccessDenied``) and authorized (the
+   bucket's WRITE, ``gateway/authz.py``), the key's ``${filename}`` expanded; the policy is checked against the
    fields; metadata, tags, ACL, storage class and checksums are validated; the bucket
    must exist. All of it before staging one byte.
 4. The file streams into ``storage.open_upload`` exactly as a PutObject body does
@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 
 from starlette.responses import Response
 
+from gateway import authz
 from gateway import checksums as integrity
 from gateway.auth import PayloadMode
 from gateway.auth.post_policy import (
@@ -51,14 +52,14 @@ from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.form import FILE_FIELD, FormReader, boundary_from_content_type, split_header_value
 from gateway.router import bucket_from_host
-from gateway.s3.acl import OWNER_ONLY_CANNED_ACLS, grants_not_enforced
+from gateway.s3.acl import requested_object_acl
 from gateway.s3.common import (
     SYSTEM_METADATA_HEADERS,
     USER_METADATA_PREFIX,
     Owner,
+    Principal,
     RequestContext,
     check_user_metadata_size,
-    owner_for,
 )
 from gateway.s3.objects import check_key, stored_checksums, written_headers
 from gateway.s3.tagging import parse_tagging_xml
@@ -95,7 +96,7 @@ async def post_object(ctx: RequestContext) -> Response:
         reader = FormReader(pieces, boundary)
         head = await reader.read_head()
         fields = {name: field.value for name, field in head.fields.items()}
-        policy = _authenticate(ctx, fields)
+        policy = await _authenticate(ctx, fields)
         if head.file is None:
             raise invalid_argument("POST requires exactly one file upload per request.",
                                    FILE_FIELD, "0")
@@ -114,16 +115,25 @@ def _form_boundary(ctx: RequestContext) -> bytes:
     return boundary_from_content_type(content_type)
 
 
-def _authenticate(ctx: RequestContext, fields: Mapping[str, str]) -> Policy:
-    """The form's verified policy (and ``ctx.owner`` set); AccessDenied if anonymous."""
+async def _authenticate(ctx: RequestContext, fields: Mapping[str, str]) -> Policy:
+    """The form's verified policy (``ctx.owner`` and ``ctx.principal`` set, the
+    bucket's WRITE permission checked); AccessDenied if anonymous."""
     if "key" not in fields:
         raise missing_field("key")
     if not form_credentials_present(fields):
-        # Anonymous: a POST is allowed only by public-write ACLs, which Squall does not
-        # grant (every bucket is private to its owner).
+        # Anonymous: AWS would take an unsigned form into a public-write bucket; Squall
+        # does not (a form without a policy has no conditions to hold it to).
         raise S3Error("AccessDenied", "Access Denied", 403)
-    access_key = verify_form_signature(fields, ctx.config.credentials.get, ctx.config.region)
-    ctx.owner = owner_for(access_key)
+    if ctx.users.needs_refresh():
+        await ctx.users.refresh()
+    access_key = verify_form_signature(fields, ctx.users.secret_for, ctx.config.region)
+    ctx.owner = ctx.users.owner(access_key)
+    ctx.principal = Principal(access_key, ctx.owner, ctx.users.is_admin(access_key))
+    try:
+        await authz.authorize(ctx, ctx.config.policy_hook)
+    except api.NoSuchBucket:
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist", 404,
+                      BucketName=ctx.bucket) from None
     return parse_policy(fields["policy"])
 
 
@@ -135,7 +145,8 @@ def _expanded_key(fields: Mapping[str, str], filename: str | None) -> str:
     return key
 
 
-def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str]) -> api.PutSpec:
+def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str],
+                 owner: tuple[str, bytes | None] = ("", None)) -> api.PutSpec:
     content_type = fields.get("content-type") or "binary/octet-stream"
     system = {name: fields[name.lower()] for name in SYSTEM_METADATA_HEADERS
               if name.lower() in fields}
@@ -147,14 +158,12 @@ def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str]
         tagging.encode(), api.limits.object_tags_max, "Object")
     return api.PutSpec(etag=etag, content_type=content_type, system_metadata=system,
                        user_metadata=user, checksums=checksums, tags=tags,
-                       storage_class=fields.get("x-amz-storage-class", "STANDARD"))
+                       storage_class=fields.get("x-amz-storage-class", "STANDARD"),
+                       owner_id=owner[0], acl=owner[1])
 
 
 def _check_fields(fields: Mapping[str, str]) -> None:
     """What a form may ask for that Squall cannot do, refused before any byte is staged."""
-    acl = fields.get("acl")
-    if acl is not None and acl.strip() not in OWNER_ONLY_CANNED_ACLS:
-        raise grants_not_enforced(f"The canned ACL '{acl.strip()}'")
     storage_class = fields.get("x-amz-storage-class")
     if storage_class is not None and storage_class not in STORAGE_CLASSES:
         raise S3Error("InvalidStorageClass", "The storage class you specified is not valid",
@@ -171,7 +180,9 @@ async def _store_file(
 ) -> tuple[api.ObjectVersion, dict[str, str]]:
     _check_fields(fields)
     wanted = integrity.parse_request({n: fields[n] for n in _CHECKSUM_FIELDS if n in fields})
-    await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    bucket = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    canned = {"x-amz-acl": fields["acl"]} if "acl" in fields else {}
+    owner = await requested_object_acl(ctx, bucket, canned)
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, key) as upload:
         size_bytes = 0
@@ -183,7 +194,7 @@ async def _store_file(
         check_size(policy, size_bytes, complete=True)
         integrity.verify(wanted, checksummer)
         checksums = stored_checksums(checksummer, wanted.algorithms)
-        spec = _object_spec(fields, checksummer.md5_digest().hex(), checksums)
+        spec = _object_spec(fields, checksummer.md5_digest().hex(), checksums, owner)
         try:
             version = await upload.commit(spec, None, event_name=EVENT_NAME,
                                           origin=ctx.event_origin())

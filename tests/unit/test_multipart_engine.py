@@ -264,13 +264,14 @@ def test_deleting_a_bucket_aborts_its_uploads(store: Store) -> None:
 
 def test_older_record_formats_still_read(store: Store) -> None:
     """Records written by earlier formats read as before: format 1 (single blob, no
-    tags) and format 2 (segments at [12], no tags); new records are format 3."""
+    tags), format 2 (segments at [12], no tags) and format 3 (tags, no owner, no ACL);
+    new records are format 4."""
     version = store.put("b", "plain", b"abc")
     with store.engine.env.begin() as txn:
         cursor = txn.cursor(db=store.engine.versions)
         assert cursor.set_range(keys.key_prefix(b"b", b"plain"))
         fields = msgpack.unpackb(cursor.value(), raw=False)
-    assert fields[0] == 3 and len(fields) == 14
+    assert fields[0] == 4 and len(fields) == 16
     assert version.part_sizes == ()
     format_1 = [1, *fields[1:12]]
     old = unpack_version(0, msgpack.packb(format_1, use_bin_type=True))
@@ -280,8 +281,13 @@ def test_older_record_formats_still_read(store: Store) -> None:
     segmented = unpack_version(0, msgpack.packb(format_2, use_bin_type=True))
     assert (segmented.segments, dict(segmented.tags)) == (((blob, 3),), {})
     format_3 = [3, *fields[1:12], {"t": "v"}, [[blob, 3]]]
-    current = unpack_version(0, msgpack.packb(format_3, use_bin_type=True))
-    assert (current.segments, dict(current.tags)) == (((blob, 3),), {"t": "v"})
+    tagged = unpack_version(0, msgpack.packb(format_3, use_bin_type=True))
+    assert (tagged.segments, dict(tagged.tags)) == (((blob, 3),), {"t": "v"})
+    assert (tagged.owner_id, tagged.acl) == ("", None)
+    format_4 = [*format_3[:14], "owner", b"{}"]
+    format_4[0] = 4
+    current = unpack_version(0, msgpack.packb(format_4, use_bin_type=True))
+    assert (current.tags, current.owner_id, current.acl) == ({"t": "v"}, "owner", b"{}")
 
 
 def test_tags_given_at_create_are_the_completed_versions(store: Store) -> None:
@@ -302,7 +308,7 @@ def test_format_1_upload_records_still_read(store: Store) -> None:
     upload_key = keys.upload_key(b"b", b"k", keys.decode_upload_id(upload_id))
     with store.engine.env.begin() as txn:
         fields = msgpack.unpackb(txn.get(upload_key, db=store.engine.uploads), raw=False)
-    assert fields[0] == 2 and len(fields) == 9
+    assert fields[0] == 3 and len(fields) == 11
     format_1 = msgpack.packb([1, *fields[1:8]], use_bin_type=True)
     with store.engine.env.begin(write=True) as txn:
         txn.put(upload_key, format_1, db=store.engine.uploads)
