@@ -270,3 +270,15 @@ def test_the_second_user_posts_a_form(alt, http, s3_endpoint, alt_bucket):
     response = http.post(post["url"], data=post["fields"], files={"file": ("f", b"form")})
     assert response.status_code == 204, response.text
     assert alt.get_object(Bucket=alt_bucket, Key=key)["Body"].read() == b"form"
+
+
+def test_create_bucket_with_a_canned_acl(s3, anonymous, s3_endpoint):
+    name = unique_bucket_name("pub")
+    _create(s3, s3_endpoint, name, ACL="public-read")
+    try:
+        s3.put_object(Bucket=name, Key="k", Body=b"x")
+        assert [o["Key"] for o in anonymous.list_objects_v2(Bucket=name)["Contents"]] == ["k"]
+        grants = s3.get_bucket_acl(Bucket=name)["Grants"]
+        assert [g["Permission"] for g in grants] == ["FULL_CONTROL", "READ"]
+    finally:
+        empty_and_delete_bucket(s3, name)

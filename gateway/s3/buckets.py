@@ -8,6 +8,7 @@ import re
 from starlette.responses import Response
 
 from gateway.errors import S3Error
+from gateway.s3.acl import ACL_CONFIG, acl_from_headers, document_for
 from gateway.s3.common import RequestContext
 from gateway.xml import child_text, iso8601_ms, local_name, parse, render
 from storage import api
@@ -86,13 +87,18 @@ async def create_bucket(ctx: RequestContext) -> Response:
             400,
             LocationConstraint=constraint,
         )
+    # The ACL asked for (canned or grant headers), validated before the bucket exists.
+    acl = acl_from_headers(ctx.headers, ctx.owner.id, ctx.owner.id, ctx.users.knows_id)
     try:
         await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id)
     except api.BucketAlreadyOwnedByYou:
         # AWS: in us-east-1, re-creating a bucket you own answers 200 for legacy
-        # compatibility; every other region answers 409 BucketAlreadyOwnedByYou.
+        # compatibility (and sets the ACL the request carries); every other region
+        # answers 409 BucketAlreadyOwnedByYou.
         if ctx.config.region != "us-east-1":
             raise
+    if acl is not None:
+        await ctx.storage.put_bucket_config(ctx.bucket, ACL_CONFIG, document_for(acl))
     return Response(status_code=200, headers={"Location": f"/{ctx.bucket}"})
 
 
