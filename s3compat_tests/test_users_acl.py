@@ -264,12 +264,13 @@ def test_the_second_user_signs_presigned_urls_and_sigv2(alt, http, s3_endpoint, 
         sigv2.close()
 
 
-def test_the_second_user_posts_a_form(alt, http, s3_endpoint, alt_bucket):
+def test_the_second_user_posts_a_form_with_a_canned_acl(alt, anonymous, http, alt_bucket):
     key = f"form-{uuid.uuid4().hex[:8]}"
-    post = alt.generate_presigned_post(alt_bucket, key, ExpiresIn=300)
+    post = alt.generate_presigned_post(alt_bucket, key, Fields={"acl": "public-read"},
+                                       Conditions=[{"acl": "public-read"}], ExpiresIn=300)
     response = http.post(post["url"], data=post["fields"], files={"file": ("f", b"form")})
     assert response.status_code == 204, response.text
-    assert alt.get_object(Bucket=alt_bucket, Key=key)["Body"].read() == b"form"
+    assert anonymous.get_object(Bucket=alt_bucket, Key=key)["Body"].read() == b"form"
 
 
 def test_create_bucket_with_a_canned_acl(s3, anonymous, s3_endpoint):
