@@ -365,8 +365,7 @@ class Gateway:
     def _principal(self, auth: AuthContext | None) -> Principal:
         if auth is None:
             return ANONYMOUS_PRINCIPAL
-        return Principal(auth.access_key, self.users.owner(auth.access_key),
-                         self.users.is_admin(auth.access_key))
+        return self.users.principal(auth.access_key)
 
     async def _metrics(self, request: Request) -> Response:
         try:

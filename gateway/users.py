@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.s3.common import Owner, owner_for
+from gateway.s3.common import Owner, Principal, owner_for
 from storage import api
 
 log = logging.getLogger("squall.gateway.users")
@@ -113,6 +113,9 @@ class UserDirectory:
         self._secrets: dict[str, str] = dict(self._root)
         self._owners_by_id: dict[str, Owner] = {
             owner_for(key).id: owner_for(key) for key in self._root}
+        # The principal of every signer, built once per load: every request asks.
+        self._principals: dict[str, Principal] = {
+            key: Principal(key, owner_for(key), is_admin=True) for key in self._root}
         self._loaded_change_count: int | None = None
         self._loaded = False
         self._reload_lock = asyncio.Lock()
@@ -134,6 +137,14 @@ class UserDirectory:
 
     def is_admin(self, access_key: str) -> bool:
         return access_key in self._root
+
+    def principal(self, access_key: str) -> Principal:
+        """Who signed with ``access_key`` (a key ``secret_for`` knows)."""
+        principal = self._principals.get(access_key)
+        if principal is None:  # removed between verification and here: still who signed
+            principal = Principal(access_key, self.owner(access_key),
+                                  self.is_admin(access_key))
+        return principal
 
     def owner(self, access_key: str) -> Owner:
         """The canonical id and display name of a signer (root shows its access key)."""
@@ -172,6 +183,8 @@ class UserDirectory:
             owner = self.owner(key)
             owners[owner.id] = owner
         self._owners_by_id = owners
+        self._principals = {key: Principal(key, self.owner(key), self.is_admin(key))
+                            for key in self._secrets}
         self._loaded_change_count = count
         self._loaded = True
 

@@ -57,7 +57,6 @@ from gateway.s3.common import (
     SYSTEM_METADATA_HEADERS,
     USER_METADATA_PREFIX,
     Owner,
-    Principal,
     RequestContext,
     check_user_metadata_size,
 )
@@ -127,8 +126,8 @@ async def _authenticate(ctx: RequestContext, fields: Mapping[str, str]) -> Polic
     if ctx.users.needs_refresh():
         await ctx.users.refresh()
     access_key = verify_form_signature(fields, ctx.users.secret_for, ctx.config.region)
-    ctx.owner = ctx.users.owner(access_key)
-    ctx.principal = Principal(access_key, ctx.owner, ctx.users.is_admin(access_key))
+    ctx.principal = ctx.users.principal(access_key)
+    ctx.owner = ctx.principal.owner
     try:
         await authz.authorize(ctx, ctx.config.policy_hook)
     except api.NoSuchBucket:
