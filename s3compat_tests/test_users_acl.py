@@ -283,3 +283,45 @@ def test_create_bucket_with_a_canned_acl(s3, anonymous, s3_endpoint):
         assert [g["Permission"] for g in grants] == ["FULL_CONTROL", "READ"]
     finally:
         empty_and_delete_bucket(s3, name)
+
+
+def test_an_acl_without_grants_leaves_the_owner_its_acl_and_its_objects(s3, acl_bucket):
+    """ceph/s3-tests' test_bucket_acl_no_grants: the owner keeps READ_ACP and WRITE_ACP
+    (and its own private objects) but loses WRITE on the bucket."""
+    s3.put_object(Bucket=acl_bucket, Key="foo", Body=b"bar")
+    owner = s3.get_bucket_acl(Bucket=acl_bucket)["Owner"]
+    s3.put_bucket_acl(Bucket=acl_bucket, AccessControlPolicy={"Owner": owner, "Grants": []})
+    assert s3.get_object(Bucket=acl_bucket, Key="foo")["Body"].read() == b"bar"
+    _denied(s3.put_object, Bucket=acl_bucket, Key="baz", Body=b"a")
+    assert s3.get_bucket_acl(Bucket=acl_bucket)["Grants"] == []
+    s3.put_bucket_acl(Bucket=acl_bucket, ACL="private")
+    s3.put_object(Bucket=acl_bucket, Key="baz", Body=b"a")
+
+
+@pytest.mark.parametrize(("permission", "may_list", "may_read_acl", "may_write_acl"), [
+    ("READ", True, False, False),
+    ("READ_ACP", False, True, False),
+    ("WRITE_ACP", False, False, True),
+    ("FULL_CONTROL", True, True, True),
+])
+def test_each_bucket_permission_grants_what_aws_maps_to_it(
+        s3, alt, acl_bucket, permission, may_list, may_read_acl, may_write_acl):
+    owner = s3.get_bucket_acl(Bucket=acl_bucket)["Owner"]
+    grants = [{"Grantee": {"Type": "CanonicalUser", "ID": owner["ID"]},
+               "Permission": "FULL_CONTROL"},
+              {"Grantee": {"Type": "CanonicalUser", "ID": _id(alt)}, "Permission": permission}]
+    policy = {"Owner": {"ID": owner["ID"]}, "Grants": grants}
+    s3.put_bucket_acl(Bucket=acl_bucket, AccessControlPolicy=policy)
+    checks = [
+        (may_list, lambda: alt.list_objects_v2(Bucket=acl_bucket)),
+        (may_read_acl, lambda: alt.get_bucket_acl(Bucket=acl_bucket)),
+        (may_write_acl, lambda: alt.put_bucket_acl(Bucket=acl_bucket,
+                                                   AccessControlPolicy=policy)),
+    ]
+    for allowed, call in checks:
+        if allowed:
+            call()
+        else:
+            _denied(call)
+    # Whatever alt was granted, the bucket stays the main user's.
+    assert s3.get_bucket_acl(Bucket=acl_bucket)["Owner"]["ID"] == owner["ID"]
