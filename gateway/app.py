@@ -349,10 +349,11 @@ class Gateway:
             users=self.users,
             principal=principal,
         )
-        try:
-            await authz.authorize(ctx, self.config.policy_hook)
-        except api.StorageError as error:
-            raise error_for_storage(error, bucket=endpoint.bucket) from error
+        if not authz.settled_without_reads(ctx, self.config.policy_hook):
+            try:
+                await authz.authorize(ctx, self.config.policy_hook)
+            except api.StorageError as error:
+                raise error_for_storage(error, bucket=endpoint.bucket) from error
         return await self._dispatch(ctx, endpoint)
 
     @staticmethod
@@ -421,7 +422,7 @@ class Gateway:
                 raw_path,
                 request.scope.get("query_string", b""),
                 request.scope["headers"],
-                self.users.secret_for,
+                self.users.secret_lookup,
                 time.time(),
                 region=self.config.region,
                 virtual_host_bucket=host_bucket,

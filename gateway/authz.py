@@ -144,6 +144,15 @@ def access_denied() -> S3Error:
     return S3Error("AccessDenied", "Access Denied", 403)
 
 
+def settled_without_reads(ctx: RequestContext, policy_hook: PolicyHook | None) -> bool:
+    """Whether ``authorize`` would read nothing and allow (an object operation without a
+    policy hook: its check is the handler's). Lets the gateway skip a coroutine on the
+    path of every GET; ``authorize`` decides the same way without it."""
+    requirement = REQUIREMENTS.get(ctx.endpoint.operation)
+    return (requirement is not None and requirement.resource == OBJECT
+            and policy_hook is None and ctx.endpoint.bucket != api.SYSTEM_BUCKET)
+
+
 async def authorize(ctx: RequestContext, policy_hook: PolicyHook | None = None) -> None:
     """Decide a request's service or bucket permission (AccessDenied when it lacks it);
     an object permission is left to the handler's ``check_object``."""
@@ -195,6 +204,16 @@ async def bucket_allows(
         return is_owner
     return permission in stored_acl(document, info.owner_id).permissions_of(
         principal.canonical_id)
+
+
+def owns_private_object(ctx: RequestContext, version: api.ObjectVersion) -> bool:
+    """The common case, decided without a read or a coroutine: the requester owns the
+    version and its ACL is the default. Marks an object operation checked when true."""
+    if version.acl is None and version.owner_id and (
+            version.owner_id == ctx.principal.canonical_id):
+        ctx.object_checked = True
+        return True
+    return False
 
 
 async def check_object(

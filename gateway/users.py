@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,8 @@ class UserDirectory:
         self._users: dict[str, User] = {}
         # Every signing secret (root's and the users'): what SigV4/SigV2/POST ask for.
         self._secrets: dict[str, str] = dict(self._root)
+        # What signature checks call: the current mapping's own lookup (no Python frame).
+        self.secret_lookup: Callable[[str], str | None] = self._secrets.get
         self._owners_by_id: dict[str, Owner] = {
             owner_for(key).id: owner_for(key) for key in self._root}
         # The principal of every signer, built once per load: every request asks.
@@ -178,6 +180,7 @@ class UserDirectory:
                 users[access_key] = user
         self._users = users
         self._secrets = {**{k: u.secret_key for k, u in users.items()}, **self._root}
+        self.secret_lookup = self._secrets.get
         owners = {owner_for(key).id: owner_for(key) for key in self._root}
         for key in users:
             owner = self.owner(key)

@@ -74,6 +74,9 @@ class ShardedStorageClient:
         self._transport = transport
         self._owned_nodes = owned_nodes
         self._local_nodes = {node.node_id: node for node in owned_nodes}
+        # (view, its shards' leader nodes when all are in this process): change_count is
+        # asked on every request (the gateway's user directory), the view seldom changes.
+        self._counting_nodes_cache: tuple[View, tuple[StorageNode, ...] | None] | None = None
         self._closed = False
 
     @property
@@ -134,14 +137,24 @@ class ShardedStorageClient:
         spread over the shards; configurations are written to every shard), when every
         leader is a node of this process; None otherwise. Each term only grows, so the
         sum only grows, and a write that bumps one shard's term changes it."""
-        local = self._local_nodes
-        total = 0
-        for leader in self._leaders():
-            node = local.get(leader)
-            if node is None:
-                return None
-            total += node.change_count(bucket, scope)
-        return total
+        nodes = self._counting_nodes()
+        if nodes is None:
+            return None
+        if len(nodes) == 1:  # the embedded store
+            return nodes[0].change_count(bucket, scope)
+        return sum(node.change_count(bucket, scope) for node in nodes)
+
+    def _counting_nodes(self) -> tuple[StorageNode, ...] | None:
+        """Every shard's leader node when all are in this process, else None; worked out
+        once per view."""
+        cached = self._counting_nodes_cache
+        if cached is not None and cached[0] is self._view:
+            return cached[1]
+        found = [self._local_nodes.get(leader) for leader in self._leaders()]
+        nodes = tuple(node for node in found if node is not None)
+        counting = nodes if len(nodes) == len(found) else None
+        self._counting_nodes_cache = (self._view, counting)
+        return counting
 
     # --- objects -----------------------------------------------------------------------
 

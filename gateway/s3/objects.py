@@ -212,7 +212,8 @@ async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.Obje
         raise await authz.missing_object_error(
             ctx, error_for_storage(error, bucket=ctx.bucket, key=ctx.key)) from error
     if not version.is_delete_marker:
-        await authz.check_object(ctx, version)
+        if not authz.owns_private_object(ctx, version):
+            await authz.check_object(ctx, version)
         return version
     # Whoever may not list the bucket learns nothing from a delete marker either.
     marker_hidden = await authz.missing_object_error(ctx, S3Error("NoSuchKey", "", 404))
