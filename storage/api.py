@@ -6,8 +6,9 @@ Rules:
   LMDB, sockets or threads; the implementation lives in ``storage.client`` (what the
   gateway calls), ``storage.node`` and ``storage.engine``.
 * Records are immutable (frozen dataclasses). A version's bytes and metadata never change
-  once committed; its tag set is the one thing S3 lets a client replace
-  (PutObjectTagging), so a cache of records keyed by version id must not cache tags.
+  once committed; its tag set (PutObjectTagging) and its Object Lock state
+  (PutObjectRetention, PutObjectLegalHold) are the only things S3 lets a client replace,
+  so a cache of records keyed by version id must not cache them.
 * Times are integer milliseconds since the Unix epoch (``*_ms``); sizes are bytes.
 * Errors are typed; the gateway maps each to exactly one S3 error code in one table
   (``gateway.errors``). An error that reaches the gateway untyped is a bug (500).
