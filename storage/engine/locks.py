@@ -24,7 +24,15 @@ check):
 
 from __future__ import annotations
 
-from storage.api import ObjectLocked
+from storage.api import OBJECT_LOCK_MODES, InvalidArgument, ObjectLocked
+
+
+def check_retention(mode: str, retain_until_ms: int) -> None:
+    """A retention as storage keeps it: a known mode with a date, or ('', 0) for none
+    (the gateway validates what clients send; this guards the record)."""
+    if (mode, retain_until_ms) != ("", 0) and (mode not in OBJECT_LOCK_MODES
+                                               or retain_until_ms <= 0):
+        raise InvalidArgument(f"invalid Object Lock retention {mode!r} until {retain_until_ms}")
 
 
 def retention_in_force(mode: str, retain_until_ms: int, now_ms: int) -> bool:

@@ -371,6 +371,7 @@ class Engine:
             if mode or legal_hold:
                 raise ObjectLockNotEnabled("Bucket is missing Object Lock Configuration")
             return "", 0, False
+        locks.check_retention(mode, retain_until_ms)
         default = info.default_retention
         if not mode and default is not None:
             return default.mode, default.retain_until_ms(self._now_ms()), legal_hold
@@ -699,6 +700,7 @@ class Engine:
         record, version_key = self._object_version(txn, bucket, key, version_id)
         updated = record
         if update.retention is not None:
+            locks.check_retention(*update.retention)
             locks.check_retention_change(
                 (record.lock_mode, record.lock_retain_until_ms), update.retention,
                 self._now_ms(), update.bypass_governance)

@@ -17,6 +17,7 @@ from gateway.s3 import object_lock
 from storage.api import (
     BucketInfo,
     DefaultRetention,
+    InvalidArgument,
     InvalidBucketState,
     ObjectLocked,
     ObjectLockNotEnabled,
@@ -314,3 +315,14 @@ def test_parsers_answer_only_s3_errors(root, fields, raw) -> None:
         object_lock.requested_lock({k: v for k, v in renamed.items() if v is not None}, NOW_MS)
     except S3Error as error:
         assert error.status == 400
+
+
+def test_storage_refuses_malformed_retention(tmp_path) -> None:
+    """Storage guards its records whatever a caller passes (the gateway validates first)."""
+    with open_store(tmp_path) as store:
+        _lock_bucket(store)
+        version = store.put("b", "k", b"x")
+        for retention in (("WORM", NOW_MS + DAY_MS), ("GOVERNANCE", 0), ("", 5)):
+            with pytest.raises(InvalidArgument):
+                _lock(store, version.version_id, retention=retention)
+        assert store.engine.get_version("b", "k").lock_mode == ""
