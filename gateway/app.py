@@ -34,6 +34,7 @@ from gateway.s3 import (
     multidelete,
     multipart,
     notification,
+    object_lock,
     objects,
     policy,
     post_object,
@@ -101,6 +102,12 @@ HANDLERS: dict[str, Handler] = {
     "DeleteObjectTagging": tagging.delete_object_tagging,
     "PutBucketNotificationConfiguration": notification.put_bucket_notification,
     "GetBucketNotificationConfiguration": notification.get_bucket_notification,
+    "PutObjectLockConfiguration": object_lock.put_object_lock_configuration,
+    "GetObjectLockConfiguration": object_lock.get_object_lock_configuration,
+    "PutObjectRetention": object_lock.put_object_retention,
+    "GetObjectRetention": object_lock.get_object_retention,
+    "PutObjectLegalHold": object_lock.put_object_legal_hold,
+    "GetObjectLegalHold": object_lock.get_object_legal_hold,
     "SquallAdmin": admin.handle,
 }
 PREFLIGHT_OPERATION = "PreflightCors"

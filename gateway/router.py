@@ -112,6 +112,13 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", BUCKET, "encryption", "GetBucketEncryption"),
     Route("GET", BUCKET, "ownershipControls", "GetBucketOwnershipControls"),
     Route("GET", BUCKET, "publicAccessBlock", "GetPublicAccessBlock"),
+    # S3 Object Lock (gateway/s3/object_lock.py).
+    Route("PUT", BUCKET, "object-lock", "PutObjectLockConfiguration"),
+    Route("GET", BUCKET, "object-lock", "GetObjectLockConfiguration"),
+    Route("PUT", OBJECT, "retention", "PutObjectRetention"),
+    Route("GET", OBJECT, "retention", "GetObjectRetention"),
+    Route("PUT", OBJECT, "legal-hold", "PutObjectLegalHold"),
+    Route("GET", OBJECT, "legal-hold", "GetObjectLegalHold"),
 )
 
 

@@ -25,6 +25,10 @@ object_tags_max = 10  # AWS: at most 10 tags per object version
 bucket_tags_max = 50  # AWS: at most 50 tags per bucket
 tag_key_chars_max = 128  # AWS: a tag key is 1..128 Unicode characters
 tag_value_chars_max = 256  # AWS: a tag value is 0..256 Unicode characters
+object_lock_default_retention_days_max = 36_500  # AWS: DefaultRetention Days, 1..36500
+object_lock_default_retention_years_max = 100  # AWS: DefaultRetention Years, 1..100
+object_lock_day_ms = 24 * 3600 * 1000  # one retention day (AWS counts whole 24-hour days)
+object_lock_year_days = 365  # one retention year, in days (what AWS and RGW count)
 
 # --- storage engine --------------------------------------------------------------------
 chunk_size_bytes = 1024 * 1024  # bodies are stored in chunks of this size

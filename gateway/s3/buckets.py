@@ -86,8 +86,13 @@ async def create_bucket(ctx: RequestContext) -> Response:
             400,
             LocationConstraint=constraint,
         )
+    lock_header = ctx.headers.get("x-amz-bucket-object-lock-enabled", "false").strip().lower()
+    if lock_header not in ("true", "false"):
+        raise S3Error("InvalidArgument", "x-amz-bucket-object-lock-enabled must be true or false",
+                      400, ArgumentName="x-amz-bucket-object-lock-enabled")
     try:
-        await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id)
+        await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id,
+                                        object_lock_enabled=lock_header == "true")
     except api.BucketAlreadyOwnedByYou:
         # AWS: in us-east-1, re-creating a bucket you own answers 200 for legacy
         # compatibility; every other region answers 409 BucketAlreadyOwnedByYou.

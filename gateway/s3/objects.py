@@ -30,6 +30,12 @@ from gateway.s3.common import (
     object_headers,
     precondition_failed,
 )
+from gateway.s3.object_lock import (
+    bypass_governance,
+    check_write_allowed,
+    requested_lock,
+    wall_clock_ms,
+)
 from gateway.s3.tagging import requested_tags, tags_for_copy
 from gateway.verdicts import verdict_headers
 from gateway.xml import http_date, iso8601_ms, render
@@ -108,8 +114,10 @@ async def put_object(ctx: RequestContext) -> Response:
                       MaxSizeAllowed=str(api.limits.object_size_bytes_max))
     conditions = write_conditions(ctx)
     tags = requested_tags(ctx)
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
     wanted = integrity.parse_request(ctx.headers)
-    await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    info = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=True)
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
         await stage_body(upload, ctx.body.pieces(), checksummer)
@@ -122,6 +130,9 @@ async def put_object(ctx: RequestContext) -> Response:
             user_metadata=user,
             checksums=checksums,
             tags=tags,
+            lock_mode=lock_mode,
+            lock_retain_until_ms=retain_until_ms,
+            legal_hold=legal_hold,
         )
         version = await upload.commit(spec, conditions, origin=ctx.event_origin())
     return Response(status_code=200, headers=written_headers(version, checksums))
@@ -307,7 +318,8 @@ async def delete_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     version_id = ctx.query_value("versionId")
     result = await ctx.storage.delete_object(ctx.bucket, ctx.key, version_id=version_id,
-                                             origin=ctx.event_origin())
+                                             origin=ctx.event_origin(),
+                                             bypass_governance=bypass_governance(ctx.headers))
     headers = {}
     if result.delete_marker:
         headers["x-amz-delete-marker"] = "true"
@@ -397,7 +409,11 @@ async def copy_object(ctx: RequestContext) -> Response:
                       400)
     content_type, system, user = _copy_metadata(ctx, source)
     tags = tags_for_copy(ctx, source)
-    await ctx.storage.get_bucket(ctx.bucket)
+    # The copy's lock state is what this request asks for (or the bucket's default),
+    # never the source's: AWS does not copy retention or legal hold.
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
+    info = await ctx.storage.get_bucket(ctx.bucket)
+    check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=False)
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
@@ -411,6 +427,9 @@ async def copy_object(ctx: RequestContext) -> Response:
                 user_metadata=user,
                 checksums=checksums,
                 tags=tags,
+                lock_mode=lock_mode,
+                lock_retain_until_ms=retain_until_ms,
+                legal_hold=legal_hold,
             ),
             write_conditions(ctx),
             event_name="s3:ObjectCreated:Copy",
