@@ -26,6 +26,7 @@ from gateway.requests import GatewayRequest
 from gateway.router import Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
+    attributes,
     buckets,
     cors,
     lifecycle,
@@ -63,6 +64,7 @@ HANDLERS: dict[str, Handler] = {
     "PostObject": post_object.post_object,
     "GetObject": objects.get_object,
     "HeadObject": objects.head_object,
+    "GetObjectAttributes": attributes.get_object_attributes,
     "DeleteObject": objects.delete_object,
     "CreateMultipartUpload": multipart.create_multipart_upload,
     "UploadPart": multipart.upload_part,

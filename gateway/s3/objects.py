@@ -191,7 +191,7 @@ _RESPONSE_OVERRIDES = {
 }
 
 
-async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
+async def readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
     """The version a GET/HEAD reads (now, by id, or as of a time); delete markers answer
     as S3 answers them. For a GET, a small body comes with it (``inline_body``)."""
     version_id = ctx.query_value("versionId")
@@ -221,7 +221,7 @@ async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.Obje
                   headers=marker_headers, Key=ctx.key)
 
 
-async def _bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
+async def bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
     versioning = version.bucket_versioning  # read with the version, when the store says
     if versioning is None:
         versioning = (await ctx.storage.get_bucket(ctx.bucket)).versioning
@@ -248,10 +248,10 @@ def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange |
 
 async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     check_key(ctx.key)
-    version = await _readable_version(ctx, send_body=send_body)
+    version = await readable_version(ctx, send_body=send_body)
     checksum_mode = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(version, checksum_mode=checksum_mode)
-    if version.s3_version_id == "null" and await _bucket_has_versioning_state(ctx, version):
+    if version.s3_version_id == "null" and await bucket_has_versioning_state(ctx, version):
         headers["x-amz-version-id"] = "null"
     if version.tags:
         headers["x-amz-tagging-count"] = str(len(version.tags))
