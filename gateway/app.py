@@ -318,6 +318,8 @@ class Gateway:
                                                 self.config.domains),
             query_pairs,
         )
+        if isinstance(auth, Anonymous):
+            raise await self._anonymous_refusal(endpoint)
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
@@ -367,9 +369,9 @@ class Gateway:
         raw_path: bytes,
         host_bucket: str | None,
         query_pairs: list[tuple[bytes, bytes]],
-    ) -> AuthContext:
+    ) -> AuthContext | Anonymous:
         try:
-            result = authenticate(
+            return authenticate(
                 request.method,
                 raw_path,
                 request.scope.get("query_string", b""),
@@ -382,9 +384,18 @@ class Gateway:
             )
         except AuthError as error:
             raise error_for_client(error) from error
-        if isinstance(result, Anonymous):
-            raise S3Error("AccessDenied", "Access Denied", 403)
-        return result
+
+    async def _anonymous_refusal(self, endpoint: Endpoint) -> S3Error:
+        """The answer to an unsigned request: AccessDenied, except that a bucket which
+        does not exist is NoSuchBucket, as AWS answers anonymous requests (no bucket, so
+        no policy or ACL of it could grant anything; AWS tells bucket names apart the
+        same way through CreateBucket's BucketAlreadyExists)."""
+        if endpoint.bucket is not None:
+            try:
+                await self.storage.get_bucket(endpoint.bucket)
+            except api.NoSuchBucket as error:
+                return error_for_storage(error, bucket=endpoint.bucket)
+        return S3Error("AccessDenied", "Access Denied", 403)
 
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]
