@@ -657,8 +657,10 @@ def _presign_expiry(value: str) -> int:
     if not _EXPIRES.fullmatch(value):
         raise _query_error("X-Amz-Expires should be a number")
     expires_seconds = int(value)
-    if expires_seconds < 1:
-        raise _query_error("X-Amz-Expires must be non-negative and at least 1")
+    # Zero is a valid lifetime that has already run out (403 Request has expired, from
+    # _check_presign_window), as S3 answers it; only a negative one is malformed.
+    if expires_seconds < 0:
+        raise _query_error("X-Amz-Expires must be non-negative")
     if expires_seconds > limits.presigned_expiry_seconds_max:
         raise _query_error(
             "X-Amz-Expires must be less than a week (in seconds) that is "
@@ -715,7 +717,7 @@ def _check_skew(timestamp: str, now_seconds: float) -> None:
 
 
 def _check_presign_window(signed_at: float, expires_seconds: int, now_seconds: float) -> None:
-    if now_seconds > signed_at + expires_seconds:
+    if expires_seconds == 0 or now_seconds > signed_at + expires_seconds:
         raise AuthError(
             "AccessDenied",
             "Request has expired",

@@ -535,7 +535,12 @@ def test_presigned_expiry_bounds_and_not_yet_valid() -> None:
     )
     early = expect_error("AccessDenied", lambda: wire.verify(NOW - 901))
     assert early.message == "Request is not valid yet"
-    for expires, fragment in (("0", "at least 1"), ("604801", "604800"), ("abc", "number")):
+    # A zero lifetime is valid and already over, as S3 answers it; a negative one is not
+    # a lifetime at all.
+    expired_at_once = botocore_presign("GET", key_url("bkt", "k"), expires=0)
+    assert expect_error("AccessDenied", lambda: expired_at_once.verify(NOW)).message == (
+        "Request has expired")
+    for expires, fragment in (("-7", "non-negative"), ("604801", "604800"), ("abc", "number")):
         bad = botocore_presign("GET", key_url("bkt", "k"))
         bad.raw_query = bad.raw_query.replace(
             b"X-Amz-Expires=3600", f"X-Amz-Expires={expires}".encode()
