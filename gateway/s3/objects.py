@@ -22,6 +22,7 @@ from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.responses import BodyResponse
+from gateway.s3.acl import check_canned_acl_name
 from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
     RequestContext,
@@ -100,6 +101,7 @@ def written_headers(version: api.ObjectVersion, checksums: Mapping[str, str]) ->
 
 async def put_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     content_type, system, user = metadata_from_headers(ctx.headers)
     declared = ctx.body.declared_length()
     if declared > api.limits.object_size_bytes_max:
@@ -388,6 +390,7 @@ def _copy_checksum_algorithms(
 
 async def copy_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     source = await copy_source_version(ctx)
     if check_read_conditions(ctx.headers, source, prefix="x-amz-copy-source-if-") is not None:
         raise precondition_failed("x-amz-copy-source-If")
