@@ -64,6 +64,9 @@ def test_multipart_object_parts_are_paged(s3, bucket):
     assert parts["IsTruncated"] is False
     assert [(p["PartNumber"], p["Size"]) for p in parts["Parts"]] == [
         (1, part_bytes), (2, part_bytes), (3, 7)]
+    # Each part's own checksum, as UploadPart answered it.
+    assert [p["ChecksumCRC32"] for p in parts["Parts"]] == [
+        entry["ChecksumCRC32"] for entry in completed]
 
     first = s3.get_object_attributes(Bucket=bucket, Key="mp", ObjectAttributes=["ObjectParts"],
                                      MaxParts=2)["ObjectParts"]
@@ -77,6 +80,17 @@ def test_multipart_object_parts_are_paged(s3, bucket):
     assert rest["PartNumberMarker"] == 2
     assert [p["PartNumber"] for p in rest["Parts"]] == [3]
     assert "NextPartNumberMarker" not in rest
+
+
+def test_parts_of_an_upload_without_checksums(s3, bucket):
+    upload_id, completed = upload_parts(s3, bucket, "mp", [b"a" * part_bytes, b"b"])
+    complete_upload(s3, bucket, "mp", upload_id, completed)
+    attributes = s3.get_object_attributes(Bucket=bucket, Key="mp",
+                                          ObjectAttributes=["Checksum", "ObjectParts"])
+    assert "Checksum" not in attributes
+    parts = attributes["ObjectParts"]
+    assert parts["TotalPartsCount"] == 2
+    assert [sorted(p) for p in parts["Parts"]] == [["PartNumber", "Size"]] * 2
 
 
 def test_versions_and_delete_markers(s3, bucket):

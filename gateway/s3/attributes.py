@@ -15,10 +15,11 @@ Rules, as AWS documents them:
 - ObjectParts: only for an object made by CompleteMultipartUpload. Its parts are paged
   by ``x-amz-max-parts`` (clamped to ``limits.object_attributes_parts_max``) and
   ``x-amz-part-number-marker`` (the last part number of the previous page), with
-  ``PartsCount`` the total. Squall keeps each part's size but not each part's own
-  checksum, so a Part shows PartNumber and Size only (AWS shows the Part list only for
-  objects with an additional checksum; Squall shows it for every multipart object, as
-  AWS does for directory buckets, because the sizes are what a client pages them for).
+  ``PartsCount`` the total. A Part shows PartNumber, Size and the part's own checksum
+  (``Checksum<ALGORITHM>``, as UploadPart computed it) when the upload had a checksum
+  algorithm. AWS lists Parts in a general-purpose bucket only for such uploads;
+  Squall lists them (number and size) for every multipart object, as AWS does for
+  directory buckets, because the sizes are what a client pages parts for.
 """
 
 from __future__ import annotations
@@ -87,9 +88,13 @@ def parts_nodes(version: api.ObjectVersion, max_parts: int, marker: int) -> list
         ("NextPartNumberMarker", str(listed[-1]) if is_truncated and listed else None),
         ("PartNumberMarker", str(marker)),
     ]
+    algorithm = next(iter(version.checksums), None)  # an upload has at most one
     for number in listed:
-        nodes.append(("Part", [("PartNumber", str(number)),
-                               ("Size", str(version.part_sizes[number - 1]))]))
+        part: list[Node] = []
+        if version.part_checksums and algorithm is not None:
+            part.append((f"Checksum{algorithm}", version.part_checksums[number - 1]))
+        part += [("PartNumber", str(number)), ("Size", str(version.part_sizes[number - 1]))]
+        nodes.append(("Part", part))
     nodes.append(("PartsCount", str(total)))
     return nodes
 

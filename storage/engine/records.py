@@ -11,9 +11,10 @@ Where a body lives: a body written in one piece is ONE blob (``blob_id``,
 version's without a byte copied. Each segment's blob is chunked from its own offset 0.
 
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve. Format 3 (written now) holds the tag
-set and the segment list; formats 1 (single blob, no tags) and 2 (with segments, no
-tags) are still read.
+record format number so the layout can evolve. Format 4 (written now) holds the tag
+set, the segment list and each part's own checksum (``part_checksums``, for
+GetObjectAttributes; empty when the parts had none); formats 1 (single blob, no tags),
+2 (with segments, no tags) and 3 (no part checksums) are still read.
 
 Listings read a version record with ``listed_version``: the msgpack array as it comes
 (one C call), then the few fields a listing shows into an ``api.ListedVersion``, with no
@@ -48,8 +49,8 @@ from storage.api import (
 )
 from storage.versions import LOGICAL_BITS, encode_version_id, hlc_to_ms
 
-VERSION_RECORD_FORMAT = 3
-_VERSION_RECORD_FORMATS_READ = (1, 2, 3)
+VERSION_RECORD_FORMAT = 4
+_VERSION_RECORD_FORMATS_READ = (1, 2, 3, 4)
 BUCKET_RECORD_FORMAT = 1
 UPLOAD_RECORD_FORMAT = 2
 _UPLOAD_RECORD_FORMATS_READ = (1, 2)
@@ -88,6 +89,9 @@ class VersionRecord:
     storage_class: str = "STANDARD"
     segments: tuple[Segment, ...] = ()  # multipart bodies only (then blob_id is None)
     tags: Mapping[str, str] = field(default_factory=dict)
+    # One base64 checksum per segment (the upload's algorithm), or () when the parts
+    # carried none.
+    part_checksums: tuple[str, ...] = ()
 
     @property
     def version_id(self) -> str:
@@ -123,6 +127,7 @@ class VersionRecord:
             is_latest=is_latest,
             storage_class=self.storage_class,
             part_sizes=tuple(size for _, size in self.segments),
+            part_checksums=self.part_checksums,
             tags=self.tags,
             bucket_versioning=bucket_versioning,
             inline_body=inline_body,
@@ -154,6 +159,7 @@ def pack_version(record: VersionRecord) -> bytes:
             record.storage_class,
             dict(record.tags),
             [[blob_id, size] for blob_id, size in record.segments],
+            list(record.part_checksums),
         ],
         use_bin_type=True,
     )
@@ -165,13 +171,7 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
     assert record_format in _VERSION_RECORD_FORMATS_READ, (
         f"unknown version record format {record_format}"
     )
-    # Format 2 put the segments at [12]; format 3 puts the tags there, segments at [13].
-    tags: Mapping[str, str] = {}
-    raw_segments: list[list[Any]] = []
-    if record_format == 2:
-        raw_segments = fields[12]
-    elif record_format == 3:
-        tags, raw_segments = fields[12], fields[13]
+    tags, raw_segments = _tags_and_segments(fields)
     segments: tuple[Segment, ...] = tuple((blob_id, size) for blob_id, size in raw_segments)
     return VersionRecord(
         hlc=hlc,
@@ -188,6 +188,7 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         storage_class=fields[11],
         segments=segments,
         tags=tags,
+        part_checksums=_part_checksums(fields),
     )
 
 
@@ -201,13 +202,19 @@ def version_fields(packed: bytes | memoryview) -> list[Any]:
 
 
 def _tags_and_segments(fields: list[Any]) -> tuple[Mapping[str, str], list[list[Any]]]:
-    """Format 2 put the segments at [12]; format 3 puts the tags there, segments at [13]."""
+    """Format 2 put the segments at [12]; formats 3 and 4 put the tags there, segments
+    at [13]."""
     record_format = fields[_FIELD_FORMAT]
-    if record_format == 3:
+    if record_format >= 3:
         return fields[12], fields[13]
     if record_format == 2:
         return {}, fields[12]
     return {}, []
+
+
+def _part_checksums(fields: list[Any]) -> tuple[str, ...]:
+    """Format 4's per-part checksums at [14]; none in earlier formats."""
+    return tuple(fields[14]) if fields[_FIELD_FORMAT] >= 4 else ()
 
 
 def fields_single_blob(fields: list[Any]) -> tuple[bytes | None, int] | None:
@@ -247,6 +254,7 @@ def fields_object_version(
         is_latest=is_latest,
         storage_class=fields[_FIELD_STORAGE_CLASS],
         part_sizes=tuple(size for _, size in raw_segments),
+        part_checksums=_part_checksums(fields),
         tags=tags,
         bucket_versioning=bucket_versioning,
         inline_body=inline_body,
