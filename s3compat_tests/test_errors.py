@@ -139,9 +139,10 @@ def test_delete_objects_raw_xml_response(s3, s3_endpoint, http, bucket):
     assert text.count("<Deleted>") == 2
 
 
-def test_put_without_content_length_is_411(s3_endpoint, http, bucket):
-    """AWS: MissingContentLength (411) for a PUT that does not state its length (here a
-    chunked transfer-encoding without aws-chunked signing)."""
+def test_put_with_chunked_transfer_encoding_is_501(s3_endpoint, http, bucket):
+    """AWS answers a PUT whose body is HTTP-chunked (no Content-Length, no aws-chunked
+    signing) 501 NotImplemented naming the Transfer-Encoding header, as captured from
+    S3 in SDK bug reports (aws-sdk-js #15, aws-sdk-go #4944, knox #43)."""
     url = f"{s3_endpoint.url}/{bucket}/chunked"
     headers = sign_headers(s3_endpoint, "PUT", url, body=b"streamed")
 
@@ -149,8 +150,9 @@ def test_put_without_content_length_is_411(s3_endpoint, http, bucket):
         yield b"streamed"
 
     response = http.put(url, headers=headers, content=stream())
-    assert response.status_code == 411
-    assert parse_error_body(response.content)["Code"] == "MissingContentLength"
+    assert response.status_code == 501
+    error = parse_error_body(response.content)
+    assert (error["Code"], error["Header"]) == ("NotImplemented", "Transfer-Encoding")
 
 
 def test_missing_bucket_error_names_bucket(s3_endpoint, http):
