@@ -95,7 +95,9 @@ def requested_tags(ctx: RequestContext) -> dict[str, str]:
 
 
 def render_tagging(tags: Mapping[str, str]) -> bytes:
-    tag_nodes: list[Node] = [("Tag", [("Key", k), ("Value", v)]) for k, v in tags.items()]
+    """The tag set in key order, not the order it was given in (s3-tests'
+    test_put_obj_with_tags sends 'foo=bar&bar' and reads back bar, then foo)."""
+    tag_nodes: list[Node] = [("Tag", [("Key", k), ("Value", v)]) for k, v in sorted(tags.items())]
     return render("Tagging", [("TagSet", tag_nodes)])
 
 
