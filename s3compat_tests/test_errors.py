@@ -8,7 +8,9 @@ https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -162,3 +164,19 @@ def test_missing_bucket_error_names_bucket(s3_endpoint, http):
     error = parse_error_body(response.content)
     assert error["Code"] == "NoSuchBucket"
     assert error.get("BucketName") == name
+
+
+def test_unparsable_request_is_an_xml_error(s3_endpoint):
+    """Bytes that are not HTTP still get S3's answer: 400 with an XML error document."""
+    address = urlsplit(s3_endpoint.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/xml" in head.lower()
+    error = parse_error_body(body)
+    assert error["Code"] == "BadRequest"
+    assert error["RequestId"]
