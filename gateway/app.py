@@ -27,6 +27,7 @@ from gateway.requests import GatewayRequest
 from gateway.router import METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
+    attributes,
     buckets,
     cors,
     lifecycle,
@@ -65,6 +66,7 @@ HANDLERS: dict[str, Handler] = {
     "PostObject": post_object.post_object,
     "GetObject": objects.get_object,
     "HeadObject": objects.head_object,
+    "GetObjectAttributes": attributes.get_object_attributes,
     "DeleteObject": objects.delete_object,
     "CreateMultipartUpload": multipart.create_multipart_upload,
     "UploadPart": multipart.upload_part,
@@ -334,6 +336,8 @@ class Gateway:
                                                 self.config.domains),
             query_pairs,
         )
+        if isinstance(auth, Anonymous):
+            raise await self._anonymous_refusal(endpoint)
         if endpoint.operation == METRICS_OPERATION:
             return await self._metrics(request)
         ctx = RequestContext(
@@ -392,9 +396,9 @@ class Gateway:
         raw_path: bytes,
         host_bucket: str | None,
         query_pairs: list[tuple[bytes, bytes]],
-    ) -> AuthContext:
+    ) -> AuthContext | Anonymous:
         try:
-            result = authenticate(
+            return authenticate(
                 request.method,
                 raw_path,
                 request.scope.get("query_string", b""),
@@ -407,9 +411,18 @@ class Gateway:
             )
         except AuthError as error:
             raise error_for_client(error) from error
-        if isinstance(result, Anonymous):
-            raise S3Error("AccessDenied", "Access Denied", 403)
-        return result
+
+    async def _anonymous_refusal(self, endpoint: Endpoint) -> S3Error:
+        """The answer to an unsigned request: AccessDenied, except that a bucket which
+        does not exist is NoSuchBucket, as AWS answers anonymous requests (no bucket, so
+        no policy or ACL of it could grant anything; AWS tells bucket names apart the
+        same way through CreateBucket's BucketAlreadyExists)."""
+        if endpoint.bucket is not None:
+            try:
+                await self.storage.get_bucket(endpoint.bucket)
+            except api.NoSuchBucket as error:
+                return error_for_storage(error, bucket=endpoint.bucket)
+        return S3Error("AccessDenied", "Access Denied", 403)
 
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]

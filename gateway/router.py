@@ -81,6 +81,7 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", OBJECT, None, "PutObject"),
     Route("GET", OBJECT, None, "GetObject"),
     Route("HEAD", OBJECT, None, "HeadObject"),
+    Route("GET", OBJECT, "attributes", "GetObjectAttributes"),
     Route("DELETE", OBJECT, None, "DeleteObject"),
     # Multipart upload. UploadPart's query is '?partNumber=N&uploadId=ID': partNumber
     # selects nothing by itself, so the sub-resource is 'uploadId'.

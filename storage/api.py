@@ -152,6 +152,9 @@ class ObjectVersion:
     # () for an object written in one piece. Part N is bytes
     # [sum(part_sizes[:N-1]), sum(part_sizes[:N])) of the body.
     part_sizes: tuple[int, ...] = ()
+    # Each part's own checksum (base64, of the upload's checksum algorithm), in part
+    # order; () when the parts carried none or the object was written in one piece.
+    part_checksums: tuple[str, ...] = ()
     # The object's tag set (key -> value); replaceable per version, see replace_tags.
     tags: Mapping[str, str] = field(default_factory=dict)
     # Object Lock state, replaceable per version (update_object_lock): the retention

@@ -20,6 +20,7 @@ part_size_bytes_max = 5 * 1024**3  # AWS: one part is at most 5 GiB
 part_size_bytes_min = 5 * 1024**2  # AWS: every part but the last is at least 5 MiB
 multipart_object_size_bytes_max = 5 * 1024**4  # AWS: a multipart object is at most 5 TiB
 list_parts_max = 1000  # ListParts max-parts clamp
+object_attributes_parts_max = 1000  # GetObjectAttributes x-amz-max-parts clamp (AWS default)
 list_uploads_max = 1000  # ListMultipartUploads max-uploads clamp
 object_tags_max = 10  # AWS: at most 10 tags per object version
 bucket_tags_max = 50  # AWS: at most 50 tags per bucket

@@ -18,13 +18,18 @@ from xml.sax.saxutils import escape
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from gateway.errors import S3Error
+from gateway.errors import S3Error, invalid_argument
 from gateway.s3.common import Owner, RequestContext
 from gateway.xml import S3_NAMESPACE, XML_DECLARATION, child_text, children, local_name, parse
 from storage import api
 
 XSI_NAMESPACE = "http://www.w3.org/2001/XMLSchema-instance"
 OWNER_ONLY_CANNED_ACLS = frozenset({"private", "bucket-owner-full-control"})
+# Every canned ACL AWS defines; any other x-amz-acl value is 400 InvalidArgument.
+CANNED_ACLS = OWNER_ONLY_CANNED_ACLS | {
+    "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+    "bucket-owner-read", "log-delivery-write",
+}
 GRANT_HEADERS = ("x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
                  "x-amz-grant-write-acp", "x-amz-grant-full-control")
 
@@ -58,8 +63,17 @@ def malformed_acl() -> S3Error:
                    "validate against our published schema.", 400)
 
 
+def check_canned_acl_name(headers: Headers) -> None:
+    """An ``x-amz-acl`` that names no canned ACL is malformed (400), whatever the request;
+    one that names a real ACL Squall does not enforce is a separate matter (501)."""
+    canned = headers.get("x-amz-acl")
+    if canned is not None and canned.strip() not in CANNED_ACLS:
+        raise invalid_argument("", "x-amz-acl", canned)
+
+
 def check_canned_acl(headers: Headers) -> None:
     """For writes that may carry an ACL: only owner-only ACLs pass."""
+    check_canned_acl_name(headers)
     for name in GRANT_HEADERS:
         if name in headers:
             raise grants_not_enforced(f"The {name} header")

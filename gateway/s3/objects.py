@@ -22,6 +22,7 @@ from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.responses import BodyResponse
+from gateway.s3.acl import check_canned_acl_name
 from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
     RequestContext,
@@ -106,6 +107,7 @@ def written_headers(version: api.ObjectVersion, checksums: Mapping[str, str]) ->
 
 async def put_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     content_type, system, user = metadata_from_headers(ctx.headers)
     declared = ctx.body.declared_length()
     if declared > api.limits.object_size_bytes_max:
@@ -202,7 +204,7 @@ _RESPONSE_OVERRIDES = {
 }
 
 
-async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
+async def readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
     """The version a GET/HEAD reads (now, by id, or as of a time); delete markers answer
     as S3 answers them. For a GET, a small body comes with it (``inline_body``)."""
     version_id = ctx.query_value("versionId")
@@ -232,7 +234,7 @@ async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.Obje
                   headers=marker_headers, Key=ctx.key)
 
 
-async def _bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
+async def bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
     versioning = version.bucket_versioning  # read with the version, when the store says
     if versioning is None:
         versioning = (await ctx.storage.get_bucket(ctx.bucket)).versioning
@@ -259,10 +261,10 @@ def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange |
 
 async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     check_key(ctx.key)
-    version = await _readable_version(ctx, send_body=send_body)
+    version = await readable_version(ctx, send_body=send_body)
     checksum_mode = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(version, checksum_mode=checksum_mode)
-    if version.s3_version_id == "null" and await _bucket_has_versioning_state(ctx, version):
+    if version.s3_version_id == "null" and await bucket_has_versioning_state(ctx, version):
         headers["x-amz-version-id"] = "null"
     if version.tags:
         headers["x-amz-tagging-count"] = str(len(version.tags))
@@ -400,6 +402,7 @@ def _copy_checksum_algorithms(
 
 async def copy_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     source = await copy_source_version(ctx)
     if check_read_conditions(ctx.headers, source, prefix="x-amz-copy-source-if-") is not None:
         raise precondition_failed("x-amz-copy-source-If")

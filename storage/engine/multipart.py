@@ -240,6 +240,20 @@ def _checked_segments(
     return segments
 
 
+def _part_checksums(
+    engine: Engine, txn: lmdb.Transaction, upload_id_raw: bytes, parts: Sequence[CompletedPart]
+) -> tuple[str, ...]:
+    """Each named part's own checksum, in order, or () when none has one: what
+    GetObjectAttributes shows per part. Read after ``_checked_segments``, which made
+    sure every named part exists."""
+    checksums: list[str] = []
+    for named in parts:
+        packed = txn.get(keys.part_key(upload_id_raw, named.part_number), db=engine.parts)
+        assert packed is not None, "a checked part is missing"
+        checksums.append(unpack_part(packed).checksum)
+    return tuple(checksums) if any(checksums) else ()
+
+
 def apply_complete(
     engine: Engine,
     txn: lmdb.Transaction,
@@ -261,6 +275,7 @@ def apply_complete(
 
     upload_key, upload_id_raw, upload = _upload(engine, txn, bucket, key, upload_id)
     segments = _checked_segments(engine, txn, upload_id_raw, parts)
+    part_checksums = _part_checksums(engine, txn, upload_id_raw, parts)
     bucket, key = destination or (bucket, key)
     info = engine._bucket(txn, bucket)
     bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
@@ -290,6 +305,7 @@ def apply_complete(
         lock_mode=lock_mode,
         lock_retain_until_ms=lock_retain_until_ms,
         legal_hold=legal_hold,
+        part_checksums=part_checksums,
     )
     engine._put_version(txn, bucket_raw, key_raw, record)
     engine.outbox.add_events(

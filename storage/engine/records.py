@@ -11,10 +11,12 @@ Where a body lives: a body written in one piece is ONE blob (``blob_id``,
 version's without a byte copied. Each segment's blob is chunked from its own offset 0.
 
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve. Format 4 (written now) appends the
-Object Lock state (retention mode, retain-until ms, legal hold) to format 3, which holds
-the tag set and the segment list; formats 1 (single blob, no tags), 2 (with segments, no
-tags) and 3 (no lock state: read as none) are still read.
+record format number so the layout can evolve. Format 4 (written now) appends to
+format 3 (the tag set and the segment list) the Object Lock state (retention mode,
+retain-until ms, legal hold) and each part's own checksum (``part_checksums``, for
+GetObjectAttributes; empty when the parts had none); formats 1 (single blob, no tags),
+2 (with segments, no tags) and 3 (no lock state, no part checksums: read as none) are
+still read.
 
 Listings read a version record with ``listed_version``: the msgpack array as it comes
 (one C call), then the few fields a listing shows into an ``api.ListedVersion``, with no
@@ -80,6 +82,7 @@ _FIELD_STORAGE_CLASS = 11
 _FIELD_LOCK_MODE = 14
 _FIELD_LOCK_RETAIN_UNTIL_MS = 15
 _FIELD_LEGAL_HOLD = 16
+_FIELD_PART_CHECKSUMS = 17
 _new_tuple = tuple.__new__
 
 
@@ -102,6 +105,9 @@ class VersionRecord:
     lock_mode: str = ""  # '' or one of api.OBJECT_LOCK_MODES
     lock_retain_until_ms: int = 0
     legal_hold: bool = False
+    # One base64 checksum per segment (the upload's algorithm), or () when the parts
+    # carried none.
+    part_checksums: tuple[str, ...] = ()
 
     @property
     def version_id(self) -> str:
@@ -137,6 +143,7 @@ class VersionRecord:
             is_latest=is_latest,
             storage_class=self.storage_class,
             part_sizes=tuple(size for _, size in self.segments),
+            part_checksums=self.part_checksums,
             tags=self.tags,
             lock_mode=self.lock_mode,
             lock_retain_until_ms=self.lock_retain_until_ms,
@@ -174,6 +181,7 @@ def pack_version(record: VersionRecord) -> bytes:
             record.lock_mode,
             record.lock_retain_until_ms,
             record.legal_hold,
+            list(record.part_checksums),
         ],
         use_bin_type=True,
     )
@@ -206,6 +214,7 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         lock_mode=lock_mode,
         lock_retain_until_ms=lock_retain_until_ms,
         legal_hold=legal_hold,
+        part_checksums=_part_checksums(fields),
     )
 
 
@@ -235,6 +244,11 @@ def fields_lock_state(fields: list[Any]) -> tuple[str, int, bool]:
         return (fields[_FIELD_LOCK_MODE], fields[_FIELD_LOCK_RETAIN_UNTIL_MS],
                 fields[_FIELD_LEGAL_HOLD])
     return "", 0, False
+
+
+def _part_checksums(fields: list[Any]) -> tuple[str, ...]:
+    """Format 4's per-part checksums at [17]; none in earlier formats."""
+    return tuple(fields[_FIELD_PART_CHECKSUMS]) if fields[_FIELD_FORMAT] >= 4 else ()
 
 
 def fields_single_blob(fields: list[Any]) -> tuple[bytes | None, int] | None:
@@ -275,6 +289,7 @@ def fields_object_version(
         is_latest=is_latest,
         storage_class=fields[_FIELD_STORAGE_CLASS],
         part_sizes=tuple(size for _, size in raw_segments),
+        part_checksums=_part_checksums(fields),
         tags=tags,
         lock_mode=lock_mode,
         lock_retain_until_ms=lock_retain_until_ms,

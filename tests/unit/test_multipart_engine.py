@@ -264,14 +264,14 @@ def test_deleting_a_bucket_aborts_its_uploads(store: Store) -> None:
 
 def test_older_record_formats_still_read(store: Store) -> None:
     """Records written by earlier formats read as before: format 1 (single blob, no
-    tags), format 2 (segments at [12], no tags) and format 3 (no Object Lock state); new
-    records are format 4."""
+    tags), format 2 (segments at [12], no tags) and format 3 (tags, segments, no Object
+    Lock state, no part checksums); new records are format 4."""
     version = store.put("b", "plain", b"abc")
     with store.engine.env.begin() as txn:
         cursor = txn.cursor(db=store.engine.versions)
         assert cursor.set_range(keys.key_prefix(b"b", b"plain"))
         fields = msgpack.unpackb(cursor.value(), raw=False)
-    assert fields[0] == 4 and len(fields) == 17
+    assert fields[0] == 4 and len(fields) == 18
     assert version.part_sizes == ()
     format_1 = [1, *fields[1:12]]
     old = unpack_version(0, msgpack.packb(format_1, use_bin_type=True))
@@ -282,11 +282,13 @@ def test_older_record_formats_still_read(store: Store) -> None:
     assert (segmented.segments, dict(segmented.tags)) == (((blob, 3),), {})
     format_3 = [3, *fields[1:12], {"t": "v"}, [[blob, 3]]]
     tagged = unpack_version(0, msgpack.packb(format_3, use_bin_type=True))
-    assert (tagged.segments, dict(tagged.tags)) == (((blob, 3),), {"t": "v"})
+    assert (tagged.segments, dict(tagged.tags), tagged.part_checksums) == (
+        ((blob, 3),), {"t": "v"}, ())
     assert (tagged.lock_mode, tagged.lock_retain_until_ms, tagged.legal_hold) == ("", 0, False)
-    format_4 = [4, *fields[1:12], {"t": "v"}, [[blob, 3]], "COMPLIANCE", 1234, True]
+    format_4 = [4, *fields[1:12], {"t": "v"}, [[blob, 3]], "COMPLIANCE", 1234, True, ["c1"]]
     current = unpack_version(0, msgpack.packb(format_4, use_bin_type=True))
-    assert (current.segments, dict(current.tags)) == (((blob, 3),), {"t": "v"})
+    assert (current.segments, dict(current.tags), current.part_checksums) == (
+        ((blob, 3),), {"t": "v"}, ("c1",))
     assert (current.lock_mode, current.lock_retain_until_ms, current.legal_hold) == (
         "COMPLIANCE", 1234, True)
 
@@ -381,6 +383,9 @@ def test_embedded_client_round_trip(tmp_path: pathlib.Path) -> None:
                 "b", "k", info.upload_id, named, "e-3", {"CRC32": "x-3"}
             )
             assert version.checksums == {"CRC32": "x-3"}
+            # Each part's own checksum is kept with the version (GetObjectAttributes).
+            assert version.part_checksums == ("c1", "c2", "c3")
+            assert (await client.get_version("b", "k")).part_checksums == ("c1", "c2", "c3")
             received = bytearray()
             async for piece in client.read_body(version, 5, len(parts[1]) + 10):
                 received += piece
