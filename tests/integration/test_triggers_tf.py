@@ -87,6 +87,10 @@ def test_classify_annotate_route_reject_discard(process, s3, bucket) -> None:  #
     assert model_version
     step = support.verdict(red)["steps"][0]
     assert step["label"] == "red" and step["score"] > 0.99 and step["top"][0][0] == "red"
+    # Where it ran (CPU:0 here; GPU:0 in the GPU suite, which runs this test too), as
+    # `squall function show` says.
+    shown = support.admin(process).get_function("colours")["status"]
+    assert step["device"] == shown["device"]["device"] == shown["loaded_versions"][0]["device"]
     stored = s3.head_object(Bucket=bucket, Key="sorted/red/in/r.png")
     assert stored["Metadata"]["squall-label"] == "red"
     assert stored["Metadata"]["squall-function"] == "colours"
