@@ -236,8 +236,9 @@ def _image_pipeline(
         def traced(bodies: Any) -> Any:
             # The input stage on the CPU: TensorFlow's image decode ops have no GPU
             # kernels, and resizing and scaling beside them keep each body on the host
-            # (left unpinned, soft placement would split map_fn's loop between devices,
-            # a copy per body); one float batch then crosses to the model's device.
+            # (left unpinned, the placer may put the resize on the GPU and the decode on
+            # the CPU inside map_fn's loop: copies per body); one float batch then
+            # crosses to the model's device.
             with tf.device(CPU_DEVICE):
                 images = tf.map_fn(decode, bodies, fn_output_signature=tf.TensorSpec(
                     size, tf.float32))
