@@ -118,6 +118,10 @@ litert_threads_max = 16  # clamp of a function's litert_threads
 litert_interpreters_per_model_max = 4  # LiteRT interpreters of one model version (pooled)
 litert_conversions_concurrent_max = 1  # background LiteRT conversions at once (each holds
 #                                        the model's graph twice, and they are CPU-bound)
+# squall serve --gpu-memory-limit-mib: the logical GPU device TensorFlow gets (per GPU).
+# Below 256 MiB cuDNN/cuBLAS workspaces alone do not fit; above 1 TiB is no GPU made yet.
+tensorflow_gpu_memory_limit_mib_min = 256
+tensorflow_gpu_memory_limit_mib_max = 1024 * 1024
 
 # --- post-commit notifications (outbox: storage/engine/outbox.py; delivery: triggers/events.py)
 outbox_entries_max = 1_000_000  # undelivered events kept; a write that would add more -> SlowDown
