@@ -30,6 +30,7 @@ from gateway.s3 import (
     attributes,
     buckets,
     cors,
+    encryption,
     lifecycle,
     listing,
     multidelete,
@@ -426,6 +427,8 @@ class Gateway:
 
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]
+        if endpoint.operation in encryption.OPERATIONS:
+            encryption.refuse_encryption(ctx.request.headers)
         try:
             return await handler(ctx)
         except api.WriteDiscarded as discarded:

@@ -355,3 +355,33 @@ def test_non_ascii_metadata_value_is_accepted(s3_endpoint, bucket):
     put = client.put_object(Bucket=bucket, Key="k", Body=b"bar")
     client.close()
     assert http_status(put) == 200
+
+
+@pytest.mark.parametrize("extra", [
+    {"ServerSideEncryption": "AES256"},
+    {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/whatever"},
+    {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32},
+])
+def test_server_side_encryption_is_refused_not_ignored(s3, bucket, extra):
+    """Squall does not encrypt at rest: a write asking for SSE is 501 NotImplemented,
+    never a plaintext object answered with 200; a GET with an SSE-C key likewise."""
+    with pytest.raises(ClientError) as raised:
+        s3.put_object(Bucket=bucket, Key="secret", Body=b"plaintext", **extra)
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+    assert raised.value.response["Error"]["Code"] == "NotImplemented"
+    assert "server-side-encryption" in raised.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as raised:
+        s3.create_multipart_upload(Bucket=bucket, Key="secret", **extra)
+    assert raised.value.response["Error"]["Code"] == "NotImplemented"
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    if "SSECustomerKey" in extra:
+        with pytest.raises(ClientError) as raised:
+            s3.get_object(Bucket=bucket, Key="plain", SSECustomerAlgorithm="AES256",
+                          SSECustomerKey="k" * 32)
+        assert raised.value.response["Error"]["Code"] == "NotImplemented"
+        with pytest.raises(ClientError) as raised:
+            s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket,
+                                                                  "Key": "plain"}, **extra)
+        assert raised.value.response["Error"]["Code"] == "NotImplemented"

@@ -60,6 +60,7 @@ from gateway.s3.common import (
     check_user_metadata_size,
     owner_for,
 )
+from gateway.s3.encryption import refuse_encryption
 from gateway.s3.objects import check_key, stored_checksums, written_headers
 from gateway.s3.tagging import parse_tagging_xml
 from gateway.xml import render
@@ -152,6 +153,7 @@ def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str]
 
 def _check_fields(fields: Mapping[str, str]) -> None:
     """What a form may ask for that Squall cannot do, refused before any byte is staged."""
+    refuse_encryption(fields)
     acl = fields.get("acl")
     if acl is not None and acl.strip() not in OWNER_ONLY_CANNED_ACLS:
         raise grants_not_enforced(f"The canned ACL '{acl.strip()}'")
