@@ -28,13 +28,16 @@ from gateway.requests import GatewayRequest
 from gateway.router import METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
+    attributes,
     buckets,
     cors,
+    encryption,
     lifecycle,
     listing,
     multidelete,
     multipart,
     notification,
+    object_lock,
     objects,
     policy,
     post_object,
@@ -66,6 +69,7 @@ HANDLERS: dict[str, Handler] = {
     "PostObject": post_object.post_object,
     "GetObject": objects.get_object,
     "HeadObject": objects.head_object,
+    "GetObjectAttributes": attributes.get_object_attributes,
     "DeleteObject": objects.delete_object,
     "CreateMultipartUpload": multipart.create_multipart_upload,
     "UploadPart": multipart.upload_part,
@@ -103,6 +107,12 @@ HANDLERS: dict[str, Handler] = {
     "DeleteObjectTagging": tagging.delete_object_tagging,
     "PutBucketNotificationConfiguration": notification.put_bucket_notification,
     "GetBucketNotificationConfiguration": notification.get_bucket_notification,
+    "PutObjectLockConfiguration": object_lock.put_object_lock_configuration,
+    "GetObjectLockConfiguration": object_lock.get_object_lock_configuration,
+    "PutObjectRetention": object_lock.put_object_retention,
+    "GetObjectRetention": object_lock.get_object_retention,
+    "PutObjectLegalHold": object_lock.put_object_legal_hold,
+    "GetObjectLegalHold": object_lock.get_object_legal_hold,
     "SquallAdmin": admin.handle,
 }
 PREFLIGHT_OPERATION = "PreflightCors"
@@ -436,6 +446,8 @@ class Gateway:
 
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]
+        if endpoint.operation in encryption.OPERATIONS:
+            encryption.refuse_encryption(ctx.request.headers)
         try:
             response = await handler(ctx)
             # A handler of an object operation checks the object it serves (authz);

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from storage import limits
+from triggers.devices import DEVICE_CHOICES
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -164,7 +165,27 @@ def _build_hook(args: argparse.Namespace, webhooks: dict[str, str]) -> Any:
             raise SystemExit(f"squall: --inference-threads must be 1 to "
                              f"{limits.trigger_inference_threads_max}")
         options.update(inference_threads=args.inference_threads)
+    options.update(_tensorflow_options(args))
     return factory(**options)
+
+
+def _tensorflow_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--tensorflow-device`` and ``--gpu-memory-limit-mib`` as the hook's options (only
+    those given: a custom hook without them still loads); exits when they conflict."""
+    options: dict[str, Any] = {}
+    if args.tensorflow_device is not None:
+        options.update(tensorflow_device=args.tensorflow_device)
+    limit_mib = args.gpu_memory_limit_mib
+    if limit_mib is not None:
+        low, high = (limits.tensorflow_gpu_memory_limit_mib_min,
+                     limits.tensorflow_gpu_memory_limit_mib_max)
+        if not low <= limit_mib <= high:
+            raise SystemExit(f"squall: --gpu-memory-limit-mib must be {low} to {high}")
+        if args.tensorflow_device == "cpu":
+            raise SystemExit("squall: --gpu-memory-limit-mib needs a GPU; "
+                             "--tensorflow-device cpu hides them")
+        options.update(gpu_memory_limit_mib=limit_mib)
+    return options
 
 
 async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> None:
@@ -322,6 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="batches of all functions that may run at once, one thread each "
         "(default: the usable cores)",
+    )
+    serve.add_argument(
+        "--tensorflow-device",
+        choices=DEVICE_CHOICES,
+        default=None,
+        help="where tensorflow functions run their models: auto (GPU:0 when TensorFlow "
+        "lists a GPU, else the CPU; the default), cpu (GPUs hidden from TensorFlow), gpu "
+        "(without one, tensorflow functions refuse to run: docs/triggers.md, 'GPU')",
+    )
+    serve.add_argument(
+        "--gpu-memory-limit-mib",
+        type=int,
+        default=None,
+        metavar="N",
+        help="GPU memory TensorFlow may take, per GPU (default: grows as the models need)",
     )
     serve.add_argument(
         "--functions",

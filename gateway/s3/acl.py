@@ -40,7 +40,7 @@ from xml.sax.saxutils import escape
 
 from starlette.responses import Response
 
-from gateway.errors import S3Error
+from gateway.errors import S3Error, invalid_argument
 from gateway.s3.common import Owner, RequestContext
 from gateway.xml import (
     S3_NAMESPACE,
@@ -70,9 +70,10 @@ GRANT_HEADERS: Mapping[str, str] = {
     "x-amz-grant-write-acp": WRITE_ACP,
     "x-amz-grant-full-control": FULL_CONTROL,
 }
+# Every canned ACL AWS defines; any other x-amz-acl value is 400 InvalidArgument.
 CANNED_ACLS = frozenset({"private", "public-read", "public-read-write", "authenticated-read",
                          "bucket-owner-read", "bucket-owner-full-control",
-                         "log-delivery-write"})
+                         "log-delivery-write", "aws-exec-read"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,15 +167,26 @@ def canned_acl(name: str, owner_id: str, bucket_owner_id: str) -> AccessControlL
         extra = (Grant(GROUP, AUTHENTICATED_USERS, READ),)
     elif name == "log-delivery-write":
         extra = (Grant(GROUP, LOG_DELIVERY, WRITE), Grant(GROUP, LOG_DELIVERY, READ_ACP))
+    elif name == "aws-exec-read":
+        raise S3Error("NotImplemented", "The canned ACL 'aws-exec-read' grants Amazon EC2, "
+                      "which has no identity in Squall.", 501)
     elif name in ("bucket-owner-read", "bucket-owner-full-control"):
         permission = READ if name == "bucket-owner-read" else FULL_CONTROL
         extra = () if bucket_owner_id == owner_id else (
             Grant(CANONICAL_USER, bucket_owner_id, permission),)
     else:
         raise S3Error("InvalidArgument", f"The canned ACL {name!r} is not one of "
-                      f"{', '.join(sorted(CANNED_ACLS))}.", 400, ArgumentName="x-amz-acl",
-                      ArgumentValue=name)
+                      f"{', '.join(sorted(CANNED_ACLS - {'aws-exec-read'}))}.", 400,
+                      ArgumentName="x-amz-acl", ArgumentValue=name)
     return AccessControlList(owner_id, (owner, *extra))
+
+
+def check_canned_acl_name(headers: Mapping[str, str]) -> None:
+    """An ``x-amz-acl`` that names no canned ACL is malformed (400), checked before a
+    write reads its body."""
+    canned = headers.get("x-amz-acl")
+    if canned is not None and canned.strip() not in CANNED_ACLS:
+        raise invalid_argument("", "x-amz-acl", canned)
 
 
 def _grantees(header: str, value: str, known_id: Callable[[str], bool]) -> list[tuple[str, str]]:
@@ -422,5 +434,6 @@ async def put_object_acl(ctx: RequestContext) -> Response:
         if not _enforced_acl_allowed(acl, info.owner_id):
             raise acl_not_supported()
         return Response(status_code=200)
-    await ctx.storage.replace_acl(ctx.bucket, ctx.key, version.version_id, document_for(acl))
+    await ctx.storage.replace_acl(ctx.bucket, ctx.key, version.version_id, document_for(acl),
+                                  origin=ctx.event_origin())
     return Response(status_code=200)

@@ -89,8 +89,13 @@ async def create_bucket(ctx: RequestContext) -> Response:
         )
     # The ACL asked for (canned or grant headers), validated before the bucket exists.
     acl = acl_from_headers(ctx.headers, ctx.owner.id, ctx.owner.id, ctx.users.knows_id)
+    lock_header = ctx.headers.get("x-amz-bucket-object-lock-enabled", "false").strip().lower()
+    if lock_header not in ("true", "false"):
+        raise S3Error("InvalidArgument", "x-amz-bucket-object-lock-enabled must be true or false",
+                      400, ArgumentName="x-amz-bucket-object-lock-enabled")
     try:
-        await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id)
+        await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id,
+                                        object_lock_enabled=lock_header == "true")
     except api.BucketAlreadyOwnedByYou:
         # AWS: in us-east-1, re-creating a bucket you own answers 200 for legacy
         # compatibility (and sets the ACL the request carries); every other region

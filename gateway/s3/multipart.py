@@ -38,6 +38,7 @@ from gateway.s3.common import (
     precondition_failed,
 )
 from gateway.s3.listing import request_encoder
+from gateway.s3.object_lock import requested_lock, wall_clock_ms
 from gateway.s3.objects import (
     check_key,
     copy_source_version,
@@ -121,10 +122,15 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     content_type, system, user = metadata_from_headers(ctx.headers)
     algorithm, checksum_type = _requested_checksum(ctx)
     tags = requested_tags(ctx)
-    # The tag set is kept with the upload and becomes the object's at Complete.
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
     owner_id, acl = await requested_object_acl(ctx, await ctx.storage.get_bucket(ctx.bucket))
+    # The tag set, the Object Lock state, the owner and the ACL are kept with the upload
+    # and become the object's at Complete (storage refuses lock state for a bucket
+    # without Object Lock).
     spec = api.PutSpec(etag="", content_type=content_type, system_metadata=system,
-                       user_metadata=user, tags=tags, owner_id=owner_id, acl=acl)
+                       user_metadata=user, tags=tags, lock_mode=lock_mode,
+                       lock_retain_until_ms=retain_until_ms, legal_hold=legal_hold,
+                       owner_id=owner_id, acl=acl)
     upload = await ctx.storage.create_multipart_upload(ctx.bucket, ctx.key, spec, algorithm,
                                                        checksum_type)
     headers = {}

@@ -23,7 +23,7 @@ from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, error_for_storage, invalid_argument
 from gateway.responses import BodyResponse
-from gateway.s3.acl import READ, requested_object_acl
+from gateway.s3.acl import READ, check_canned_acl_name, requested_object_acl
 from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
     RequestContext,
@@ -31,6 +31,12 @@ from gateway.s3.common import (
     metadata_from_headers,
     object_headers,
     precondition_failed,
+)
+from gateway.s3.object_lock import (
+    bypass_governance,
+    check_write_allowed,
+    requested_lock,
+    wall_clock_ms,
 )
 from gateway.s3.tagging import requested_tags, tags_for_copy
 from gateway.verdicts import verdict_headers
@@ -102,6 +108,7 @@ def written_headers(version: api.ObjectVersion, checksums: Mapping[str, str]) ->
 
 async def put_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     content_type, system, user = metadata_from_headers(ctx.headers)
     declared = ctx.body.declared_length()
     if declared > api.limits.object_size_bytes_max:
@@ -110,9 +117,11 @@ async def put_object(ctx: RequestContext) -> Response:
                       MaxSizeAllowed=str(api.limits.object_size_bytes_max))
     conditions = write_conditions(ctx)
     tags = requested_tags(ctx)
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
     wanted = integrity.parse_request(ctx.headers)
-    bucket = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
-    owner_id, acl = await requested_object_acl(ctx, bucket)
+    info = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=True)
+    owner_id, acl = await requested_object_acl(ctx, info)
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
         await stage_body(upload, ctx.body.pieces(), checksummer)
@@ -127,6 +136,9 @@ async def put_object(ctx: RequestContext) -> Response:
             tags=tags,
             owner_id=owner_id,
             acl=acl,
+            lock_mode=lock_mode,
+            lock_retain_until_ms=retain_until_ms,
+            legal_hold=legal_hold,
         )
         version = await upload.commit(spec, conditions, origin=ctx.event_origin())
     return Response(status_code=200, headers=written_headers(version, checksums))
@@ -196,7 +208,7 @@ _RESPONSE_OVERRIDES = {
 }
 
 
-async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
+async def readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
     """The version a GET/HEAD reads (now, by id, or as of a time); delete markers answer
     as S3 answers them. For a GET, a small body comes with it (``inline_body``)."""
     version_id = ctx.query_value("versionId")
@@ -236,7 +248,7 @@ async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.Obje
                   headers=marker_headers, Key=ctx.key)
 
 
-async def _bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
+async def bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
     versioning = version.bucket_versioning  # read with the version, when the store says
     if versioning is None:
         versioning = (await ctx.storage.get_bucket(ctx.bucket)).versioning
@@ -263,10 +275,10 @@ def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange |
 
 async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     check_key(ctx.key)
-    version = await _readable_version(ctx, send_body=send_body)
+    version = await readable_version(ctx, send_body=send_body)
     checksum_mode = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(version, checksum_mode=checksum_mode)
-    if version.s3_version_id == "null" and await _bucket_has_versioning_state(ctx, version):
+    if version.s3_version_id == "null" and await bucket_has_versioning_state(ctx, version):
         headers["x-amz-version-id"] = "null"
     if version.tags:
         headers["x-amz-tagging-count"] = str(len(version.tags))
@@ -322,7 +334,8 @@ async def delete_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     version_id = ctx.query_value("versionId")
     result = await ctx.storage.delete_object(ctx.bucket, ctx.key, version_id=version_id,
-                                             origin=ctx.event_origin())
+                                             origin=ctx.event_origin(),
+                                             bypass_governance=bypass_governance(ctx.headers))
     headers = {}
     if result.delete_marker:
         headers["x-amz-delete-marker"] = "true"
@@ -404,6 +417,7 @@ def _copy_checksum_algorithms(
 
 async def copy_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     source = await copy_source_version(ctx)
     if check_read_conditions(ctx.headers, source, prefix="x-amz-copy-source-if-") is not None:
         raise precondition_failed("x-amz-copy-source-If")
@@ -413,8 +427,12 @@ async def copy_object(ctx: RequestContext) -> Response:
                       400)
     content_type, system, user = _copy_metadata(ctx, source)
     tags = tags_for_copy(ctx, source)
-    bucket = await ctx.storage.get_bucket(ctx.bucket)
-    owner_id, acl = await requested_object_acl(ctx, bucket)
+    # The copy's lock state is what this request asks for (or the bucket's default),
+    # never the source's: AWS does not copy retention or legal hold.
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
+    info = await ctx.storage.get_bucket(ctx.bucket)
+    check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=False)
+    owner_id, acl = await requested_object_acl(ctx, info)
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
@@ -430,6 +448,9 @@ async def copy_object(ctx: RequestContext) -> Response:
                 tags=tags,
                 owner_id=owner_id,
                 acl=acl,
+                lock_mode=lock_mode,
+                lock_retain_until_ms=retain_until_ms,
+                legal_hold=legal_hold,
             ),
             write_conditions(ctx),
             event_name="s3:ObjectCreated:Copy",

@@ -60,6 +60,7 @@ from gateway.s3.common import (
     RequestContext,
     check_user_metadata_size,
 )
+from gateway.s3.encryption import refuse_encryption
 from gateway.s3.objects import check_key, stored_checksums, written_headers
 from gateway.s3.tagging import parse_tagging_xml
 from gateway.xml import render
@@ -163,6 +164,7 @@ def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str]
 
 def _check_fields(fields: Mapping[str, str]) -> None:
     """What a form may ask for that Squall cannot do, refused before any byte is staged."""
+    refuse_encryption(fields)
     storage_class = fields.get("x-amz-storage-class")
     if storage_class is not None and storage_class not in STORAGE_CLASSES:
         raise S3Error("InvalidStorageClass", "The storage class you specified is not valid",

@@ -11,11 +11,14 @@ Where a body lives: a body written in one piece is ONE blob (``blob_id``,
 version's without a byte copied. Each segment's blob is chunked from its own offset 0.
 
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve. Format 4 (written now) appends the
-version's owner (the canonical id of its writer) and its ACL (the gateway's document,
-opaque here; None for the default, private to the owner) to format 3, which holds the
-tag set and the segment list; formats 1 (single blob, no tags), 2 (with segments, no
-tags) and 3 (no owner, no ACL: read as owner '' and ACL None) are still read.
+record format number so the layout can evolve. Format 5 (written now) appends to
+format 4 the version's owner (the canonical id of its writer) and its ACL (the gateway's
+document, opaque here; None for the default, private to the owner). Format 4 appended
+to format 3 (the tag set and the segment list) the Object Lock state (retention mode,
+retain-until ms, legal hold) and each part's own checksum (``part_checksums``, for
+GetObjectAttributes; empty when the parts had none). Formats 1 (single blob, no tags),
+2 (with segments, no tags), 3 (no lock state, no part checksums: read as none) and 4
+(no owner, no ACL: read as owner '' and ACL None) are still read.
 
 Listings read a version record with ``listed_version``: the msgpack array as it comes
 (one C call), then the few fields a listing shows into an ``api.ListedVersion``, with no
@@ -25,11 +28,17 @@ the same way (``version_fields``, then ``fields_object_version``): the one
 ``ObjectVersion`` the caller gets is built straight from the array, with no
 ``VersionRecord`` in between.
 
+Bucket records: format 2 (written now) appends Object Lock (enabled, and the default
+retention as ``[mode, days, years]`` or None) to format 1, which is still read (no
+Object Lock).
+
 Multipart records: an upload (``uploads``: key prefix + upload id -> metadata given
 at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
-checksum, time). Upload format 3 (written now) adds the initiator's owner id and the
-ACL given at Create, which Complete gives the new version; format 2 added the tag set
-given at Create (``x-amz-tagging``); formats 1 and 2 are still read.
+checksum, time). Upload format 2 adds the tag set given at Create (``x-amz-tagging``),
+which Complete gives the new version; format 3 appends the Object Lock state asked for
+at Create; format 4 (written now) the initiator's owner id and the ACL given at Create,
+which Complete gives the new version; formats 1 (no tags), 2 (no lock state) and 3 (no
+owner, no ACL) are still read.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import msgpack
 
 from storage.api import (
     BucketInfo,
+    DefaultRetention,
     ListedVersion,
     MultipartUploadInfo,
     ObjectVersion,
@@ -50,16 +60,17 @@ from storage.api import (
 )
 from storage.versions import LOGICAL_BITS, encode_version_id, hlc_to_ms
 
-VERSION_RECORD_FORMAT = 4
-_VERSION_RECORD_FORMATS_READ = (1, 2, 3, 4)
-BUCKET_RECORD_FORMAT = 1
-UPLOAD_RECORD_FORMAT = 3
-_UPLOAD_RECORD_FORMATS_READ = (1, 2, 3)
+VERSION_RECORD_FORMAT = 5
+_VERSION_RECORD_FORMATS_READ = (1, 2, 3, 4, 5)
+BUCKET_RECORD_FORMAT = 2
+_BUCKET_RECORD_FORMATS_READ = (1, 2)
+UPLOAD_RECORD_FORMAT = 4
+_UPLOAD_RECORD_FORMATS_READ = (1, 2, 3, 4)
 PART_RECORD_FORMAT = 1
 
 Segment = tuple[bytes | None, int]  # (blob id, or None for an empty part; size in bytes)
 
-# Positions in a version record's msgpack array, the same in formats 1, 2 and 3.
+# Positions in a version record's msgpack array, the same in formats 1 to 5.
 _FIELD_FORMAT = 0
 _FIELD_SIZE_BYTES = 1
 _FIELD_ETAG = 2
@@ -71,9 +82,14 @@ _FIELD_SYSTEM_METADATA = 8
 _FIELD_USER_METADATA = 9
 _FIELD_CHECKSUMS = 10
 _FIELD_STORAGE_CLASS = 11
-# Format 4 only: after the tags [12] and the segments [13].
-_FIELD_OWNER_ID = 14
-_FIELD_ACL = 15
+# Format 4 only: the Object Lock state.
+_FIELD_LOCK_MODE = 14
+_FIELD_LOCK_RETAIN_UNTIL_MS = 15
+_FIELD_LEGAL_HOLD = 16
+_FIELD_PART_CHECKSUMS = 17
+# Format 5 only: the owner and the ACL.
+_FIELD_OWNER_ID = 18
+_FIELD_ACL = 19
 _new_tuple = tuple.__new__
 
 
@@ -93,7 +109,13 @@ class VersionRecord:
     storage_class: str = "STANDARD"
     segments: tuple[Segment, ...] = ()  # multipart bodies only (then blob_id is None)
     tags: Mapping[str, str] = field(default_factory=dict)
-    owner_id: str = ""  # the writer's canonical id; '' in records older than format 4
+    lock_mode: str = ""  # '' or one of api.OBJECT_LOCK_MODES
+    lock_retain_until_ms: int = 0
+    legal_hold: bool = False
+    # One base64 checksum per segment (the upload's algorithm), or () when the parts
+    # carried none.
+    part_checksums: tuple[str, ...] = ()
+    owner_id: str = ""  # the writer's canonical id; '' in records older than format 5
     acl: bytes | None = None  # the gateway's ACL document; None: private to the owner
 
     @property
@@ -130,7 +152,11 @@ class VersionRecord:
             is_latest=is_latest,
             storage_class=self.storage_class,
             part_sizes=tuple(size for _, size in self.segments),
+            part_checksums=self.part_checksums,
             tags=self.tags,
+            lock_mode=self.lock_mode,
+            lock_retain_until_ms=self.lock_retain_until_ms,
+            legal_hold=self.legal_hold,
             owner_id=self.owner_id,
             acl=self.acl,
             bucket_versioning=bucket_versioning,
@@ -163,6 +189,10 @@ def pack_version(record: VersionRecord) -> bytes:
             record.storage_class,
             dict(record.tags),
             [[blob_id, size] for blob_id, size in record.segments],
+            record.lock_mode,
+            record.lock_retain_until_ms,
+            record.legal_hold,
+            list(record.part_checksums),
             record.owner_id,
             record.acl,
         ],
@@ -176,13 +206,8 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
     assert record_format in _VERSION_RECORD_FORMATS_READ, (
         f"unknown version record format {record_format}"
     )
-    # Format 2 put the segments at [12]; format 3 puts the tags there, segments at [13].
-    tags: Mapping[str, str] = {}
-    raw_segments: list[list[Any]] = []
-    if record_format == 2:
-        raw_segments = fields[12]
-    elif record_format >= 3:
-        tags, raw_segments = fields[12], fields[13]
+    tags, raw_segments = _tags_and_segments(fields)
+    lock_mode, lock_retain_until_ms, legal_hold = fields_lock_state(fields)
     owner_id, acl = _owner_and_acl(fields)
     segments: tuple[Segment, ...] = tuple((blob_id, size) for blob_id, size in raw_segments)
     return VersionRecord(
@@ -200,16 +225,13 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         storage_class=fields[11],
         segments=segments,
         tags=tags,
+        lock_mode=lock_mode,
+        lock_retain_until_ms=lock_retain_until_ms,
+        legal_hold=legal_hold,
+        part_checksums=_part_checksums(fields),
         owner_id=owner_id,
         acl=acl,
     )
-
-
-def _owner_and_acl(fields: list[Any]) -> tuple[str, bytes | None]:
-    """Format 4 appends the owner id and the ACL; older formats have neither."""
-    if fields[_FIELD_FORMAT] == 4:
-        return fields[_FIELD_OWNER_ID], fields[_FIELD_ACL]
-    return "", None
 
 
 def version_fields(packed: bytes | memoryview) -> list[Any]:
@@ -232,6 +254,26 @@ def _tags_and_segments(fields: list[Any]) -> tuple[Mapping[str, str], list[list[
     return {}, []
 
 
+def fields_lock_state(fields: list[Any]) -> tuple[str, int, bool]:
+    """(mode, retain-until ms, legal hold): format 4's, none for the older formats."""
+    if fields[_FIELD_FORMAT] >= 4:
+        return (fields[_FIELD_LOCK_MODE], fields[_FIELD_LOCK_RETAIN_UNTIL_MS],
+                fields[_FIELD_LEGAL_HOLD])
+    return "", 0, False
+
+
+def _owner_and_acl(fields: list[Any]) -> tuple[str, bytes | None]:
+    """Format 5 appends the owner id and the ACL; older formats have neither."""
+    if fields[_FIELD_FORMAT] >= 5:
+        return fields[_FIELD_OWNER_ID], fields[_FIELD_ACL]
+    return "", None
+
+
+def _part_checksums(fields: list[Any]) -> tuple[str, ...]:
+    """Format 4's per-part checksums at [17]; none in earlier formats."""
+    return tuple(fields[_FIELD_PART_CHECKSUMS]) if fields[_FIELD_FORMAT] >= 4 else ()
+
+
 def fields_single_blob(fields: list[Any]) -> tuple[bytes | None, int] | None:
     """(blob id, size) of a version written in one piece (None for a delete marker or a
     multipart body): what ``VersionRecord.blob_id`` and ``size_bytes`` would say."""
@@ -252,6 +294,7 @@ def fields_object_version(
     """``unpack_version(hlc, packed).to_object_version(...)`` from ``version_fields``'
     array, with no ``VersionRecord`` built (equal results: tested)."""
     tags, raw_segments = _tags_and_segments(fields)
+    lock_mode, lock_retain_until_ms, legal_hold = fields_lock_state(fields)
     owner_id, acl = _owner_and_acl(fields)
     version_id = f"{hlc:016x}"  # encode_version_id, without a call and a check
     return ObjectVersion(
@@ -270,7 +313,11 @@ def fields_object_version(
         is_latest=is_latest,
         storage_class=fields[_FIELD_STORAGE_CLASS],
         part_sizes=tuple(size for _, size in raw_segments),
+        part_checksums=_part_checksums(fields),
         tags=tags,
+        lock_mode=lock_mode,
+        lock_retain_until_ms=lock_retain_until_ms,
+        legal_hold=legal_hold,
         owner_id=owner_id,
         acl=acl,
         bucket_versioning=bucket_versioning,
@@ -301,21 +348,34 @@ def listed_version(
         tuple(checksums) if checksums else (),
         fields[_FIELD_IS_DELETE_MARKER],
         is_latest,
-        fields[_FIELD_OWNER_ID] if fields[_FIELD_FORMAT] == 4 else "",
+        fields[_FIELD_OWNER_ID] if fields[_FIELD_FORMAT] >= 5 else "",
     ))
 
 
 def pack_bucket(info: BucketInfo) -> bytes:
+    retention = info.default_retention
     return msgpack.packb(
-        [BUCKET_RECORD_FORMAT, info.created_ms, info.owner_id, info.versioning],
+        [
+            BUCKET_RECORD_FORMAT,
+            info.created_ms,
+            info.owner_id,
+            info.versioning,
+            info.object_lock_enabled,
+            None if retention is None else [retention.mode, retention.days, retention.years],
+        ],
         use_bin_type=True,
     )
 
 
 def unpack_bucket(name: str, packed: bytes | memoryview) -> BucketInfo:
     fields = msgpack.unpackb(packed, raw=False)
-    assert fields[0] == BUCKET_RECORD_FORMAT, f"unknown bucket record format {fields[0]}"
-    return BucketInfo(name=name, created_ms=fields[1], owner_id=fields[2], versioning=fields[3])
+    assert fields[0] in _BUCKET_RECORD_FORMATS_READ, f"unknown bucket record format {fields[0]}"
+    info = BucketInfo(name=name, created_ms=fields[1], owner_id=fields[2], versioning=fields[3])
+    if fields[0] == 1:  # format 1: no Object Lock
+        return info
+    retention = None if fields[5] is None else DefaultRetention(*fields[5])
+    return BucketInfo(info.name, info.created_ms, info.owner_id, info.versioning,
+                      object_lock_enabled=fields[4], default_retention=retention)
 
 
 def pack_staging(started_ms: int) -> bytes:
@@ -335,6 +395,10 @@ class UploadRecord:
     checksum_algorithm: str
     checksum_type: str
     tags: Mapping[str, str] = field(default_factory=dict)  # the completed version's
+    # The Object Lock state asked for at Create (the completed version's).
+    lock_mode: str = ""
+    lock_retain_until_ms: int = 0
+    legal_hold: bool = False
     owner_id: str = ""  # the initiator's canonical id: the completed version's owner
     acl: bytes | None = None  # the completed version's ACL (None: private)
 
@@ -346,6 +410,9 @@ class UploadRecord:
             user_metadata=dict(self.user_metadata),
             storage_class=self.storage_class,
             tags=dict(self.tags),
+            lock_mode=self.lock_mode,
+            lock_retain_until_ms=self.lock_retain_until_ms,
+            legal_hold=self.legal_hold,
             owner_id=self.owner_id,
             acl=self.acl,
         )
@@ -372,6 +439,9 @@ def pack_upload(record: UploadRecord) -> bytes:
             record.checksum_algorithm,
             record.checksum_type,
             dict(record.tags),
+            record.lock_mode,
+            record.lock_retain_until_ms,
+            record.legal_hold,
             record.owner_id,
             record.acl,
         ],
@@ -382,9 +452,9 @@ def pack_upload(record: UploadRecord) -> bytes:
 def unpack_upload(packed: bytes | memoryview) -> UploadRecord:
     fields = msgpack.unpackb(packed, raw=False)
     assert fields[0] in _UPLOAD_RECORD_FORMATS_READ, f"unknown upload record format {fields[0]}"
-    # Format 1 ends after the checksum type; format 2 appends the tag set, format 3 the
-    # owner id and the ACL.
-    return UploadRecord(*fields[1:11])
+    # Format 1 ends after the checksum type; format 2 appends the tag set; format 3 the
+    # Object Lock state; format 4 the owner id and the ACL.
+    return UploadRecord(*fields[1:14])
 
 
 @dataclass(frozen=True, slots=True)
