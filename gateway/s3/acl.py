@@ -322,7 +322,12 @@ def render_owner_acl(owner: Owner) -> bytes:
 
 async def bucket_owner_enforced(storage: api.StorageClient, bucket: str) -> bool:
     """Whether the bucket's Object Ownership is BucketOwnerEnforced (ACLs disabled)."""
-    document = await storage.get_bucket_config(bucket, OWNERSHIP_CONFIG)
+    return ownership_enforced(await storage.get_bucket_config(bucket, OWNERSHIP_CONFIG))
+
+
+def ownership_enforced(document: bytes | None) -> bool:
+    """Whether a stored OwnershipControls document says BucketOwnerEnforced; no
+    document: ACLs are enabled (a bucket made before Object Ownership was stored)."""
     if document is None:
         return False
     root = parse(bytes(document))

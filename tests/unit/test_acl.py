@@ -28,11 +28,13 @@ from gateway.s3.acl import (
     acl_from_policy,
     canned_acl,
     document_for,
+    ownership_enforced,
     private_acl,
     render_acl,
     stored_acl,
 )
 from gateway.s3.common import Owner
+from gateway.xml import render
 from storage import api
 
 OWNER_ID = "a" * 64
@@ -181,3 +183,12 @@ def test_every_routed_operation_has_a_permission() -> None:
 def test_aws_permission_mapping(operation: str, resource: str, permission: str) -> None:
     requirement = authz.REQUIREMENTS[operation]
     assert (requirement.resource, requirement.permission) == (resource, permission)
+
+
+@pytest.mark.parametrize(("mode", "enforced"), [
+    ("BucketOwnerEnforced", True), ("BucketOwnerPreferred", False), ("ObjectWriter", False)])
+def test_object_ownership_documents_as_their_handlers_store_them(mode: str, enforced: bool) -> None:
+    """The stored document is the OwnershipControls XML (with the S3 namespace)."""
+    document = render("OwnershipControls", [("Rule", [("ObjectOwnership", mode)])])
+    assert ownership_enforced(document) is enforced
+    assert ownership_enforced(None) is False
