@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.s3.common import Owner, Principal, owner_for
+from gateway.s3.common import ANONYMOUS, Owner, Principal, owner_for
 from storage import api
 
 log = logging.getLogger("squall.gateway.users")
@@ -114,7 +114,7 @@ class UserDirectory:
         # What signature checks call: the current mapping's own lookup (no Python frame).
         self.secret_lookup: Callable[[str], str | None] = self._secrets.get
         self._owners_by_id: dict[str, Owner] = {
-            owner_for(key).id: owner_for(key) for key in self._root}
+            ANONYMOUS.id: ANONYMOUS, **{owner_for(key).id: owner_for(key) for key in self._root}}
         # The principal of every signer, built once per load: every request asks.
         self._principals: dict[str, Principal] = {
             key: Principal(key, owner_for(key), is_admin=True) for key in self._root}
@@ -160,7 +160,8 @@ class UserDirectory:
         return self._owners_by_id.get(canonical_id) or Owner(canonical_id, canonical_id)
 
     def knows_id(self, canonical_id: str) -> bool:
-        return canonical_id in self._owners_by_id
+        """Whether a grant may name this id: root's or a stored user's."""
+        return canonical_id in self._owners_by_id and canonical_id != ANONYMOUS.id
 
     # --- loading ---------------------------------------------------------------------
 
@@ -181,7 +182,8 @@ class UserDirectory:
         self._users = users
         self._secrets = {**{k: u.secret_key for k, u in users.items()}, **self._root}
         self.secret_lookup = self._secrets.get
-        owners = {owner_for(key).id: owner_for(key) for key in self._root}
+        owners = {ANONYMOUS.id: ANONYMOUS,
+                  **{owner_for(key).id: owner_for(key) for key in self._root}}
         for key in users:
             owner = self.owner(key)
             owners[owner.id] = owner

@@ -238,6 +238,8 @@ def test_public_read_write_bucket_takes_anonymous_writes(s3, anonymous, acl_buck
     assert keys == ["dropped"]
     # The anonymous writer owns it (and no one else may read it) but the bucket owner
     # may delete it.
+    listed = s3.list_objects(Bucket=acl_bucket)["Contents"]
+    assert listed[0]["Owner"]["ID"] != _id(s3)
     _denied(s3.get_object, Bucket=acl_bucket, Key="dropped")
     s3.delete_object(Bucket=acl_bucket, Key="dropped")
     _denied(anonymous.put_bucket_acl, Bucket=acl_bucket, ACL="private")
