@@ -40,6 +40,7 @@ from storage import api
 log = logging.getLogger("squall.gateway.users")
 
 USERS_PREFIX = "users/"
+_SYSTEM_BUCKET, _CHANGES_OBJECTS = api.SYSTEM_BUCKET, api.CHANGES_OBJECTS
 _ACCESS_KEY = re.compile(r"[A-Za-z0-9]+")
 
 
@@ -118,16 +119,18 @@ class UserDirectory:
         # The principal of every signer, built once per load: every request asks.
         self._principals: dict[str, Principal] = {
             key: Principal(key, owner_for(key), is_admin=True) for key in self._root}
-        self._loaded_change_count: int | None = None
-        self._loaded = False
+        # The system bucket's change count read before the users were last read; -1
+        # (never a count) until they are read once.
+        self._loaded_change_count: int | None = -1
+        self._change_count = storage.change_count  # asked on every request
         self._reload_lock = asyncio.Lock()
 
     # --- the request path ----------------------------------------------------------
 
     def needs_refresh(self) -> bool:
         """Whether the stored users may have changed since they were read (no I/O)."""
-        count = self._storage.change_count(api.SYSTEM_BUCKET, api.CHANGES_OBJECTS)
-        return count is None or count != self._loaded_change_count or not self._loaded
+        count = self._change_count(_SYSTEM_BUCKET, _CHANGES_OBJECTS)
+        return count is None or count != self._loaded_change_count
 
     async def refresh(self) -> None:
         async with self._reload_lock:
@@ -191,7 +194,6 @@ class UserDirectory:
         self._principals = {key: Principal(key, self.owner(key), self.is_admin(key))
                             for key in self._secrets}
         self._loaded_change_count = count
-        self._loaded = True
 
     async def _read(self, access_key: str) -> User | None:
         try:

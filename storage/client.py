@@ -24,7 +24,7 @@ import collections
 import dataclasses
 import logging
 import pathlib
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
 from storage.api import (
@@ -78,7 +78,9 @@ class ShardedStorageClient:
         self._local_nodes = {node.node_id: node for node in owned_nodes}
         # (view, its shards' leader nodes when all are in this process): change_count is
         # asked on every request (the gateway's user directory), the view seldom changes.
-        self._counting_nodes_cache: tuple[View, tuple[StorageNode, ...] | None] | None = None
+        # With one shard, that leader's counter itself (no sum to make).
+        self._counting_nodes_cache: tuple[
+            View, tuple[StorageNode, ...] | None, Callable[[str, str], int] | None] | None = None
         self._closed = False
 
     @property
@@ -149,11 +151,12 @@ class ShardedStorageClient:
         spread over the shards; configurations are written to every shard), when every
         leader is a node of this process; None otherwise. Each term only grows, so the
         sum only grows, and a write that bumps one shard's term changes it."""
+        cached = self._counting_nodes_cache
+        if cached is not None and cached[0] is self._view and cached[2] is not None:
+            return cached[2](bucket, scope)  # the embedded store: one call, every request
         nodes = self._counting_nodes()
         if nodes is None:
             return None
-        if len(nodes) == 1:  # the embedded store
-            return nodes[0].change_count(bucket, scope)
         return sum(node.change_count(bucket, scope) for node in nodes)
 
     def _counting_nodes(self) -> tuple[StorageNode, ...] | None:
@@ -165,7 +168,9 @@ class ShardedStorageClient:
         found = [self._local_nodes.get(leader) for leader in self._leaders()]
         nodes = tuple(node for node in found if node is not None)
         counting = nodes if len(nodes) == len(found) else None
-        self._counting_nodes_cache = (self._view, counting)
+        single = counting[0].change_counter if counting is not None and len(counting) == 1 \
+            else None
+        self._counting_nodes_cache = (self._view, counting, single)
         return counting
 
     # --- objects -----------------------------------------------------------------------

@@ -207,6 +207,12 @@ class StorageNode:
         return self.writer.changes.count(bucket, scope)
 
     @property
+    def change_counter(self) -> Callable[[str, str], int]:
+        """``change_count`` itself, for a caller that asks on every request (the
+        writer's counters live as long as the node)."""
+        return self.writer.changes.count
+
+    @property
     def open_stream_count(self) -> int:
         return self._stream_slots.open_count
 
