@@ -359,7 +359,7 @@ class Gateway:
             users=self.users,
             principal=principal,
         )
-        if not authz.settled_without_reads(ctx, self.config.policy_hook):
+        if not authz.settled_without_reads(endpoint, self.config.policy_hook):
             try:
                 await authz.authorize(ctx, self.config.policy_hook)
             except api.StorageError as error:

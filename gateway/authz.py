@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.errors import S3Error
+from gateway.router import Endpoint
 from gateway.s3.acl import (
     ACL_CONFIG,
     READ,
@@ -148,17 +149,22 @@ REQUIREMENTS: dict[str, Requirement] = {
 }
 
 
+# The operations whose permission is on the object (checked by the handler).
+OBJECT_OPERATIONS = frozenset(
+    operation for operation, requirement in REQUIREMENTS.items()
+    if requirement.resource == OBJECT)
+
+
 def access_denied() -> S3Error:
     return S3Error("AccessDenied", "Access Denied", 403)
 
 
-def settled_without_reads(ctx: RequestContext, policy_hook: PolicyHook | None) -> bool:
+def settled_without_reads(endpoint: Endpoint, policy_hook: PolicyHook | None) -> bool:
     """Whether ``authorize`` would read nothing and allow (an object operation without a
     policy hook: its check is the handler's). Lets the gateway skip a coroutine on the
     path of every GET; ``authorize`` decides the same way without it."""
-    requirement = REQUIREMENTS.get(ctx.endpoint.operation)
-    return (requirement is not None and requirement.resource == OBJECT
-            and policy_hook is None and ctx.endpoint.bucket != api.SYSTEM_BUCKET)
+    return (endpoint.operation in OBJECT_OPERATIONS and policy_hook is None
+            and endpoint.bucket != api.SYSTEM_BUCKET)
 
 
 async def authorize(ctx: RequestContext, policy_hook: PolicyHook | None = None) -> None:

@@ -295,7 +295,9 @@ def fields_object_version(
     array, with no ``VersionRecord`` built (equal results: tested)."""
     tags, raw_segments = _tags_and_segments(fields)
     lock_mode, lock_retain_until_ms, legal_hold = fields_lock_state(fields)
-    owner_id, acl = _owner_and_acl(fields)
+    # _owner_and_acl, inline: this runs for every GET and HEAD.
+    owner_id, acl = ((fields[_FIELD_OWNER_ID], fields[_FIELD_ACL])
+                     if fields[_FIELD_FORMAT] >= 5 else ("", None))
     version_id = f"{hlc:016x}"  # encode_version_id, without a call and a check
     return ObjectVersion(
         bucket=bucket,
