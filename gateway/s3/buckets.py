@@ -14,8 +14,14 @@ import re
 from starlette.responses import Response
 
 from gateway.errors import S3Error, invalid_argument
+from gateway.s3.acl import acl_grants_others, check_canned_acl
 from gateway.s3.common import RequestContext
 from gateway.s3.listing import decode_token, encode_token
+from gateway.s3.settings import (
+    OWNERSHIP_CONFIG,
+    render_ownership_controls,
+    requested_object_ownership,
+)
 from gateway.xml import child_text, iso8601_ms, local_name, parse, render
 from storage import api
 
@@ -140,13 +146,26 @@ async def create_bucket(ctx: RequestContext) -> Response:
             400,
             LocationConstraint=constraint,
         )
+    ownership = requested_object_ownership(ctx.headers)
+    if acl_grants_others(ctx.headers):
+        if ownership == "BucketOwnerEnforced":
+            raise S3Error("InvalidBucketAclWithObjectOwnership",
+                          "Bucket cannot have ACLs set with ObjectOwnership's "
+                          "BucketOwnerEnforced setting", 400)
+        check_canned_acl(ctx.headers)  # ACLs enabled, but grants are not enforced: 501
     try:
         await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id)
     except api.BucketAlreadyOwnedByYou:
         # AWS: in us-east-1, re-creating a bucket you own answers 200 for legacy
-        # compatibility; every other region answers 409 BucketAlreadyOwnedByYou.
+        # compatibility (and changes nothing); every other region answers 409
+        # BucketAlreadyOwnedByYou.
         if ctx.config.region != "us-east-1":
             raise
+    else:
+        # Stored right after the bucket (storage has no create-with-settings): a Get in
+        # between would see no ownership controls, as on an AWS bucket from before 2023.
+        await ctx.storage.put_bucket_config(ctx.bucket, OWNERSHIP_CONFIG,
+                                            render_ownership_controls(ownership))
     return Response(status_code=200, headers={"Location": f"/{ctx.bucket}"})
 
 
