@@ -138,3 +138,20 @@ def test_abort_multipart_cannot_use_tags(s3, bucket):
 def test_lifecycle_on_a_missing_bucket(s3):
     _expect_error(lambda: _put(s3, "s3compat-no-such-bucket-lifecycle", RULES[:1]),
                   "NoSuchBucket", 404)
+
+
+def test_a_rule_without_an_id_gets_one(s3, bucket):
+    # AWS gives every rule an ID; GetBucketLifecycleConfiguration always shows it.
+    rules = [{"Filter": {"Prefix": "a/"}, "Status": "Enabled", "Expiration": {"Days": 1}},
+             {"ID": "named", "Filter": {"Prefix": "b/"}, "Status": "Enabled",
+              "Expiration": {"Days": 2}}]
+    _put(s3, bucket, rules)
+    stored = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    by_prefix = {rule["Filter"]["Prefix"]: rule for rule in stored}
+    assert by_prefix["a/"]["ID"] not in ("", "named")
+    assert by_prefix["a/"]["Expiration"] == {"Days": 1}
+    assert by_prefix["b/"]["ID"] == "named"
+    # A later Put may name the generated ID like any other (IDs stay unique).
+    _put(s3, bucket, stored)
+    again = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert sorted(rule["ID"] for rule in again) == sorted(rule["ID"] for rule in stored)
