@@ -316,6 +316,11 @@ class Gateway:
             # handler authenticates it once it has read the fields before the file.
             return await self._dispatch(self._form_context(request, endpoint, query,
                                                            request_id), endpoint)
+        if endpoint.operation == "CreateBucket" and endpoint.bucket is not None:
+            # A name that can never be a bucket protects nothing: say so before checking
+            # the signature, which a client may have computed over a path with raw
+            # punctuation ('alpha!soup') that no valid bucket name contains.
+            buckets.check_bucket_name(endpoint.bucket)
         auth = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains),

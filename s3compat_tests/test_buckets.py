@@ -84,6 +84,14 @@ def test_create_bucket_rejects_invalid_names(s3, s3_endpoint, name):
     assert error_code(caught.value) == "InvalidBucketName"
 
 
+def test_create_bucket_rejects_punctuation_signed_raw(http, s3_endpoint):
+    # boto3 refuses such a name itself; a client that signs the path as it sends it
+    # (raw '!', as ceph/s3-tests' naming test does) must still hear InvalidBucketName.
+    response = signed_request(http, s3_endpoint, "PUT", "/s3compat!punct")
+    assert response.status_code == 400
+    assert parse_error_body(response.content)["Code"] == "InvalidBucketName"
+
+
 def test_create_bucket_accepts_edge_valid_names(s3, s3_endpoint):
     names = [
         _random_lowercase(63),  # longest allowed
