@@ -155,3 +155,12 @@ def test_a_rule_without_an_id_gets_one(s3, bucket):
     _put(s3, bucket, stored)
     again = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert sorted(rule["ID"] for rule in again) == sorted(rule["ID"] for rule in stored)
+
+
+def test_transition_with_a_date_not_at_midnight(s3, bucket):
+    # The request is malformed whether or not the server has other storage classes:
+    # AWS's 400 comes before any answer about transitions themselves.
+    rules = [{"ID": "r", "Filter": {"Prefix": "a/"}, "Status": "Enabled",
+              "Transitions": [{"Date": datetime.datetime(2030, 1, 1, 12, tzinfo=datetime.UTC),
+                               "StorageClass": "GLACIER"}]}]
+    _expect_error(lambda: _put(s3, bucket, rules), "InvalidArgument")

@@ -145,6 +145,25 @@ def _date_ms(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _check_transition(element: Element) -> None:
+    """A Transition / NoncurrentVersionTransition as AWS validates it: a StorageClass and
+    exactly one time (Days >= 0 or a midnight Date; NoncurrentDays >= 0)."""
+    _check_fields(element, frozenset({"Days", "Date", "NoncurrentDays", "StorageClass",
+                                      "NewerNoncurrentVersions"}))
+    if not _text(_only_child(element, "StorageClass")):
+        raise malformed_xml()
+    times = [_only_child(element, name) for name in ("Days", "Date", "NoncurrentDays")]
+    if sum(found is not None for found in times) != 1:
+        raise malformed_xml()
+    days_element, date_element, noncurrent_element = times
+    for days in (_integer(days_element), _integer(noncurrent_element)):
+        if days is not None and days < 0:
+            raise invalid_argument("'Days' for Transition action must be a non-negative integer")
+    date = _text(date_element)
+    if date is not None:
+        _date_ms(date)
+
+
 def _expiration(rule: Element) -> dict[str, object]:
     element = _only_child(rule, "Expiration")
     if element is None:
@@ -203,7 +222,12 @@ def _parse_rule(element: Element) -> api.LifecycleRule:
     status = _text(_only_child(element, "Status"))
     if status not in ("Enabled", "Disabled"):
         raise malformed_xml()
-    if children(element, "Transition") or children(element, "NoncurrentVersionTransition"):
+    transitions = children(element, "Transition") + children(element, "NoncurrentVersionTransition")
+    if transitions:
+        # A malformed transition is the client's error (400) before it is an
+        # unsupported one (501).
+        for transition in transitions:
+            _check_transition(transition)
         raise not_implemented("Lifecycle transitions (Squall has one storage class)")
     fields = {**_filter(element), **_expiration(element), **_noncurrent_expiration(element),
               **_abort_incomplete_multipart(element)}
