@@ -216,3 +216,28 @@ def test_policy_status(s3, bucket, principal, principal_field, condition, public
 def test_policy_status_of_a_missing_bucket(s3):
     refusal = _refusal(s3.get_bucket_policy_status, Bucket=unique_bucket_name("nobucket"))
     assert refusal == ("NoSuchBucket", 404)
+
+
+@pytest.mark.parametrize("canned", ["public-read", "authenticated-read"])
+def test_block_public_acls_refuses_writes_with_public_acls(s3, writer_bucket, canned):
+    s3.put_public_access_block(Bucket=writer_bucket, PublicAccessBlockConfiguration={
+        **ALL_FLAGS_OFF, "BlockPublicAcls": True})
+    assert _refusal(s3.put_object, Bucket=writer_bucket, Key="k", Body=b"x",
+                    ACL=canned) == ("AccessDenied", 403)
+    assert _refusal(s3.create_multipart_upload, Bucket=writer_bucket, Key="m",
+                    ACL=canned) == ("AccessDenied", 403)
+    assert "Contents" not in s3.list_objects_v2(Bucket=writer_bucket)
+    assert http_status(s3.put_object(Bucket=writer_bucket, Key="k", Body=b"x",
+                                     ACL="private")) == 200
+
+
+def test_writes_with_public_acls_and_acls_disabled(s3, bucket):
+    assert _refusal(s3.put_object, Bucket=bucket, Key="k", Body=b"x",
+                    ACL="public-read") == ("AccessControlListNotSupported", 400)
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x")
+    assert _refusal(s3.copy_object, Bucket=bucket, Key="dst", ACL="public-read",
+                    CopySource={"Bucket": bucket, "Key": "src"}) == (
+        "AccessControlListNotSupported", 400)
+    # The ACL that changes nothing is what AWS accepts with ACLs disabled.
+    assert http_status(s3.put_object(Bucket=bucket, Key="k", Body=b"x",
+                                     ACL="bucket-owner-full-control")) == 200

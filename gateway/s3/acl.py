@@ -111,6 +111,19 @@ def acl_grants_others(headers: Headers) -> bool:
     return any(name in headers for name in GRANT_HEADERS)
 
 
+def acl_headers_present(headers: Headers) -> bool:
+    return "x-amz-acl" in headers or any(name in headers for name in GRANT_HEADERS)
+
+
+async def check_write_acl(ctx: RequestContext) -> None:
+    """PutObject, CopyObject and CreateMultipartUpload may carry an ACL: the bucket's
+    Block Public Access and Object Ownership settings refuse it as AWS does
+    (``check_acl_settings``). One they let through is not stored: Squall keeps no
+    grants (see the module doc). Costs nothing when no ACL header is present."""
+    if acl_headers_present(ctx.headers):
+        await check_acl_settings(ctx)
+
+
 async def check_acl_settings(ctx: RequestContext) -> None:
     """An ACL request asking for more than the owner's FULL_CONTROL, against the bucket's
     settings (``settings.py``): a public canned ACL under BlockPublicAcls is 403

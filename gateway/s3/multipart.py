@@ -30,6 +30,7 @@ from starlette.responses import Response
 from gateway import checksums as integrity
 from gateway.checksums import ChecksumAlgorithm, Checksummer
 from gateway.errors import S3Error, invalid_argument, malformed_xml
+from gateway.s3.acl import check_write_acl
 from gateway.s3.common import (
     RequestContext,
     check_read_conditions,
@@ -120,6 +121,7 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     content_type, system, user = metadata_from_headers(ctx.headers)
     algorithm, checksum_type = _requested_checksum(ctx)
     tags = requested_tags(ctx)
+    await check_write_acl(ctx)
     # The tag set is kept with the upload and becomes the object's at Complete.
     spec = api.PutSpec(etag="", content_type=content_type, system_metadata=system,
                        user_metadata=user, tags=tags)

@@ -22,6 +22,7 @@ from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.responses import BodyResponse
+from gateway.s3.acl import check_write_acl
 from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
     RequestContext,
@@ -110,6 +111,7 @@ async def put_object(ctx: RequestContext) -> Response:
     tags = requested_tags(ctx)
     wanted = integrity.parse_request(ctx.headers)
     await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    await check_write_acl(ctx)
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
         await stage_body(upload, ctx.body.pieces(), checksummer)
@@ -398,6 +400,7 @@ async def copy_object(ctx: RequestContext) -> Response:
     content_type, system, user = _copy_metadata(ctx, source)
     tags = tags_for_copy(ctx, source)
     await ctx.storage.get_bucket(ctx.bucket)
+    await check_write_acl(ctx)
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
