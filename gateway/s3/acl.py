@@ -4,8 +4,12 @@ Squall does not enforce ACL grants: every bucket and object is private to its ow
 one account that can sign requests. So GetBucketAcl/GetObjectAcl answer the owner with
 FULL_CONTROL, and a Put is accepted only when it asks for exactly that (the canned ACL
 'private', 'bucket-owner-full-control' for an object, or an AccessControlPolicy granting
-only the owner FULL_CONTROL). Anything else is 501 NotImplemented, never silently
-accepted, so no client believes a grant is in force. An accepted PutObjectAcl changes
+only the owner FULL_CONTROL). Anything else is refused, never silently accepted, so no
+client believes a grant is in force: as AWS refuses it under the bucket's settings
+(``settings.py``: 403 AccessDenied for a public canned ACL under BlockPublicAcls, 400
+AccessControlListNotSupported while BucketOwnerEnforced), else 501 NotImplemented.
+PutObject, CopyObject and CreateMultipartUpload apply the settings' refusals to their
+ACL headers (``check_write_acl``) and store no ACL. An accepted PutObjectAcl changes
 nothing, so it makes no s3:ObjectAcl:Put notification event: AWS sends none "when a
 request results in no change to an object's ACL".
 """
