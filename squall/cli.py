@@ -174,6 +174,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                 functions=hook,
                 webhook_targets=frozenset(webhooks),
                 delivery=hook if webhooks and isinstance(hook, EventDelivery) else None,
+                lifecycle_day_ms=lifecycle.day_ms,
             ),
         )
         from gateway.http_protocol import CoalescingHttpToolsProtocol

@@ -60,12 +60,14 @@ from functools import partial
 from typing import Any
 
 from storage.api import (
+    LIFECYCLE_DAY_MS,
     LIFECYCLE_RULES_CONFIG,
     LifecycleConfiguration,
     LifecycleRule,
     NoSuchBucket,
     ObjectVersion,
     Overloaded,
+    lifecycle_due_ms,
     limits,
 )
 from storage.engine import Engine, WriteOperation, multipart
@@ -94,7 +96,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-DAY_MS = 24 * 3600 * 1000
+DAY_MS = LIFECYCLE_DAY_MS
 
 
 def wall_clock_ms() -> int:
@@ -104,11 +106,9 @@ def wall_clock_ms() -> int:
 # --- the pure decision -------------------------------------------------------------------
 
 
-def due_ms(start_ms: int, days: int, day_ms: int = DAY_MS) -> int:
-    """``days`` after ``start_ms``, rounded up to the next midnight UTC (as AWS does);
-    ``day_ms`` is the length of a day (shorter only in tests)."""
-    assert days > 0 and day_ms > 0
-    return -(-(start_ms + days * day_ms) // day_ms) * day_ms
+# The rule arithmetic lives with the rule type in storage.api, where the gateway (its
+# x-amz-expiration header) reads the same answers the sweeper acts on.
+due_ms = lifecycle_due_ms
 
 
 def version_tags(version: ObjectVersion) -> Mapping[str, str]:
@@ -119,15 +119,7 @@ def version_tags(version: ObjectVersion) -> Mapping[str, str]:
 
 def rule_matches(rule: LifecycleRule, key: str, size_bytes: int, tags: Mapping[str, str]) -> bool:
     """Whether the rule's filter (prefix AND tags AND size bounds) selects this version."""
-    if not key.startswith(rule.prefix):
-        return False
-    if any(tags.get(name) != value for name, value in rule.tags.items()):
-        return False
-    greater = rule.object_size_greater_than_bytes
-    less = rule.object_size_less_than_bytes
-    if greater is not None and not size_bytes > greater:
-        return False
-    return less is None or size_bytes < less
+    return rule.matches(key, size_bytes, tags)
 
 
 def aborts_upload(
@@ -148,10 +140,8 @@ def aborts_upload(
 def _expires_current(
     rule: LifecycleRule, version: ObjectVersion, now_ms: int, day_ms: int
 ) -> bool:
-    if rule.expiration_days is not None:
-        if now_ms >= due_ms(version.last_modified_ms, rule.expiration_days, day_ms):
-            return True
-    return rule.expiration_date_ms is not None and now_ms >= rule.expiration_date_ms
+    expiry_ms = rule.current_expiry_ms(version.last_modified_ms, day_ms)
+    return expiry_ms is not None and now_ms >= expiry_ms
 
 
 def _removes_noncurrent(

@@ -42,6 +42,7 @@ bucket_records_decoded_max = 10_000  # decoded bucket records kept per engine; b
 
 # --- lifecycle sweeper (storage/lifecycle.py) ------------------------------------------
 lifecycle_rules_max = 1000  # AWS: a lifecycle configuration has at most 1000 rules
+lifecycle_rules_cached_buckets_max = 10_000  # buckets whose rules the gateway keeps (x-amz-expiration)
 lifecycle_sweep_period_seconds = 3600.0  # one pass over every bucket with rules, this often
 lifecycle_deletes_per_second_max = 1000  # expiry deletes, all buckets together
 lifecycle_deletes_per_txn_max = 100  # expiry deletes sharing one writer operation

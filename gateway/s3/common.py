@@ -14,6 +14,7 @@ from starlette.requests import Request
 from gateway.auth.sigv4 import parse_http_date
 from gateway.errors import S3Error
 from gateway.router import Endpoint
+from gateway.s3.expiration import LifecycleRulesCache
 from gateway.xml import http_date
 from storage import api
 
@@ -48,6 +49,12 @@ class GatewayConfig:
     webhook_targets: frozenset[str] = frozenset()
     # The notification dispatcher, for GET /_squall/outbox; None when none runs.
     delivery: api.EventDelivery | None = None
+    # Length of a lifecycle day (``squall serve --lifecycle-day-seconds``), for the dates
+    # of x-amz-expiration: the same as the sweeper's.
+    lifecycle_day_ms: int = api.LIFECYCLE_DAY_MS
+    # Not a setting: the process's cache of lifecycle rules (gateway/s3/expiration.py),
+    # here because every handler that answers x-amz-expiration is given the config.
+    lifecycle_rules: LifecycleRulesCache = field(default_factory=LifecycleRulesCache)
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ from gateway.s3.listing import request_encoder
 from gateway.s3.objects import (
     check_key,
     copy_source_version,
+    expiration_headers,
     stage_body,
     stored_checksums,
     write_conditions,
@@ -321,8 +322,8 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
         completed = await _completed_before(ctx, etag)
         if completed is None:
             raise
-        return _complete_response(ctx, completed, dict(completed.checksums),
-                                  _checksum_type_of(completed.checksums))
+        return await _complete_response(ctx, completed, dict(completed.checksums),
+                                        _checksum_type_of(completed.checksums))
     if etag is None:
         raise api.InvalidPart("a part ETag is not an MD5 in hex")
     checked, checksums = _completion_checksums(ctx, named, listing)
@@ -330,7 +331,7 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
         ctx.bucket, ctx.key, upload_id, checked, etag, checksums, conditions,
         origin=ctx.event_origin(),
     )
-    return _complete_response(ctx, version, checksums, listing.upload.checksum_type)
+    return await _complete_response(ctx, version, checksums, listing.upload.checksum_type)
 
 
 async def _completed_before(ctx: RequestContext, etag: str | None) -> api.ObjectVersion | None:
@@ -354,7 +355,7 @@ def _checksum_type_of(checksums: Mapping[str, str]) -> str:
     return "COMPOSITE" if any("-" in value for value in checksums.values()) else "FULL_OBJECT"
 
 
-def _complete_response(
+async def _complete_response(
     ctx: RequestContext, version: api.ObjectVersion, checksums: Mapping[str, str],
     checksum_type: str,
 ) -> Response:
@@ -371,6 +372,7 @@ def _complete_response(
         headers["x-amz-version-id"] = version.s3_version_id
     if version.verdict is not None:
         headers.update(verdict_headers(version.verdict))
+    headers.update(await expiration_headers(ctx, version))
     return _xml_response("CompleteMultipartUploadResult", result, headers)
 
 
