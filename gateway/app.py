@@ -22,10 +22,12 @@ from gateway import admin
 from gateway.auth import Anonymous, AuthContext, AuthError, authenticate, parse_query_pairs
 from gateway.body import RequestBody
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
+from gateway.metrics import UNKNOWN_OPERATION, RequestMetrics, metrics_response
 from gateway.requests import GatewayRequest
-from gateway.router import Endpoint, bucket_from_host, route
+from gateway.router import METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
+    attributes,
     buckets,
     cors,
     lifecycle,
@@ -33,6 +35,7 @@ from gateway.s3 import (
     multidelete,
     multipart,
     notification,
+    object_lock,
     objects,
     policy,
     post_object,
@@ -63,6 +66,7 @@ HANDLERS: dict[str, Handler] = {
     "PostObject": post_object.post_object,
     "GetObject": objects.get_object,
     "HeadObject": objects.head_object,
+    "GetObjectAttributes": attributes.get_object_attributes,
     "DeleteObject": objects.delete_object,
     "CreateMultipartUpload": multipart.create_multipart_upload,
     "UploadPart": multipart.upload_part,
@@ -105,6 +109,12 @@ HANDLERS: dict[str, Handler] = {
     "DeleteObjectTagging": tagging.delete_object_tagging,
     "PutBucketNotificationConfiguration": notification.put_bucket_notification,
     "GetBucketNotificationConfiguration": notification.get_bucket_notification,
+    "PutObjectLockConfiguration": object_lock.put_object_lock_configuration,
+    "GetObjectLockConfiguration": object_lock.get_object_lock_configuration,
+    "PutObjectRetention": object_lock.put_object_retention,
+    "GetObjectRetention": object_lock.get_object_retention,
+    "PutObjectLegalHold": object_lock.put_object_legal_hold,
+    "GetObjectLegalHold": object_lock.get_object_legal_hold,
     "SquallAdmin": admin.handle,
 }
 PREFLIGHT_OPERATION = "PreflightCors"
@@ -249,6 +259,7 @@ class Gateway:
         self.storage = storage
         self.config = config
         self.cors_rules = cors.ParsedCorsCache()
+        self.request_metrics = RequestMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -256,6 +267,7 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
+        began_s = time.perf_counter()
         watched = _BodyWatch(receive)
         request = GatewayRequest(scope, watched)
         request_id = new_request_id()
@@ -287,7 +299,12 @@ class Gateway:
             # sent 'Expect: 100-continue' and will not send it now): the rest of the
             # connection's bytes cannot be trusted to start a new request.
             response.headers["Connection"] = "close"
-        await response(scope, watched, send)
+        try:
+            await response(scope, watched, send)
+        finally:  # a client gone mid-body still made a request
+            self.request_metrics.observe(
+                endpoint.operation if endpoint is not None else UNKNOWN_OPERATION,
+                response.status_code, time.perf_counter() - began_s)
 
     def _route(self, request: Request, raw_path: bytes, query: dict[str, list[str]]) -> Endpoint:
         _check_header_size(request.scope["headers"])
@@ -316,6 +333,9 @@ class Gateway:
             # handler authenticates it once it has read the fields before the file.
             return await self._dispatch(self._form_context(request, endpoint, query,
                                                            request_id), endpoint)
+        if endpoint.operation == METRICS_OPERATION and self.config.metrics_access.admits(
+                request.headers.get("authorization")):
+            return await self._metrics(request)  # a public or bearer-token scrape
         if endpoint.operation == "CreateBucket" and endpoint.bucket is not None:
             # A name that can never be a bucket protects nothing: say so before checking
             # the signature, which a client may have computed over a path with raw
@@ -326,6 +346,10 @@ class Gateway:
                                                 self.config.domains),
             query_pairs,
         )
+        if isinstance(auth, Anonymous):
+            raise await self._anonymous_refusal(endpoint)
+        if endpoint.operation == METRICS_OPERATION:
+            return await self._metrics(request)
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
@@ -337,6 +361,13 @@ class Gateway:
             request_id=request_id,
         )
         return await self._dispatch(ctx, endpoint)
+
+    async def _metrics(self, request: Request) -> Response:
+        try:
+            return await metrics_response(request.method, self.storage, self.request_metrics,
+                                          self.config.metrics_sources)
+        except api.StorageError as error:
+            raise error_for_storage(error) from error
 
     def _form_context(
         self, request: Request, endpoint: Endpoint, query: dict[str, list[str]], request_id: str
@@ -375,9 +406,9 @@ class Gateway:
         raw_path: bytes,
         host_bucket: str | None,
         query_pairs: list[tuple[bytes, bytes]],
-    ) -> AuthContext:
+    ) -> AuthContext | Anonymous:
         try:
-            result = authenticate(
+            return authenticate(
                 request.method,
                 raw_path,
                 request.scope.get("query_string", b""),
@@ -390,9 +421,18 @@ class Gateway:
             )
         except AuthError as error:
             raise error_for_client(error) from error
-        if isinstance(result, Anonymous):
-            raise S3Error("AccessDenied", "Access Denied", 403)
-        return result
+
+    async def _anonymous_refusal(self, endpoint: Endpoint) -> S3Error:
+        """The answer to an unsigned request: AccessDenied, except that a bucket which
+        does not exist is NoSuchBucket, as AWS answers anonymous requests (no bucket, so
+        no policy or ACL of it could grant anything; AWS tells bucket names apart the
+        same way through CreateBucket's BucketAlreadyExists)."""
+        if endpoint.bucket is not None:
+            try:
+                await self.storage.get_bucket(endpoint.bucket)
+            except api.NoSuchBucket as error:
+                return error_for_storage(error, bucket=endpoint.bucket)
+        return S3Error("AccessDenied", "Access Denied", 403)
 
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]

@@ -22,6 +22,8 @@ from urllib.parse import unquote
 
 from gateway.errors import S3Error
 
+METRICS_PATH = "/_squall/metrics"  # Prometheus metrics (gateway/metrics.py)
+METRICS_OPERATION = "SquallMetrics"
 ADMIN_PATH_PREFIX = "/_squall/"  # Squall's admin API (gateway/admin.py), path style only
 
 # Target kinds.
@@ -79,6 +81,7 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", OBJECT, None, "PutObject"),
     Route("GET", OBJECT, None, "GetObject"),
     Route("HEAD", OBJECT, None, "HeadObject"),
+    Route("GET", OBJECT, "attributes", "GetObjectAttributes"),
     Route("DELETE", OBJECT, None, "DeleteObject"),
     # Multipart upload. UploadPart's query is '?partNumber=N&uploadId=ID': partNumber
     # selects nothing by itself, so the sub-resource is 'uploadId'.
@@ -115,6 +118,13 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", BUCKET, "publicAccessBlock", "PutPublicAccessBlock"),
     Route("DELETE", BUCKET, "publicAccessBlock", "DeletePublicAccessBlock"),
     Route("GET", BUCKET, "policyStatus", "GetBucketPolicyStatus"),
+    # S3 Object Lock (gateway/s3/object_lock.py).
+    Route("PUT", BUCKET, "object-lock", "PutObjectLockConfiguration"),
+    Route("GET", BUCKET, "object-lock", "GetObjectLockConfiguration"),
+    Route("PUT", OBJECT, "retention", "PutObjectRetention"),
+    Route("GET", OBJECT, "retention", "GetObjectRetention"),
+    Route("PUT", OBJECT, "legal-hold", "PutObjectLegalHold"),
+    Route("GET", OBJECT, "legal-hold", "GetObjectLegalHold"),
 )
 
 
@@ -186,6 +196,8 @@ def route(
         raise S3Error("InvalidURI", "Couldn't parse the specified URI.", 400) from error
     if host_bucket is None and raw_path.startswith(ADMIN_PATH_PREFIX):
         # Squall's own admin API ('_' is never in a bucket name, so no bucket is hidden).
+        if raw_path.rstrip("/") == METRICS_PATH:
+            return Endpoint(METRICS_OPERATION)
         return Endpoint("SquallAdmin")
     target = SERVICE if bucket is None else (BUCKET if key is None else OBJECT)
     subresource = _subresource(query)

@@ -64,6 +64,11 @@ class AdminClient:
         return headers
 
     def request(self, method: str, path: str, body: bytes = b"") -> Any:
+        payload = self.fetch(method, path, body)
+        return json.loads(payload) if payload else None
+
+    def fetch(self, method: str, path: str, body: bytes = b"") -> bytes:
+        """The response body of a signed request; AdminError for an error status."""
         path = quote(path, safe="/")
         request = urllib.request.Request(
             self.endpoint + path, data=body if method == "PUT" else None, method=method,
@@ -74,7 +79,7 @@ class AdminClient:
         except urllib.error.HTTPError as error:
             raise AdminError(error.code, _message(error.read().decode(errors="replace"))) \
                 from None
-        return json.loads(payload) if payload else None
+        return payload
 
     def put_function(self, name: str, document: bytes) -> Any:
         return self.request("PUT", f"/_squall/functions/{name}", document)
@@ -91,3 +96,7 @@ class AdminClient:
     def outbox_status(self) -> Any:
         """GET /_squall/outbox: the notification outbox depth and the webhooks' state."""
         return self.request("GET", "/_squall/outbox")
+
+    def metrics(self) -> str:
+        """GET /_squall/metrics: Prometheus's text format."""
+        return self.fetch("GET", "/_squall/metrics").decode()

@@ -149,12 +149,13 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
 
     from gateway.app import Gateway
     from gateway.s3.common import GatewayConfig
-    from storage.api import EventDelivery
+    from storage.api import EventDelivery, MetricsSource
     from storage.client import open_embedded
     from storage.lifecycle import SweeperSettings
 
     lifecycle = SweeperSettings(period_seconds=args.lifecycle_period_seconds,
                                 day_ms=round(args.lifecycle_day_seconds * 1000))
+    metrics_access = _metrics_access(args)
     webhooks = parse_webhooks(args.webhook)
     # The pre-commit hook is named by an import string: storage never imports triggers.
     hook = _build_hook(args, webhooks)
@@ -175,6 +176,8 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                 webhook_targets=frozenset(webhooks),
                 delivery=hook if webhooks and isinstance(hook, EventDelivery) else None,
                 lifecycle_day_ms=lifecycle.day_ms,
+                metrics_access=metrics_access,
+                metrics_sources=(hook,) if isinstance(hook, MetricsSource) else (),
             ),
         )
         from gateway.http_protocol import CoalescingHttpToolsProtocol
@@ -196,6 +199,18 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
         await _uvicorn_server(config).serve()
     finally:
         await storage.close()
+
+
+def _metrics_access(args: argparse.Namespace) -> Any:
+    from gateway.metrics import MetricsAccess
+
+    token = None
+    if args.metrics_token_file:
+        token = Path(args.metrics_token_file).read_text().strip()
+        if len(token) < limits.metrics_token_chars_min:
+            raise SystemExit(f"squall: --metrics-token-file: a token of at least "
+                             f"{limits.metrics_token_chars_min} characters, please")
+    return MetricsAccess(public=args.metrics_public, bearer_token=token)
 
 
 def _serve_command(args: argparse.Namespace) -> int:
@@ -296,30 +311,64 @@ def build_parser() -> argparse.ArgumentParser:
         help="undelivered notification events kept; a write that would add more is "
         "refused with SlowDown",
     )
+    serve.add_argument(
+        "--metrics-public",
+        action="store_true",
+        help="let anyone read GET /_squall/metrics (default: SigV4 by the root credentials, "
+        "or the bearer token of --metrics-token-file)",
+    )
+    serve.add_argument(
+        "--metrics-token-file",
+        default=None,
+        metavar="FILE",
+        help="a file whose content is a bearer token that may read /_squall/metrics "
+        "(Prometheus: authorization.credentials_file)",
+    )
     serve.set_defaults(run=_serve_command)
     _add_function_commands(commands)
     outbox = commands.add_parser(
         "outbox", help="print the notification outbox depth and the webhooks' delivery state"
     )
-    outbox.add_argument(
-        "--endpoint", default=os.environ.get("SQUALL_ENDPOINT", "http://127.0.0.1:9000")
-    )
-    outbox.add_argument("--region", default=os.environ.get("SQUALL_REGION", "us-east-1"))
     outbox.set_defaults(run=_outbox_command)
+    metrics = commands.add_parser(
+        "metrics", help="print the server's Prometheus metrics (GET /_squall/metrics)")
+    metrics.set_defaults(run=_metrics_command)
+    for command in (outbox, metrics):
+        command.add_argument(
+            "--endpoint", default=os.environ.get("SQUALL_ENDPOINT", "http://127.0.0.1:9000"))
+        command.add_argument("--region", default=os.environ.get("SQUALL_REGION", "us-east-1"))
     return parser
 
 
-def _outbox_command(args: argparse.Namespace) -> int:
-    from squall.admin_client import AdminClient, AdminError
+def _admin_client(args: argparse.Namespace) -> Any:
+    from squall.admin_client import AdminClient
 
     user = os.environ.get("SQUALL_ROOT_USER") or DEV_ROOT_USER
     password = os.environ.get("SQUALL_ROOT_PASSWORD") or DEV_ROOT_PASSWORD
+    return AdminClient(args.endpoint, user, password, args.region)
+
+
+def _outbox_command(args: argparse.Namespace) -> int:
+    from squall.admin_client import AdminError
+
     try:
-        status = AdminClient(args.endpoint, user, password, args.region).outbox_status()
+        status = _admin_client(args).outbox_status()
     except (AdminError, OSError) as error:
         print(f"squall outbox: {error}", file=sys.stderr)
         return 1
     print(json.dumps(status, indent=2, sort_keys=True))
+    return 0
+
+
+def _metrics_command(args: argparse.Namespace) -> int:
+    from squall.admin_client import AdminError
+
+    try:
+        text = _admin_client(args).metrics()
+    except (AdminError, OSError) as error:
+        print(f"squall metrics: {error}", file=sys.stderr)
+        return 1
+    print(text, end="")
     return 0
 
 

@@ -30,6 +30,7 @@ from typing import Any, Self, TypeVar
 from storage.api import (
     BucketInfo,
     CompletedPart,
+    DefaultRetention,
     DeleteResult,
     EventOrigin,
     InvalidArgument,
@@ -39,6 +40,7 @@ from storage.api import (
     ListUploadsPage,
     ListVersionsPage,
     MultipartUploadInfo,
+    ObjectLockUpdate,
     ObjectVersion,
     OutboxPage,
     OutboxStatus,
@@ -101,8 +103,11 @@ class ShardedStorageClient:
 
     # --- buckets -----------------------------------------------------------------------
 
-    async def create_bucket(self, name: str, owner_id: str) -> BucketInfo:
-        results = await self._call_all(Operation.CREATE_BUCKET, name=name, owner_id=owner_id)
+    async def create_bucket(
+        self, name: str, owner_id: str, object_lock_enabled: bool = False
+    ) -> BucketInfo:
+        results = await self._call_all(Operation.CREATE_BUCKET, name=name, owner_id=owner_id,
+                                       object_lock_enabled=object_lock_enabled)
         return results[0]
 
     async def delete_bucket(self, name: str) -> None:
@@ -118,6 +123,13 @@ class ShardedStorageClient:
         results = await self._call_all(
             Operation.SET_BUCKET_VERSIONING, name=name, versioning=versioning
         )
+        return results[0]
+
+    async def put_object_lock_configuration(
+        self, name: str, default_retention: DefaultRetention | None
+    ) -> BucketInfo:
+        results = await self._call_all(Operation.PUT_OBJECT_LOCK_CONFIGURATION, name=name,
+                                       default_retention=default_retention)
         return results[0]
 
     async def put_bucket_config(
@@ -190,6 +202,7 @@ class ShardedStorageClient:
         key: str,
         version_id: str | None = None,
         origin: EventOrigin | None = None,
+        bypass_governance: bool = False,
     ) -> DeleteResult:
         return await self._call(
             self._object_leader(bucket, key),
@@ -198,6 +211,19 @@ class ShardedStorageClient:
             key=key,
             version_id=version_id,
             origin=origin,
+            bypass_governance=bypass_governance,
+        )
+
+    async def update_object_lock(
+        self, bucket: str, key: str, version_id: str, update: ObjectLockUpdate
+    ) -> ObjectVersion:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.UPDATE_OBJECT_LOCK,
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+            update=update,
         )
 
     async def replace_tags(

@@ -21,11 +21,16 @@ part_size_bytes_max = 5 * 1024**3  # AWS: one part is at most 5 GiB
 part_size_bytes_min = 5 * 1024**2  # AWS: every part but the last is at least 5 MiB
 multipart_object_size_bytes_max = 5 * 1024**4  # AWS: a multipart object is at most 5 TiB
 list_parts_max = 1000  # ListParts max-parts clamp
+object_attributes_parts_max = 1000  # GetObjectAttributes x-amz-max-parts clamp (AWS default)
 list_uploads_max = 1000  # ListMultipartUploads max-uploads clamp
 object_tags_max = 10  # AWS: at most 10 tags per object version
 bucket_tags_max = 50  # AWS: at most 50 tags per bucket
 tag_key_chars_max = 128  # AWS: a tag key is 1..128 Unicode characters
 tag_value_chars_max = 256  # AWS: a tag value is 0..256 Unicode characters
+object_lock_default_retention_days_max = 36_500  # AWS: DefaultRetention Days, 1..36500
+object_lock_default_retention_years_max = 100  # AWS: DefaultRetention Years, 1..100
+object_lock_day_ms = 24 * 3600 * 1000  # one retention day (AWS counts whole 24-hour days)
+object_lock_year_days = 365  # one retention year, in days (what AWS and RGW count)
 
 # --- storage engine --------------------------------------------------------------------
 chunk_size_bytes = 1024 * 1024  # bodies are stored in chunks of this size
@@ -130,3 +135,4 @@ event_outbox_poll_interval_ms = 50  # an idle worker looks for new events this o
 outbox_wait_ms_max = 30_000  # longest outbox_wait (a commit that adds events wakes it)
 event_outbox_log_period_seconds = 30.0  # depth log line period while events are pending
 webhooks_max = 100  # --webhook targets
+metrics_token_chars_min = 16  # squall serve --metrics-token-file: a guessable token is refused

@@ -122,6 +122,7 @@ class BatchStats:
     requests: int = 0
     largest_batch: int = 0
     running_max: int = 0  # the most batches of this function ever running at once
+    overloaded: int = 0  # requests refused because the queue was full (SlowDown)
     sizes: list[int] = field(default_factory=list)  # the last few, for tests and metrics
 
 
@@ -188,6 +189,7 @@ class Batcher:
         if self._closed:
             raise Overloaded(f"function {self.name!r} is shutting down")
         if len(self._queue) >= self._queue_length_max:
+            self.stats.overloaded += 1
             raise Overloaded(f"function {self.name!r} has {self._queue_length_max} "
                              "inferences queued")
         loop = asyncio.get_running_loop()

@@ -566,6 +566,11 @@ class Registry:
         return {"running": len(self._functions), "retiring": len(self._retiring),
                 "retired_closed": self.retired_closed}
 
+    def running_batchers(self) -> list[tuple[str, Batcher]]:
+        """(name, batcher) of each running tensorflow function (metrics)."""
+        return [(name, running.function.batcher) for name, running in self._functions.items()
+                if isinstance(running.function, TensorFlowFunction)]
+
     async def start(self) -> None:
         try:
             await self._storage.create_bucket(SYSTEM_BUCKET, SYSTEM_OWNER_ID)

@@ -38,15 +38,17 @@ them, and ``close`` cancels it; ``delivery_status`` (``api.EventDelivery``) repo
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from storage.api import (
     CHANGES_CONFIGURATION,
     NOTIFICATION_CONFIG,
     InvalidArgument,
+    MetricFamily,
     NoSuchBucket,
     NoSuchKey,
     NotificationConfiguration,
@@ -94,6 +96,9 @@ class TriggerHook:
         # bucket -> (configuration change count read before the document, the document,
         # parsed): reused while the count is unchanged; re-parsed when the document is.
         self._configs: dict[str, tuple[int | None, bytes, NotificationConfiguration]] = {}
+        # (function that decided, action) -> verdicts given; action 'error' when judging
+        # failed (an unknown function, a timeout, an overloaded queue): metrics.
+        self.verdicts: collections.Counter[tuple[str, str]] = collections.Counter()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -119,6 +124,74 @@ class TriggerHook:
     def delivery_status(self) -> Mapping[str, Any]:
         """``api.EventDelivery``: the webhooks' delivery state ({} without webhooks)."""
         return {} if self.events is None else self.events.delivery_status()
+
+    def metric_families(self) -> list[MetricFamily]:
+        """``api.MetricsSource``: verdicts, each running tensorflow function's batcher
+        (its counts start again when a new definition version replaces it), the
+        inference slots, the model cache and the webhooks' delivery."""
+        def family(name: str, kind: str, text: str,
+                   samples: Iterable[tuple[tuple[tuple[str, str], ...], float]]) -> MetricFamily:
+            return MetricFamily(name, kind, text, tuple(samples))
+
+        batchers = self._registry.running_batchers() if self._registry is not None else []
+        families = [
+            family("squall_trigger_verdicts_total", "counter",
+                   "Writes judged, by the function that decided and its action (store, "
+                   "discard, reject; error: judging failed).",
+                   [((("function", f), ("action", a)), n)
+                   for (f, a), n in sorted(self.verdicts.items())]),
+            family("squall_trigger_batches_total", "counter",
+                   "Inference batches run by a tensorflow function.",
+                   [((("function", n),), b.stats.batches) for n, b in batchers]),
+            family("squall_trigger_batched_requests_total", "counter",
+                   "Writes classified in those batches.",
+                   [((("function", n),), b.stats.requests) for n, b in batchers]),
+            family("squall_trigger_queued_requests", "gauge",
+                   "Writes waiting for a batch of a tensorflow function.",
+                   [((("function", n),), b.queued) for n, b in batchers]),
+            family("squall_trigger_overloaded_total", "counter",
+                   "Writes refused with SlowDown because a function's queue was full.",
+                   [((("function", n),), b.stats.overloaded) for n, b in batchers]),
+        ]
+        if self.pool is not None:
+            families += [
+                family("squall_inference_slots", "gauge",
+                       "Batches the process runs at once (--inference-threads).",
+                       [((), self.pool.threads)]),
+                family("squall_inference_slots_busy", "gauge", "Batches running now.",
+                       [((), self.pool.busy)]),
+            ]
+        if self.models is not None:
+            families += [
+                family("squall_model_cache_bytes", "gauge",
+                       "Memory of the loaded model versions (weights and runtimes).",
+                       [((), self.models.cached_bytes)]),
+                family("squall_model_cache_versions", "gauge", "Model versions loaded.",
+                       [((), len(self.models.cached_versions()))]),
+                family("squall_model_loads_total", "counter", "Model versions loaded so far.",
+                       [((), self.models.loads)]),
+                family("squall_model_evictions_total", "counter",
+                       "Model versions evicted to stay within the cache budget.",
+                       [((), self.models.evictions)]),
+            ]
+        if self.events is not None:
+            targets = self.events.delivery_status()["targets"]
+
+            def per_target(field: str) -> Iterable[tuple[tuple[tuple[str, str], ...], float]]:
+                return ((((("webhook", t["webhook"]), ("shard", str(t["shard"]))),
+                          float(t[field]))) for t in targets)
+
+            families += [
+                family("squall_webhook_events_delivered_total", "counter",
+                       "Notification events a webhook acknowledged.", per_target("delivered")),
+                family("squall_webhook_failed_attempts_total", "counter",
+                       "Deliveries that failed and will be retried.",
+                       per_target("failed_attempts")),
+                family("squall_webhook_failures_in_a_row", "gauge",
+                       "Consecutive failures (0: the webhook is up).",
+                       per_target("failures_in_a_row")),
+            ]
+        return families
 
     @property
     def registry(self) -> Registry:
@@ -162,6 +235,18 @@ class TriggerHook:
         )
 
     async def judge(self, event: WriteEvent, functions: Sequence[str]) -> Verdict:
+        try:
+            verdict = await self._judge(event, functions)
+        except WriteRejected as rejected:
+            self.verdicts[(rejected.verdict.function, "reject")] += 1
+            raise
+        except Exception:
+            self.verdicts[(functions[0] if functions else "", "error")] += 1
+            raise
+        self.verdicts[(verdict.function, verdict.action)] += 1
+        return verdict
+
+    async def _judge(self, event: WriteEvent, functions: Sequence[str]) -> Verdict:
         pending = list(functions)
         steps: list[dict[str, Any]] = []
         bucket, key = event.bucket, event.key

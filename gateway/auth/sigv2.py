@@ -347,7 +347,10 @@ def _request_time(header_map: dict[str, list[str]]) -> tuple[float, str]:
     if given is None:
         given = _single_header(header_map, "date")
     seconds = None if given is None else _parse_date(given)
-    if given is None or seconds is None:
+    # A date before the epoch is refused as an unreadable one is (AccessDenied), not as
+    # a skewed one: that is the answer s3-tests' header suite records for S3 ('Tue, 07
+    # Jul 1950', test_object_create_bad_date_before_epoch_aws2).
+    if given is None or seconds is None or seconds < 0:
         raise _missing_date()
     return seconds, given
 

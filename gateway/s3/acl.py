@@ -22,7 +22,7 @@ from xml.sax.saxutils import escape
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from gateway.errors import S3Error
+from gateway.errors import S3Error, invalid_argument
 from gateway.requests import IndexedHeaders
 from gateway.s3.common import Owner, RequestContext
 from gateway.s3.settings import (
@@ -37,6 +37,11 @@ from storage import api
 
 XSI_NAMESPACE = "http://www.w3.org/2001/XMLSchema-instance"
 OWNER_ONLY_CANNED_ACLS = frozenset({"private", "bucket-owner-full-control"})
+# Every canned ACL AWS defines; any other x-amz-acl value is 400 InvalidArgument.
+CANNED_ACLS = OWNER_ONLY_CANNED_ACLS | {
+    "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+    "bucket-owner-read", "log-delivery-write",
+}
 GRANT_HEADERS = ("x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
                  "x-amz-grant-write-acp", "x-amz-grant-full-control")
 ACL_HEADERS = frozenset({"x-amz-acl", *GRANT_HEADERS})
@@ -71,8 +76,17 @@ def malformed_acl() -> S3Error:
                    "validate against our published schema.", 400)
 
 
+def check_canned_acl_name(headers: Headers) -> None:
+    """An ``x-amz-acl`` that names no canned ACL is malformed (400), whatever the request;
+    one that names a real ACL Squall does not enforce is a separate matter (501)."""
+    canned = headers.get("x-amz-acl")
+    if canned is not None and canned.strip() not in CANNED_ACLS:
+        raise invalid_argument("", "x-amz-acl", canned)
+
+
 def check_canned_acl(headers: Headers) -> None:
     """For writes that may carry an ACL: only owner-only ACLs pass."""
+    check_canned_acl_name(headers)
     for name in GRANT_HEADERS:
         if name in headers:
             raise grants_not_enforced(f"The {name} header")
@@ -139,6 +153,7 @@ async def check_acl_settings(ctx: RequestContext) -> None:
     settings (``settings.py``): a public canned ACL under BlockPublicAcls is 403
     AccessDenied; any such ACL under BucketOwnerEnforced is 400
     AccessControlListNotSupported. What passes is then judged by ``check_canned_acl``."""
+    check_canned_acl_name(ctx.headers)  # a name that is no canned ACL: 400 first
     canned = (ctx.headers.get("x-amz-acl") or "").strip()
     if canned in PUBLIC_CANNED_ACLS and (await public_access_block(ctx))["BlockPublicAcls"]:
         raise public_access_blocked(f"The canned ACL '{canned}'")

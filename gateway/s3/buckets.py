@@ -14,7 +14,7 @@ import re
 from starlette.responses import Response
 
 from gateway.errors import S3Error, invalid_argument
-from gateway.s3.acl import acl_grants_others, check_canned_acl
+from gateway.s3.acl import acl_grants_others, check_canned_acl, check_canned_acl_name
 from gateway.s3.common import RequestContext
 from gateway.s3.listing import decode_token, encode_token
 from gateway.s3.settings import (
@@ -146,7 +146,12 @@ async def create_bucket(ctx: RequestContext) -> Response:
             400,
             LocationConstraint=constraint,
         )
+    lock_header = ctx.headers.get("x-amz-bucket-object-lock-enabled", "false").strip().lower()
+    if lock_header not in ("true", "false"):
+        raise S3Error("InvalidArgument", "x-amz-bucket-object-lock-enabled must be true or false",
+                      400, ArgumentName="x-amz-bucket-object-lock-enabled")
     ownership = requested_object_ownership(ctx.headers)
+    check_canned_acl_name(ctx.headers)
     if acl_grants_others(ctx.headers):
         if ownership == "BucketOwnerEnforced":
             raise S3Error("InvalidBucketAclWithObjectOwnership",
@@ -154,7 +159,8 @@ async def create_bucket(ctx: RequestContext) -> Response:
                           "BucketOwnerEnforced setting", 400)
         check_canned_acl(ctx.headers)  # ACLs enabled, but grants are not enforced: 501
     try:
-        await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id)
+        await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id,
+                                        object_lock_enabled=lock_header == "true")
     except api.BucketAlreadyOwnedByYou:
         # AWS: in us-east-1, re-creating a bucket you own answers 200 for legacy
         # compatibility (and changes nothing); every other region answers 409

@@ -13,9 +13,10 @@ from starlette.requests import Request
 
 from gateway.auth.sigv4 import parse_http_date
 from gateway.errors import S3Error
+from gateway.metrics import MetricsAccess
 from gateway.router import Endpoint
 from gateway.s3.expiration import LifecycleRulesCache
-from gateway.xml import http_date
+from gateway.xml import http_date, iso8601_ms
 from storage import api
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ class GatewayConfig:
     webhook_targets: frozenset[str] = frozenset()
     # The notification dispatcher, for GET /_squall/outbox; None when none runs.
     delivery: api.EventDelivery | None = None
+    # GET /_squall/metrics: who may read it without SigV4, and what reports besides the
+    # gateway and the outbox (gateway/metrics.py).
+    metrics_access: MetricsAccess = MetricsAccess()
+    metrics_sources: tuple[api.MetricsSource, ...] = ()
     # Length of a lifecycle day (``squall serve --lifecycle-day-seconds``), for the dates
     # of x-amz-expiration: the same as the sweeper's.
     lifecycle_day_ms: int = api.LIFECYCLE_DAY_MS
@@ -160,6 +165,11 @@ def object_headers(version: api.ObjectVersion, *, checksum_mode: bool) -> dict[s
         headers[USER_METADATA_PREFIX + name] = value
     if version.s3_version_id != "null":
         headers["x-amz-version-id"] = version.s3_version_id
+    if version.lock_mode:  # S3 Object Lock (gateway/s3/object_lock.py)
+        headers["x-amz-object-lock-mode"] = version.lock_mode
+        headers["x-amz-object-lock-retain-until-date"] = iso8601_ms(version.lock_retain_until_ms)
+    if version.legal_hold:
+        headers["x-amz-object-lock-legal-hold"] = "ON"
     if checksum_mode:
         for algorithm, value in version.checksums.items():
             headers[f"x-amz-checksum-{algorithm.lower()}"] = value

@@ -38,6 +38,7 @@ from gateway.s3.common import (
     precondition_failed,
 )
 from gateway.s3.listing import request_encoder
+from gateway.s3.object_lock import requested_lock, wall_clock_ms
 from gateway.s3.objects import (
     check_key,
     copy_source_version,
@@ -123,9 +124,12 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     algorithm, checksum_type = _requested_checksum(ctx)
     tags = requested_tags(ctx)
     await check_write_acl(ctx)
-    # The tag set is kept with the upload and becomes the object's at Complete.
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
+    # The tag set and the Object Lock state are kept with the upload and become the
+    # object's at Complete (storage refuses lock state for a bucket without Object Lock).
     spec = api.PutSpec(etag="", content_type=content_type, system_metadata=system,
-                       user_metadata=user, tags=tags)
+                       user_metadata=user, tags=tags, lock_mode=lock_mode,
+                       lock_retain_until_ms=retain_until_ms, legal_hold=legal_hold)
     upload = await ctx.storage.create_multipart_upload(ctx.bucket, ctx.key, spec, algorithm,
                                                        checksum_type)
     headers = {}

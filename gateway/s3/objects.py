@@ -22,7 +22,7 @@ from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.responses import BodyResponse
-from gateway.s3.acl import check_write_acl
+from gateway.s3.acl import check_canned_acl_name, check_write_acl
 from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
     RequestContext,
@@ -30,6 +30,12 @@ from gateway.s3.common import (
     metadata_from_headers,
     object_headers,
     precondition_failed,
+)
+from gateway.s3.object_lock import (
+    bypass_governance,
+    check_write_allowed,
+    requested_lock,
+    wall_clock_ms,
 )
 from gateway.s3.tagging import requested_tags, tags_for_copy
 from gateway.verdicts import verdict_headers
@@ -101,6 +107,7 @@ def written_headers(version: api.ObjectVersion, checksums: Mapping[str, str]) ->
 
 async def put_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     content_type, system, user = metadata_from_headers(ctx.headers)
     declared = ctx.body.declared_length()
     if declared > api.limits.object_size_bytes_max:
@@ -109,8 +116,10 @@ async def put_object(ctx: RequestContext) -> Response:
                       MaxSizeAllowed=str(api.limits.object_size_bytes_max))
     conditions = write_conditions(ctx)
     tags = requested_tags(ctx)
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
     wanted = integrity.parse_request(ctx.headers)
-    await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    info = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=True)
     await check_write_acl(ctx)
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
@@ -124,6 +133,9 @@ async def put_object(ctx: RequestContext) -> Response:
             user_metadata=user,
             checksums=checksums,
             tags=tags,
+            lock_mode=lock_mode,
+            lock_retain_until_ms=retain_until_ms,
+            legal_hold=legal_hold,
         )
         version = await upload.commit(spec, conditions, origin=ctx.event_origin())
     headers = written_headers(version, checksums)
@@ -205,7 +217,7 @@ _RESPONSE_OVERRIDES = {
 }
 
 
-async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
+async def readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
     """The version a GET/HEAD reads (now, by id, or as of a time); delete markers answer
     as S3 answers them. For a GET, a small body comes with it (``inline_body``)."""
     version_id = ctx.query_value("versionId")
@@ -235,7 +247,7 @@ async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.Obje
                   headers=marker_headers, Key=ctx.key)
 
 
-async def _bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
+async def bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
     versioning = version.bucket_versioning  # read with the version, when the store says
     if versioning is None:
         versioning = (await ctx.storage.get_bucket(ctx.bucket)).versioning
@@ -262,10 +274,10 @@ def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange |
 
 async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     check_key(ctx.key)
-    version = await _readable_version(ctx, send_body=send_body)
+    version = await readable_version(ctx, send_body=send_body)
     checksum_mode = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(version, checksum_mode=checksum_mode)
-    if version.s3_version_id == "null" and await _bucket_has_versioning_state(ctx, version):
+    if version.s3_version_id == "null" and await bucket_has_versioning_state(ctx, version):
         headers["x-amz-version-id"] = "null"
     if version.tags:
         headers["x-amz-tagging-count"] = str(len(version.tags))
@@ -322,7 +334,8 @@ async def delete_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     version_id = ctx.query_value("versionId")
     result = await ctx.storage.delete_object(ctx.bucket, ctx.key, version_id=version_id,
-                                             origin=ctx.event_origin())
+                                             origin=ctx.event_origin(),
+                                             bypass_governance=bypass_governance(ctx.headers))
     headers = {}
     if result.delete_marker:
         headers["x-amz-delete-marker"] = "true"
@@ -403,6 +416,7 @@ def _copy_checksum_algorithms(
 
 async def copy_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     source = await copy_source_version(ctx)
     if check_read_conditions(ctx.headers, source, prefix="x-amz-copy-source-if-") is not None:
         raise precondition_failed("x-amz-copy-source-If")
@@ -412,7 +426,11 @@ async def copy_object(ctx: RequestContext) -> Response:
                       400)
     content_type, system, user = _copy_metadata(ctx, source)
     tags = tags_for_copy(ctx, source)
-    await ctx.storage.get_bucket(ctx.bucket)
+    # The copy's lock state is what this request asks for (or the bucket's default),
+    # never the source's: AWS does not copy retention or legal hold.
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
+    info = await ctx.storage.get_bucket(ctx.bucket)
+    check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=False)
     await check_write_acl(ctx)
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
@@ -427,6 +445,9 @@ async def copy_object(ctx: RequestContext) -> Response:
                 user_metadata=user,
                 checksums=checksums,
                 tags=tags,
+                lock_mode=lock_mode,
+                lock_retain_until_ms=retain_until_ms,
+                legal_hold=legal_hold,
             ),
             write_conditions(ctx),
             event_name="s3:ObjectCreated:Copy",

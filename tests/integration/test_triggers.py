@@ -156,6 +156,50 @@ def test_notification_configuration_round_trips(process, s3, bucket) -> None:  #
         "ResponseMetadata"}
 
 
+def test_aws_cli_binds_a_function(process, s3, bucket, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``aws s3api put-bucket-notification-configuration`` binds a function as boto3 does:
+    the aws cli's writes are judged, the configuration reads back the same through the
+    cli, and an unknown function is refused with the message the cli shows."""
+    support.register(process, "sizes", SIZES)
+    configuration = {"LambdaFunctionConfigurations": [{
+        "Id": "cli-bind", "LambdaFunctionArn": "arn:squall:function:sizes",
+        "Events": ["s3:ObjectCreated:Put"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "cli/"}]}}}]}
+    (tmp_path / "binding.json").write_text(json.dumps(configuration))
+    bound = support.aws_cli(process, tmp_path, "s3api", "put-bucket-notification-configuration",
+                            "--bucket", bucket, "--notification-configuration",
+                            "file://binding.json")
+    assert bound.returncode == 0, bound.stderr
+    shown = support.aws_cli(process, tmp_path, "s3api", "get-bucket-notification-configuration",
+                            "--bucket", bucket)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == configuration
+
+    (tmp_path / "large.bin").write_bytes(b"y" * 4000)
+    put = support.aws_cli(process, tmp_path, "s3api", "put-object", "--bucket", bucket,
+                          "--key", "cli/large.bin", "--body", "large.bin")
+    assert put.returncode == 0, put.stderr
+    assert support.keys(s3, bucket) == ["big/cli/large.bin"]  # routed by the verdict
+    assert s3.head_object(Bucket=bucket, Key="big/cli/large.bin")["Metadata"][
+        "squall-label"] == "large"
+    (tmp_path / "empty.bin").write_bytes(b"")
+    refused = support.aws_cli(process, tmp_path, "s3api", "put-object", "--bucket", bucket,
+                              "--key", "cli/empty.bin", "--body", "empty.bin")
+    assert refused.returncode != 0
+    assert "RejectedByFunction" in refused.stderr
+    assert "empty objects are refused" in refused.stderr
+
+    configuration["LambdaFunctionConfigurations"][0]["LambdaFunctionArn"] = (
+        "arn:squall:function:no-such-fn")
+    (tmp_path / "binding.json").write_text(json.dumps(configuration))
+    unknown = support.aws_cli(process, tmp_path, "s3api",
+                              "put-bucket-notification-configuration", "--bucket", bucket,
+                              "--notification-configuration", "file://binding.json")
+    assert unknown.returncode != 0
+    assert "InvalidArgument" in unknown.stderr and "'no-such-fn' is not registered" in (
+        unknown.stderr)
+
+
 @pytest.mark.parametrize(("configuration", "message"), [
     ({"LambdaFunctionArn": "arn:squall:function:no-such-fn",
       "Events": ["s3:ObjectCreated:*"]}, "'no-such-fn' is not registered"),

@@ -82,6 +82,24 @@ def keys(s3: Any, bucket: str) -> list[str]:
     return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
+def aws_cli(process: ServerProcess, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The aws cli (v1, installed next to this interpreter) against the server, with a
+    private HOME and path-style addressing; the caller checks the exit status."""
+    aws = Path(sys.executable).parent / "aws"
+    if not aws.exists():
+        pytest.skip(f"the aws cli is not installed next to {sys.executable}")
+    config = home / "aws-config"
+    config.write_text("[default]\ns3 =\n    addressing_style = path\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+           "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": str(config), "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
+           "AWS_MAX_ATTEMPTS": "1"}
+    return subprocess.run([sys.executable, str(aws), "--endpoint-url", process.url, *args],
+                          capture_output=True, text=True, env=env, timeout=120, check=False,
+                          cwd=home)
+
+
 def squall_cli(process: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"SQUALL_ROOT_USER": ACCESS_KEY, "SQUALL_ROOT_PASSWORD": SECRET_KEY,
            "PATH": "/usr/bin:/bin"}

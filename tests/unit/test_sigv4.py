@@ -535,7 +535,12 @@ def test_presigned_expiry_bounds_and_not_yet_valid() -> None:
     )
     early = expect_error("AccessDenied", lambda: wire.verify(NOW - 901))
     assert early.message == "Request is not valid yet"
-    for expires, fragment in (("0", "at least 1"), ("604801", "604800"), ("abc", "number")):
+    # A zero lifetime is valid and already over, as S3 answers it; a negative one is not
+    # a lifetime at all.
+    expired_at_once = botocore_presign("GET", key_url("bkt", "k"), expires=0)
+    assert expect_error("AccessDenied", lambda: expired_at_once.verify(NOW)).message == (
+        "Request has expired")
+    for expires, fragment in (("-7", "non-negative"), ("604801", "604800"), ("abc", "number")):
         bad = botocore_presign("GET", key_url("bkt", "k"))
         bad.raw_query = bad.raw_query.replace(
             b"X-Amz-Expires=3600", f"X-Amz-Expires={expires}".encode()
@@ -793,3 +798,16 @@ def test_hmac_from_cached_pads_is_hmac() -> None:
         for message in ("", "AWS4-HMAC-SHA256\n20130524T000000Z\nscope\nhash", "ü" * 50):
             expected = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
             assert sigv4.sign_hex(key, message) == expected
+
+
+def test_non_ascii_header_value_verifies_as_utf8_or_latin1_on_the_wire() -> None:
+    """botocore signs the text 'Hello World\\xe9'; urllib3 sends it as UTF-8, http.client
+    as Latin-1. Both are the signed text (Latin-1 decoding alone rejected the first)."""
+    value = "Hello World\xe9"
+    signed = botocore_sign("PUT", key_url("bkt", "k"), {"x-amz-meta-meta1": value})
+    for wire_bytes in (value.encode("utf-8"), value.encode("latin-1")):
+        sent = Wire.__new__(Wire)
+        sent.__dict__.update(signed.__dict__)
+        sent.headers = [(k, wire_bytes if k == b"x-amz-meta-meta1" else v)
+                        for k, v in signed.headers]
+        assert isinstance(sent.verify(), AuthContext)
