@@ -241,3 +241,14 @@ def test_writes_with_public_acls_and_acls_disabled(s3, bucket):
     # The ACL that changes nothing is what AWS accepts with ACLs disabled.
     assert http_status(s3.put_object(Bucket=bucket, Key="k", Body=b"x",
                                      ACL="bucket-owner-full-control")) == 200
+
+
+def test_create_bucket_with_an_acl_that_is_no_canned_acl(s3, s3_endpoint):
+    # A malformed header is the first answer, before what ownership would say.
+    name = unique_bucket_name("badacl")
+    try:
+        refusal = _refusal(_create, s3=s3, s3_endpoint=s3_endpoint, name=name,
+                           ACL="public-ready")
+        assert refusal == ("InvalidArgument", 400)
+    finally:
+        empty_and_delete_bucket(s3, name)
