@@ -93,7 +93,12 @@ HANDLERS: dict[str, Handler] = {
     "DeleteBucketPolicy": policy.delete_bucket_policy,
     "GetBucketEncryption": settings.get_bucket_encryption,
     "GetBucketOwnershipControls": settings.get_bucket_ownership_controls,
+    "PutBucketOwnershipControls": settings.put_bucket_ownership_controls,
+    "DeleteBucketOwnershipControls": settings.delete_bucket_ownership_controls,
     "GetPublicAccessBlock": settings.get_public_access_block,
+    "PutPublicAccessBlock": settings.put_public_access_block,
+    "DeletePublicAccessBlock": settings.delete_public_access_block,
+    "GetBucketPolicyStatus": policy.get_bucket_policy_status,
     "GetBucketVersioning": versioning.get_bucket_versioning,
     "PutBucketVersioning": versioning.put_bucket_versioning,
     "ListObjectVersions": versioning.list_object_versions,
@@ -332,6 +337,11 @@ class Gateway:
         if endpoint.operation == METRICS_OPERATION and self.config.metrics_access.admits(
                 request.headers.get("authorization")):
             return await self._metrics(request)  # a public or bearer-token scrape
+        if endpoint.operation == "CreateBucket" and endpoint.bucket is not None:
+            # A name that can never be a bucket protects nothing: say so before checking
+            # the signature, which a client may have computed over a path with raw
+            # punctuation ('alpha!soup') that no valid bucket name contains.
+            buckets.check_bucket_name(endpoint.bucket)
         auth = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains),

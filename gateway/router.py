@@ -112,7 +112,12 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", BUCKET, "policy", "DeleteBucketPolicy"),
     Route("GET", BUCKET, "encryption", "GetBucketEncryption"),
     Route("GET", BUCKET, "ownershipControls", "GetBucketOwnershipControls"),
+    Route("PUT", BUCKET, "ownershipControls", "PutBucketOwnershipControls"),
+    Route("DELETE", BUCKET, "ownershipControls", "DeleteBucketOwnershipControls"),
     Route("GET", BUCKET, "publicAccessBlock", "GetPublicAccessBlock"),
+    Route("PUT", BUCKET, "publicAccessBlock", "PutPublicAccessBlock"),
+    Route("DELETE", BUCKET, "publicAccessBlock", "DeletePublicAccessBlock"),
+    Route("GET", BUCKET, "policyStatus", "GetBucketPolicyStatus"),
     # S3 Object Lock (gateway/s3/object_lock.py).
     Route("PUT", BUCKET, "object-lock", "PutObjectLockConfiguration"),
     Route("GET", BUCKET, "object-lock", "GetObjectLockConfiguration"),

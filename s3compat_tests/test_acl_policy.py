@@ -5,9 +5,10 @@ Put/Get/DeleteBucketPolicy, GetBucketEncryption, GetBucketOwnershipControls and
 GetPublicAccessBlock in the S3 API reference.
 
 New AWS buckets have ACLs disabled (BucketOwnerEnforced): an ACL that grants anything
-beyond the owner's full control is refused (400 AccessControlListNotSupported). Squall
-does not enforce grants either and refuses such ACLs with 501 NotImplemented; the tests
-accept either refusal, never a silent success.
+beyond the owner's full control is refused (400 AccessControlListNotSupported). In a
+bucket with ACLs enabled, Squall, which does not enforce grants, refuses such ACLs with
+501 NotImplemented; the tests accept either refusal, never a silent success. Object
+Ownership and Block Public Access themselves: ``test_bucket_settings.py``.
 """
 
 from __future__ import annotations

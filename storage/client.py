@@ -76,6 +76,11 @@ class ShardedStorageClient:
         self._transport = transport
         self._owned_nodes = owned_nodes
         self._local_nodes = {node.node_id: node for node in owned_nodes}
+        # The nodes whose counters change_count sums, found once (the view is fixed for
+        # the client's life): every shard leader, when all are in this process; else None.
+        leaders = [self._local_nodes.get(leader) for leader in self._leaders()]
+        self._counting_nodes: tuple[StorageNode, ...] | None = (
+            None if None in leaders else tuple(n for n in leaders if n is not None))
         self._closed = False
 
     @property
@@ -146,12 +151,13 @@ class ShardedStorageClient:
         spread over the shards; configurations are written to every shard), when every
         leader is a node of this process; None otherwise. Each term only grows, so the
         sum only grows, and a write that bumps one shard's term changes it."""
-        local = self._local_nodes
+        # Asked on every GET/HEAD/PUT (x-amz-expiration) and every judged write: no list
+        # of leaders is built per call.
+        nodes = self._counting_nodes
+        if nodes is None:
+            return None
         total = 0
-        for leader in self._leaders():
-            node = local.get(leader)
-            if node is None:
-                return None
+        for node in nodes:
             total += node.change_count(bucket, scope)
         return total
 

@@ -13,6 +13,7 @@ bucket_name_length_max = 63
 user_metadata_bytes_max = 2 * 1024  # AWS: user-defined metadata, names + values, 2 KB
 object_size_bytes_max = 5 * 1024**3  # AWS: a single PUT is at most 5 GiB
 buckets_per_owner_max = 10_000
+list_buckets_max = 10_000  # AWS: ListBuckets max-buckets is 1..10000
 list_keys_max = 1000  # ListObjects/ListObjectsV2/ListObjectVersions max-keys clamp
 delete_objects_keys_max = 1000  # DeleteObjects: at most 1000 keys per request
 parts_per_upload_max = 10_000  # AWS: part numbers are 1..10000
@@ -46,6 +47,7 @@ bucket_records_decoded_max = 10_000  # decoded bucket records kept per engine; b
 
 # --- lifecycle sweeper (storage/lifecycle.py) ------------------------------------------
 lifecycle_rules_max = 1000  # AWS: a lifecycle configuration has at most 1000 rules
+lifecycle_rules_cached_buckets_max = 10_000  # buckets whose rules the gateway keeps (x-amz-expiration)
 lifecycle_sweep_period_seconds = 3600.0  # one pass over every bucket with rules, this often
 lifecycle_deletes_per_second_max = 1000  # expiry deletes, all buckets together
 lifecycle_deletes_per_txn_max = 100  # expiry deletes sharing one writer operation

@@ -15,6 +15,7 @@ from gateway.auth.sigv4 import parse_http_date
 from gateway.errors import S3Error
 from gateway.metrics import MetricsAccess
 from gateway.router import Endpoint
+from gateway.s3.expiration import LifecycleRulesCache
 from gateway.xml import http_date, iso8601_ms
 from storage import api
 
@@ -53,6 +54,12 @@ class GatewayConfig:
     # gateway and the outbox (gateway/metrics.py).
     metrics_access: MetricsAccess = MetricsAccess()
     metrics_sources: tuple[api.MetricsSource, ...] = ()
+    # Length of a lifecycle day (``squall serve --lifecycle-day-seconds``), for the dates
+    # of x-amz-expiration: the same as the sweeper's.
+    lifecycle_day_ms: int = api.LIFECYCLE_DAY_MS
+    # Not a setting: the process's cache of lifecycle rules (gateway/s3/expiration.py),
+    # here because every handler that answers x-amz-expiration is given the config.
+    lifecycle_rules: LifecycleRulesCache = field(default_factory=LifecycleRulesCache)
 
 
 @dataclass(slots=True)

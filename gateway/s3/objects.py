@@ -22,7 +22,7 @@ from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.responses import BodyResponse
-from gateway.s3.acl import check_canned_acl_name
+from gateway.s3.acl import check_canned_acl_name, check_write_acl
 from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
     RequestContext,
@@ -120,6 +120,7 @@ async def put_object(ctx: RequestContext) -> Response:
     wanted = integrity.parse_request(ctx.headers)
     info = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
     check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=True)
+    await check_write_acl(ctx)
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
         await stage_body(upload, ctx.body.pieces(), checksummer)
@@ -137,7 +138,19 @@ async def put_object(ctx: RequestContext) -> Response:
             legal_hold=legal_hold,
         )
         version = await upload.commit(spec, conditions, origin=ctx.event_origin())
-    return Response(status_code=200, headers=written_headers(version, checksums))
+    headers = written_headers(version, checksums)
+    headers.update(await expiration_headers(ctx, version))
+    return Response(status_code=200, headers=headers)
+
+
+async def expiration_headers(ctx: RequestContext, version: api.ObjectVersion) -> dict[str, str]:
+    """x-amz-expiration for a version that is (or was just written as) its key's
+    current version; {} for an older one (noncurrent expiry is not told)."""
+    if not version.is_latest:
+        return {}
+    config = ctx.config
+    return await config.lifecycle_rules.expiration_headers(ctx.storage, version,
+                                                           config.lifecycle_day_ms)
 
 
 # --- GET / HEAD ------------------------------------------------------------------------
@@ -268,6 +281,7 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
         headers["x-amz-version-id"] = "null"
     if version.tags:
         headers["x-amz-tagging-count"] = str(len(version.tags))
+    headers.update(await expiration_headers(ctx, version))
     outcome = check_read_conditions(ctx.headers, version)
     if outcome == 412:
         raise precondition_failed("If-Match" if "if-match" in ctx.headers
@@ -417,6 +431,7 @@ async def copy_object(ctx: RequestContext) -> Response:
     lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
     info = await ctx.storage.get_bucket(ctx.bucket)
     check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=False)
+    await check_write_acl(ctx)
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
@@ -448,5 +463,6 @@ async def copy_object(ctx: RequestContext) -> Response:
         headers["x-amz-copy-source-version-id"] = source.s3_version_id
     if version.verdict is not None:
         headers.update(verdict_headers(version.verdict))
+    headers.update(await expiration_headers(ctx, version))
     return Response(render("CopyObjectResult", result), media_type="application/xml",
                     headers=headers)

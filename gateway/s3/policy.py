@@ -9,6 +9,13 @@ Failures are 400 MalformedPolicy with a message naming the problem.
 
 Enforcement comes later: today the only identity that can sign requests is the owner,
 whom a policy could not restrict on AWS either (the root user).
+
+Whether a policy is *public* follows AWS's rule ("The meaning of public"): an Allow
+statement for every principal (``*``, ``{"AWS": "*"}``, or any NotPrincipal) is public
+unless one of its conditions pins a key that names who may ask (source IP range,
+account, organisation, VPC, ARN ...) to fixed values. It decides GetBucketPolicyStatus
+and, under the bucket's BlockPublicPolicy setting (``settings.py``), refuses
+PutBucketPolicy with 403 AccessDenied.
 """
 
 from __future__ import annotations
@@ -22,11 +29,24 @@ from starlette.responses import Response
 from gateway.errors import S3Error
 from gateway.s3.common import RequestContext
 from gateway.s3.documents import delete_documents, stored_document
+from gateway.s3.settings import public_access_block, public_access_blocked
+from gateway.xml import bool_text, render
 from storage import api
 
 POLICY_CONFIG = "policy"
 POLICY_VERSIONS = ("2012-10-17", "2008-10-17")
 RESOURCE_ARN_PREFIX = "arn:aws:s3:::"
+# Condition keys that, pinned to fixed values, make an Allow-everyone statement
+# non-public (AWS's list; compared in lower case, as IAM compares keys).
+_PINNING_CONDITION_KEYS = frozenset({
+    "aws:sourceip", "aws:sourcearn", "aws:sourcevpc", "aws:sourcevpce", "aws:sourceowner",
+    "aws:sourceaccount", "aws:principalorgid", "aws:principalaccount", "aws:userid",
+    "s3:dataaccesspointarn", "s3:dataaccesspointaccount",
+})
+# Condition operators that compare for equality (a wildcard or a negation pins nothing).
+_PINNING_OPERATORS = frozenset({"stringequals", "stringequalsignorecase", "arnequals",
+                                "ipaddress"})
+_ANY_ADDRESS = frozenset({"0.0.0.0/0", "::/0"})
 _STATEMENT_FIELDS = frozenset({"Sid", "Effect", "Principal", "NotPrincipal", "Action",
                                "NotAction", "Resource", "NotResource", "Condition"})
 
@@ -113,9 +133,51 @@ def check_policy(document: bytes, bucket: str) -> None:
         _check_statement(statement, bucket)
 
 
+def _grants_everyone(statement: dict[str, Any]) -> bool:
+    if "NotPrincipal" in statement:
+        return True
+    principal = statement.get("Principal")
+    if principal == "*":
+        return True
+    return isinstance(principal, dict) and "*" in _as_list(principal.get("AWS"))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _pins_requester(condition: Any) -> bool:
+    """Whether a statement's Condition limits it to fixed requesters."""
+    if not isinstance(condition, dict):
+        return False
+    for operator, tests in condition.items():
+        base = str(operator).lower().removeprefix("forallvalues:").removeprefix("foranyvalue:")
+        if base not in _PINNING_OPERATORS or not isinstance(tests, dict):
+            continue
+        for key, values in tests.items():
+            fixed = [v for v in _as_list(values) if isinstance(v, str) and v
+                     and "*" not in v and "?" not in v and v not in _ANY_ADDRESS]
+            if str(key).lower() in _PINNING_CONDITION_KEYS and fixed:
+                return True
+    return False
+
+
+def policy_is_public(document: bytes) -> bool:
+    """AWS's rule: some Allow statement grants every principal without pinning the
+    requester. ``document`` has passed ``check_policy``."""
+    statements = json.loads(document).get("Statement")
+    for statement in _as_list(statements):
+        if (statement.get("Effect") == "Allow" and _grants_everyone(statement)
+                and not _pins_requester(statement.get("Condition"))):
+            return True
+    return False
+
+
 async def put_bucket_policy(ctx: RequestContext) -> Response:
     document = await ctx.body.read_all(api.limits.bucket_policy_bytes_max)
     check_policy(document, ctx.bucket)
+    if policy_is_public(document) and (await public_access_block(ctx))["BlockPublicPolicy"]:
+        raise public_access_blocked("A public bucket policy")
     await ctx.storage.put_bucket_config(ctx.bucket, POLICY_CONFIG, document)
     return Response(status_code=204)
 
@@ -128,3 +190,12 @@ async def get_bucket_policy(ctx: RequestContext) -> Response:
 
 async def delete_bucket_policy(ctx: RequestContext) -> Response:
     return await delete_documents(ctx, POLICY_CONFIG)
+
+
+async def get_bucket_policy_status(ctx: RequestContext) -> Response:
+    """IsPublic: whether the stored policy is public. ACLs never make a Squall bucket
+    public (grants beyond the owner's are refused), so only the policy counts."""
+    document = await ctx.storage.get_bucket_config(ctx.bucket, POLICY_CONFIG)
+    is_public = document is not None and policy_is_public(document)
+    body = render("PolicyStatus", [("IsPublic", bool_text(is_public))])
+    return Response(body, media_type="application/xml")
