@@ -240,7 +240,21 @@ def authenticate(
         method, raw_path, query, header_map, claim.signed_headers, claim.payload_hash, excluded,
         raw_query,
     )
-    return _verified_context(claim, canonical, secret, header_map, query, presigned)
+    try:
+        return _verified_context(claim, canonical, secret, header_map, query, presigned)
+    except AuthError as mismatch:
+        latin1 = latin1_header_map(headers) if mismatch.code == "SignatureDoesNotMatch" \
+            else None
+        if latin1 is None:
+            raise
+        canonical = canonical_request(
+            method, raw_path, query, latin1, claim.signed_headers, claim.payload_hash,
+            excluded, raw_query,
+        )
+        try:
+            return _verified_context(claim, canonical, secret, latin1, query, presigned)
+        except AuthError:
+            raise mismatch from None
 
 
 def check_payload_sha256(context: AuthContext, computed_sha256_hex: str) -> None:
@@ -456,6 +470,22 @@ def _header_map(headers: HeaderPairs) -> dict[str, list[str]]:
     header_map: dict[str, list[str]] = {}
     for name, value in headers:
         header_map.setdefault(name.decode("latin-1").lower(), []).append(_header_text(value))
+    return header_map
+
+
+def latin1_header_map(headers: HeaderPairs) -> dict[str, list[str]] | None:
+    """The header map with every value read as Latin-1, when that differs from
+    ``_header_map``'s: some value is non-ASCII and valid UTF-8. Such bytes are ambiguous:
+    urllib3 sends signed text as UTF-8, http.client sends Latin-1 text as Latin-1 (the
+    two bytes C2 80 are U+0080 to one and 'Â\x80' to the other). A signature that does
+    not match the first reading is checked against this one (a mismatch path only)."""
+    if not any(not value.isascii() and _header_text(value) != value.decode("latin-1")
+               for _, value in headers):
+        return None
+    header_map: dict[str, list[str]] = {}
+    for name, value in headers:
+        header_map.setdefault(name.decode("latin-1").lower(), []).append(
+            value.decode("latin-1"))
     return header_map
 
 
