@@ -4,7 +4,8 @@
 option turned on; the YAML is parsed and the objects checked: the arguments (parsed by
 squall's own argument parser), the credentials taken from a Secret, the probes on
 /_squall/health, the volumes, the ServiceMonitor only when enabled, and never the
-development key pair. No cluster is needed.
+development key pair. No cluster is needed: a real ``squall serve`` started with what
+the chart renders (arguments, Secrets, ConfigMap) stands in for the pod.
 
 helm is ``$SQUALL_HELM``, else ``tools/bin/helm`` (``make tools/bin/helm``), else the
 one on PATH; without any, these tests skip and say so.
@@ -18,16 +19,22 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 
 from gateway.router import HEALTH_PATH
+from squall.admin_client import AdminClient
 from squall.cli import DEV_ROOT_PASSWORD, DEV_ROOT_USER, build_parser, parse_webhooks
+from squall.launcher import ServerProcess
 from storage import limits
 from storage.api import InvalidArgument
+from tests.integration.triggers_support import s3_client
 from triggers.config import check_function_name
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -397,3 +404,81 @@ def test_chart_limits_match_squall() -> None:
     assert f"(len $name) {limits.function_name_length_max}" in helpers
     assert f"{{1,{limits.function_name_length_max}}}" in helpers  # webhook IDs: same bound
     assert f"(len .Values.metrics.token.value) {limits.metrics_token_chars_min}" in helpers
+
+
+# Values a pod can start with here: python functions (a tensorflow one would need its
+# model in the store first), a webhook nobody answers, a metrics token.
+RUNNABLE: dict[str, Any] = {
+    "volatile": True,
+    "extraArgs": ["--inference-threads", "1"],
+    "functions": {
+        "sizes": {"kind": "python", "entry_point": "triggers.examples:size_class",
+                  "actions": [{"annotate": True}]},
+        "sizes-yaml": "kind: python\nentry_point: triggers.examples:size_class\n"
+                      "actions:\n  - annotate: true\n",
+    },
+    "webhooks": {"down": "http://127.0.0.1:9/"},
+    "metrics": {"token": {"value": "a-metrics-token-0123456789"}},
+}
+# The flags ServerProcess sets itself (it listens on 127.0.0.1 and a free port, not on the
+# pod's 0.0.0.0:9000).
+LAUNCHER_FLAGS = frozenset({"--host", "--port", "--data-dir"})
+
+
+def pod_arguments(args: list[str], mounted: dict[str, Path]) -> tuple[str, ...]:
+    """The container's arguments with the mount paths made local, minus 'serve' and the
+    launcher's own flags."""
+    assert args[0] == "serve"
+    result: list[str] = []
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg in LAUNCHER_FLAGS:
+            next(rest)
+            continue
+        for mount_path, local in mounted.items():
+            arg = arg.replace(mount_path, str(local))
+        result.append(arg)
+    return tuple(result)
+
+
+@pytest.mark.slow
+def test_a_real_server_runs_what_the_chart_renders(tmp_path: Path) -> None:
+    """squall serve, started with the StatefulSet's arguments, the Secrets' credentials
+    and token and the ConfigMap's files, answers the probe, Prometheus and S3 clients."""
+    objects = render(tmp_path, RUNNABLE)
+    functions_dir = tmp_path / "functions"
+    functions_dir.mkdir()
+    for file_name, content in only(objects, "ConfigMap")["data"].items():
+        (functions_dir / file_name).write_text(content)
+    token_dir = tmp_path / "metrics"
+    token_dir.mkdir()
+    token = secret_data(objects, "store-squall-metrics")["token"]
+    (token_dir / "token").write_text(token)
+    credentials = secret_data(objects, "store-squall-root")
+    extra = pod_arguments(container(objects)["args"], {
+        "/etc/squall/functions": functions_dir, "/etc/squall/metrics": token_dir})
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with ServerProcess(data_dir, access_key=credentials["SQUALL_ROOT_USER"],
+                       secret_key=credentials["SQUALL_ROOT_PASSWORD"],
+                       extra_args=extra) as process:
+        health = process.url + HEALTH_PATH
+        with urllib.request.urlopen(health, timeout=30) as response:
+            assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})
+        scrape = urllib.request.Request(process.url + "/_squall/metrics",
+                                        headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(scrape, timeout=30) as response:
+            assert b"squall_requests_total" in response.read()
+        admin = AdminClient(process.url, credentials["SQUALL_ROOT_USER"],
+                            credentials["SQUALL_ROOT_PASSWORD"])
+        assert sorted(f["name"] for f in admin.list_functions()) == ["sizes", "sizes-yaml"]
+        assert "down" in json.dumps(admin.outbox_status())
+        s3 = s3_client(process.url)  # signs with the test's own pair: refused
+        with pytest.raises(ClientError) as refused:
+            s3.list_buckets()
+        assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+        s3 = boto3.client("s3", endpoint_url=process.url, region_name="us-east-1",
+                          aws_access_key_id=credentials["SQUALL_ROOT_USER"],
+                          aws_secret_access_key=credentials["SQUALL_ROOT_PASSWORD"])
+        s3.create_bucket(Bucket="from-the-chart")
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["from-the-chart"]
