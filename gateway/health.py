@@ -22,7 +22,8 @@ import logging
 from starlette.responses import Response
 
 from gateway.errors import S3Error
-from storage import api, limits
+from storage import api
+from storage.api import limits
 
 log = logging.getLogger("squall.health")
 
