@@ -22,9 +22,10 @@ from gateway import admin
 from gateway.auth import Anonymous, AuthContext, AuthError, authenticate, parse_query_pairs
 from gateway.body import RequestBody
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
+from gateway.health import health_response
 from gateway.metrics import UNKNOWN_OPERATION, RequestMetrics, metrics_response
 from gateway.requests import GatewayRequest
-from gateway.router import METRICS_OPERATION, Endpoint, bucket_from_host, route
+from gateway.router import HEALTH_OPERATION, METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
     attributes,
@@ -334,6 +335,8 @@ class Gateway:
             # handler authenticates it once it has read the fields before the file.
             return await self._dispatch(self._form_context(request, endpoint, query,
                                                            request_id), endpoint)
+        if endpoint.operation == HEALTH_OPERATION:
+            return await health_response(request.method, self.storage)  # probes never sign
         if endpoint.operation == METRICS_OPERATION and self.config.metrics_access.admits(
                 request.headers.get("authorization")):
             return await self._metrics(request)  # a public or bearer-token scrape

@@ -86,6 +86,10 @@ post_form_preamble_bytes_max = 1024  # bytes allowed before the first boundary
 post_form_trailing_bytes_max = 64 * 1024  # read and ignored after the file; more -> close
 post_policy_conditions_max = 1000  # conditions in one POST policy document
 response_coalesce_bytes_max = 64 * 1024  # a response write this small waits to join the next
+# GET /_squall/health (gateway/health.py): storage must answer its cheap call (a read
+# transaction per shard, microseconds when healthy) within this, else 503. Shorter than the
+# Helm chart's probe timeout (3 s), so a probe gets our answer rather than its own timeout.
+health_storage_timeout_ms = 1000
 
 # --- pre-commit functions (triggers) ---------------------------------------------------
 function_definition_bytes_max = 64 * 1024  # one function definition document
