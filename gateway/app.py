@@ -20,9 +20,25 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import admin
 from gateway.auth import Anonymous, AuthContext, AuthError, authenticate, parse_query_pairs
+from gateway.auth.sigv4 import anonymous_payload_context
 from gateway.body import RequestBody
+from gateway.bucket_policy import (
+    PolicyCache,
+    RequestFacts,
+    decide_key,
+    policy_decision,
+    principal_for,
+)
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
 from gateway.metrics import UNKNOWN_OPERATION, RequestMetrics, metrics_response
+from gateway.policy_eval import (
+    ALLOW,
+    COPY_OPERATIONS,
+    DENY,
+    NO_POLICY_OPERATIONS,
+    OWNER_ALWAYS_OPERATIONS,
+    Decision,
+)
 from gateway.requests import GatewayRequest
 from gateway.router import METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
@@ -41,7 +57,7 @@ from gateway.s3 import (
     tagging,
     versioning,
 )
-from gateway.s3.common import GatewayConfig, RequestContext, owner_for
+from gateway.s3.common import GatewayConfig, KeyAccess, Owner, RequestContext, owner_for
 from gateway.verdicts import discarded_response_headers
 from gateway.xml import render
 from storage import api
@@ -104,6 +120,11 @@ HANDLERS: dict[str, Handler] = {
     "SquallAdmin": admin.handle,
 }
 PREFLIGHT_OPERATION = "PreflightCors"
+DELETE_OBJECTS_OPERATION = "DeleteObjects"
+
+
+def access_denied() -> S3Error:
+    return S3Error("AccessDenied", "Access Denied", 403)
 
 
 # Request ids: a random per-process prefix and a counter. Unique and cheap (a syscall
@@ -245,6 +266,7 @@ class Gateway:
         self.storage = storage
         self.config = config
         self.cors_rules = cors.ParsedCorsCache()
+        self.policies = PolicyCache()
         self.request_metrics = RequestMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -322,24 +344,129 @@ class Gateway:
         if endpoint.operation == METRICS_OPERATION and self.config.metrics_access.admits(
                 request.headers.get("authorization")):
             return await self._metrics(request)  # a public or bearer-token scrape
-        auth = self._authenticate(
+        authenticated = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains),
             query_pairs,
         )
+        auth = None if isinstance(authenticated, Anonymous) else authenticated
         if endpoint.operation == METRICS_OPERATION:
+            if auth is None:
+                raise access_denied()
             return await self._metrics(request)
+        try:
+            key_access = await self._authorize(request, endpoint, query, auth)
+            owner = (owner_for(auth.access_key) if auth is not None
+                     else await self._bucket_owner(endpoint))
+        except api.StorageError as error:
+            raise error_for_storage(error, bucket=endpoint.bucket) from error
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
             storage=self.storage,
             config=self.config,
-            owner=owner_for(auth.access_key),
+            owner=owner,
             query=query,
-            body=RequestBody(request, auth),
+            body=RequestBody(request, auth if auth is not None
+                             else self._anonymous_payload(request)),
             request_id=request_id,
+            anonymous=auth is None,
+            key_access=key_access,
         )
         return await self._dispatch(ctx, endpoint)
+
+    async def _authorize(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        query: dict[str, list[str]],
+        auth: AuthContext | None,
+    ) -> KeyAccess | None:
+        """Whether the bucket's policy lets this request in (AccessDenied if not).
+
+        An explicit Deny refuses anyone, the bucket owner included, except the owner's
+        Get/Put/DeleteBucketPolicy. An unsigned request needs an Allow. A signed one
+        with no applying statement goes on as before (ACLs, ownership: the handlers).
+        DeleteObjects is decided per key: the returned ``KeyAccess`` does it."""
+        operation = endpoint.operation
+        if endpoint.bucket is None or operation in NO_POLICY_OPERATIONS:
+            if auth is None:
+                raise access_denied()
+            return None
+        if (auth is not None and operation not in COPY_OPERATIONS
+                and await self.policies.policy(self.storage, endpoint.bucket) is None):
+            return None  # the common case: no policy, no I/O, nothing more to decide
+        facts = self._request_facts(request, endpoint, query, auth)
+        if operation == DELETE_OBJECTS_OPERATION:
+            return await self._key_access(facts, anonymous=auth is None)
+        decision = await policy_decision(self.storage, self.policies, facts)
+        if decision == DENY:
+            if operation in OWNER_ALWAYS_OPERATIONS and await self._owns_bucket(auth, facts.bucket):
+                return None
+            raise access_denied()
+        if auth is None and decision != ALLOW:
+            raise access_denied()
+        return None
+
+    async def _key_access(self, facts: RequestFacts, *, anonymous: bool) -> KeyAccess | None:
+        if await self.policies.policy(self.storage, facts.bucket) is None:
+            if anonymous:
+                raise access_denied()
+            return None
+
+        async def may_delete(key: str, version_id: str | None) -> bool:
+            decision: Decision = await decide_key(self.storage, self.policies, facts, key,
+                                                  version_id)
+            return decision == ALLOW or (decision != DENY and not anonymous)
+
+        return may_delete
+
+    def _request_facts(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        query: dict[str, list[str]],
+        auth: AuthContext | None,
+    ) -> RequestFacts:
+        assert endpoint.bucket is not None
+        owner_id = owner_for(auth.access_key).id if auth is not None else ""
+        client = request.client
+        return RequestFacts(
+            operation=endpoint.operation,
+            bucket=endpoint.bucket,
+            key=endpoint.key,
+            principal=principal_for(auth, owner_id),
+            access_key=auth.access_key if auth is not None else None,
+            auth=auth,
+            query=query,
+            headers=request.headers,
+            source_ip=client.host if client is not None else "",
+            secure_transport=request.scope.get("scheme") == "https",
+            now_seconds=time.time(),
+        )
+
+    async def _owns_bucket(self, auth: AuthContext | None, bucket: str) -> bool:
+        if auth is None:
+            return False
+        info = await self.storage.get_bucket(bucket)
+        return info.owner_id == owner_for(auth.access_key).id
+
+    async def _bucket_owner(self, endpoint: Endpoint) -> Owner:
+        """Who owns the bucket an unsigned request (let in by its policy) addresses: the
+        ``Owner`` that listings and ACLs show, as for the owner's own requests."""
+        assert endpoint.bucket is not None, "_authorize refuses unsigned service requests"
+        info = await self.storage.get_bucket(endpoint.bucket)
+        for access_key in self.config.credentials:
+            owner = owner_for(access_key)
+            if owner.id == info.owner_id:
+                return owner
+        return Owner(info.owner_id, "")
+
+    def _anonymous_payload(self, request: Request) -> AuthContext:
+        try:
+            return anonymous_payload_context(request.scope["headers"])
+        except AuthError as error:
+            raise error_for_client(error) from error
 
     async def _metrics(self, request: Request) -> Response:
         try:
@@ -385,9 +512,11 @@ class Gateway:
         raw_path: bytes,
         host_bucket: str | None,
         query_pairs: list[tuple[bytes, bytes]],
-    ) -> AuthContext:
+    ) -> AuthContext | Anonymous:
+        """The request's verified signature, or Anonymous when it carries none (a bucket
+        policy may let it in: ``_authorize``)."""
         try:
-            result = authenticate(
+            return authenticate(
                 request.method,
                 raw_path,
                 request.scope.get("query_string", b""),
@@ -400,9 +529,6 @@ class Gateway:
             )
         except AuthError as error:
             raise error_for_client(error) from error
-        if isinstance(result, Anonymous):
-            raise S3Error("AccessDenied", "Access Denied", 403)
-        return result
 
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]

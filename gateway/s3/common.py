@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,11 @@ class GatewayConfig:
     metrics_sources: tuple[api.MetricsSource, ...] = ()
 
 
+# DeleteObjects asks it per key: may this request delete (key, version id)?
+KeyAccess = Callable[[str, str | None], Awaitable[bool]]
+ANONYMOUS_PRINCIPAL_ID = "anonymous"  # who an unsigned request is, in event records
+
+
 @dataclass(slots=True)
 class RequestContext:
     request: Request
@@ -66,6 +71,10 @@ class RequestContext:
     body: RequestBody
     request_id: str
     response_headers: dict[str, str] = field(default_factory=dict)
+    # An unsigned request a bucket policy let in (``owner`` is then the bucket's owner).
+    anonymous: bool = False
+    # Set for DeleteObjects when the bucket has a policy (gateway/bucket_policy.py).
+    key_access: KeyAccess | None = None
 
     @property
     def headers(self) -> Headers:
@@ -89,7 +98,7 @@ class RequestContext:
         """Who is asking, as the post-commit events of this request report it."""
         client = self.request.client
         return api.EventOrigin(
-            principal_id=self.owner.id,
+            principal_id=ANONYMOUS_PRINCIPAL_ID if self.anonymous else self.owner.id,
             source_ip=client.host if client is not None else "",
             request_id=self.request_id,
             host_id=self.request_id,  # the gateway answers x-amz-id-2 with the request id
