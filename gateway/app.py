@@ -487,6 +487,7 @@ class Gateway:
             query=query,
             body=RequestBody(request, post_object.FORM_BODY_AUTH),
             request_id=request_id,
+            policies=self.policies,
         )
 
     async def _add_cors_headers(

@@ -313,3 +313,30 @@ def test_malformed_policies(s3, bucket, statement):
     document = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
     assert _denied(s3.put_bucket_policy, Bucket=bucket,
                    Policy=document.replace("BUCKET", bucket)) == ("MalformedPolicy", 400)
+
+
+# --- POST Object (browser forms) ------------------------------------------------------------
+
+
+def test_an_anonymous_form_needs_the_policy_allow(s3, bucket, set_policy, http, s3_endpoint):
+    url = f"{s3_endpoint.url}/{bucket}"
+    form = {"key": "drop/${filename}"}
+    refused = http.post(url, data=form, files={"file": ("a.txt", b"anonymous")})
+    assert refused.status_code == 403 and b"<Code>AccessDenied</Code>" in refused.content
+    set_policy(_statement("Allow", "s3:PutObject", f"arn:aws:s3:::{bucket}/drop/*"))
+    accepted = http.post(url, data=form, files={"file": ("a.txt", b"anonymous")})
+    assert accepted.status_code == 204, accepted.text
+    assert s3.get_object(Bucket=bucket, Key="drop/a.txt")["Body"].read() == b"anonymous"
+    outside = http.post(url, data={"key": "elsewhere"}, files={"file": ("a", b"x")})
+    assert outside.status_code == 403
+
+
+def test_a_signed_form_is_refused_by_a_deny(s3, bucket, set_policy, http):
+    set_policy(_statement("Deny", "s3:PutObject", f"arn:aws:s3:::{bucket}/locked/*"))
+    locked = s3.generate_presigned_post(bucket, "locked/k")
+    refused = http.post(locked["url"], data=locked["fields"], files={"file": ("f", b"x")})
+    assert refused.status_code == 403 and b"<Code>AccessDenied</Code>" in refused.content
+    open_form = s3.generate_presigned_post(bucket, "open/k")
+    accepted = http.post(open_form["url"], data=open_form["fields"],
+                         files={"file": ("f", b"x")})
+    assert accepted.status_code == 204

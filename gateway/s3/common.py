@@ -20,6 +20,7 @@ from storage import api
 
 if TYPE_CHECKING:
     from gateway.body import RequestBody
+    from gateway.bucket_policy import PolicyCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,9 @@ class RequestContext:
     anonymous: bool = False
     # Set for DeleteObjects when the bucket has a policy (gateway/bucket_policy.py).
     key_access: KeyAccess | None = None
+    # The gateway's bucket policies, for a handler that decides after reading the body
+    # (POST Object: its credentials and key are form fields).
+    policies: PolicyCache | None = None
 
     @property
     def headers(self) -> Headers:
