@@ -58,14 +58,16 @@ EXISTING_TAG_ACTIONS = frozenset({
     "s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging", "s3:GetObjectAttributes",
     "s3:GetObjectVersionAttributes",
 })  # fmt: skip
-# Request headers that are S3 condition keys of the same name (s3:<header>).
-HEADER_KEYS = (
+# Request headers that are S3 condition keys: (header, key), most keys named s3:<header>.
+HEADER_KEYS = tuple((header, "s3:" + header) for header in (
     "x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
     "x-amz-grant-write-acp", "x-amz-grant-full-control", "x-amz-server-side-encryption",
     "x-amz-server-side-encryption-aws-kms-key-id", "x-amz-copy-source",
     "x-amz-metadata-directive", "x-amz-storage-class", "x-amz-content-sha256",
-    "x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date",
-    "x-amz-object-lock-legal-hold",
+)) + (
+    ("x-amz-object-lock-mode", "s3:object-lock-mode"),
+    ("x-amz-object-lock-retain-until-date", "s3:object-lock-retain-until-date"),
+    ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
 )  # fmt: skip
 # Query parameters of the listing operations that are condition keys (s3:<name>).
 LIST_QUERY_KEYS = ("prefix", "delimiter", "max-keys")
@@ -171,10 +173,10 @@ def request_context(facts: RequestFacts, action: str) -> dict[str, str | tuple[s
         if value is not None:
             context[key] = value
     _add_authentication(context, facts)
-    for header in HEADER_KEYS:
+    for header, key in HEADER_KEYS:
         value = facts.headers.get(header)
         if value is not None:
-            context["s3:" + header] = value
+            context[key] = value
     if action in LIST_ACTIONS:
         for name in LIST_QUERY_KEYS:
             values = facts.query.get(name)
