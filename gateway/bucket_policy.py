@@ -18,7 +18,7 @@ into access (``Gateway._authorize``), and so can an ACL layer. The evaluation it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
@@ -150,69 +150,121 @@ def _parsed(document: bytes, bucket: str) -> Policy | None:
         raise AssertionError(f"stored policy of {bucket} no longer parses: {error}") from error
 
 
-def request_context(facts: RequestFacts, action: str) -> dict[str, str | tuple[str, ...]]:
-    """The condition keys S3 gives this request (``policy_eval.context_key`` form)."""
-    moment = datetime.fromtimestamp(facts.now_seconds, UTC)
-    context: dict[str, str | tuple[str, ...]] = {
-        "aws:sourceip": facts.source_ip,
-        "aws:securetransport": "true" if facts.secure_transport else "false",
-        "aws:currenttime": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "aws:epochtime": str(int(facts.now_seconds)),
-    }
-    if facts.access_key is None:
-        context["aws:principaltype"] = "Anonymous"
-        context["aws:userid"] = "anonymous"
-    else:
-        context["aws:principaltype"] = "Account"
-        context["aws:userid"] = facts.access_key
-        context["aws:username"] = facts.access_key
-        context["aws:principalaccount"] = facts.access_key
-        context["aws:principalarn"] = f"{IAM_ARN_PREFIX}{facts.access_key}:root"
-    for header, key in (("referer", "aws:referer"), ("user-agent", "aws:useragent")):
-        value = facts.headers.get(header)
-        if value is not None:
-            context[key] = value
-    _add_authentication(context, facts)
-    for header, key in HEADER_KEYS:
-        value = facts.headers.get(header)
-        if value is not None:
-            context[key] = value
-    if action in LIST_ACTIONS:
-        for name in LIST_QUERY_KEYS:
-            values = facts.query.get(name)
-            if values:
-                context["s3:" + name] = values[0]
-    if facts.version_id is not None:
-        context["s3:versionid"] = facts.version_id
+ContextValue = str | tuple[str, ...] | None
+Provider = Callable[[RequestFacts, str], ContextValue]
+
+
+def _principal_value(anonymous: str | None, signed: Callable[[str], str]) -> Provider:
+    def provide(facts: RequestFacts, action: str) -> ContextValue:
+        return anonymous if facts.access_key is None else signed(facts.access_key)
+    return provide
+
+
+def _header_value(header: str) -> Provider:
+    def provide(facts: RequestFacts, action: str) -> ContextValue:
+        return facts.headers.get(header)
+    return provide
+
+
+def _list_query_value(name: str) -> Provider:
+    def provide(facts: RequestFacts, action: str) -> ContextValue:
+        values = facts.query.get(name) if action in LIST_ACTIONS else None
+        return values[0] if values else None
+    return provide
+
+
+def _authentication_type(facts: RequestFacts, action: str) -> ContextValue:
+    if facts.authentication_type is not None:
+        return facts.authentication_type
+    if facts.auth is None:
+        return None
+    return "REST-QUERY-STRING" if facts.auth.presigned else "REST-HEADER"
+
+
+def _signature_version(facts: RequestFacts, action: str) -> ContextValue:
+    if facts.auth is None:
+        return None
+    # SigV2 contexts carry no credential scope (gateway/auth/sigv2.py).
+    return SIGV4_ALGORITHM if facts.auth.scope else SIGV2_NAME
+
+
+def _signature_age(facts: RequestFacts, action: str) -> ContextValue:
+    signed_at = _signed_seconds(facts.auth.timestamp) if facts.auth is not None else None
+    if signed_at is None:
+        return None
+    return str(max(0, int((facts.now_seconds - signed_at) * 1000)))
+
+
+def _current_time(facts: RequestFacts, action: str) -> ContextValue:
+    return datetime.fromtimestamp(facts.now_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _request_tags(facts: RequestFacts) -> dict[str, str]:
     tagging = facts.headers.get("x-amz-tagging")
-    if tagging is not None:
-        tags = dict(parse_qsl(tagging, keep_blank_values=True))
-        context.update(tag_context(REQUEST_TAG_PREFIX, tags))
-        context["s3:requestobjecttagkeys"] = tuple(tags)
+    return {} if tagging is None else dict(parse_qsl(tagging, keep_blank_values=True))
+
+
+def _request_tag_keys(facts: RequestFacts, action: str) -> ContextValue:
+    return tuple(_request_tags(facts)) if "x-amz-tagging" in facts.headers else None
+
+
+# Every condition key Squall provides (policy_eval.context_key form) -> how to read it
+# from a request. Only the keys a policy names are computed (request_context).
+PROVIDERS: dict[str, Provider] = {
+    "aws:sourceip": lambda facts, action: facts.source_ip,
+    "aws:securetransport": lambda facts, action: "true" if facts.secure_transport else "false",
+    "aws:currenttime": _current_time,
+    "aws:epochtime": lambda facts, action: str(int(facts.now_seconds)),
+    "aws:principaltype": _principal_value("Anonymous", lambda key: "Account"),
+    "aws:userid": _principal_value("anonymous", lambda key: key),
+    "aws:username": _principal_value(None, lambda key: key),
+    "aws:principalaccount": _principal_value(None, lambda key: key),
+    "aws:principalarn": _principal_value(None, lambda key: f"{IAM_ARN_PREFIX}{key}:root"),
+    "aws:referer": _header_value("referer"),
+    "aws:useragent": _header_value("user-agent"),
+    "s3:authtype": _authentication_type,
+    "s3:signatureversion": _signature_version,
+    "s3:signatureage": _signature_age,
+    "s3:versionid": lambda facts, action: facts.version_id,
+    "s3:requestobjecttagkeys": _request_tag_keys,
+    **{key: _header_value(header) for header, key in HEADER_KEYS},
+    **{"s3:" + name: _list_query_value(name) for name in LIST_QUERY_KEYS},
+}
+
+
+def request_context(facts: RequestFacts, action: str,
+                    keys: Iterable[str] | None = None) -> dict[str, str | tuple[str, ...]]:
+    """The condition keys S3 gives this request (``policy_eval.context_key`` form): those
+    in ``keys`` (what a policy names), or all of them. ``s3:ExistingObjectTag/`` keys are
+    added by the caller (they cost a read)."""
+    wanted = PROVIDERS.keys() if keys is None else keys
+    context: dict[str, str | tuple[str, ...]] = {}
+    request_tags_wanted = keys is None
+    for key in wanted:
+        provider = PROVIDERS.get(key)
+        if provider is not None:
+            value = provider(facts, action)
+            if value is not None:
+                context[key] = value
+        elif key.startswith(REQUEST_TAG_PREFIX):
+            request_tags_wanted = True
+    if request_tags_wanted:
+        context.update(tag_context(REQUEST_TAG_PREFIX, _request_tags(facts)))
     context.update(facts.extra_keys)
     return context
 
 
-def _add_authentication(context: dict[str, str | tuple[str, ...]], facts: RequestFacts) -> None:
-    auth = facts.auth
-    if facts.authentication_type is not None:
-        context["s3:authtype"] = facts.authentication_type
-    elif auth is not None:
-        context["s3:authtype"] = "REST-QUERY-STRING" if auth.presigned else "REST-HEADER"
-    if auth is None:
-        return
-    # SigV2 contexts carry no credential scope (gateway/auth/sigv2.py).
-    context["s3:signatureversion"] = SIGV4_ALGORITHM if auth.scope else SIGV2_NAME
-    signed_at = _signed_seconds(auth.timestamp)
-    if signed_at is not None:
-        context["s3:signatureage"] = str(max(0, int((facts.now_seconds - signed_at) * 1000)))
-
-
 def _signed_seconds(timestamp: str) -> float | None:
+    """Seconds since the epoch of an ISO 8601 basic timestamp (20130524T000000Z)."""
+    if len(timestamp) != 16 or not timestamp[:8].isdigit() or not timestamp[9:15].isdigit():
+        return None
     try:
-        return datetime.strptime(timestamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+        moment = datetime(int(timestamp[:4]), int(timestamp[4:6]), int(timestamp[6:8]),
+                          int(timestamp[9:11]), int(timestamp[11:13]), int(timestamp[13:15]),
+                          tzinfo=UTC)
     except ValueError:
         return None
+    return moment.timestamp()
 
 
 async def _existing_tags(storage: api.StorageClient, bucket: str, key: str,
@@ -233,7 +285,7 @@ async def decide_action(
     key: str | None,
 ) -> Decision:
     """One (action, resource) of the request against ``policy``."""
-    context = request_context(facts, action)
+    context = request_context(facts, action, policy.context_keys)
     if (key is not None and action in EXISTING_TAG_ACTIONS
             and policy.names_key_prefix(EXISTING_TAG_PREFIX)):
         tags = await _existing_tags(storage, facts.bucket, key, facts.version_id)

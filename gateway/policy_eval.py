@@ -48,6 +48,7 @@ variable whose key the request lacks makes that value match nothing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -55,6 +56,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from storage.api import limits
 
 Decision = Literal["allow", "deny", "none"]
 ALLOW: Decision = "allow"
@@ -99,8 +102,11 @@ class Principal:
 ANONYMOUS = Principal(frozenset(), anonymous=True)
 
 
+@functools.lru_cache(maxsize=limits.policy_principals_cached_max)
 def principal_for_account(access_key: str, canonical_id: str) -> Principal:
-    """The principal of a request signed with ``access_key`` (see the module docstring)."""
+    """The principal of a request signed with ``access_key`` (see the module docstring).
+
+    Cached: every request to a bucket with a policy asks, and the answer never changes."""
     return Principal(
         frozenset({
             f"AWS:{access_key}",
@@ -455,12 +461,13 @@ class Statement:
 @dataclass(frozen=True, slots=True)
 class Policy:
     statements: tuple[Statement, ...]
-    # Every condition key the policy names (context_key form), so the caller fetches
-    # what costs I/O (s3:ExistingObjectTag/...) only for policies that ask.
-    condition_keys: frozenset[str]
+    # Every context key the policy names, in conditions or as ${variables}
+    # (context_key form): the caller computes only these, and fetches what costs I/O
+    # (s3:ExistingObjectTag/...) only for policies that ask.
+    context_keys: frozenset[str]
 
     def names_key_prefix(self, prefix: str) -> bool:
-        return any(key.startswith(prefix) for key in self.condition_keys)
+        return any(key.startswith(prefix) for key in self.context_keys)
 
 
 def _strings(value: Any, field: str) -> list[str]:
@@ -561,9 +568,11 @@ def parse_policy(document: bytes, bucket: str) -> Policy:
     parsed = tuple(_parse_statement(statement, bucket, variables)
                    for statement in (statements if isinstance(statements, list)
                                      else [statements]))
-    keys = frozenset(condition.key for statement in parsed
-                     for condition in statement.conditions)
-    return Policy(parsed, keys)
+    keys = {condition.key for statement in parsed for condition in statement.conditions}
+    if variables:
+        text = document.decode("utf-8", "replace")
+        keys.update(context_key(match.group(1).strip()) for match in _VARIABLE.finditer(text))
+    return Policy(parsed, frozenset(keys))
 
 
 def evaluate(policy: Policy, principal: Principal, action: str, resource: str,

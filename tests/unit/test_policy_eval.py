@@ -409,3 +409,19 @@ def test_request_context_keys() -> None:
         now_seconds=0.0), "s3:GetObject")
     assert anonymous["aws:principaltype"] == "Anonymous"
     assert "aws:username" not in anonymous and "s3:prefix" not in anonymous
+
+
+def test_only_the_keys_a_policy_names_are_computed() -> None:
+    facts = RequestFacts(
+        operation="PutObject", bucket="b", key="k", principal=ROOT, access_key="ROOTKEY",
+        auth=None, query={}, headers={"x-amz-tagging": "a=1", "referer": "r"},
+        source_ip="127.0.0.1", secure_transport=False, now_seconds=0.0,
+    )  # fmt: skip
+    named = policy(statement("Allow", action="s3:PutObject", Condition={
+        "StringEquals": {"s3:RequestObjectTag/a": "1"},
+        "IpAddress": {"aws:SourceIp": "127.0.0.1"}}),
+        statement("Allow", resource="arn:aws:s3:::b/${aws:username}"))
+    assert named.context_keys == {"s3:requestobjecttag/a", "aws:sourceip", "aws:username"}
+    context = request_context(facts, "s3:PutObject", named.context_keys)
+    assert context == {"s3:requestobjecttag/a": "1", "aws:sourceip": "127.0.0.1",
+                       "aws:username": "ROOTKEY"}
