@@ -18,6 +18,7 @@ into access (``Gateway._authorize``), and so can an ACL layer. The evaluation it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +47,8 @@ from gateway.policy_eval import (
     tag_context,
 )
 from storage import api
+
+log = logging.getLogger("squall.gateway")
 
 POLICY_CONFIG = "policy"
 EXISTING_TAG_PREFIX = "s3:existingobjecttag/"
@@ -139,15 +142,26 @@ class PolicyCache:
         return policy
 
 
+# What a stored policy that no longer parses is enforced as: a Deny of everything (the
+# owner can still replace or delete it). Only a policy stored before this parser grew
+# stricter can be such (PutBucketPolicy validates with the same parser).
+UNREADABLE_POLICY_DOCUMENT = (
+    b'{"Statement": {"Effect": "Deny", "Principal": "*", "Action": "*",'
+    b' "Resource": ["arn:aws:s3:::*", "arn:aws:s3:::*/*"]}}'
+)
+
+
 def _parsed(document: bytes, bucket: str) -> Policy | None:
     if not document:
         return None
     try:
         return parse_policy(document, bucket)
     except PolicyError as error:
-        # Validated when it was put: a stored policy that no longer parses means this
-        # module grew stricter. Fail closed rather than ignore the owner's policy.
-        raise AssertionError(f"stored policy of {bucket} no longer parses: {error}") from error
+        # Fail closed, and say so: ignoring the owner's policy could open the bucket.
+        log.error("the stored policy of bucket %s no longer parses (%s): every request "
+                  "but the owner's Get/Put/DeleteBucketPolicy is denied until it is "
+                  "replaced", bucket, error.message)
+        return parse_policy(UNREADABLE_POLICY_DOCUMENT, bucket)
 
 
 ContextValue = str | tuple[str, ...] | None
