@@ -26,7 +26,7 @@ from gateway.bucket_policy import (
     PolicyCache,
     RequestFacts,
     decide_key,
-    policy_decision,
+    decide_with,
     principal_for,
 )
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
@@ -38,6 +38,7 @@ from gateway.policy_eval import (
     NO_POLICY_OPERATIONS,
     OWNER_ALWAYS_OPERATIONS,
     Decision,
+    Policy,
 )
 from gateway.requests import GatewayRequest
 from gateway.router import METRICS_OPERATION, Endpoint, bucket_from_host, route
@@ -393,13 +394,13 @@ class Gateway:
             if auth is None:
                 raise access_denied()
             return None
-        if (auth is not None and operation not in COPY_OPERATIONS
-                and await self.policies.policy(self.storage, endpoint.bucket) is None):
+        policy = await self.policies.policy(self.storage, endpoint.bucket)
+        if policy is None and auth is not None and operation not in COPY_OPERATIONS:
             return None  # the common case: no policy, no I/O, nothing more to decide
         facts = self._request_facts(request, endpoint, query, auth)
         if operation == DELETE_OBJECTS_OPERATION:
-            return await self._key_access(facts, anonymous=auth is None)
-        decision = await policy_decision(self.storage, self.policies, facts)
+            return self._key_access(policy, facts, anonymous=auth is None)
+        decision = await decide_with(self.storage, self.policies, facts, policy)
         if decision == DENY:
             if operation in OWNER_ALWAYS_OPERATIONS and await self._owns_bucket(auth, facts.bucket):
                 return None
@@ -408,8 +409,9 @@ class Gateway:
             raise access_denied()
         return None
 
-    async def _key_access(self, facts: RequestFacts, *, anonymous: bool) -> KeyAccess | None:
-        if await self.policies.policy(self.storage, facts.bucket) is None:
+    def _key_access(self, policy: Policy | None, facts: RequestFacts, *,
+                    anonymous: bool) -> KeyAccess | None:
+        if policy is None:
             if anonymous:
                 raise access_denied()
             return None

@@ -2,8 +2,9 @@
 
 ``policy_decision(storage, cache, facts)`` answers ``"allow"``, ``"deny"`` or ``"none"``
 for one request (``RequestFacts``: who, which operation on what, and the request's
-condition keys); ``gateway/app.py`` calls it after authentication and turns the answer
-into access (``Gateway._authorize``), and so can an ACL layer. The evaluation itself is
+condition keys); ``gateway/app.py`` calls it after authentication (as ``decide_with``,
+having looked the policy up for its no-policy fast path) and turns the answer into
+access (``Gateway._authorize``), and so can an ACL layer. The evaluation itself is
 ``gateway/policy_eval.py`` (pure); this module does the I/O around it:
 
 * the bucket's policy, read through ``storage.api`` and parsed once per document,
@@ -315,8 +316,14 @@ async def policy_decision(
 
     A bucket without a policy answers ``"none"`` with no I/O while its configuration is
     unchanged. DeleteObjects is decided per key by its handler (``decide_key``)."""
+    return await decide_with(storage, cache, facts, await cache.policy(storage, facts.bucket))
+
+
+async def decide_with(
+    storage: api.StorageClient, cache: PolicyCache, facts: RequestFacts, policy: Policy | None
+) -> Decision:
+    """``policy_decision`` for a caller that has already looked the bucket's policy up."""
     decisions = []
-    policy = await cache.policy(storage, facts.bucket)
     action, kind = action_for(facts.operation, facts.version_id)
     if policy is not None:
         resource = resource_for(kind, facts.bucket, facts.key)

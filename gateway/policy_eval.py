@@ -159,6 +159,26 @@ def _pattern(text: str, *, variables: bool, ignore_case: bool = False) -> Patter
     return Pattern(text, wildcard_regex(text, ignore_case=ignore_case), ignore_case)
 
 
+@dataclass(frozen=True, slots=True)
+class ActionPattern:
+    """An Action entry: matched case-insensitively, a name without wildcards by a set
+    lookup (most policies name actions in full), a pattern by its regex."""
+
+    names: frozenset[str]  # lower-case full names
+    patterns: tuple[re.Pattern[str], ...]
+
+    def matches(self, action: str) -> bool:
+        return action.lower() in self.names or any(
+            pattern.fullmatch(action) for pattern in self.patterns)
+
+
+def _action_pattern(actions: list[str]) -> ActionPattern:
+    names = frozenset(a.lower() for a in actions if "*" not in a and "?" not in a)
+    patterns = tuple(wildcard_regex(a, ignore_case=True) for a in actions
+                     if "*" in a or "?" in a)
+    return ActionPattern(names, patterns)
+
+
 def _substituted_regex(text: str, context: Context, ignore_case: bool) -> re.Pattern[str] | None:
     """The pattern with its variables replaced (their values literal); None when one
     names a key the request does not have (the pattern then matches nothing)."""
@@ -440,7 +460,7 @@ class Statement:
     deny: bool
     principals: frozenset[str] | None  # None: everyone ("*" or {"AWS": "*"})
     not_principal: bool
-    actions: tuple[Pattern, ...]
+    actions: ActionPattern
     not_action: bool
     resources: tuple[Pattern, ...]
     not_resource: bool
@@ -451,7 +471,7 @@ class Statement:
         named = self.principals is None or not principal.identities.isdisjoint(self.principals)
         if named == self.not_principal:
             return False
-        if any(p.matches(action, context) for p in self.actions) == self.not_action:
+        if self.actions.matches(action) == self.not_action:
             return False
         if any(p.matches(resource, context) for p in self.resources) == self.not_resource:
             return False
@@ -534,16 +554,15 @@ def _parse_statement(statement: Any, bucket: str, variables: bool) -> Statement:
         # "Allow everyone but ..." is refused, as ceph/s3-tests checks against AWS.
         raise PolicyError("Invalid principal in policy: NotPrincipal with Allow")
     not_action, action_value = _one_of(statement, "Action")
-    actions = []
-    for action in _strings(action_value, "Action"):
+    actions = _strings(action_value, "Action")
+    for action in actions:
         if not _ACTION.fullmatch(action):
             raise PolicyError("Policy has invalid action")
-        actions.append(_pattern(action, variables=False, ignore_case=True))
     not_resource, resource_value = _one_of(statement, "Resource")
     resources = tuple(_parse_resource(resource, bucket, variables)
                       for resource in _strings(resource_value, "Resource"))
     conditions = _parse_conditions(statement.get("Condition", {}), variables)
-    return Statement(effect == "Deny", principals, not_principal, tuple(actions),
+    return Statement(effect == "Deny", principals, not_principal, _action_pattern(actions),
                      not_action, resources, not_resource, conditions)
 
 
