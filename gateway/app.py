@@ -7,6 +7,7 @@ the operation's module does the work through ``storage.api``. Every response car
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -23,11 +24,14 @@ from gateway.auth import Anonymous, AuthContext, AuthError, authenticate, parse_
 from gateway.auth.sigv4 import anonymous_payload_context
 from gateway.body import RequestBody
 from gateway.bucket_policy import (
+    REQUEST_TAG_KEYS,
+    REQUEST_TAG_PREFIX,
     PolicyCache,
     RequestFacts,
     decide_key,
     decide_with,
     principal_for,
+    request_tag_keys,
 )
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
 from gateway.metrics import UNKNOWN_OPERATION, RequestMetrics, metrics_response
@@ -122,6 +126,7 @@ HANDLERS: dict[str, Handler] = {
 }
 PREFLIGHT_OPERATION = "PreflightCors"
 DELETE_OBJECTS_OPERATION = "DeleteObjects"
+PUT_OBJECT_TAGGING_OPERATION = "PutObjectTagging"
 
 
 def access_denied() -> S3Error:
@@ -355,8 +360,10 @@ class Gateway:
             if auth is None:
                 raise access_denied()
             return await self._metrics(request)
+        body = RequestBody(request, auth if auth is not None
+                           else self._anonymous_payload(request))
         try:
-            key_access = await self._authorize(request, endpoint, query, auth)
+            key_access = await self._authorize(request, endpoint, query, auth, body)
             owner = (owner_for(auth.access_key) if auth is not None
                      else await self._bucket_owner(endpoint))
         except api.StorageError as error:
@@ -368,8 +375,7 @@ class Gateway:
             config=self.config,
             owner=owner,
             query=query,
-            body=RequestBody(request, auth if auth is not None
-                             else self._anonymous_payload(request)),
+            body=body,
             request_id=request_id,
             anonymous=auth is None,
             key_access=key_access,
@@ -382,6 +388,7 @@ class Gateway:
         endpoint: Endpoint,
         query: dict[str, list[str]],
         auth: AuthContext | None,
+        body: RequestBody,
     ) -> KeyAccess | None:
         """Whether the bucket's policy lets this request in (AccessDenied if not).
 
@@ -400,6 +407,13 @@ class Gateway:
         facts = self._request_facts(request, endpoint, query, auth)
         if operation == DELETE_OBJECTS_OPERATION:
             return self._key_access(policy, facts, anonymous=auth is None)
+        if operation == PUT_OBJECT_TAGGING_OPERATION and policy is not None and (
+                policy.names_key_prefix(REQUEST_TAG_PREFIX)
+                or REQUEST_TAG_KEYS in policy.context_keys):
+            # The request's tags are its body: read (bounded) before the handler.
+            document = await body.buffer(api.limits.request_xml_body_bytes_max)
+            facts = dataclasses.replace(facts, extra_keys=request_tag_keys(
+                tagging.parse_tagging_xml(document, api.limits.object_tags_max, "Object")))
         decision = await decide_with(self.storage, self.policies, facts, policy)
         if decision == DENY:
             if operation in OWNER_ALWAYS_OPERATIONS and await self._owns_bucket(auth, facts.bucket):

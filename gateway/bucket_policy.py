@@ -54,6 +54,7 @@ log = logging.getLogger("squall.gateway")
 POLICY_CONFIG = "policy"
 EXISTING_TAG_PREFIX = "s3:existingobjecttag/"
 REQUEST_TAG_PREFIX = "s3:requestobjecttag/"
+REQUEST_TAG_KEYS = "s3:requestobjecttagkeys"
 # Actions AWS evaluates s3:ExistingObjectTag/<key> for (the version's current tags).
 EXISTING_TAG_ACTIONS = frozenset({
     "s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAcl", "s3:GetObjectVersionAcl",
@@ -104,7 +105,8 @@ class RequestFacts:
     now_seconds: float
     # POST Object: its form fields stand for the headers of a PUT.
     authentication_type: str | None = None
-    extra_keys: Mapping[str, str] = field(default_factory=dict)
+    # Keys read from the body (PutObjectTagging's tags), set by the caller.
+    extra_keys: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def version_id(self) -> str | None:
@@ -219,6 +221,13 @@ def _request_tags(facts: RequestFacts) -> dict[str, str]:
     return {} if tagging is None else dict(parse_qsl(tagging, keep_blank_values=True))
 
 
+def request_tag_keys(tags: Mapping[str, str]) -> dict[str, str | tuple[str, ...]]:
+    """The condition keys of a request's tag set (a PutObjectTagging body's)."""
+    keys: dict[str, str | tuple[str, ...]] = {REQUEST_TAG_KEYS: tuple(tags)}
+    keys.update(tag_context(REQUEST_TAG_PREFIX, tags))
+    return keys
+
+
 def _request_tag_keys(facts: RequestFacts, action: str) -> ContextValue:
     return tuple(_request_tags(facts)) if "x-amz-tagging" in facts.headers else None
 
@@ -241,7 +250,7 @@ PROVIDERS: dict[str, Provider] = {
     "s3:signatureversion": _signature_version,
     "s3:signatureage": _signature_age,
     "s3:versionid": lambda facts, action: facts.version_id,
-    "s3:requestobjecttagkeys": _request_tag_keys,
+    REQUEST_TAG_KEYS: _request_tag_keys,
     **{key: _header_value(header) for header, key in HEADER_KEYS},
     **{"s3:" + name: _list_query_value(name) for name in LIST_QUERY_KEYS},
 }

@@ -268,6 +268,17 @@ def test_existing_object_tag_condition(s3, anonymous, bucket, set_policy):
     assert anonymous.get_object(Bucket=bucket, Key="private")["Body"].read() == b"q"
 
 
+def test_request_tags_of_a_put_object_tagging_body(s3, bucket, set_policy):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    set_policy(_statement("Deny", "s3:PutObjectTagging", _objects(bucket), Condition={
+        "ForAnyValue:StringEquals": {"s3:RequestObjectTagKeys": "secret"}}))
+    assert _denied(s3.put_object_tagging, Bucket=bucket, Key="k", Tagging={"TagSet": [
+        {"Key": "a", "Value": "1"}, {"Key": "secret", "Value": "2"}]}) == DENIED
+    allowed = {"TagSet": [{"Key": "a", "Value": "1"}]}
+    s3.put_object_tagging(Bucket=bucket, Key="k", Tagging=allowed)  # its body still arrives
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == allowed["TagSet"]
+
+
 def test_referer_condition_if_exists(s3, bucket, set_policy, http, s3_endpoint):
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
     set_policy(_statement("Allow", "s3:GetObject", _objects(bucket), Condition={
