@@ -342,6 +342,20 @@ def test_an_anonymous_form_needs_the_policy_allow(s3, bucket, set_policy, http, 
     assert outside.status_code == 403
 
 
+def test_a_form_s_tags_are_request_tags(s3, bucket, set_policy, http, s3_endpoint):
+    set_policy(_statement("Allow", "s3:PutObject", _objects(bucket), Condition={
+        "StringEquals": {"s3:RequestObjectTag/origin": "form"}}))
+    url = f"{s3_endpoint.url}/{bucket}"
+    tagging = ("<Tagging><TagSet><Tag><Key>origin</Key><Value>{}</Value></Tag></TagSet>"
+               "</Tagging>")
+    accepted = http.post(url, data={"key": "t", "tagging": tagging.format("form")},
+                         files={"file": ("a", b"x")})
+    assert accepted.status_code == 204, accepted.text
+    refused = http.post(url, data={"key": "u", "tagging": tagging.format("other")},
+                        files={"file": ("a", b"x")})
+    assert refused.status_code == 403
+
+
 def test_a_signed_form_is_refused_by_a_deny(s3, bucket, set_policy, http):
     set_policy(_statement("Deny", "s3:PutObject", f"arn:aws:s3:::{bucket}/locked/*"))
     locked = s3.generate_presigned_post(bucket, "locked/k")

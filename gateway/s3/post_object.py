@@ -48,7 +48,7 @@ from gateway.auth.post_policy import (
     verify_form_signature,
 )
 from gateway.auth.sigv4 import AuthContext
-from gateway.bucket_policy import RequestFacts, policy_decision
+from gateway.bucket_policy import RequestFacts, policy_decision, request_tag_keys
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.form import FILE_FIELD, FormReader, boundary_from_content_type, split_header_value
@@ -147,6 +147,9 @@ async def _authorize(ctx: RequestContext, fields: Mapping[str, str], key: str,
         headers = {**ctx.headers, **fields}
         if "acl" in fields:
             headers["x-amz-acl"] = fields["acl"]
+        tagging = fields.get("tagging")  # an XML Tagging document in a form
+        request_tags = {} if tagging is None else request_tag_keys(parse_tagging_xml(
+            tagging.encode(), api.limits.object_tags_max, "Object"))
         facts = RequestFacts(
             operation=OPERATION, bucket=ctx.bucket, key=key,
             principal=principal_for_account(access_key, ctx.owner.id)
@@ -155,6 +158,7 @@ async def _authorize(ctx: RequestContext, fields: Mapping[str, str], key: str,
             source_ip=client.host if client is not None else "",
             secure_transport=ctx.request.scope.get("scheme") == "https",
             now_seconds=time.time(), authentication_type=POST_AUTHENTICATION_TYPE,
+            extra_keys=request_tags,
         )  # fmt: skip
         try:
             decision = await policy_decision(ctx.storage, ctx.policies, facts)
