@@ -368,6 +368,10 @@ class Gateway:
                      else await self._bucket_owner(endpoint))
         except api.StorageError as error:
             raise error_for_storage(error, bucket=endpoint.bucket) from error
+        except CodedError as error:  # a body read early (PutObjectTagging) failed a check
+            raise error_for_client(error) from error
+        except ClientDisconnect:
+            raise S3Error("IncompleteBody", "The request body ended early.", 400) from None
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
@@ -407,21 +411,29 @@ class Gateway:
         facts = self._request_facts(request, endpoint, query, auth)
         if operation == DELETE_OBJECTS_OPERATION:
             return self._key_access(policy, facts, anonymous=auth is None)
-        if operation == PUT_OBJECT_TAGGING_OPERATION and policy is not None and (
-                policy.names_key_prefix(REQUEST_TAG_PREFIX)
-                or REQUEST_TAG_KEYS in policy.context_keys):
-            # The request's tags are its body: read (bounded) before the handler.
-            document = await body.buffer(api.limits.request_xml_body_bytes_max)
-            facts = dataclasses.replace(facts, extra_keys=request_tag_keys(
-                tagging.parse_tagging_xml(document, api.limits.object_tags_max, "Object")))
+        if operation == PUT_OBJECT_TAGGING_OPERATION and policy is not None:
+            facts = await self._with_body_tags(policy, facts, body)
         decision = await decide_with(self.storage, self.policies, facts, policy)
         if decision == DENY:
-            if operation in OWNER_ALWAYS_OPERATIONS and await self._owns_bucket(auth, facts.bucket):
+            if (operation in OWNER_ALWAYS_OPERATIONS
+                    and await self._owns_bucket(auth, facts.bucket)):
                 return None
             raise access_denied()
         if auth is None and decision != ALLOW:
             raise access_denied()
         return None
+
+    @staticmethod
+    async def _with_body_tags(policy: Policy, facts: RequestFacts,
+                              body: RequestBody) -> RequestFacts:
+        """PutObjectTagging's request tags are its body: read it (bounded) before the
+        handler, which gets it again, when the policy asks about request tags."""
+        if not (policy.names_key_prefix(REQUEST_TAG_PREFIX)
+                or REQUEST_TAG_KEYS in policy.context_keys):
+            return facts
+        document = await body.buffer(api.limits.request_xml_body_bytes_max)
+        tags = tagging.parse_tagging_xml(document, api.limits.object_tags_max, "Object")
+        return dataclasses.replace(facts, extra_keys=request_tag_keys(tags))
 
     def _key_access(self, policy: Policy | None, facts: RequestFacts, *,
                     anonymous: bool) -> KeyAccess | None:

@@ -305,7 +305,8 @@ def test_owner_is_unaffected_by_an_allow_it_does_not_match(s3, bucket, set_polic
     "statement",
     [
         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-         "Resource": "arn:aws:s3:::BUCKET/*", "Condition": {"StringSometimes": {"aws:Referer": "x"}}},
+         "Resource": "arn:aws:s3:::BUCKET/*",
+         "Condition": {"StringSometimes": {"aws:Referer": "x"}}},
         {"Effect": "Allow", "NotPrincipal": {"AWS": "*"}, "Action": "s3:GetObject",
          "Resource": "arn:aws:s3:::BUCKET/*"},
         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",

@@ -15,8 +15,8 @@ Theory of operation
 3. The form is authenticated and the key's ``${filename}`` expanded; the bucket policy
    decides on s3:PutObject for that key (a form without credentials needs its Allow:
    there are no public-write ACLs; a Deny refuses any form); the form's policy is
-   checked against the fields; metadata, tags, ACL, storage class and checksums are validated; the bucket
-   must exist. All of it before staging one byte.
+   checked against the fields; metadata, tags, ACL, storage class and checksums are
+   validated; the bucket must exist. All of it before staging one byte.
 4. The file streams into ``storage.open_upload`` exactly as a PutObject body does
    (hashed once per piece, staged chunk by chunk, nothing held whole), the size checked
    against ``content-length-range`` and the 5 GiB single-PUT limit as it grows, then
