@@ -126,3 +126,27 @@ def test_a_stored_policy_that_no_longer_parses_denies_all_but_its_owner(
         assert await call(gateway, "GET", "/b/k") == (200, b"data")
 
     run(tmp_path, scenario)
+
+
+def test_a_tagging_body_read_for_the_policy_is_checked_as_the_handler_would(
+        tmp_path: pathlib.Path) -> None:
+    deny_secret = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObjectTagging",
+        "Resource": "arn:aws:s3:::b/*", "Condition": {
+            "ForAnyValue:StringEquals": {"s3:RequestObjectTagKeys": "secret"}}}]}).encode()
+    tagging = ("<Tagging><TagSet><Tag><Key>{}</Key><Value>v</Value></Tag></TagSet>"
+               "</Tagging>")
+
+    async def scenario(storage: ShardedStorageClient, gateway: Gateway) -> None:
+        assert (await call(gateway, "PUT", "/b/k", body=b"data"))[0] == 200
+        await storage.put_bucket_config("b", POLICY_CONFIG, deny_secret)
+        status, body = await call(gateway, "PUT", "/b/k", query="tagging=", body=b"<Tagging")
+        assert status == 400 and b"<Code>MalformedXML</Code>" in body
+        secret = tagging.format("secret").encode()
+        assert (await call(gateway, "PUT", "/b/k", query="tagging=", body=secret))[0] == 403
+        plain = tagging.format("plain").encode()
+        assert (await call(gateway, "PUT", "/b/k", query="tagging=", body=plain))[0] == 200
+        version = await storage.get_version("b", "k")
+        assert dict(version.tags) == {"plain": "v"}
+
+    run(tmp_path, scenario)
