@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 DATA_DIR ?= ./data
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test venv lint clean bench bench-full
+.PHONY: serve test test-gpu venv lint clean bench bench-full
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy storage gateway triggers squall
 	$(PY) -m pytest -q
+
+# On a host with an NVIDIA GPU: TensorFlow with its CUDA libraries in place of the dev
+# extra's tensorflow-cpu (the same package: one or the other), then the GPU suite
+# (docs/triggers.md, "GPU"). Elsewhere that suite skips, saying why.
+test-gpu: $(STAMP)
+	$(PY) -m pip uninstall -q -y tensorflow-cpu
+	$(PY) -m pip install -q 'tensorflow[and-cuda]>=2.16'
+	$(PY) -m pytest -q -rs -m gpu
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -48,13 +48,16 @@ from gateway.requests import GatewayRequest
 from gateway.router import METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
+    attributes,
     buckets,
     cors,
+    encryption,
     lifecycle,
     listing,
     multidelete,
     multipart,
     notification,
+    object_lock,
     objects,
     policy,
     post_object,
@@ -85,6 +88,7 @@ HANDLERS: dict[str, Handler] = {
     "PostObject": post_object.post_object,
     "GetObject": objects.get_object,
     "HeadObject": objects.head_object,
+    "GetObjectAttributes": attributes.get_object_attributes,
     "DeleteObject": objects.delete_object,
     "CreateMultipartUpload": multipart.create_multipart_upload,
     "UploadPart": multipart.upload_part,
@@ -110,7 +114,12 @@ HANDLERS: dict[str, Handler] = {
     "DeleteBucketPolicy": policy.delete_bucket_policy,
     "GetBucketEncryption": settings.get_bucket_encryption,
     "GetBucketOwnershipControls": settings.get_bucket_ownership_controls,
+    "PutBucketOwnershipControls": settings.put_bucket_ownership_controls,
+    "DeleteBucketOwnershipControls": settings.delete_bucket_ownership_controls,
     "GetPublicAccessBlock": settings.get_public_access_block,
+    "PutPublicAccessBlock": settings.put_public_access_block,
+    "DeletePublicAccessBlock": settings.delete_public_access_block,
+    "GetBucketPolicyStatus": policy.get_bucket_policy_status,
     "GetBucketVersioning": versioning.get_bucket_versioning,
     "PutBucketVersioning": versioning.put_bucket_versioning,
     "ListObjectVersions": versioning.list_object_versions,
@@ -122,6 +131,12 @@ HANDLERS: dict[str, Handler] = {
     "DeleteObjectTagging": tagging.delete_object_tagging,
     "PutBucketNotificationConfiguration": notification.put_bucket_notification,
     "GetBucketNotificationConfiguration": notification.get_bucket_notification,
+    "PutObjectLockConfiguration": object_lock.put_object_lock_configuration,
+    "GetObjectLockConfiguration": object_lock.get_object_lock_configuration,
+    "PutObjectRetention": object_lock.put_object_retention,
+    "GetObjectRetention": object_lock.get_object_retention,
+    "PutObjectLegalHold": object_lock.put_object_legal_hold,
+    "GetObjectLegalHold": object_lock.get_object_legal_hold,
     "SquallAdmin": admin.handle,
 }
 PREFLIGHT_OPERATION = "PreflightCors"
@@ -350,6 +365,11 @@ class Gateway:
         if endpoint.operation == METRICS_OPERATION and self.config.metrics_access.admits(
                 request.headers.get("authorization")):
             return await self._metrics(request)  # a public or bearer-token scrape
+        if endpoint.operation == "CreateBucket" and endpoint.bucket is not None:
+            # A name that can never be a bucket protects nothing: say so before checking
+            # the signature, which a client may have computed over a path with raw
+            # punctuation ('alpha!soup') that no valid bucket name contains.
+            buckets.check_bucket_name(endpoint.bucket)
         authenticated = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains),
@@ -403,23 +423,27 @@ class Gateway:
         operation = endpoint.operation
         if endpoint.bucket is None or operation in NO_POLICY_OPERATIONS:
             if auth is None:
-                raise access_denied()
+                raise await self._anonymous_refusal(endpoint)
             return None
-        policy = await self.policies.policy(self.storage, endpoint.bucket)
-        if policy is None and auth is not None and operation not in COPY_OPERATIONS:
+        stored_policy = await self.policies.policy(self.storage, endpoint.bucket)
+        if stored_policy is None and auth is not None and operation not in COPY_OPERATIONS:
             return None  # the common case: no policy, no I/O, nothing more to decide
+        if stored_policy is None and auth is None:
+            raise await self._anonymous_refusal(endpoint)  # nothing could allow it
         facts = self._request_facts(request, endpoint, query, auth)
         if operation == DELETE_OBJECTS_OPERATION:
-            return self._key_access(policy, facts, anonymous=auth is None)
-        if operation == PUT_OBJECT_TAGGING_OPERATION and policy is not None:
-            facts = await self._with_body_tags(policy, facts, body)
-        decision = await decide_with(self.storage, self.policies, facts, policy)
+            return self._key_access(stored_policy, facts, anonymous=auth is None)
+        if operation == PUT_OBJECT_TAGGING_OPERATION and stored_policy is not None:
+            facts = await self._with_body_tags(stored_policy, facts, body)
+        decision = await decide_with(self.storage, self.policies, facts, stored_policy)
         if decision == DENY:
             if (operation in OWNER_ALWAYS_OPERATIONS
                     and await self._owns_bucket(auth, facts.bucket)):
                 return None
             raise access_denied()
         if auth is None and decision != ALLOW:
+            raise await self._anonymous_refusal(endpoint)
+        if auth is None and await policy.public_policy_restricted(self.storage, facts.bucket):
             raise access_denied()
         return None
 
@@ -438,8 +462,6 @@ class Gateway:
     def _key_access(self, policy: Policy | None, facts: RequestFacts, *,
                     anonymous: bool) -> KeyAccess | None:
         if policy is None:
-            if anonymous:
-                raise access_denied()
             return None
 
         async def may_delete(key: str, version_id: str | None) -> bool:
@@ -559,8 +581,22 @@ class Gateway:
         except AuthError as error:
             raise error_for_client(error) from error
 
+    async def _anonymous_refusal(self, endpoint: Endpoint) -> S3Error:
+        """The answer to an unsigned request: AccessDenied, except that a bucket which
+        does not exist is NoSuchBucket, as AWS answers anonymous requests (no bucket, so
+        no policy or ACL of it could grant anything; AWS tells bucket names apart the
+        same way through CreateBucket's BucketAlreadyExists)."""
+        if endpoint.bucket is not None:
+            try:
+                await self.storage.get_bucket(endpoint.bucket)
+            except api.NoSuchBucket as error:
+                return error_for_storage(error, bucket=endpoint.bucket)
+        return S3Error("AccessDenied", "Access Denied", 403)
+
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]
+        if endpoint.operation in encryption.OPERATIONS:
+            encryption.refuse_encryption(ctx.request.headers)
         try:
             return await handler(ctx)
         except api.WriteDiscarded as discarded:

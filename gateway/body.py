@@ -51,6 +51,11 @@ class RequestBody:
                               411)
             return declared
         raw = self._request.headers.get("content-length")
+        if raw is None and "transfer-encoding" in self._request.headers:
+            # S3 takes no HTTP chunked body (aws-chunked, above, is how a body of
+            # unknown length is sent); this is its answer, naming the header.
+            raise S3Error("NotImplemented", "A header you provided implies functionality "
+                          "that is not implemented", 501, Header="Transfer-Encoding")
         if raw is None:
             raise S3Error("MissingContentLength",
                           "You must provide the Content-Length HTTP header.", 411)

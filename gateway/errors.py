@@ -108,6 +108,18 @@ _STORAGE_ERRORS: dict[type[api.StorageError], tuple[str, int, str]] = {
         400,
         "Your proposed upload is smaller than the minimum allowed object size.",
     ),
+    api.InvalidBucketState: (
+        "InvalidBucketState",
+        409,
+        "The request is not valid with the current state of the bucket.",
+    ),
+    api.ObjectLockNotEnabled: (
+        "InvalidRequest",
+        400,
+        "Bucket is missing Object Lock Configuration",
+    ),
+    # A retention or legal hold protects the version: AWS answers a plain AccessDenied.
+    api.ObjectLocked: ("AccessDenied", 403, "Access Denied"),
     # A pre-commit function refused the object (the message names it and its verdict).
     api.WriteRejected: ("RejectedByFunction", 403, ""),
     # Handled by the gateway as a 200 with the verdict; reaching this table is a bug.
@@ -136,7 +148,7 @@ def error_for_storage(
     if key is not None and code in ("NoSuchKey", "NoSuchVersion"):
         fields["Key"] = key
     headers = {"Retry-After": "1"} if code == "SlowDown" else None
-    if isinstance(error, api.InvalidArgument) and str(error):
+    if isinstance(error, api.InvalidArgument | api.InvalidBucketState) and str(error):
         message = str(error)  # says what is wrong (e.g. a pre-commit function's config)
     if isinstance(error, api.WriteRejected):
         message = str(error)

@@ -16,6 +16,11 @@ piece is ever held, and ``close`` sends what is held before closing; ``abort`` d
 it, as it drops the transport's own buffer.
 
 Selected in ``squall serve`` as ``uvicorn.Config(http=CoalescingHttpToolsProtocol)``.
+
+A request the HTTP parser cannot read never reaches the gateway: uvicorn answers it 400
+in plain text and closes. :meth:`CoalescingHttpToolsProtocol.send_400_response` answers
+it as S3 does instead, with an XML error document (``BadRequest``) and a request id, so
+an S3 client can read the error like any other.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.app import new_request_id
+from gateway.xml import render
 from storage.api import limits
+
+UNPARSABLE_REQUEST_CODE = "BadRequest"
+UNPARSABLE_REQUEST_MESSAGE = "An error occurred when parsing the HTTP request."
 
 
 class CoalescingTransport:
@@ -95,3 +105,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         # The response's last piece (a HEAD's head) leaves now, not a loop step later.
         self._coalescing.flush()
         super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """The answer to bytes the HTTP parser rejects (``msg`` is uvicorn's text for
+        the log): S3's XML error, then the connection closes, since nothing after the
+        error can be trusted to start a request."""
+        request_id = new_request_id()
+        body = render("Error", [("Code", UNPARSABLE_REQUEST_CODE),
+                                ("Message", UNPARSABLE_REQUEST_MESSAGE),
+                                ("RequestId", request_id)], namespace=False)
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"x-amz-request-id: " + request_id.encode("ascii") + b"\r\n"
+                    b"content-type: application/xml\r\n"
+                    b"content-length: " + str(len(body)).encode("ascii") + b"\r\n"
+                    b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()

@@ -81,6 +81,7 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", OBJECT, None, "PutObject"),
     Route("GET", OBJECT, None, "GetObject"),
     Route("HEAD", OBJECT, None, "HeadObject"),
+    Route("GET", OBJECT, "attributes", "GetObjectAttributes"),
     Route("DELETE", OBJECT, None, "DeleteObject"),
     # Multipart upload. UploadPart's query is '?partNumber=N&uploadId=ID': partNumber
     # selects nothing by itself, so the sub-resource is 'uploadId'.
@@ -111,7 +112,19 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", BUCKET, "policy", "DeleteBucketPolicy"),
     Route("GET", BUCKET, "encryption", "GetBucketEncryption"),
     Route("GET", BUCKET, "ownershipControls", "GetBucketOwnershipControls"),
+    Route("PUT", BUCKET, "ownershipControls", "PutBucketOwnershipControls"),
+    Route("DELETE", BUCKET, "ownershipControls", "DeleteBucketOwnershipControls"),
     Route("GET", BUCKET, "publicAccessBlock", "GetPublicAccessBlock"),
+    Route("PUT", BUCKET, "publicAccessBlock", "PutPublicAccessBlock"),
+    Route("DELETE", BUCKET, "publicAccessBlock", "DeletePublicAccessBlock"),
+    Route("GET", BUCKET, "policyStatus", "GetBucketPolicyStatus"),
+    # S3 Object Lock (gateway/s3/object_lock.py).
+    Route("PUT", BUCKET, "object-lock", "PutObjectLockConfiguration"),
+    Route("GET", BUCKET, "object-lock", "GetObjectLockConfiguration"),
+    Route("PUT", OBJECT, "retention", "PutObjectRetention"),
+    Route("GET", OBJECT, "retention", "GetObjectRetention"),
+    Route("PUT", OBJECT, "legal-hold", "PutObjectLegalHold"),
+    Route("GET", OBJECT, "legal-hold", "GetObjectLegalHold"),
 )
 
 

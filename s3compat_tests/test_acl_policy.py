@@ -5,9 +5,10 @@ Put/Get/DeleteBucketPolicy, GetBucketEncryption, GetBucketOwnershipControls and
 GetPublicAccessBlock in the S3 API reference.
 
 New AWS buckets have ACLs disabled (BucketOwnerEnforced): an ACL that grants anything
-beyond the owner's full control is refused (400 AccessControlListNotSupported). Squall
-does not enforce grants either and refuses such ACLs with 501 NotImplemented; the tests
-accept either refusal, never a silent success.
+beyond the owner's full control is refused (400 AccessControlListNotSupported). In a
+bucket with ACLs enabled, Squall, which does not enforce grants, refuses such ACLs with
+501 NotImplemented; the tests accept either refusal, never a silent success. Object
+Ownership and Block Public Access themselves: ``test_bucket_settings.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from s3compat_tests.support import (
     empty_and_delete_bucket,
     error_code,
     http_status,
+    make_client,
     unique_bucket_name,
 )
 
@@ -90,6 +92,31 @@ def test_public_canned_acls_are_refused(s3, bucket, canned):
     with pytest.raises(ClientError) as caught:
         s3.put_bucket_acl(Bucket=bucket, ACL=canned)
     assert (error_code(caught.value), http_status(caught.value)) in ACL_REFUSALS
+
+
+def _with_header(client, operation: str, name: str, value: str):
+    """``client`` sending ``name: value`` on ``operation`` (botocore validates the
+    ACL enum, so a made-up name has to be put on the wire by hand)."""
+    client.meta.events.register(f"before-call.s3.{operation}",
+                                lambda params, **_: params["headers"].update({name: value}))
+    return client
+
+
+@pytest.mark.parametrize("operation", ["PutBucketAcl", "PutObjectAcl", "PutObject"])
+def test_an_unknown_canned_acl_is_invalid_argument(s3_endpoint, bucket, operation):
+    """A misspelt canned ACL ('public-ready') is a malformed request: 400, not 501."""
+    client = make_client(s3_endpoint)
+    client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    _with_header(client, operation, "x-amz-acl", "public-ready")
+    calls = {
+        "PutBucketAcl": lambda: client.put_bucket_acl(Bucket=bucket, ACL="private"),
+        "PutObjectAcl": lambda: client.put_object_acl(Bucket=bucket, Key="k", ACL="private"),
+        "PutObject": lambda: client.put_object(Bucket=bucket, Key="k", Body=b"y"),
+    }
+    with pytest.raises(ClientError) as caught:
+        calls[operation]()
+    client.close()
+    assert (http_status(caught.value), error_code(caught.value)) == (400, "InvalidArgument")
 
 
 def test_a_grant_to_all_users_is_refused(s3, bucket):

@@ -10,6 +10,8 @@ from dataclasses import replace
 
 import botocore.auth
 import pytest
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from s3compat_tests.support import (
@@ -74,6 +76,30 @@ def test_anonymous_request_is_access_denied(s3, http, s3_endpoint, bucket, metho
     assert error["Message"]
     assert error["RequestId"]
     assert s3.get_object(Bucket=bucket, Key="private")["Body"].read() == b"secret"
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_anonymous_request_to_a_missing_bucket_is_no_such_bucket(s3_endpoint, http, bucket,
+                                                                  method):
+    """AWS answers an unsigned request for a bucket that does not exist NoSuchBucket: no
+    bucket, so nothing could have granted access."""
+    response = http.request(method, f"{s3_endpoint.url}/{bucket}-gone/k")
+    assert response.status_code == 404
+    assert parse_error_body(response.content)["Code"] == "NoSuchBucket"
+
+
+def test_sigv2_date_before_the_epoch_is_access_denied(s3_endpoint, http, bucket):
+    """A Date before 1970 is refused as an unreadable one is (AccessDenied), where a date
+    merely far from now is RequestTimeTooSkewed."""
+    url = f"{s3_endpoint.url}/{bucket}/k"
+    for date, code in (("Tue, 07 Jul 1950 21:53:04 GMT", "AccessDenied"),
+                       ("Tue, 07 Jul 2010 21:53:04 GMT", "RequestTimeTooSkewed")):
+        request = AWSRequest(method="PUT", url=url, data=b"bar", headers={"x-amz-date": date})
+        botocore.auth.HmacV1Auth(
+            Credentials(s3_endpoint.access_key, s3_endpoint.secret_key)).add_auth(request)
+        response = http.put(url, content=b"bar", headers=dict(request.headers.items()))
+        assert response.status_code == 403
+        assert parse_error_body(response.content)["Code"] == code
 
 
 def test_request_time_too_skewed(s3_endpoint, http, bucket, monkeypatch):

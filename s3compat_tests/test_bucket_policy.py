@@ -366,3 +366,18 @@ def test_a_signed_form_is_refused_by_a_deny(s3, bucket, set_policy, http):
     accepted = http.post(open_form["url"], data=open_form["fields"],
                          files={"file": ("f", b"x")})
     assert accepted.status_code == 204
+
+
+def test_restrict_public_buckets_ignores_a_public_policy(s3, anonymous, bucket, set_policy):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    set_policy(_statement("Allow", "s3:GetObject", _objects(bucket)))
+    assert anonymous.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": False, "IgnorePublicAcls": False, "BlockPublicPolicy": False,
+        "RestrictPublicBuckets": True})
+    try:
+        assert _denied(anonymous.get_object, Bucket=bucket, Key="k") == DENIED
+        assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+    finally:
+        s3.delete_public_access_block(Bucket=bucket)
+    assert anonymous.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"

@@ -8,7 +8,9 @@ https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -139,9 +141,10 @@ def test_delete_objects_raw_xml_response(s3, s3_endpoint, http, bucket):
     assert text.count("<Deleted>") == 2
 
 
-def test_put_without_content_length_is_411(s3_endpoint, http, bucket):
-    """AWS: MissingContentLength (411) for a PUT that does not state its length (here a
-    chunked transfer-encoding without aws-chunked signing)."""
+def test_put_with_chunked_transfer_encoding_is_501(s3_endpoint, http, bucket):
+    """AWS answers a PUT whose body is HTTP-chunked (no Content-Length, no aws-chunked
+    signing) 501 NotImplemented naming the Transfer-Encoding header, as captured from
+    S3 in SDK bug reports (aws-sdk-js #15, aws-sdk-go #4944, knox #43)."""
     url = f"{s3_endpoint.url}/{bucket}/chunked"
     headers = sign_headers(s3_endpoint, "PUT", url, body=b"streamed")
 
@@ -149,8 +152,9 @@ def test_put_without_content_length_is_411(s3_endpoint, http, bucket):
         yield b"streamed"
 
     response = http.put(url, headers=headers, content=stream())
-    assert response.status_code == 411
-    assert parse_error_body(response.content)["Code"] == "MissingContentLength"
+    assert response.status_code == 501
+    error = parse_error_body(response.content)
+    assert (error["Code"], error["Header"]) == ("NotImplemented", "Transfer-Encoding")
 
 
 def test_missing_bucket_error_names_bucket(s3_endpoint, http):
@@ -160,3 +164,19 @@ def test_missing_bucket_error_names_bucket(s3_endpoint, http):
     error = parse_error_body(response.content)
     assert error["Code"] == "NoSuchBucket"
     assert error.get("BucketName") == name
+
+
+def test_unparsable_request_is_an_xml_error(s3_endpoint):
+    """Bytes that are not HTTP still get S3's answer: 400 with an XML error document."""
+    address = urlsplit(s3_endpoint.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/xml" in head.lower()
+    error = parse_error_body(body)
+    assert error["Code"] == "BadRequest"
+    assert error["RequestId"]

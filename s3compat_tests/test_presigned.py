@@ -8,6 +8,10 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
 from s3compat_tests.support import parse_error_body
 
 
@@ -103,5 +107,31 @@ def test_presigned_url_longer_than_a_week_is_rejected(s3, http, bucket):
         "get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=604801
     )
     response = http.get(url)
+    assert response.status_code == 400
+    assert parse_error_body(response.content)["Code"] == "AuthorizationQueryParametersError"
+
+
+def _presigned_url(s3_endpoint, url: str, expires_seconds: int) -> str:
+    """A SigV4 presigned GET URL with any lifetime. botocore's own signer is used, not
+    generate_presigned_url: with awscrt installed that refuses a lifetime below 1."""
+    credentials = Credentials(s3_endpoint.access_key, s3_endpoint.secret_key)
+    request = AWSRequest(method="GET", url=url)
+    S3SigV4QueryAuth(credentials, "s3", s3_endpoint.region, expires=expires_seconds).add_auth(
+        request)
+    return request.url
+
+
+def test_presigned_url_with_a_zero_lifetime_has_expired(s3, s3_endpoint, http, bucket):
+    """X-Amz-Expires=0 is a lifetime that is already over (403), not a malformed one."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    response = http.get(_presigned_url(s3_endpoint, f"{s3_endpoint.url}/{bucket}/k", 0))
+    assert response.status_code == 403
+    error = parse_error_body(response.content)
+    assert (error["Code"], error["Message"]) == ("AccessDenied", "Request has expired")
+
+
+def test_presigned_url_with_a_negative_lifetime_is_malformed(s3, s3_endpoint, http, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    response = http.get(_presigned_url(s3_endpoint, f"{s3_endpoint.url}/{bucket}/k", -7))
     assert response.status_code == 400
     assert parse_error_body(response.content)["Code"] == "AuthorizationQueryParametersError"

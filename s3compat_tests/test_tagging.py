@@ -78,6 +78,15 @@ def test_put_object_with_tagging_header(s3, bucket) -> None:
     assert s3.get_object(Bucket=bucket, Key="k")["TagCount"] == 3
 
 
+def test_tagging_header_name_without_value(s3, bucket) -> None:
+    """'bar' with no '=' is the tag bar with an empty value, as in any query string
+    (s3-tests test_put_obj_with_tags)."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="foo=bar&bar")
+    # Read back in key order, whatever order they were given in.
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [
+        {"Key": "bar", "Value": ""}, {"Key": "foo", "Value": "bar"}]
+
+
 def test_overwrite_without_tagging_header_has_no_tags(s3, bucket) -> None:
     s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=1")
     s3.put_object(Bucket=bucket, Key="k", Body=b"y")

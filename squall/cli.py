@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from storage import limits
+from triggers.devices import DEVICE_CHOICES
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -29,6 +30,14 @@ DEV_ROOT_USER = "squall-dev"
 DEV_ROOT_PASSWORD = "squall-dev-secret-change-me"
 DEFAULT_PRE_COMMIT_HOOK = "triggers.hook:TriggerHook"
 FUNCTION_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+DAY_SECONDS = 24 * 3600.0  # a lifecycle day, unless --lifecycle-day-seconds says otherwise
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -133,7 +142,27 @@ def _build_hook(args: argparse.Namespace, webhooks: dict[str, str]) -> Any:
             raise SystemExit(f"squall: --inference-threads must be 1 to "
                              f"{limits.trigger_inference_threads_max}")
         options.update(inference_threads=args.inference_threads)
+    options.update(_tensorflow_options(args))
     return factory(**options)
+
+
+def _tensorflow_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--tensorflow-device`` and ``--gpu-memory-limit-mib`` as the hook's options (only
+    those given: a custom hook without them still loads); exits when they conflict."""
+    options: dict[str, Any] = {}
+    if args.tensorflow_device is not None:
+        options.update(tensorflow_device=args.tensorflow_device)
+    limit_mib = args.gpu_memory_limit_mib
+    if limit_mib is not None:
+        low, high = (limits.tensorflow_gpu_memory_limit_mib_min,
+                     limits.tensorflow_gpu_memory_limit_mib_max)
+        if not low <= limit_mib <= high:
+            raise SystemExit(f"squall: --gpu-memory-limit-mib must be {low} to {high}")
+        if args.tensorflow_device == "cpu":
+            raise SystemExit("squall: --gpu-memory-limit-mib needs a GPU; "
+                             "--tensorflow-device cpu hides them")
+        options.update(gpu_memory_limit_mib=limit_mib)
+    return options
 
 
 async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> None:
@@ -145,7 +174,8 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
     from storage.client import open_embedded
     from storage.lifecycle import SweeperSettings
 
-    lifecycle = SweeperSettings(period_seconds=args.lifecycle_period_seconds)
+    lifecycle = SweeperSettings(period_seconds=args.lifecycle_period_seconds,
+                                day_ms=round(args.lifecycle_day_seconds * 1000))
     metrics_access = _metrics_access(args)
     webhooks = parse_webhooks(args.webhook)
     # The pre-commit hook is named by an import string: storage never imports triggers.
@@ -166,6 +196,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                 functions=hook,
                 webhook_targets=frozenset(webhooks),
                 delivery=hook if webhooks and isinstance(hook, EventDelivery) else None,
+                lifecycle_day_ms=lifecycle.day_ms,
                 metrics_access=metrics_access,
                 metrics_sources=(hook,) if isinstance(hook, MetricsSource) else (),
             ),
@@ -257,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=limits.lifecycle_sweep_period_seconds,
         help="how often the lifecycle sweeper applies the buckets' expiry rules",
     )
+    serve.add_argument(
+        "--lifecycle-day-seconds",
+        type=_positive_seconds,
+        default=DAY_SECONDS,
+        help="length of a 'day' in lifecycle rules (default 86400); shorter only to "
+        "watch expiry in tests, like RGW's rgw_lc_debug_interval",
+    )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true")
     serve.add_argument(
@@ -272,6 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="batches of all functions that may run at once, one thread each "
         "(default: the usable cores)",
+    )
+    serve.add_argument(
+        "--tensorflow-device",
+        choices=DEVICE_CHOICES,
+        default=None,
+        help="where tensorflow functions run their models: auto (GPU:0 when TensorFlow "
+        "lists a GPU, else the CPU; the default), cpu (GPUs hidden from TensorFlow), gpu "
+        "(without one, tensorflow functions refuse to run: docs/triggers.md, 'GPU')",
+    )
+    serve.add_argument(
+        "--gpu-memory-limit-mib",
+        type=int,
+        default=None,
+        metavar="N",
+        help="GPU memory TensorFlow may take, per GPU (default: grows as the models need)",
     )
     serve.add_argument(
         "--functions",

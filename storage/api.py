@@ -6,8 +6,9 @@ Rules:
   LMDB, sockets or threads; the implementation lives in ``storage.client`` (what the
   gateway calls), ``storage.node`` and ``storage.engine``.
 * Records are immutable (frozen dataclasses). A version's bytes and metadata never change
-  once committed; its tag set is the one thing S3 lets a client replace
-  (PutObjectTagging), so a cache of records keyed by version id must not cache tags.
+  once committed; its tag set (PutObjectTagging) and its Object Lock state
+  (PutObjectRetention, PutObjectLegalHold) are the only things S3 lets a client replace,
+  so a cache of records keyed by version id must not cache them.
 * Times are integer milliseconds since the Unix epoch (``*_ms``); sizes are bytes.
 * Errors are typed; the gateway maps each to exactly one S3 error code in one table
   (``gateway.errors``). An error that reaches the gateway untyped is a bug (500).
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -37,9 +38,15 @@ __all__ = [
     "CompletedPart",
     "ListPartsPage",
     "ListUploadsPage",
+    "OBJECT_LOCK_MODES",
+    "DefaultRetention",
+    "ObjectLockUpdate",
     "LifecycleRule",
     "LifecycleConfiguration",
     "LIFECYCLE_RULES_CONFIG",
+    "LIFECYCLE_DAY_MS",
+    "lifecycle_due_ms",
+    "current_version_expiry",
     "CHANGES_OBJECTS",
     "CHANGES_CONFIGURATION",
     "Upload",
@@ -60,6 +67,9 @@ __all__ = [
     "InvalidPart",
     "InvalidPartOrder",
     "EntityTooSmall",
+    "InvalidBucketState",
+    "ObjectLockNotEnabled",
+    "ObjectLocked",
     "limits",
     # pre-commit hook (ML triggers)
     "OBJECT_CREATED_EVENTS",
@@ -86,6 +96,25 @@ __all__ = [
 # --- records -----------------------------------------------------------------------------
 
 
+# S3 Object Lock retention modes: GOVERNANCE can be lifted by a request with
+# x-amz-bypass-governance-retention: true; COMPLIANCE by nobody until it expires.
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultRetention:
+    """A bucket's default retention (Object Lock): given to every new version written
+    without a retention of its own. Exactly one of ``days`` and ``years`` is set."""
+
+    mode: str  # one of OBJECT_LOCK_MODES
+    days: int | None = None
+    years: int | None = None
+
+    def retain_until_ms(self, now_ms: int) -> int:
+        days = self.days if self.days is not None else (self.years or 0) * limits.object_lock_year_days
+        return now_ms + days * limits.object_lock_day_ms
+
+
 @dataclass(frozen=True, slots=True)
 class BucketInfo:
     name: str
@@ -93,6 +122,9 @@ class BucketInfo:
     owner_id: str
     # '' for a bucket that never had versioning, else 'Enabled' or 'Suspended'.
     versioning: str = ""
+    # Object Lock: once enabled never disabled, and versioning stays Enabled.
+    object_lock_enabled: bool = False
+    default_retention: DefaultRetention | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +155,17 @@ class ObjectVersion:
     # () for an object written in one piece. Part N is bytes
     # [sum(part_sizes[:N-1]), sum(part_sizes[:N])) of the body.
     part_sizes: tuple[int, ...] = ()
+    # Each part's own checksum (base64, of the upload's checksum algorithm), in part
+    # order; () when the parts carried none or the object was written in one piece.
+    part_checksums: tuple[str, ...] = ()
     # The object's tag set (key -> value); replaceable per version, see replace_tags.
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Object Lock state, replaceable per version (update_object_lock): the retention
+    # mode ('' none, else one of OBJECT_LOCK_MODES) and until when (ms; 0 with no
+    # mode), and the legal hold.
+    lock_mode: str = ""
+    lock_retain_until_ms: int = 0
+    legal_hold: bool = False
     # Set only on the version a commit returns when a pre-commit function judged it (the
     # judgement itself is stored as 'squall-*' user metadata when the function annotates).
     verdict: Verdict | None = None
@@ -179,6 +220,30 @@ class PutSpec:
     checksums: Mapping[str, str] = field(default_factory=dict)
     storage_class: str = "STANDARD"
     tags: Mapping[str, str] = field(default_factory=dict)  # validated by the gateway
+    # Object Lock asked for by the write (x-amz-object-lock-*): with no mode, the
+    # bucket's default retention (if any) applies at the commit point.
+    lock_mode: str = ""
+    lock_retain_until_ms: int = 0
+    legal_hold: bool = False
+
+    @property
+    def asks_for_lock(self) -> bool:
+        return bool(self.lock_mode) or self.legal_hold
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectLockUpdate:
+    """A change to one version's Object Lock state (PutObjectRetention or
+    PutObjectLegalHold), checked against the current state at the commit point.
+
+    ``retention``: None leaves the retention as it is; ``("", 0)`` removes it;
+    ``(mode, retain_until_ms)`` replaces it. ``legal_hold``: None leaves it as it is.
+    ``bypass_governance``: the request carried x-amz-bypass-governance-retention: true.
+    """
+
+    retention: tuple[str, int] | None = None
+    legal_hold: bool | None = None
+    bypass_governance: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +349,11 @@ LIFECYCLE_RULES_CONFIG = "lifecycle-rules"
 LIFECYCLE_RULES_FORMAT = 1
 
 
+# A lifecycle "day": 24 hours, unless a test shortens it (``squall serve
+# --lifecycle-day-seconds``) to watch expiry in seconds.
+LIFECYCLE_DAY_MS = 24 * 3600 * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class LifecycleRule:
     """One validated lifecycle rule, as the sweeper (``storage.lifecycle``) applies it.
@@ -306,6 +376,50 @@ class LifecycleRule:
     noncurrent_days: int | None = None
     newer_noncurrent_versions: int | None = None
     abort_incomplete_multipart_days: int | None = None
+
+    def matches(self, key: str, size_bytes: int, tags: Mapping[str, str]) -> bool:
+        """Whether the filter (prefix AND tags AND size bounds) selects this version."""
+        if not key.startswith(self.prefix):
+            return False
+        if any(tags.get(name) != value for name, value in self.tags.items()):
+            return False
+        greater = self.object_size_greater_than_bytes
+        less = self.object_size_less_than_bytes
+        if greater is not None and not size_bytes > greater:
+            return False
+        return less is None or size_bytes < less
+
+    def current_expiry_ms(self, created_ms: int, day_ms: int = LIFECYCLE_DAY_MS) -> int | None:
+        """When this rule expires a current version created at ``created_ms`` (whatever
+        its filter), or None if the rule expires no current version."""
+        if self.expiration_days is not None:
+            return lifecycle_due_ms(created_ms, self.expiration_days, day_ms)
+        return self.expiration_date_ms
+
+
+def lifecycle_due_ms(start_ms: int, days: int, day_ms: int = LIFECYCLE_DAY_MS) -> int:
+    """``days`` after ``start_ms``, rounded up to the next midnight UTC (as AWS does);
+    ``day_ms`` is the length of a day (shorter only in tests)."""
+    assert days > 0 and day_ms > 0
+    return -(-(start_ms + days * day_ms) // day_ms) * day_ms
+
+
+def current_version_expiry(
+    rules: Iterable[LifecycleRule], version: ObjectVersion, day_ms: int = LIFECYCLE_DAY_MS
+) -> tuple[int, str] | None:
+    """(when, rule id) of the earliest enabled rule that will expire ``version`` as the
+    current version of its key: what S3's ``x-amz-expiration`` header tells. None when
+    no rule does (or the version is a delete marker)."""
+    if version.is_delete_marker:
+        return None
+    earliest: tuple[int, str] | None = None
+    for rule in rules:
+        if not rule.enabled or not rule.matches(version.key, version.size_bytes, version.tags):
+            continue
+        due_ms = rule.current_expiry_ms(version.last_modified_ms, day_ms)
+        if due_ms is not None and (earliest is None or due_ms < earliest[0]):
+            earliest = (due_ms, rule.rule_id)
+    return earliest
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +521,21 @@ class EntityTooSmall(StorageError):
     """A part other than the last is smaller than ``limits.part_size_bytes_min``."""
 
 
+class InvalidBucketState(StorageError):
+    """The bucket's state forbids the request: versioning Suspended on an Object Lock
+    bucket, or Object Lock enabled on a bucket whose versioning is not Enabled."""
+
+
+class ObjectLockNotEnabled(StorageError):
+    """An Object Lock request (or lock state on a write) for a bucket without Object
+    Lock."""
+
+
+class ObjectLocked(StorageError):
+    """A retention or legal hold forbids removing this version, or shortening,
+    weakening or removing its retention."""
+
+
 # --- protocols ---------------------------------------------------------------------------
 
 
@@ -471,7 +600,12 @@ class StorageClient(Protocol):
     """What the gateway calls. Every method may raise the typed errors above."""
 
     # buckets
-    async def create_bucket(self, name: str, owner_id: str) -> BucketInfo: ...
+    async def create_bucket(
+        self, name: str, owner_id: str, object_lock_enabled: bool = False
+    ) -> BucketInfo:
+        """With ``object_lock_enabled`` the bucket starts versioning-Enabled with Object
+        Lock (x-amz-bucket-object-lock-enabled)."""
+        ...
     async def delete_bucket(self, name: str) -> None: ...
     async def get_bucket(self, name: str) -> BucketInfo: ...
     async def list_buckets(self, owner_id: str) -> list[BucketInfo]: ...
@@ -539,9 +673,12 @@ class StorageClient(Protocol):
         key: str,
         version_id: str | None = None,
         origin: EventOrigin | None = None,
+        bypass_governance: bool = False,
     ) -> DeleteResult:
         """Remove a version, or write a delete marker; its s3:ObjectRemoved:* event goes to
-        the outbox in the same transaction (see ``Upload.commit``)."""
+        the outbox in the same transaction (see ``Upload.commit``). Removing a version
+        that a legal hold or an unexpired retention protects raises ObjectLocked
+        (GOVERNANCE yields to ``bypass_governance``); a delete marker is always allowed."""
         ...
 
     async def list_objects(
@@ -572,7 +709,15 @@ class StorageClient(Protocol):
         ...
 
     async def set_bucket_versioning(self, name: str, versioning: str) -> BucketInfo:
-        """``versioning`` is 'Enabled' or 'Suspended' (a bucket never returns to '')."""
+        """``versioning`` is 'Enabled' or 'Suspended' (a bucket never returns to '').
+        InvalidBucketState for Suspended on an Object Lock bucket."""
+        ...
+
+    async def put_object_lock_configuration(
+        self, name: str, default_retention: DefaultRetention | None
+    ) -> BucketInfo:
+        """Enable Object Lock (for good) with this default retention (None: none).
+        InvalidBucketState unless versioning is Enabled."""
         ...
 
     # multipart uploads
@@ -642,6 +787,17 @@ class StorageClient(Protocol):
         NoSuchVersion when the version is gone, InvalidArgument for a delete marker.
         Returns the version with its new tags. Its ``event_name`` event
         (s3:ObjectTagging:Put or :Delete) goes to the outbox in the same transaction."""
+        ...
+
+    async def update_object_lock(
+        self, bucket: str, key: str, version_id: str, update: ObjectLockUpdate
+    ) -> ObjectVersion:
+        """Change one version's retention and/or legal hold in place (as ``replace_tags``,
+        no new version), checked at the commit point against the server's clock:
+        ObjectLockNotEnabled for a bucket without Object Lock, ObjectLocked when an
+        unexpired retention would be shortened, weakened or removed (COMPLIANCE never;
+        GOVERNANCE only with ``update.bypass_governance``), NoSuchVersion,
+        InvalidArgument for a delete marker."""
         ...
 
     # post-commit notifications: the durable outbox of each shard

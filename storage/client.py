@@ -30,6 +30,7 @@ from typing import Any, Self, TypeVar
 from storage.api import (
     BucketInfo,
     CompletedPart,
+    DefaultRetention,
     DeleteResult,
     EventOrigin,
     InvalidArgument,
@@ -39,6 +40,7 @@ from storage.api import (
     ListUploadsPage,
     ListVersionsPage,
     MultipartUploadInfo,
+    ObjectLockUpdate,
     ObjectVersion,
     OutboxPage,
     OutboxStatus,
@@ -74,6 +76,11 @@ class ShardedStorageClient:
         self._transport = transport
         self._owned_nodes = owned_nodes
         self._local_nodes = {node.node_id: node for node in owned_nodes}
+        # The nodes whose counters change_count sums, found once (the view is fixed for
+        # the client's life): every shard leader, when all are in this process; else None.
+        leaders = [self._local_nodes.get(leader) for leader in self._leaders()]
+        self._counting_nodes: tuple[StorageNode, ...] | None = (
+            None if None in leaders else tuple(n for n in leaders if n is not None))
         self._closed = False
 
     @property
@@ -96,8 +103,11 @@ class ShardedStorageClient:
 
     # --- buckets -----------------------------------------------------------------------
 
-    async def create_bucket(self, name: str, owner_id: str) -> BucketInfo:
-        results = await self._call_all(Operation.CREATE_BUCKET, name=name, owner_id=owner_id)
+    async def create_bucket(
+        self, name: str, owner_id: str, object_lock_enabled: bool = False
+    ) -> BucketInfo:
+        results = await self._call_all(Operation.CREATE_BUCKET, name=name, owner_id=owner_id,
+                                       object_lock_enabled=object_lock_enabled)
         return results[0]
 
     async def delete_bucket(self, name: str) -> None:
@@ -113,6 +123,13 @@ class ShardedStorageClient:
         results = await self._call_all(
             Operation.SET_BUCKET_VERSIONING, name=name, versioning=versioning
         )
+        return results[0]
+
+    async def put_object_lock_configuration(
+        self, name: str, default_retention: DefaultRetention | None
+    ) -> BucketInfo:
+        results = await self._call_all(Operation.PUT_OBJECT_LOCK_CONFIGURATION, name=name,
+                                       default_retention=default_retention)
         return results[0]
 
     async def put_bucket_config(
@@ -134,12 +151,13 @@ class ShardedStorageClient:
         spread over the shards; configurations are written to every shard), when every
         leader is a node of this process; None otherwise. Each term only grows, so the
         sum only grows, and a write that bumps one shard's term changes it."""
-        local = self._local_nodes
+        # Asked on every GET/HEAD/PUT (x-amz-expiration) and every judged write: no list
+        # of leaders is built per call.
+        nodes = self._counting_nodes
+        if nodes is None:
+            return None
         total = 0
-        for leader in self._leaders():
-            node = local.get(leader)
-            if node is None:
-                return None
+        for node in nodes:
             total += node.change_count(bucket, scope)
         return total
 
@@ -184,6 +202,7 @@ class ShardedStorageClient:
         key: str,
         version_id: str | None = None,
         origin: EventOrigin | None = None,
+        bypass_governance: bool = False,
     ) -> DeleteResult:
         return await self._call(
             self._object_leader(bucket, key),
@@ -192,6 +211,19 @@ class ShardedStorageClient:
             key=key,
             version_id=version_id,
             origin=origin,
+            bypass_governance=bypass_governance,
+        )
+
+    async def update_object_lock(
+        self, bucket: str, key: str, version_id: str, update: ObjectLockUpdate
+    ) -> ObjectVersion:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.UPDATE_OBJECT_LOCK,
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+            update=update,
         )
 
     async def replace_tags(

@@ -13,6 +13,7 @@ bucket_name_length_max = 63
 user_metadata_bytes_max = 2 * 1024  # AWS: user-defined metadata, names + values, 2 KB
 object_size_bytes_max = 5 * 1024**3  # AWS: a single PUT is at most 5 GiB
 buckets_per_owner_max = 10_000
+list_buckets_max = 10_000  # AWS: ListBuckets max-buckets is 1..10000
 list_keys_max = 1000  # ListObjects/ListObjectsV2/ListObjectVersions max-keys clamp
 delete_objects_keys_max = 1000  # DeleteObjects: at most 1000 keys per request
 parts_per_upload_max = 10_000  # AWS: part numbers are 1..10000
@@ -20,11 +21,16 @@ part_size_bytes_max = 5 * 1024**3  # AWS: one part is at most 5 GiB
 part_size_bytes_min = 5 * 1024**2  # AWS: every part but the last is at least 5 MiB
 multipart_object_size_bytes_max = 5 * 1024**4  # AWS: a multipart object is at most 5 TiB
 list_parts_max = 1000  # ListParts max-parts clamp
+object_attributes_parts_max = 1000  # GetObjectAttributes x-amz-max-parts clamp (AWS default)
 list_uploads_max = 1000  # ListMultipartUploads max-uploads clamp
 object_tags_max = 10  # AWS: at most 10 tags per object version
 bucket_tags_max = 50  # AWS: at most 50 tags per bucket
 tag_key_chars_max = 128  # AWS: a tag key is 1..128 Unicode characters
 tag_value_chars_max = 256  # AWS: a tag value is 0..256 Unicode characters
+object_lock_default_retention_days_max = 36_500  # AWS: DefaultRetention Days, 1..36500
+object_lock_default_retention_years_max = 100  # AWS: DefaultRetention Years, 1..100
+object_lock_day_ms = 24 * 3600 * 1000  # one retention day (AWS counts whole 24-hour days)
+object_lock_year_days = 365  # one retention year, in days (what AWS and RGW count)
 
 # --- storage engine --------------------------------------------------------------------
 chunk_size_bytes = 1024 * 1024  # bodies are stored in chunks of this size
@@ -41,6 +47,7 @@ bucket_records_decoded_max = 10_000  # decoded bucket records kept per engine; b
 
 # --- lifecycle sweeper (storage/lifecycle.py) ------------------------------------------
 lifecycle_rules_max = 1000  # AWS: a lifecycle configuration has at most 1000 rules
+lifecycle_rules_cached_buckets_max = 10_000  # buckets whose rules the gateway keeps (x-amz-expiration)
 lifecycle_sweep_period_seconds = 3600.0  # one pass over every bucket with rules, this often
 lifecycle_deletes_per_second_max = 1000  # expiry deletes, all buckets together
 lifecycle_deletes_per_txn_max = 100  # expiry deletes sharing one writer operation
@@ -115,6 +122,10 @@ litert_threads_max = 16  # clamp of a function's litert_threads
 litert_interpreters_per_model_max = 4  # LiteRT interpreters of one model version (pooled)
 litert_conversions_concurrent_max = 1  # background LiteRT conversions at once (each holds
 #                                        the model's graph twice, and they are CPU-bound)
+# squall serve --gpu-memory-limit-mib: the logical GPU device TensorFlow gets (per GPU).
+# Below 256 MiB cuDNN/cuBLAS workspaces alone do not fit; above 1 TiB is no GPU made yet.
+tensorflow_gpu_memory_limit_mib_min = 256
+tensorflow_gpu_memory_limit_mib_max = 1024 * 1024
 
 # --- post-commit notifications (outbox: storage/engine/outbox.py; delivery: triggers/events.py)
 outbox_entries_max = 1_000_000  # undelivered events kept; a write that would add more -> SlowDown

@@ -39,6 +39,7 @@ from typing import Any
 from storage.api import (
     BucketInfo,
     CompletedPart,
+    DefaultRetention,
     DeleteResult,
     EventOrigin,
     InvalidArgument,
@@ -47,6 +48,7 @@ from storage.api import (
     ListUploadsPage,
     ListVersionsPage,
     MultipartUploadInfo,
+    ObjectLockUpdate,
     ObjectVersion,
     OutboxPage,
     OutboxStatus,
@@ -160,6 +162,7 @@ class StorageNode:
             Operation.GET_BUCKET: self.get_bucket,
             Operation.LIST_BUCKETS: self.list_buckets,
             Operation.SET_BUCKET_VERSIONING: self.set_bucket_versioning,
+            Operation.PUT_OBJECT_LOCK_CONFIGURATION: self.put_object_lock_configuration,
             Operation.PUT_BUCKET_CONFIG: self.put_bucket_config,
             Operation.GET_BUCKET_CONFIG: self.get_bucket_config,
             Operation.NEW_BLOB_ID: self.new_blob_id,
@@ -169,6 +172,7 @@ class StorageNode:
             Operation.GET_VERSION: self.get_version,
             Operation.DELETE_OBJECT: self.delete_object,
             Operation.REPLACE_TAGS: self.replace_tags,
+            Operation.UPDATE_OBJECT_LOCK: self.update_object_lock,
             Operation.LIST_OBJECTS: self.list_objects,
             Operation.LIST_OBJECT_VERSIONS: self.list_object_versions,
             Operation.CREATE_MULTIPART_UPLOAD: self.create_multipart_upload,
@@ -236,14 +240,21 @@ class StorageNode:
             self._outbox_grew.set()
             self._outbox_grew = asyncio.Event()
 
-    async def create_bucket(self, name: str, owner_id: str) -> BucketInfo:
-        return await self._write(operations.create_bucket(name, owner_id))
+    async def create_bucket(
+        self, name: str, owner_id: str, object_lock_enabled: bool = False
+    ) -> BucketInfo:
+        return await self._write(operations.create_bucket(name, owner_id, object_lock_enabled))
 
     async def delete_bucket(self, name: str) -> None:
         await self._write(operations.delete_bucket(name))
 
     async def set_bucket_versioning(self, name: str, versioning: str) -> BucketInfo:
         return await self._write(operations.set_bucket_versioning(name, versioning))
+
+    async def put_object_lock_configuration(
+        self, name: str, default_retention: DefaultRetention | None
+    ) -> BucketInfo:
+        return await self._write(operations.put_object_lock_configuration(name, default_retention))
 
     async def put_bucket_config(
         self, bucket: str, name: str, document: bytes | None, origin: EventOrigin | None = None
@@ -334,8 +345,10 @@ class StorageNode:
         key: str,
         version_id: str | None = None,
         origin: EventOrigin | None = None,
+        bypass_governance: bool = False,
     ) -> DeleteResult:
-        return await self._write(operations.delete_object(bucket, key, version_id, origin))
+        return await self._write(
+            operations.delete_object(bucket, key, version_id, origin, bypass_governance))
 
     # --- multipart uploads ------------------------------------------------------------
 
@@ -450,6 +463,11 @@ class StorageNode:
         operation = operations.replace_tags(bucket, key, version_id, dict(tags), event_name,
                                             origin)
         return await self._write(operation)
+
+    async def update_object_lock(
+        self, bucket: str, key: str, version_id: str, update: ObjectLockUpdate
+    ) -> ObjectVersion:
+        return await self._write(operations.update_object_lock(bucket, key, version_id, update))
 
     # --- reads (on the event loop thread: microseconds each) ---------------------------
 

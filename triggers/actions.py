@@ -33,6 +33,7 @@ class Prediction:
     model_version: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
     runtime: str = ""  # what ran the model: 'tensorflow' | 'litert' ('' for python functions)
+    device: str = ""  # where it ran: 'GPU:0' | 'CPU:0' ('' for python functions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,6 @@ import inspect
 import json
 import logging
 import struct
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +76,14 @@ from triggers.config import (
     definition_from_document,
     parse_definition,
 )
+from triggers.devices import (
+    CPU_DEVICE,
+    CPU_NAME,
+    DEFAULT_SETTINGS,
+    Placement,
+    TensorFlowSettings,
+    configure_tensorflow,
+)
 from triggers.litert import LiteRTFailed, runtime_of
 from triggers.models import LabelCache, LoadedModel, ModelCache, read_object, resolve
 
@@ -91,33 +98,14 @@ class FunctionFailed(Exception):
     """A function could not judge a body (bad input, or its own error)."""
 
 
-# --- TensorFlow's threads ------------------------------------------------------------------
-
-_tensorflow_threads_configured = False
-_tensorflow_threads_lock = threading.Lock()  # the first batches of two functions may race
+# --- TensorFlow's threads and devices (triggers.devices) ------------------------------------
 
 
 def configure_tensorflow_threads(intra_op_threads: int, inter_op_threads: int) -> None:
     """Size TensorFlow's thread pools once per process, before its first op (imports
-    TensorFlow: call from a worker thread). Too late (TensorFlow already ran) is logged."""
-    with _tensorflow_threads_lock:
-        _configure_tensorflow_threads(intra_op_threads, inter_op_threads)
-
-
-def _configure_tensorflow_threads(intra_op_threads: int, inter_op_threads: int) -> None:
-    global _tensorflow_threads_configured
-    if _tensorflow_threads_configured:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
-    except RuntimeError as error:  # the runtime is initialised: its pools are fixed
-        _log.warning("TensorFlow threads not set (%s): keeping %d intra-op, %d inter-op", error,
-                     tf.config.threading.get_intra_op_parallelism_threads(),
-                     tf.config.threading.get_inter_op_parallelism_threads())
-    _tensorflow_threads_configured = True
+    TensorFlow: call from a worker thread), with the default device settings
+    (``triggers.devices.configure_tensorflow``). Too late is logged."""
+    configure_tensorflow(TensorFlowSettings(intra_op_threads, inter_op_threads))
 
 
 # --- input decoding (in a worker thread) -------------------------------------------------
@@ -146,7 +134,8 @@ def _decode_image(data: bytes, spec: InputSpec, input_shape: tuple[int, ...]) ->
         raise FunctionFailed(f"the model's input {input_shape} is not an image: give input.size")
     channels = spec.channels or (input_shape[2] if len(input_shape) == 3 else 3)
     try:
-        image = _image_decoder(height, width, channels)(tf.constant(data)).numpy()
+        with tf.device(CPU_DEVICE):  # decode ops have CPU kernels only (see _image_pipeline)
+            image = _image_decoder(height, width, channels)(tf.constant(data)).numpy()
     except tf.errors.InvalidArgumentError as error:
         raise FunctionFailed(f"not a decodable image: {error.message.splitlines()[0]}") from None
     return image
@@ -218,16 +207,17 @@ def _image_size(spec: InputSpec, input_shape: tuple[int, ...]) -> tuple[int, int
 
 
 def _image_pipeline(
-    model: LoadedModel, spec: InputSpec, with_model: bool = True
+    model: LoadedModel, spec: InputSpec, device: str | None = None, with_model: bool = True
 ) -> Callable[[Any], Any] | None:
-    """ONE compiled graph for a batch of image bodies: decode each, resize, scale, offset,
-    predict (one dispatch per batch instead of one per body plus one for the model).
-    Without the model (another runtime predicts), the graph ends with the input batch.
-    Cached on the loaded model per input spec; None where the per-body path must decide
+    """ONE compiled graph for a batch of image bodies: decode each, resize, scale, offset
+    (pinned to the CPU), predict (under ``device``; None: wherever TensorFlow places it):
+    one dispatch per batch instead of one per body plus one for the model. Without the
+    model (another runtime predicts), the graph ends with the input batch. Cached on the
+    loaded model per input spec and device; None where the per-body path must decide
     (not an image model, or a decoded size that does not fit the model's input)."""
     import numpy as np
 
-    cache_key = spec if with_model else (spec, "decode")
+    cache_key = (spec, device) if with_model else (spec, "decode")
     if cache_key in model.pipelines:
         return model.pipelines[cache_key]  # type: ignore[no-any-return]
     size = _image_size(spec, model.input_shape)
@@ -244,10 +234,21 @@ def _image_pipeline(
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def traced(bodies: Any) -> Any:
-            images = tf.map_fn(decode, bodies, fn_output_signature=tf.TensorSpec(
-                size, tf.float32))
-            images = tf.reshape(images * spec.scale + spec.offset, (-1, *input_shape))
-            return predict(images) if with_model else images
+            # The input stage on the CPU: TensorFlow's image decode ops have no GPU
+            # kernels, and resizing and scaling beside them keep each body on the host
+            # (left unpinned, the placer may put the resize on the GPU and the decode on
+            # the CPU inside map_fn's loop: copies per body); one float batch then
+            # crosses to the model's device.
+            with tf.device(CPU_DEVICE):
+                images = tf.map_fn(decode, bodies, fn_output_signature=tf.TensorSpec(
+                    size, tf.float32))
+                images = tf.reshape(images * spec.scale + spec.offset, (-1, *input_shape))
+            if not with_model:
+                return images
+            if device is None:
+                return predict(images)
+            with tf.device(device):
+                return predict(images)
 
         # Its one concrete function: calling it skips tf.function's per-call signature
         # binding and cache lookup (measured: ~150-200 us of ~800 us per call of the
@@ -262,18 +263,20 @@ def infer(
     spec: InputSpec,
     bodies: Sequence[memoryview | bytes],
     predict: Callable[[Any], Any] | None = None,
+    device: str | None = None,
 ) -> list[Any]:
     """One probability row per body, or the ``FunctionFailed`` of a body that cannot be
     judged (its neighbours are still judged). What a tensorflow function runs in its
     worker thread, and what ``bench/ml_pipeline.py`` calls as bare inference.
     ``predict``: another runtime's (LiteRT's) float32 [batch, *input] -> [batch, outputs]
     instead of the model's TensorFlow one; images are then decoded by a compiled
-    decode-only graph and the batch handed to it."""
+    decode-only graph and the batch handed to it. ``device``: where TensorFlow runs the
+    model ('/device:GPU:0'; None: where TensorFlow places it); decoding is on the CPU."""
     import numpy as np
 
     if spec.format == "image" and all(
             len(body) <= limits.trigger_input_bytes_max for body in bodies):
-        pipeline = _image_pipeline(model, spec, with_model=predict is None)
+        pipeline = _image_pipeline(model, spec, device, with_model=predict is None)
         if pipeline is not None:
             import tensorflow as tf
 
@@ -295,9 +298,19 @@ def infer(
             results.append(error)
     if inputs:
         batch = np.stack(inputs).astype(np.float32, copy=False)
-        rows = iter(np.asarray((predict or model.predict)(batch)))
+        rows = iter(np.asarray(_predict_on(predict or model.predict, batch, device)))
         results = [next(rows) if result is None else result for result in results]
     return results
+
+
+def _predict_on(predict: Callable[[Any], Any], batch: Any, device: str | None) -> Any:
+    """``predict(batch)``, under ``device`` when one is given (LiteRT ignores it)."""
+    if device is None:
+        return predict(batch)
+    import tensorflow as tf
+
+    with tf.device(device):
+        return predict(batch)
 
 
 def _top_k(probabilities: Any, labels: Sequence[str], k: int) -> tuple[tuple[str, float], ...]:
@@ -315,14 +328,17 @@ class TensorFlowFunction:
         models: ModelCache,
         labels: LabelCache,
         pool: InferencePool,
-        tensorflow_threads: tuple[int, int] = (1, 1),
+        tensorflow: TensorFlowSettings = DEFAULT_SETTINGS,
     ) -> None:
         assert definition.kind == "tensorflow" and definition.model is not None
         self.definition = definition
         self._models = models
         self._labels = labels
         self._pool = pool
-        self._tensorflow_threads = tensorflow_threads  # (intra-op, inter-op)
+        self._tensorflow = tensorflow
+        # Where the model runs (set by the first batch, which configures TensorFlow for
+        # the process if nothing did yet); a placement with an error refuses every batch.
+        self.placement: Placement | None = None
         # Batch timing (``_measured``): the model measured, its moving average, and the
         # model whose batches may run inline (None: none yet, or too slow).
         self._measured_model: LoadedModel | None = None
@@ -361,9 +377,11 @@ class TensorFlowFunction:
     async def _run_batch(self, events: Sequence[WriteEvent]) -> list[Prediction | Exception]:
         assert self.definition.model is not None
         loop = asyncio.get_running_loop()
-        if not _tensorflow_threads_configured:  # once per process, before any model loads
-            await loop.run_in_executor(self._pool.executor, configure_tensorflow_threads,
-                                       *self._tensorflow_threads)
+        if self.placement is None:  # TensorFlow is configured before any model loads
+            self.placement = await loop.run_in_executor(
+                self._pool.executor, configure_tensorflow, self._tensorflow)
+        if self.placement.device is None:  # --tensorflow-device gpu on a host without one
+            return [FunctionFailed(self.placement.error) for _ in events]
         model = await self._models.get(self.definition.model)
         labels = await self._label_names(model)
         if self._runs_inline(model, events):
@@ -412,15 +430,20 @@ class TensorFlowFunction:
     def _predictions(
         self, model: LoadedModel, labels: Sequence[str], events: Sequence[WriteEvent]
     ) -> list[Prediction | Exception]:
+        assert self.placement is not None and self.placement.device is not None
+        device = self.placement.device
         predict, runtime = select_runtime(model, self.definition)
         bodies = [event.body_view() for event in events]
         try:
-            rows = infer(model, self.definition.input, bodies, predict)
+            rows = infer(model, self.definition.input, bodies, predict,
+                         device if predict is None else None)
         except LiteRTFailed:
             # The version fell back to TensorFlow for good (logged, reason in its status):
             # this batch is judged there, so its writes do not fail.
-            rows = infer(model, self.definition.input, bodies)
+            rows = infer(model, self.definition.input, bodies, device=device)
             runtime = "tensorflow"
+        # LiteRT runs on the CPU (and falls back to TensorFlow where a GPU is visible).
+        device_name = self.placement.device_name if runtime == "tensorflow" else CPU_NAME
         results: list[Prediction | Exception] = []
         for row in rows:
             if isinstance(row, Exception):
@@ -428,7 +451,7 @@ class TensorFlowFunction:
             else:
                 top = _top_k(row, labels, self.definition.top_k)
                 results.append(Prediction(top[0][0], top[0][1], top, model.version_id,
-                                          runtime=runtime))
+                                          runtime=runtime, device=device_name))
         return results
 
 
@@ -446,17 +469,27 @@ def select_runtime(
     return None, "tensorflow"
 
 
-def function_status(definition: FunctionDefinition, models: ModelCache) -> dict[str, Any]:
+def function_status(
+    definition: FunctionDefinition, models: ModelCache, placement: Placement | None = None
+) -> dict[str, Any]:
     """What runs a tensorflow function now: each loaded version of its model (format,
-    shapes, LiteRT state and fallback reason) and the runtime that judges with it."""
+    shapes, LiteRT state and fallback reason) with the runtime and the device that judge
+    with it, and the process's device placement (``triggers.devices``: requested, chosen
+    or the error that refuses every batch, GPUs, GPU memory)."""
     assert definition.model is not None
     versions = []
     for status in models.status(definition.model):
         litert = status.get("litert", {})
         in_use = "litert" if definition.runtime == "litert" and litert.get(
             "state") == "litert" else "tensorflow"
-        versions.append({**status, "runtime": in_use})
-    return {"runtime": definition.runtime, "loaded_versions": versions}
+        entry = {**status, "runtime": in_use}
+        if placement is not None and placement.device is not None:
+            entry["device"] = placement.device_name if in_use == "tensorflow" else CPU_NAME
+        versions.append(entry)
+    shown: dict[str, Any] = {"runtime": definition.runtime, "loaded_versions": versions}
+    if placement is not None:
+        shown["device"] = placement.status()
+    return shown
 
 
 def import_entry_point(entry_point: str) -> Callable[..., Any]:
@@ -547,13 +580,14 @@ class Registry:
         models: ModelCache,
         labels: LabelCache,
         pool: InferencePool,
-        tensorflow_threads: tuple[int, int] = (1, 1),
+        tensorflow: TensorFlowSettings = DEFAULT_SETTINGS,
     ) -> None:
         self._storage = storage
         self._models = models
         self._labels = labels
         self._pool = pool
-        self._tensorflow_threads = tensorflow_threads
+        self._tensorflow = tensorflow
+        self._placement: Placement | None = None  # for show: set by its first call
         self._functions: dict[str, _Running] = {}
         # Retired versions whose batches are still running, oldest first, each with the
         # task that closes it once they end (it removes itself from here).
@@ -621,14 +655,17 @@ class Registry:
 
     async def show(self, name: str) -> dict[str, Any]:
         """The stored definition, its version id and, for a tensorflow function, its
-        ``status`` (the loaded model versions and what runs them: ``function_status``)
-        and, while the function of that version runs, its batcher's counts ('stats');
-        and this process's registry counts ('registry': ``counts``)."""
+        ``status`` (the loaded model versions, what runs them and on which device:
+        ``function_status``) and, while the function of that version runs, its
+        batcher's counts ('stats'); and this process's registry counts ('registry':
+        ``counts``). The first show of a tensorflow function configures TensorFlow for
+        the process (as its first batch would), so the device and its error are known."""
         version_id, document = await self._document(name)
         shown = {**document, "version_id": version_id}
         if document.get("kind") == "tensorflow":
             definition = definition_from_document(name, document)
-            shown["status"] = function_status(definition, self._models)
+            shown["status"] = function_status(definition, self._models,
+                                              await self._device_placement())
         running = self._functions.get(name)
         if running is not None and running.version_id == version_id and isinstance(
                 running.function, TensorFlowFunction):
@@ -638,6 +675,12 @@ class Registry:
                               "running_batches_max": stats.running_max}
         shown["registry"] = self.counts()
         return shown
+
+    async def _device_placement(self) -> Placement:
+        if self._placement is None:  # imports TensorFlow: on a pool thread, once
+            self._placement = await asyncio.get_running_loop().run_in_executor(
+                self._pool.executor, configure_tensorflow, self._tensorflow)
+        return self._placement
 
     async def list_names(self) -> list[str]:
         page = await self._storage.list_objects(SYSTEM_BUCKET, prefix=FUNCTIONS_PREFIX,
@@ -673,7 +716,7 @@ class Registry:
         function: Function
         if definition.kind == "tensorflow":
             function = TensorFlowFunction(definition, self._models, self._labels, self._pool,
-                                          self._tensorflow_threads)
+                                          self._tensorflow)
         else:
             function = PythonFunction(definition, self._storage)
         await self._retirement_room()

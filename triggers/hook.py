@@ -29,7 +29,9 @@ is rejected with a message saying so.
 Inference threads: the hook owns the process's ``InferencePool`` (``inference_threads``
 batches of all functions at once; default: the usable cores, at most
 ``limits.trigger_inference_threads_max``) and the TensorFlow thread settings each batch
-runs with (``tensorflow_intra_op_threads``, default 1: measured, docs/triggers.md).
+runs with (``tensorflow_intra_op_threads``, default 1: measured, docs/triggers.md), and
+where TensorFlow runs the models (``tensorflow_device`` auto | cpu | gpu and
+``gpu_memory_limit_mib``: ``triggers.devices``).
 
 Post-commit notifications: with ``webhooks`` (``squall serve --webhook ID=URL``), ``start``
 also starts the ``triggers.events.EventDispatcher`` that delivers the outbox's events to
@@ -61,6 +63,7 @@ from storage.api import (
 from triggers.actions import Prediction, evaluate, verdict_annotations
 from triggers.batching import InferencePool
 from triggers.config import FunctionDefinition, check_function_name
+from triggers.devices import DEVICE_DEFAULT, TensorFlowSettings
 from triggers.events import EventDispatcher
 from triggers.functions import SYSTEM_BUCKET, FunctionFailed, Registry
 from triggers.models import LabelCache, ModelCache
@@ -79,13 +82,15 @@ class TriggerHook:
         region: str = "us-east-1",
         inference_threads: int | None = None,
         tensorflow_intra_op_threads: int = 1,
+        tensorflow_device: str = DEVICE_DEFAULT,
+        gpu_memory_limit_mib: int | None = None,
     ) -> None:
         self._model_cache_bytes_max = model_cache_bytes_max
         self._inference_threads = inference_threads or min(
             len(os.sched_getaffinity(0)), limits.trigger_inference_threads_max)
         assert 1 <= self._inference_threads <= limits.trigger_inference_threads_max
-        assert tensorflow_intra_op_threads >= 1
-        self._tensorflow_threads = (tensorflow_intra_op_threads, 1)
+        self._tensorflow = TensorFlowSettings(tensorflow_intra_op_threads, 1,
+                                              tensorflow_device, gpu_memory_limit_mib)
         self.pool: InferencePool | None = None
         self._webhooks = dict(webhooks or {})
         self._region = region
@@ -107,7 +112,7 @@ class TriggerHook:
         self.models = ModelCache(storage, self._model_cache_bytes_max)
         self.pool = InferencePool(self._inference_threads)
         self._registry = Registry(storage, self.models, LabelCache(storage), self.pool,
-                                  self._tensorflow_threads)
+                                  self._tensorflow)
         await self._registry.start()
         if self._webhooks:
             self.events = EventDispatcher(storage, self._webhooks, self._region)
@@ -192,6 +197,11 @@ class TriggerHook:
                        per_target("failures_in_a_row")),
             ]
         return families
+
+    @property
+    def tensorflow(self) -> TensorFlowSettings:
+        """What this hook asks of TensorFlow: threads, device, GPU memory."""
+        return self._tensorflow
 
     @property
     def registry(self) -> Registry:
@@ -380,6 +390,8 @@ def _step(
         step["model_version"] = prediction.model_version
     if prediction.runtime:
         step["runtime"] = prediction.runtime
+    if prediction.device:
+        step["device"] = prediction.device
     if len(prediction.top) > 1:
         step["top"] = [[label, round(score, 4)] for label, score in prediction.top]
     if batch_size > 1:

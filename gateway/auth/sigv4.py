@@ -29,8 +29,9 @@ built it:
   A parameter without ``=`` is signed as ``name=``.
 * **Headers.** Names are lower-cased, values trimmed with inner runs of white space
   collapsed to one space (botocore's ``' '.join(value.split())``), repeated headers are
-  joined with ``,``. Header bytes are decoded as latin-1, as the HTTP stack and
-  Starlette do, and the canonical request is hashed as UTF-8, as botocore does.
+  joined with ``,``. Header values are decoded as UTF-8 (Latin-1 where they are not
+  UTF-8: ``_header_text``), and the canonical request is hashed as UTF-8, as
+  botocore does.
 
 The same canonical form serves the two ways to carry a signature:
 
@@ -239,7 +240,21 @@ def authenticate(
         method, raw_path, query, header_map, claim.signed_headers, claim.payload_hash, excluded,
         raw_query,
     )
-    return _verified_context(claim, canonical, secret, header_map, query, presigned)
+    try:
+        return _verified_context(claim, canonical, secret, header_map, query, presigned)
+    except AuthError as mismatch:
+        latin1 = latin1_header_map(headers) if mismatch.code == "SignatureDoesNotMatch" \
+            else None
+        if latin1 is None:
+            raise
+        canonical = canonical_request(
+            method, raw_path, query, latin1, claim.signed_headers, claim.payload_hash,
+            excluded, raw_query,
+        )
+        try:
+            return _verified_context(claim, canonical, secret, latin1, query, presigned)
+        except AuthError:
+            raise mismatch from None
 
 
 def check_payload_sha256(context: AuthContext, computed_sha256_hex: str) -> None:
@@ -439,10 +454,38 @@ def canonical_header_value(values: Sequence[str]) -> str:
 # --- parsing -------------------------------------------------------------------------
 
 
+def _header_text(value: bytes) -> str:
+    """A header value as the client signed it. Clients sign text and hash it as UTF-8;
+    on the wire they send that UTF-8 (urllib3, so boto3) or, for text Latin-1 can hold,
+    Latin-1 (http.client). Decoding as UTF-8 first and as Latin-1 when that fails gives
+    the signed text back in both cases (Latin-1 alone turned a UTF-8 'é' into 'Ã©', and
+    the signature never matched)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def _header_map(headers: HeaderPairs) -> dict[str, list[str]]:
     header_map: dict[str, list[str]] = {}
     for name, value in headers:
-        header_map.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        header_map.setdefault(name.decode("latin-1").lower(), []).append(_header_text(value))
+    return header_map
+
+
+def latin1_header_map(headers: HeaderPairs) -> dict[str, list[str]] | None:
+    """The header map with every value read as Latin-1, when that differs from
+    ``_header_map``'s: some value is non-ASCII and valid UTF-8. Such bytes are ambiguous:
+    urllib3 sends signed text as UTF-8, http.client sends Latin-1 text as Latin-1 (the
+    two bytes C2 80 are U+0080 to one and 'Â\x80' to the other). A signature that does
+    not match the first reading is checked against this one (a mismatch path only)."""
+    if not any(not value.isascii() and _header_text(value) != value.decode("latin-1")
+               for _, value in headers):
+        return None
+    header_map: dict[str, list[str]] = {}
+    for name, value in headers:
+        header_map.setdefault(name.decode("latin-1").lower(), []).append(
+            value.decode("latin-1"))
     return header_map
 
 
@@ -657,8 +700,10 @@ def _presign_expiry(value: str) -> int:
     if not _EXPIRES.fullmatch(value):
         raise _query_error("X-Amz-Expires should be a number")
     expires_seconds = int(value)
-    if expires_seconds < 1:
-        raise _query_error("X-Amz-Expires must be non-negative and at least 1")
+    # Zero is a valid lifetime that has already run out (403 Request has expired, from
+    # _check_presign_window), as S3 answers it; only a negative one is malformed.
+    if expires_seconds < 0:
+        raise _query_error("X-Amz-Expires must be non-negative")
     if expires_seconds > limits.presigned_expiry_seconds_max:
         raise _query_error(
             "X-Amz-Expires must be less than a week (in seconds) that is "
@@ -715,7 +760,7 @@ def _check_skew(timestamp: str, now_seconds: float) -> None:
 
 
 def _check_presign_window(signed_at: float, expires_seconds: int, now_seconds: float) -> None:
-    if now_seconds > signed_at + expires_seconds:
+    if expires_seconds == 0 or now_seconds > signed_at + expires_seconds:
         raise AuthError(
             "AccessDenied",
             "Request has expired",

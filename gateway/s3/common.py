@@ -15,7 +15,8 @@ from gateway.auth.sigv4 import parse_http_date
 from gateway.errors import S3Error
 from gateway.metrics import MetricsAccess
 from gateway.router import Endpoint
-from gateway.xml import http_date
+from gateway.s3.expiration import LifecycleRulesCache
+from gateway.xml import http_date, iso8601_ms
 from storage import api
 
 if TYPE_CHECKING:
@@ -54,6 +55,12 @@ class GatewayConfig:
     # gateway and the outbox (gateway/metrics.py).
     metrics_access: MetricsAccess = MetricsAccess()
     metrics_sources: tuple[api.MetricsSource, ...] = ()
+    # Length of a lifecycle day (``squall serve --lifecycle-day-seconds``), for the dates
+    # of x-amz-expiration: the same as the sweeper's.
+    lifecycle_day_ms: int = api.LIFECYCLE_DAY_MS
+    # Not a setting: the process's cache of lifecycle rules (gateway/s3/expiration.py),
+    # here because every handler that answers x-amz-expiration is given the config.
+    lifecycle_rules: LifecycleRulesCache = field(default_factory=LifecycleRulesCache)
 
 
 # DeleteObjects asks it per key: may this request delete (key, version id)?
@@ -171,6 +178,11 @@ def object_headers(version: api.ObjectVersion, *, checksum_mode: bool) -> dict[s
         headers[USER_METADATA_PREFIX + name] = value
     if version.s3_version_id != "null":
         headers["x-amz-version-id"] = version.s3_version_id
+    if version.lock_mode:  # S3 Object Lock (gateway/s3/object_lock.py)
+        headers["x-amz-object-lock-mode"] = version.lock_mode
+        headers["x-amz-object-lock-retain-until-date"] = iso8601_ms(version.lock_retain_until_ms)
+    if version.legal_hold:
+        headers["x-amz-object-lock-legal-hold"] = "ON"
     if checksum_mode:
         for algorithm, value in version.checksums.items():
             headers[f"x-amz-checksum-{algorithm.lower()}"] = value

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from gateway.errors import S3Error, error_for_storage, malformed_xml
 from gateway.s3.common import RequestContext
 from gateway.s3.documents import read_document
+from gateway.s3.object_lock import bypass_governance
 from gateway.xml import Node, bool_text, child_text, children, local_name, parse, render
 from storage import api
 
@@ -34,15 +35,17 @@ def _parse_request(body: bytes) -> tuple[bool, list[tuple[str, str | None]]]:
 
 
 async def _delete_one(
-    ctx: RequestContext, key: str, version_id: str | None
+    ctx: RequestContext, key: str, version_id: str | None, bypass: bool
 ) -> api.DeleteResult | S3Error:
     if len(key.encode("utf-8")) > api.limits.key_bytes_max:
         return S3Error("KeyTooLongError", "Your key is too long", 400)
     if ctx.key_access is not None and not await ctx.key_access(key, version_id):
         return S3Error("AccessDenied", "Access Denied", 403)
     try:
+        # A version under Object Lock comes back as this entry's AccessDenied.
         return await ctx.storage.delete_object(ctx.bucket, key, version_id=version_id,
-                                               origin=ctx.event_origin())
+                                               origin=ctx.event_origin(),
+                                               bypass_governance=bypass)
     except api.NoSuchBucket:
         raise
     except api.StorageError as error:
@@ -67,7 +70,9 @@ async def delete_objects(ctx: RequestContext) -> Response:
                                integrity_required=True)
     quiet, objects = _parse_request(body)
     await ctx.storage.get_bucket(ctx.bucket)
-    outcomes = await asyncio.gather(*(_delete_one(ctx, key, vid) for key, vid in objects))
+    bypass = bypass_governance(ctx.headers)
+    outcomes = await asyncio.gather(*(_delete_one(ctx, key, vid, bypass)
+                                      for key, vid in objects))
     nodes = [
         _result_node(key, version_id, outcome)
         for (key, version_id), outcome in zip(objects, outcomes, strict=True)

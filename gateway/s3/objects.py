@@ -22,6 +22,7 @@ from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.responses import BodyResponse
+from gateway.s3.acl import check_canned_acl_name, check_write_acl
 from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
     RequestContext,
@@ -29,6 +30,12 @@ from gateway.s3.common import (
     metadata_from_headers,
     object_headers,
     precondition_failed,
+)
+from gateway.s3.object_lock import (
+    bypass_governance,
+    check_write_allowed,
+    requested_lock,
+    wall_clock_ms,
 )
 from gateway.s3.tagging import requested_tags, tags_for_copy
 from gateway.verdicts import verdict_headers
@@ -100,6 +107,7 @@ def written_headers(version: api.ObjectVersion, checksums: Mapping[str, str]) ->
 
 async def put_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     content_type, system, user = metadata_from_headers(ctx.headers)
     declared = ctx.body.declared_length()
     if declared > api.limits.object_size_bytes_max:
@@ -108,8 +116,11 @@ async def put_object(ctx: RequestContext) -> Response:
                       MaxSizeAllowed=str(api.limits.object_size_bytes_max))
     conditions = write_conditions(ctx)
     tags = requested_tags(ctx)
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
     wanted = integrity.parse_request(ctx.headers)
-    await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    info = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=True)
+    await check_write_acl(ctx)
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
         await stage_body(upload, ctx.body.pieces(), checksummer)
@@ -122,9 +133,24 @@ async def put_object(ctx: RequestContext) -> Response:
             user_metadata=user,
             checksums=checksums,
             tags=tags,
+            lock_mode=lock_mode,
+            lock_retain_until_ms=retain_until_ms,
+            legal_hold=legal_hold,
         )
         version = await upload.commit(spec, conditions, origin=ctx.event_origin())
-    return Response(status_code=200, headers=written_headers(version, checksums))
+    headers = written_headers(version, checksums)
+    headers.update(await expiration_headers(ctx, version))
+    return Response(status_code=200, headers=headers)
+
+
+async def expiration_headers(ctx: RequestContext, version: api.ObjectVersion) -> dict[str, str]:
+    """x-amz-expiration for a version that is (or was just written as) its key's
+    current version; {} for an older one (noncurrent expiry is not told)."""
+    if not version.is_latest:
+        return {}
+    config = ctx.config
+    return await config.lifecycle_rules.expiration_headers(ctx.storage, version,
+                                                           config.lifecycle_day_ms)
 
 
 # --- GET / HEAD ------------------------------------------------------------------------
@@ -191,7 +217,7 @@ _RESPONSE_OVERRIDES = {
 }
 
 
-async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
+async def readable_version(ctx: RequestContext, *, send_body: bool) -> api.ObjectVersion:
     """The version a GET/HEAD reads (now, by id, or as of a time); delete markers answer
     as S3 answers them. For a GET, a small body comes with it (``inline_body``)."""
     version_id = ctx.query_value("versionId")
@@ -221,7 +247,7 @@ async def _readable_version(ctx: RequestContext, *, send_body: bool) -> api.Obje
                   headers=marker_headers, Key=ctx.key)
 
 
-async def _bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
+async def bucket_has_versioning_state(ctx: RequestContext, version: api.ObjectVersion) -> bool:
     versioning = version.bucket_versioning  # read with the version, when the store says
     if versioning is None:
         versioning = (await ctx.storage.get_bucket(ctx.bucket)).versioning
@@ -248,13 +274,14 @@ def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange |
 
 async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     check_key(ctx.key)
-    version = await _readable_version(ctx, send_body=send_body)
+    version = await readable_version(ctx, send_body=send_body)
     checksum_mode = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(version, checksum_mode=checksum_mode)
-    if version.s3_version_id == "null" and await _bucket_has_versioning_state(ctx, version):
+    if version.s3_version_id == "null" and await bucket_has_versioning_state(ctx, version):
         headers["x-amz-version-id"] = "null"
     if version.tags:
         headers["x-amz-tagging-count"] = str(len(version.tags))
+    headers.update(await expiration_headers(ctx, version))
     outcome = check_read_conditions(ctx.headers, version)
     if outcome == 412:
         raise precondition_failed("If-Match" if "if-match" in ctx.headers
@@ -307,7 +334,8 @@ async def delete_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
     version_id = ctx.query_value("versionId")
     result = await ctx.storage.delete_object(ctx.bucket, ctx.key, version_id=version_id,
-                                             origin=ctx.event_origin())
+                                             origin=ctx.event_origin(),
+                                             bypass_governance=bypass_governance(ctx.headers))
     headers = {}
     if result.delete_marker:
         headers["x-amz-delete-marker"] = "true"
@@ -388,6 +416,7 @@ def _copy_checksum_algorithms(
 
 async def copy_object(ctx: RequestContext) -> Response:
     check_key(ctx.key)
+    check_canned_acl_name(ctx.headers)
     source = await copy_source_version(ctx)
     if check_read_conditions(ctx.headers, source, prefix="x-amz-copy-source-if-") is not None:
         raise precondition_failed("x-amz-copy-source-If")
@@ -397,7 +426,12 @@ async def copy_object(ctx: RequestContext) -> Response:
                       400)
     content_type, system, user = _copy_metadata(ctx, source)
     tags = tags_for_copy(ctx, source)
-    await ctx.storage.get_bucket(ctx.bucket)
+    # The copy's lock state is what this request asks for (or the bucket's default),
+    # never the source's: AWS does not copy retention or legal hold.
+    lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
+    info = await ctx.storage.get_bucket(ctx.bucket)
+    check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=False)
+    await check_write_acl(ctx)
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
@@ -411,6 +445,9 @@ async def copy_object(ctx: RequestContext) -> Response:
                 user_metadata=user,
                 checksums=checksums,
                 tags=tags,
+                lock_mode=lock_mode,
+                lock_retain_until_ms=retain_until_ms,
+                legal_hold=legal_hold,
             ),
             write_conditions(ctx),
             event_name="s3:ObjectCreated:Copy",
@@ -426,5 +463,6 @@ async def copy_object(ctx: RequestContext) -> Response:
         headers["x-amz-copy-source-version-id"] = source.s3_version_id
     if version.verdict is not None:
         headers.update(verdict_headers(version.verdict))
+    headers.update(await expiration_headers(ctx, version))
     return Response(render("CopyObjectResult", result), media_type="application/xml",
                     headers=headers)

@@ -63,7 +63,9 @@ from gateway.s3.common import (
     check_user_metadata_size,
     owner_for,
 )
+from gateway.s3.encryption import refuse_encryption
 from gateway.s3.objects import check_key, stored_checksums, written_headers
+from gateway.s3.policy import public_policy_restricted
 from gateway.s3.tagging import parse_tagging_xml
 from gateway.xml import render
 from storage import api
@@ -166,6 +168,8 @@ async def _authorize(ctx: RequestContext, fields: Mapping[str, str], key: str,
             decision = NONE  # the upload answers NoSuchBucket before staging a byte
     if decision == DENY or (access_key is None and decision != ALLOW):
         raise S3Error("AccessDenied", "Access Denied", 403)
+    if access_key is None and await public_policy_restricted(ctx.storage, ctx.bucket):
+        raise S3Error("AccessDenied", "Access Denied", 403)
 
 
 def _expanded_key(fields: Mapping[str, str], filename: str | None) -> str:
@@ -193,6 +197,7 @@ def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str]
 
 def _check_fields(fields: Mapping[str, str]) -> None:
     """What a form may ask for that Squall cannot do, refused before any byte is staged."""
+    refuse_encryption(fields)
     acl = fields.get("acl")
     if acl is not None and acl.strip() not in OWNER_ONLY_CANNED_ACLS:
         raise grants_not_enforced(f"The canned ACL '{acl.strip()}'")

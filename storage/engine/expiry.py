@@ -24,6 +24,9 @@ Rules and theory of operation:
   nesting (an LMDB nested transaction is not free).
 * Removing a version frees its chunks in the same transaction; LMDB reuses freed pages,
   so a workload under a rule that expires old data reaches a steady file size.
+* Object Lock outranks lifecycle, as on AWS: a noncurrent version under a legal hold or
+  an unexpired retention is left alone (checked at the commit point, like every other
+  reason); expiring a current version only adds a delete marker, which is allowed.
 * AbortIncompleteMultipartUpload decisions (``UploadAbort``) are applied the same way:
   the upload is aborted (every part's blob freed) only if it still exists at the commit
   point; one completed or aborted since the decision is left alone.
@@ -40,7 +43,7 @@ from typing import Generic, TypeVar
 
 import lmdb
 
-from storage.api import CHANGES_OBJECTS, EventOrigin, ObjectVersion, Overloaded
+from storage.api import CHANGES_OBJECTS, EventOrigin, ObjectLocked, ObjectVersion, Overloaded
 from storage.engine import keys, multipart
 from storage.engine.records import VersionRecord, unpack_version
 from storage.engine.store import LIFECYCLE_REMOVAL, Engine
@@ -219,7 +222,12 @@ def _apply_one(
         packed = txn.get(keys.version_key(bucket_raw, key_raw, hlc), db=engine.versions)
         if packed is None:
             return False
-        _remove_for_good(engine, txn, bucket, action.key, unpack_version(hlc, packed), origin)
+        record = unpack_version(hlc, packed)
+        try:
+            engine.check_removable(record, bypass_governance=False)
+        except ObjectLocked:
+            return False  # Object Lock outranks lifecycle: AWS skips a locked version
+        _remove_for_good(engine, txn, bucket, action.key, record, origin)
         return True
     assert action.kind is ExpiryKind.REMOVE_EXPIRED_DELETE_MARKER
     if latest.hlc != hlc or not latest.is_delete_marker:

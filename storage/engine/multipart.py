@@ -43,6 +43,7 @@ from storage.api import (
     ListUploadsPage,
     MultipartUploadInfo,
     NoSuchUpload,
+    ObjectLockNotEnabled,
     ObjectVersion,
     PartInfo,
     PutSpec,
@@ -118,7 +119,10 @@ def apply_create(
 ) -> MultipartUploadInfo:
     from storage.engine.store import checked_tags  # store imports this module
 
-    engine._bucket(txn, bucket)
+    info = engine._bucket(txn, bucket)
+    if spec.asks_for_lock and not info.object_lock_enabled:
+        # Refused at Create, as AWS does, not when the parts are already uploaded.
+        raise ObjectLockNotEnabled("Bucket is missing Object Lock Configuration")
     bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
     raw_id = keys.new_upload_id_raw(engine.clock.tick(), os.urandom(keys.UPLOAD_ID_RANDOM_BYTES))
     upload_key = keys.upload_key(bucket_raw, key_raw, raw_id)
@@ -133,6 +137,9 @@ def apply_create(
         checksum_algorithm=checksum_algorithm,
         checksum_type=checksum_type,
         tags=checked_tags(spec.tags),
+        lock_mode=spec.lock_mode,
+        lock_retain_until_ms=spec.lock_retain_until_ms,
+        legal_hold=spec.legal_hold,
     )
     written = txn.put(upload_key, pack_upload(record), db=engine.uploads, overwrite=False)
     assert written, "an upload id was handed out twice"
@@ -233,6 +240,20 @@ def _checked_segments(
     return segments
 
 
+def _part_checksums(
+    engine: Engine, txn: lmdb.Transaction, upload_id_raw: bytes, parts: Sequence[CompletedPart]
+) -> tuple[str, ...]:
+    """Each named part's own checksum, in order, or () when none has one: what
+    GetObjectAttributes shows per part. Read after ``_checked_segments``, which made
+    sure every named part exists."""
+    checksums: list[str] = []
+    for named in parts:
+        packed = txn.get(keys.part_key(upload_id_raw, named.part_number), db=engine.parts)
+        assert packed is not None, "a checked part is missing"
+        checksums.append(unpack_part(packed).checksum)
+    return tuple(checksums) if any(checksums) else ()
+
+
 def apply_complete(
     engine: Engine,
     txn: lmdb.Transaction,
@@ -254,6 +275,7 @@ def apply_complete(
 
     upload_key, upload_id_raw, upload = _upload(engine, txn, bucket, key, upload_id)
     segments = _checked_segments(engine, txn, upload_id_raw, parts)
+    part_checksums = _part_checksums(engine, txn, upload_id_raw, parts)
     bucket, key = destination or (bucket, key)
     info = engine._bucket(txn, bucket)
     bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
@@ -262,6 +284,8 @@ def apply_complete(
     # The named parts' blobs now belong to the version; every other part is freed.
     named = {part.part_number for part in parts}
     _drop_upload(engine, txn, upload_key, upload_id_raw, keep_blobs_of=named)
+    lock_mode, lock_retain_until_ms, legal_hold = engine.new_version_lock(
+        info, upload.lock_mode, upload.lock_retain_until_ms, upload.legal_hold)
     null_version = info.versioning != "Enabled"
     if null_version:
         engine._remove_null_version(txn, cursor, bucket_raw, key_raw)
@@ -278,6 +302,10 @@ def apply_complete(
         storage_class=upload.storage_class,
         segments=tuple(segments),
         tags=dict(upload.tags),
+        lock_mode=lock_mode,
+        lock_retain_until_ms=lock_retain_until_ms,
+        legal_hold=legal_hold,
+        part_checksums=part_checksums,
     )
     engine._put_version(txn, bucket_raw, key_raw, record)
     engine.outbox.add_events(

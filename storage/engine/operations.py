@@ -14,7 +14,9 @@ from storage.api import (
     CHANGES_CONFIGURATION,
     CHANGES_OBJECTS,
     CompletedPart,
+    DefaultRetention,
     EventOrigin,
+    ObjectLockUpdate,
     PutSpec,
     WriteConditions,
 )
@@ -23,9 +25,10 @@ from storage.engine.store import StagedTail
 from storage.engine.writer import WriteOperation
 
 
-def create_bucket(name: str, owner_id: str) -> WriteOperation:
+def create_bucket(name: str, owner_id: str, object_lock_enabled: bool = False) -> WriteOperation:
     return WriteOperation(
-        lambda engine, txn: engine.apply_create_bucket(txn, name, owner_id), name="create_bucket",
+        lambda engine, txn: engine.apply_create_bucket(txn, name, owner_id, object_lock_enabled),
+        name="create_bucket",
         changes=((name, CHANGES_CONFIGURATION), (name, CHANGES_OBJECTS))
     )
 
@@ -41,6 +44,17 @@ def set_bucket_versioning(name: str, versioning: str) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: engine.apply_set_bucket_versioning(txn, name, versioning),
         name="set_bucket_versioning",
+        changes=((name, CHANGES_CONFIGURATION),),
+    )
+
+
+def put_object_lock_configuration(
+    name: str, default_retention: DefaultRetention | None
+) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.apply_put_object_lock_configuration(
+            txn, name, default_retention),
+        name="put_object_lock_configuration",
         changes=((name, CHANGES_CONFIGURATION),),
     )
 
@@ -103,10 +117,15 @@ def commit_version(
 
 
 def delete_object(
-    bucket: str, key: str, version_id: str | None = None, origin: EventOrigin | None = None
+    bucket: str,
+    key: str,
+    version_id: str | None = None,
+    origin: EventOrigin | None = None,
+    bypass_governance: bool = False,
 ) -> WriteOperation:
     return WriteOperation(
-        lambda engine, txn: engine.apply_delete_object(txn, bucket, key, version_id, origin),
+        lambda engine, txn: engine.apply_delete_object(
+            txn, bucket, key, version_id, origin, bypass_governance=bypass_governance),
         name="delete_object",
         changes=((bucket, CHANGES_OBJECTS),),
     )
@@ -211,6 +230,16 @@ def replace_tags(
             txn, bucket, key, version_id, tags, event_name, origin
         ),
         name="replace_tags",
+        changes=((bucket, CHANGES_OBJECTS),),
+    )
+
+
+def update_object_lock(
+    bucket: str, key: str, version_id: str, update: ObjectLockUpdate
+) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.apply_update_object_lock(txn, bucket, key, version_id, update),
+        name="update_object_lock",
         changes=((bucket, CHANGES_OBJECTS),),
     )
 

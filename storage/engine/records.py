@@ -11,9 +11,12 @@ Where a body lives: a body written in one piece is ONE blob (``blob_id``,
 version's without a byte copied. Each segment's blob is chunked from its own offset 0.
 
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve. Format 3 (written now) holds the tag
-set and the segment list; formats 1 (single blob, no tags) and 2 (with segments, no
-tags) are still read.
+record format number so the layout can evolve. Format 4 (written now) appends to
+format 3 (the tag set and the segment list) the Object Lock state (retention mode,
+retain-until ms, legal hold) and each part's own checksum (``part_checksums``, for
+GetObjectAttributes; empty when the parts had none); formats 1 (single blob, no tags),
+2 (with segments, no tags) and 3 (no lock state, no part checksums: read as none) are
+still read.
 
 Listings read a version record with ``listed_version``: the msgpack array as it comes
 (one C call), then the few fields a listing shows into an ``api.ListedVersion``, with no
@@ -23,11 +26,15 @@ the same way (``version_fields``, then ``fields_object_version``): the one
 ``ObjectVersion`` the caller gets is built straight from the array, with no
 ``VersionRecord`` in between.
 
+Bucket records: format 2 (written now) appends Object Lock (enabled, and the default
+retention as ``[mode, days, years]`` or None) to format 1, which is still read (no
+Object Lock).
+
 Multipart records: an upload (``uploads``: key prefix + upload id -> metadata given
 at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
-checksum, time). Upload format 2 (written now) adds the tag set given at Create
-(``x-amz-tagging``), which Complete gives the new version; format 1 (no tags) is still
-read.
+checksum, time). Upload format 2 adds the tag set given at Create (``x-amz-tagging``),
+which Complete gives the new version; format 3 (written now) appends the Object Lock
+state asked for at Create; formats 1 (no tags) and 2 (no lock state) are still read.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import msgpack
 
 from storage.api import (
     BucketInfo,
+    DefaultRetention,
     ListedVersion,
     MultipartUploadInfo,
     ObjectVersion,
@@ -48,16 +56,17 @@ from storage.api import (
 )
 from storage.versions import LOGICAL_BITS, encode_version_id, hlc_to_ms
 
-VERSION_RECORD_FORMAT = 3
-_VERSION_RECORD_FORMATS_READ = (1, 2, 3)
-BUCKET_RECORD_FORMAT = 1
-UPLOAD_RECORD_FORMAT = 2
-_UPLOAD_RECORD_FORMATS_READ = (1, 2)
+VERSION_RECORD_FORMAT = 4
+_VERSION_RECORD_FORMATS_READ = (1, 2, 3, 4)
+BUCKET_RECORD_FORMAT = 2
+_BUCKET_RECORD_FORMATS_READ = (1, 2)
+UPLOAD_RECORD_FORMAT = 3
+_UPLOAD_RECORD_FORMATS_READ = (1, 2, 3)
 PART_RECORD_FORMAT = 1
 
 Segment = tuple[bytes | None, int]  # (blob id, or None for an empty part; size in bytes)
 
-# Positions in a version record's msgpack array, the same in formats 1, 2 and 3.
+# Positions in a version record's msgpack array, the same in formats 1 to 4.
 _FIELD_FORMAT = 0
 _FIELD_SIZE_BYTES = 1
 _FIELD_ETAG = 2
@@ -69,6 +78,11 @@ _FIELD_SYSTEM_METADATA = 8
 _FIELD_USER_METADATA = 9
 _FIELD_CHECKSUMS = 10
 _FIELD_STORAGE_CLASS = 11
+# Format 4 only: the Object Lock state.
+_FIELD_LOCK_MODE = 14
+_FIELD_LOCK_RETAIN_UNTIL_MS = 15
+_FIELD_LEGAL_HOLD = 16
+_FIELD_PART_CHECKSUMS = 17
 _new_tuple = tuple.__new__
 
 
@@ -88,6 +102,12 @@ class VersionRecord:
     storage_class: str = "STANDARD"
     segments: tuple[Segment, ...] = ()  # multipart bodies only (then blob_id is None)
     tags: Mapping[str, str] = field(default_factory=dict)
+    lock_mode: str = ""  # '' or one of api.OBJECT_LOCK_MODES
+    lock_retain_until_ms: int = 0
+    legal_hold: bool = False
+    # One base64 checksum per segment (the upload's algorithm), or () when the parts
+    # carried none.
+    part_checksums: tuple[str, ...] = ()
 
     @property
     def version_id(self) -> str:
@@ -123,7 +143,11 @@ class VersionRecord:
             is_latest=is_latest,
             storage_class=self.storage_class,
             part_sizes=tuple(size for _, size in self.segments),
+            part_checksums=self.part_checksums,
             tags=self.tags,
+            lock_mode=self.lock_mode,
+            lock_retain_until_ms=self.lock_retain_until_ms,
+            legal_hold=self.legal_hold,
             bucket_versioning=bucket_versioning,
             inline_body=inline_body,
         )
@@ -154,6 +178,10 @@ def pack_version(record: VersionRecord) -> bytes:
             record.storage_class,
             dict(record.tags),
             [[blob_id, size] for blob_id, size in record.segments],
+            record.lock_mode,
+            record.lock_retain_until_ms,
+            record.legal_hold,
+            list(record.part_checksums),
         ],
         use_bin_type=True,
     )
@@ -165,13 +193,8 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
     assert record_format in _VERSION_RECORD_FORMATS_READ, (
         f"unknown version record format {record_format}"
     )
-    # Format 2 put the segments at [12]; format 3 puts the tags there, segments at [13].
-    tags: Mapping[str, str] = {}
-    raw_segments: list[list[Any]] = []
-    if record_format == 2:
-        raw_segments = fields[12]
-    elif record_format == 3:
-        tags, raw_segments = fields[12], fields[13]
+    tags, raw_segments = _tags_and_segments(fields)
+    lock_mode, lock_retain_until_ms, legal_hold = fields_lock_state(fields)
     segments: tuple[Segment, ...] = tuple((blob_id, size) for blob_id, size in raw_segments)
     return VersionRecord(
         hlc=hlc,
@@ -188,6 +211,10 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         storage_class=fields[11],
         segments=segments,
         tags=tags,
+        lock_mode=lock_mode,
+        lock_retain_until_ms=lock_retain_until_ms,
+        legal_hold=legal_hold,
+        part_checksums=_part_checksums(fields),
     )
 
 
@@ -201,13 +228,27 @@ def version_fields(packed: bytes | memoryview) -> list[Any]:
 
 
 def _tags_and_segments(fields: list[Any]) -> tuple[Mapping[str, str], list[list[Any]]]:
-    """Format 2 put the segments at [12]; format 3 puts the tags there, segments at [13]."""
+    """Format 2 put the segments at [12]; formats 3 and 4 put the tags there, segments at
+    [13]."""
     record_format = fields[_FIELD_FORMAT]
-    if record_format == 3:
+    if record_format >= 3:
         return fields[12], fields[13]
     if record_format == 2:
         return {}, fields[12]
     return {}, []
+
+
+def fields_lock_state(fields: list[Any]) -> tuple[str, int, bool]:
+    """(mode, retain-until ms, legal hold): format 4's, none for the older formats."""
+    if fields[_FIELD_FORMAT] >= 4:
+        return (fields[_FIELD_LOCK_MODE], fields[_FIELD_LOCK_RETAIN_UNTIL_MS],
+                fields[_FIELD_LEGAL_HOLD])
+    return "", 0, False
+
+
+def _part_checksums(fields: list[Any]) -> tuple[str, ...]:
+    """Format 4's per-part checksums at [17]; none in earlier formats."""
+    return tuple(fields[_FIELD_PART_CHECKSUMS]) if fields[_FIELD_FORMAT] >= 4 else ()
 
 
 def fields_single_blob(fields: list[Any]) -> tuple[bytes | None, int] | None:
@@ -230,6 +271,7 @@ def fields_object_version(
     """``unpack_version(hlc, packed).to_object_version(...)`` from ``version_fields``'
     array, with no ``VersionRecord`` built (equal results: tested)."""
     tags, raw_segments = _tags_and_segments(fields)
+    lock_mode, lock_retain_until_ms, legal_hold = fields_lock_state(fields)
     version_id = f"{hlc:016x}"  # encode_version_id, without a call and a check
     return ObjectVersion(
         bucket=bucket,
@@ -247,7 +289,11 @@ def fields_object_version(
         is_latest=is_latest,
         storage_class=fields[_FIELD_STORAGE_CLASS],
         part_sizes=tuple(size for _, size in raw_segments),
+        part_checksums=_part_checksums(fields),
         tags=tags,
+        lock_mode=lock_mode,
+        lock_retain_until_ms=lock_retain_until_ms,
+        legal_hold=legal_hold,
         bucket_versioning=bucket_versioning,
         inline_body=inline_body,
     )
@@ -280,16 +326,29 @@ def listed_version(
 
 
 def pack_bucket(info: BucketInfo) -> bytes:
+    retention = info.default_retention
     return msgpack.packb(
-        [BUCKET_RECORD_FORMAT, info.created_ms, info.owner_id, info.versioning],
+        [
+            BUCKET_RECORD_FORMAT,
+            info.created_ms,
+            info.owner_id,
+            info.versioning,
+            info.object_lock_enabled,
+            None if retention is None else [retention.mode, retention.days, retention.years],
+        ],
         use_bin_type=True,
     )
 
 
 def unpack_bucket(name: str, packed: bytes | memoryview) -> BucketInfo:
     fields = msgpack.unpackb(packed, raw=False)
-    assert fields[0] == BUCKET_RECORD_FORMAT, f"unknown bucket record format {fields[0]}"
-    return BucketInfo(name=name, created_ms=fields[1], owner_id=fields[2], versioning=fields[3])
+    assert fields[0] in _BUCKET_RECORD_FORMATS_READ, f"unknown bucket record format {fields[0]}"
+    info = BucketInfo(name=name, created_ms=fields[1], owner_id=fields[2], versioning=fields[3])
+    if fields[0] == 1:  # format 1: no Object Lock
+        return info
+    retention = None if fields[5] is None else DefaultRetention(*fields[5])
+    return BucketInfo(info.name, info.created_ms, info.owner_id, info.versioning,
+                      object_lock_enabled=fields[4], default_retention=retention)
 
 
 def pack_staging(started_ms: int) -> bytes:
@@ -309,6 +368,10 @@ class UploadRecord:
     checksum_algorithm: str
     checksum_type: str
     tags: Mapping[str, str] = field(default_factory=dict)  # the completed version's
+    # The Object Lock state asked for at Create (the completed version's).
+    lock_mode: str = ""
+    lock_retain_until_ms: int = 0
+    legal_hold: bool = False
 
     def to_info(self, bucket: str, key: str, upload_id: str) -> MultipartUploadInfo:
         spec = PutSpec(
@@ -318,6 +381,9 @@ class UploadRecord:
             user_metadata=dict(self.user_metadata),
             storage_class=self.storage_class,
             tags=dict(self.tags),
+            lock_mode=self.lock_mode,
+            lock_retain_until_ms=self.lock_retain_until_ms,
+            legal_hold=self.legal_hold,
         )
         return MultipartUploadInfo(
             bucket=bucket,
@@ -342,6 +408,9 @@ def pack_upload(record: UploadRecord) -> bytes:
             record.checksum_algorithm,
             record.checksum_type,
             dict(record.tags),
+            record.lock_mode,
+            record.lock_retain_until_ms,
+            record.legal_hold,
         ],
         use_bin_type=True,
     )
@@ -350,8 +419,9 @@ def pack_upload(record: UploadRecord) -> bytes:
 def unpack_upload(packed: bytes | memoryview) -> UploadRecord:
     fields = msgpack.unpackb(packed, raw=False)
     assert fields[0] in _UPLOAD_RECORD_FORMATS_READ, f"unknown upload record format {fields[0]}"
-    # Format 1 ends after the checksum type; format 2 appends the tag set.
-    return UploadRecord(*fields[1:9])
+    # Format 1 ends after the checksum type; format 2 appends the tag set; format 3 the
+    # Object Lock state.
+    return UploadRecord(*fields[1:12])
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,9 +32,16 @@ Rules and theory of operation:
   ``ObjectVersion`` straight from the record's msgpack array (``_read_latest``).
 * A body is read from ONE read transaction (a snapshot) held for the whole stream, so a
   concurrent overwrite or garbage collection cannot tear it (see ``BodyReader``).
-* A version is immutable except for its tag set, which ``apply_replace_tags`` rewrites in
-  place (same LMDB key, same HLC): replacing tags is not a new version, as in S3, and
-  as-of reads see a version's current tags.
+* A version is immutable except for its tag set and its Object Lock state (retention,
+  legal hold), which ``apply_replace_tags`` and ``apply_update_object_lock`` rewrite in
+  place (same LMDB key, same HLC): neither is a new version, as in S3, and as-of reads
+  see a version's current tags and lock state.
+* Object Lock (rules in ``locks``) is checked here, at the commit point, against this
+  engine's clock (``now_ms``: the wall clock in production): a removal of a protected
+  version (``apply_delete_object`` with a version id, and the lifecycle's removals in
+  ``expiry``) raises ObjectLocked or is skipped; a new version gets the lock state its
+  write asked for, else the bucket's default retention. An Object Lock bucket's
+  versioning stays Enabled, so no null version of it is ever replaced.
 * Every change that S3 reports as a notification event writes its events (``outbox``)
   in its own transaction: commits, deletes (``RemovalEvents`` names them: a request's or
   the lifecycle's), tag replacements, and a notification configuration put by a request
@@ -61,21 +68,25 @@ from storage.api import (
     BucketAlreadyOwnedByYou,
     BucketInfo,
     BucketNotEmpty,
+    DefaultRetention,
     DeleteResult,
     EventOrigin,
     InvalidArgument,
+    InvalidBucketState,
     ListPage,
     ListVersionsPage,
     NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
+    ObjectLockNotEnabled,
+    ObjectLockUpdate,
     ObjectVersion,
     PreconditionFailed,
     PutSpec,
     WriteConditions,
     limits,
 )
-from storage.engine import keys, listing, multipart
+from storage.engine import keys, listing, locks, multipart
 from storage.engine.outbox import Outbox
 from storage.engine.records import (
     VersionRecord,
@@ -266,7 +277,9 @@ class Engine:
 
     # --- buckets (writes: writer thread only) ------------------------------------------
 
-    def apply_create_bucket(self, txn: lmdb.Transaction, name: str, owner_id: str) -> BucketInfo:
+    def apply_create_bucket(
+        self, txn: lmdb.Transaction, name: str, owner_id: str, object_lock_enabled: bool = False
+    ) -> BucketInfo:
         name_raw = keys.bucket_bytes(name)
         packed = txn.get(name_raw, db=self.buckets)
         if packed is not None:
@@ -274,7 +287,10 @@ class Engine:
             if existing.owner_id == owner_id:
                 raise BucketAlreadyOwnedByYou(f"you already own bucket {name}")
             raise BucketAlreadyExists(f"bucket {name} exists")
-        info = BucketInfo(name=name, created_ms=self._now_ms(), owner_id=owner_id)
+        # Object Lock needs versioning, so a bucket created with it starts Enabled (AWS).
+        info = BucketInfo(name=name, created_ms=self._now_ms(), owner_id=owner_id,
+                          versioning="Enabled" if object_lock_enabled else "",
+                          object_lock_enabled=object_lock_enabled)
         txn.put(name_raw, pack_bucket(info), db=self.buckets)
         return info
 
@@ -326,9 +342,40 @@ class Engine:
         if versioning not in ("Enabled", "Suspended"):
             raise InvalidArgument(f"versioning must be Enabled or Suspended: {versioning!r}")
         info = self._bucket(txn, name)
-        updated = BucketInfo(info.name, info.created_ms, info.owner_id, versioning)
+        if info.object_lock_enabled and versioning != "Enabled":
+            raise InvalidBucketState("An Object Lock configuration is present on this bucket, "
+                                     "so the versioning state cannot be changed.")
+        updated = replace(info, versioning=versioning)
         txn.put(keys.bucket_bytes(name), pack_bucket(updated), db=self.buckets)
         return updated
+
+    def apply_put_object_lock_configuration(
+        self, txn: lmdb.Transaction, name: str, default_retention: DefaultRetention | None
+    ) -> BucketInfo:
+        """Enable Object Lock (for good) with ``default_retention``: AWS allows it on an
+        existing bucket once its versioning is Enabled."""
+        info = self._bucket(txn, name)
+        if info.versioning != "Enabled":
+            raise InvalidBucketState("Versioning must be 'Enabled' on the bucket to apply a "
+                                     "Object Lock configuration")
+        updated = replace(info, object_lock_enabled=True, default_retention=default_retention)
+        txn.put(keys.bucket_bytes(name), pack_bucket(updated), db=self.buckets)
+        return updated
+
+    def new_version_lock(
+        self, info: BucketInfo, mode: str, retain_until_ms: int, legal_hold: bool
+    ) -> tuple[str, int, bool]:
+        """The lock state of a new version of a bucket: what its write asked for (only in
+        an Object Lock bucket), else the bucket's default retention from now."""
+        if not info.object_lock_enabled:
+            if mode or legal_hold:
+                raise ObjectLockNotEnabled("Bucket is missing Object Lock Configuration")
+            return "", 0, False
+        locks.check_retention(mode, retain_until_ms)
+        default = info.default_retention
+        if not mode and default is not None:
+            return default.mode, default.retain_until_ms(self._now_ms()), legal_hold
+        return mode, retain_until_ms, legal_hold
 
     # --- object reads ------------------------------------------------------------------
 
@@ -591,6 +638,8 @@ class Engine:
             self.apply_stage_chunk(txn, blob_id, tail.chunk_index, tail.data)
         if blob_id is not None:
             self._take_staged_blob(txn, blob_id, chunk_count, size_bytes)
+        lock_mode, lock_retain_until_ms, legal_hold = self.new_version_lock(
+            info, spec.lock_mode, spec.lock_retain_until_ms, spec.legal_hold)
         null_version = info.versioning != "Enabled"
         if null_version:
             self._remove_null_version(txn, cursor, bucket_raw, key_raw)
@@ -608,6 +657,9 @@ class Engine:
             checksums=dict(spec.checksums),
             storage_class=spec.storage_class,
             tags=checked_tags(spec.tags),
+            lock_mode=lock_mode,
+            lock_retain_until_ms=lock_retain_until_ms,
+            legal_hold=legal_hold,
         )
         self._put_version(txn, bucket_raw, key_raw, record)
         self.outbox.add_events(
@@ -634,6 +686,36 @@ class Engine:
         txn.put(version_key, pack_version(updated), db=self.versions, overwrite=True)
         self._version_event(txn, info, key, updated, event_name, origin)
         return self._as_object_version(txn, bucket, key, updated)
+
+    def apply_update_object_lock(
+        self, txn: lmdb.Transaction, bucket: str, key: str, version_id: str,
+        update: ObjectLockUpdate,
+    ) -> ObjectVersion:
+        """Change the retention and/or legal hold of the version ``version_id`` (an
+        internal id) in place, checked against the current state (``locks``). AWS
+        sends no notification event for these changes."""
+        info = self._bucket(txn, bucket)
+        if not info.object_lock_enabled:
+            raise ObjectLockNotEnabled("Bucket is missing Object Lock Configuration")
+        record, version_key = self._object_version(txn, bucket, key, version_id)
+        updated = record
+        if update.retention is not None:
+            locks.check_retention(*update.retention)
+            locks.check_retention_change(
+                (record.lock_mode, record.lock_retain_until_ms), update.retention,
+                self._now_ms(), update.bypass_governance)
+            mode, until_ms = update.retention
+            updated = replace(updated, lock_mode=mode, lock_retain_until_ms=until_ms)
+        if update.legal_hold is not None:
+            updated = replace(updated, legal_hold=update.legal_hold)
+        if updated != record:
+            txn.put(version_key, pack_version(updated), db=self.versions, overwrite=True)
+        return self._as_object_version(txn, bucket, key, updated)
+
+    def check_removable(self, record: VersionRecord, bypass_governance: bool) -> None:
+        """ObjectLocked when the version's lock state forbids removing it now."""
+        locks.check_removable(record.lock_mode, record.lock_retain_until_ms, record.legal_hold,
+                              self._now_ms(), bypass_governance)
 
     def _object_version(
         self, txn: lmdb.Transaction, bucket: str, key: str, version_id: str
@@ -701,12 +783,14 @@ class Engine:
         version_id: str | None = None,
         origin: EventOrigin | None = None,
         events: RemovalEvents = REQUEST_REMOVAL,
+        bypass_governance: bool = False,
     ) -> DeleteResult:
         """Remove a version (by id, or the null version of an unversioned bucket) with an
         s3:ObjectRemoved:Delete event, or write a delete marker with an
         s3:ObjectRemoved:DeleteMarkerCreated event (``events`` names them: the lifecycle
         sweeper's expirations make LifecycleExpiration events instead). Removing
-        nothing makes no event."""
+        nothing makes no event. A version under Object Lock is not removed
+        (ObjectLocked; GOVERNANCE yields to ``bypass_governance``)."""
         info = self._bucket(txn, bucket)
         bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
         cursor = txn.cursor(db=self.versions)
@@ -715,6 +799,7 @@ class Engine:
             if record is None:
                 # As AWS: deleting a version that does not exist succeeds (204).
                 return DeleteResult()
+            self.check_removable(record, bypass_governance)
             self._remove_version(txn, bucket_raw, key_raw, record)
             self.removed_event(txn, info, key, record.s3_version_id, origin,
                                events.version_removed)

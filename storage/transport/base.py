@@ -25,6 +25,7 @@ class Operation(enum.Enum):
     GET_BUCKET = "get_bucket"
     LIST_BUCKETS = "list_buckets"
     SET_BUCKET_VERSIONING = "set_bucket_versioning"
+    PUT_OBJECT_LOCK_CONFIGURATION = "put_object_lock_configuration"
     PUT_BUCKET_CONFIG = "put_bucket_config"
     GET_BUCKET_CONFIG = "get_bucket_config"
     NEW_BLOB_ID = "new_blob_id"
@@ -34,6 +35,7 @@ class Operation(enum.Enum):
     GET_VERSION = "get_version"
     DELETE_OBJECT = "delete_object"
     REPLACE_TAGS = "replace_tags"
+    UPDATE_OBJECT_LOCK = "update_object_lock"
     LIST_OBJECTS = "list_objects"
     LIST_OBJECT_VERSIONS = "list_object_versions"
     READ_BODY = "read_body"  # a stream

@@ -155,3 +155,72 @@ def test_random_signed_requests_never_get_a_500() -> None:
     finally:
         harness.close()
     asyncio.set_event_loop(None)
+
+
+LOCK_BUCKET = "fuzz-lock"
+lock_query_names = st.sampled_from(["object-lock", "retention", "legal-hold", "versionId",
+                                    "versioning", "delete", "uploads"])
+lock_header_names = st.sampled_from(
+    ["x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date",
+     "x-amz-object-lock-legal-hold", "x-amz-bypass-governance-retention", "content-md5",
+     "x-amz-bucket-object-lock-enabled", "x-amz-copy-source"])
+lock_header_values = st.one_of(
+    header_values,
+    st.sampled_from(["GOVERNANCE", "COMPLIANCE", "ON", "OFF", "true", "2099-01-01T00:00:00Z",
+                     "2001-01-01T00:00:00Z", "9999-12-31T23:59:59+14:00", "1B2M2Y8AsgTpgAmY7PhCfg=="]),
+)
+lock_bodies = st.one_of(
+    bodies,
+    st.builds(
+        lambda root, mode, date, number, status: (
+            f"<{root}><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention>"
+            f"<Mode>{mode}</Mode><Days>{number}</Days></DefaultRetention></Rule>"
+            f"<Mode>{mode}</Mode><RetainUntilDate>{date}</RetainUntilDate>"
+            f"<Status>{status}</Status></{root}>").encode(),
+        st.sampled_from(["ObjectLockConfiguration", "Retention", "LegalHold", "X"]),
+        st.sampled_from(["GOVERNANCE", "COMPLIANCE", "governance", ""]),
+        st.sampled_from(["2099-01-01T00:00:00Z", "2001-01-01T00:00:00Z", "x", "99999-01-01"]),
+        st.integers(-2, 40_000),
+        st.sampled_from(["ON", "OFF", "on"]),
+    ),
+)
+lock_requests = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD"]),
+        "key": st.one_of(st.just(""), st.sampled_from(["seed", "k"])),
+        "query": st.lists(st.tuples(lock_query_names, query_values), max_size=2),
+        "headers": st.dictionaries(lock_header_names, lock_header_values, max_size=4),
+        "body": lock_bodies,
+    }
+)
+
+
+def test_random_object_lock_requests_never_get_a_500() -> None:
+    """Object Lock's sub-resources, headers and documents, at random, on an Object Lock
+    bucket: 4xx with an XML body, never a 500."""
+    harness = _Harness()
+    statuses: list[int] = []
+    try:
+        owner_id = owner_for(ACCESS_KEY).id
+        harness.loop.run_until_complete(
+            harness.storage.create_bucket(LOCK_BUCKET, owner_id, object_lock_enabled=True))
+        status, _ = harness.request("PUT", f"/{LOCK_BUCKET}/seed", [], {}, b"seed")
+        assert status == 200
+
+        @settings(max_examples=300, deadline=None, derandomize=True,
+                  suppress_health_check=[HealthCheck.too_slow])
+        @given(lock_requests)
+        def check(request: dict) -> None:
+            path = f"/{LOCK_BUCKET}/" + quote(request["key"], safe="/")
+            status, body = harness.request(request["method"], path, request["query"],
+                                           request["headers"], request["body"])
+            statuses.append(status)
+            assert status < 500 or status == 501, (status, body[:300])
+            if status >= 400 and request["method"] != "HEAD":
+                assert body.startswith(b"<?xml") and b"<Code>" in body, body[:200]
+
+        check()
+        assert {200, 400} <= set(statuses)
+    finally:
+        harness.close()
+    asyncio.set_event_loop(None)

@@ -87,6 +87,10 @@ def test_classify_annotate_route_reject_discard(process, s3, bucket) -> None:  #
     assert model_version
     step = support.verdict(red)["steps"][0]
     assert step["label"] == "red" and step["score"] > 0.99 and step["top"][0][0] == "red"
+    # Where it ran (CPU:0 here; GPU:0 in the GPU suite, which runs this test too), as
+    # `squall function show` says.
+    shown = support.admin(process).get_function("colours")["status"]
+    assert step["device"] == shown["device"]["device"] == shown["loaded_versions"][0]["device"]
     stored = s3.head_object(Bucket=bucket, Key="sorted/red/in/r.png")
     assert stored["Metadata"]["squall-label"] == "red"
     assert stored["Metadata"]["squall-function"] == "colours"
@@ -503,3 +507,33 @@ def test_registration_refuses_an_unknown_runtime(process, s3) -> None:  # type: 
         support.register(process, "rt", colours_function("rt.keras", runtime="litert",
                                                          litert_threads=0))
     assert f"litert_threads: 0 is not an integer in [1, {16}]" in raised.value.body
+
+
+def test_gpu_requested_on_a_host_without_one(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    """``squall serve --tensorflow-device gpu`` where TensorFlow lists no GPU: the server
+    stores objects, a judged PUT is 403 RejectedByFunction with the reason (never a
+    503), and ``squall function show`` says why (docs/triggers.md, "GPU")."""
+    import tensorflow as tf
+
+    from triggers.devices import NO_GPU_REASON
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("TensorFlow lists a GPU here: the refusal needs a host without one")
+    for server in support.server(tmp_path_factory, "--tensorflow-device", "gpu"):
+        s3 = support.s3_client(server.url, retries=1)
+        s3.create_bucket(Bucket="models")
+        s3.create_bucket(Bucket="judged")
+        upload_model(s3, "colours.keras", tf_models.colour_model())
+        support.register(server, "colours", colours_function("colours.keras"))
+        support.bind(s3, "judged", "colours")
+        with pytest.raises(ClientError) as raised:
+            put_png(s3, "judged", "r.png", "red")
+        error = raised.value.response
+        assert (error["ResponseMetadata"]["HTTPStatusCode"], error["Error"]["Code"]) == (
+            403, "RejectedByFunction")
+        assert NO_GPU_REASON in error["Error"]["Message"]
+        s3.put_object(Bucket="models", Key="plain.txt", Body=b"stored as ever")
+        shown = support.squall_cli(server, "show", "colours")
+        assert shown.returncode == 0, shown.stderr
+        device = json.loads(shown.stdout)["status"]["device"]
+        assert device["requested"] == "gpu" and NO_GPU_REASON in device["error"]

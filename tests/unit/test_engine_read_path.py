@@ -60,12 +60,15 @@ def test_latest_read_equals_the_general_read(tmp_path: pathlib.Path) -> None:
                          {"CRC32C": "c"}, "STANDARD"],
             "format-2": [2, 4, "e4-2", False, False, None, 0, "", {}, {}, {}, "STANDARD",
                          [[b"\x01" * 16, 2], [b"\x02" * 16, 2]]],
+            "format-3": [3, 4, "e4-2", False, False, None, 0, "", {}, {}, {}, "STANDARD",
+                         {"t": "v"}, [[b"\x01" * 16, 2], [b"\x02" * 16, 2]]],
         }
         with store.engine.env.begin(write=True) as txn:
             for key, fields in legacy.items():
                 txn.put(keys.version_key(b"b", key.encode(), hlc),
                         msgpack.packb(fields, use_bin_type=True), db=store.engine.versions)
-        names = ["empty", "plain", "big", "multi", "versioned", "marked", "format-1", "format-2"]
+        names = ["empty", "plain", "big", "multi", "versioned", "marked", "format-1", "format-2",
+                 "format-3"]
         for inline_max in (0, 3, limits.chunk_size_bytes * 2):
             for name in names:
                 lean = store.engine.get_version("b", name, inline_body_bytes_max=inline_max)
@@ -78,6 +81,9 @@ def test_latest_read_equals_the_general_read(tmp_path: pathlib.Path) -> None:
         assert store.engine.get_version("b", "multi").part_sizes == (10,)
         assert store.engine.get_version("b", "marked").is_delete_marker
         assert store.engine.get_version("b", "format-1").s3_version_id == "null"
+        format_3 = store.engine.get_version("b", "format-3")
+        assert (format_3.part_sizes, format_3.part_checksums, format_3.tags) == (
+            (2, 2), (), {"t": "v"})
         with pytest.raises(NoSuchKey):
             store.engine.get_version("b", "absent")
         with pytest.raises(NoSuchKey):

@@ -40,6 +40,8 @@ def _route(line: str, host: str = "127.0.0.1:9000", **headers: str) -> Endpoint:
         ("GET /amzn-bucket/my-image.jpg?response-content-type=text/plain",
          Endpoint("GetObject", "amzn-bucket", "my-image.jpg")),
         ("HEAD /amzn-bucket/my-image.jpg", Endpoint("HeadObject", "amzn-bucket", "my-image.jpg")),
+        ("GET /amzn-bucket/my-image.jpg?attributes",
+         Endpoint("GetObjectAttributes", "amzn-bucket", "my-image.jpg")),
         ("DELETE /amzn-bucket/my-image.jpg",
          Endpoint("DeleteObject", "amzn-bucket", "my-image.jpg")),
         ("GET /b/a%20b/c%2Bd/%E2%82%AC", Endpoint("GetObject", "b", "a b/c+d/\u20ac")),

@@ -18,7 +18,7 @@ import pytest
 from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.config import Config
 from botocore.credentials import Credentials
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.auth import sigv4
@@ -299,6 +299,10 @@ def test_hypothesis_keys_and_query_parameters(key: str, params: list[tuple[str, 
 
 @settings(max_examples=60, deadline=None)
 @given(value=st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=30))
+# Latin-1 text whose Latin-1 bytes are also UTF-8 (C2 80 is U+0080 as UTF-8): verified
+# under both readings (sigv4.latin1_header_map).
+@example(value="\u00c2\u0080")
+@example(value="\u00c3\u00a9 caf\u00c3\u00a9")
 def test_hypothesis_header_values_are_canonicalized_like_botocore(value: str) -> None:
     wire = botocore_sign("PUT", key_url("bkt", "k"), {"x-amz-meta-v": value, "Content-Type": value})
     assert isinstance(wire.verify(), AuthContext)
@@ -535,7 +539,12 @@ def test_presigned_expiry_bounds_and_not_yet_valid() -> None:
     )
     early = expect_error("AccessDenied", lambda: wire.verify(NOW - 901))
     assert early.message == "Request is not valid yet"
-    for expires, fragment in (("0", "at least 1"), ("604801", "604800"), ("abc", "number")):
+    # A zero lifetime is valid and already over, as S3 answers it; a negative one is not
+    # a lifetime at all.
+    expired_at_once = botocore_presign("GET", key_url("bkt", "k"), expires=0)
+    assert expect_error("AccessDenied", lambda: expired_at_once.verify(NOW)).message == (
+        "Request has expired")
+    for expires, fragment in (("-7", "non-negative"), ("604801", "604800"), ("abc", "number")):
         bad = botocore_presign("GET", key_url("bkt", "k"))
         bad.raw_query = bad.raw_query.replace(
             b"X-Amz-Expires=3600", f"X-Amz-Expires={expires}".encode()
@@ -793,3 +802,16 @@ def test_hmac_from_cached_pads_is_hmac() -> None:
         for message in ("", "AWS4-HMAC-SHA256\n20130524T000000Z\nscope\nhash", "ü" * 50):
             expected = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
             assert sigv4.sign_hex(key, message) == expected
+
+
+def test_non_ascii_header_value_verifies_as_utf8_or_latin1_on_the_wire() -> None:
+    """botocore signs the text 'Hello World\\xe9'; urllib3 sends it as UTF-8, http.client
+    as Latin-1. Both are the signed text (Latin-1 decoding alone rejected the first)."""
+    value = "Hello World\xe9"
+    signed = botocore_sign("PUT", key_url("bkt", "k"), {"x-amz-meta-meta1": value})
+    for wire_bytes in (value.encode("utf-8"), value.encode("latin-1")):
+        sent = Wire.__new__(Wire)
+        sent.__dict__.update(signed.__dict__)
+        sent.headers = [(k, wire_bytes if k == b"x-amz-meta-meta1" else v)
+                        for k, v in signed.headers]
+        assert isinstance(sent.verify(), AuthContext)

@@ -35,7 +35,7 @@ def test_the_compiled_pipeline_matches_the_per_body_path() -> None:
     spec = _spec(format="image", scale=1 / 255)
     bodies = [tf_models.png(rgb) for rgb in tf_models.COLOURS.values()]
     rows = infer(model, spec, bodies)
-    assert spec in model.pipelines and model.pipelines[spec] is not None
+    assert model.pipelines[(spec, None)] is not None  # keyed by spec and model device
     expected = np.asarray(model.predict(np.stack(
         [_decode(body, spec, model.input_shape) for body in bodies])))
     np.testing.assert_allclose(np.stack(rows), expected, rtol=1e-6, atol=1e-6)
@@ -63,5 +63,5 @@ def test_inputs_the_graph_cannot_take_use_the_per_body_path() -> None:
     # An image for a non-image model without input.size: no pipeline, a clear failure.
     spec = _spec(format="image")
     (row,) = infer(vector, spec, [tf_models.png((1, 2, 3))])
-    assert vector.pipelines[spec] is None
+    assert vector.pipelines[(spec, None)] is None
     assert isinstance(row, FunctionFailed) and "give input.size" in str(row)

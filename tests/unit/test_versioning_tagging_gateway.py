@@ -223,6 +223,12 @@ def test_tagging_header() -> None:
     with pytest.raises(S3Error) as caught:
         parse_tagging_header("a=1&a=2")
     assert caught.value.code == "InvalidTag"
+    # A name without '=' is a tag with an empty value; an empty piece is malformed.
+    assert parse_tagging_header("foo=bar&bar") == {"foo": "bar", "bar": ""}
+    for malformed in ("a=1&&b=2", "&a=1", "a=1&"):
+        with pytest.raises(S3Error) as caught:
+            parse_tagging_header(malformed)
+        assert caught.value.code == "InvalidTag"
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=20).filter(
