@@ -7,6 +7,7 @@ the operation's module does the work through ``storage.api``. Every response car
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -20,10 +21,30 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import admin
 from gateway.auth import Anonymous, AuthContext, AuthError, authenticate, parse_query_pairs
+from gateway.auth.sigv4 import anonymous_payload_context
 from gateway.body import RequestBody
+from gateway.bucket_policy import (
+    REQUEST_TAG_KEYS,
+    REQUEST_TAG_PREFIX,
+    PolicyCache,
+    RequestFacts,
+    decide_key,
+    decide_with,
+    principal_for,
+    request_tag_keys,
+)
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
 from gateway.health import health_response
 from gateway.metrics import UNKNOWN_OPERATION, RequestMetrics, metrics_response
+from gateway.policy_eval import (
+    ALLOW,
+    COPY_OPERATIONS,
+    DENY,
+    NO_POLICY_OPERATIONS,
+    OWNER_ALWAYS_OPERATIONS,
+    Decision,
+    Policy,
+)
 from gateway.requests import GatewayRequest
 from gateway.router import HEALTH_OPERATION, METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
@@ -45,7 +66,7 @@ from gateway.s3 import (
     tagging,
     versioning,
 )
-from gateway.s3.common import GatewayConfig, RequestContext, owner_for
+from gateway.s3.common import GatewayConfig, KeyAccess, Owner, RequestContext, owner_for
 from gateway.verdicts import discarded_response_headers
 from gateway.xml import render
 from storage import api
@@ -120,6 +141,12 @@ HANDLERS: dict[str, Handler] = {
     "SquallAdmin": admin.handle,
 }
 PREFLIGHT_OPERATION = "PreflightCors"
+DELETE_OBJECTS_OPERATION = "DeleteObjects"
+PUT_OBJECT_TAGGING_OPERATION = "PutObjectTagging"
+
+
+def access_denied() -> S3Error:
+    return S3Error("AccessDenied", "Access Denied", 403)
 
 
 # Request ids: a random per-process prefix and a counter. Unique and cheap (a syscall
@@ -261,6 +288,7 @@ class Gateway:
         self.storage = storage
         self.config = config
         self.cors_rules = cors.ParsedCorsCache()
+        self.policies = PolicyCache()
         self.request_metrics = RequestMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -345,26 +373,153 @@ class Gateway:
             # the signature, which a client may have computed over a path with raw
             # punctuation ('alpha!soup') that no valid bucket name contains.
             buckets.check_bucket_name(endpoint.bucket)
-        auth = self._authenticate(
+        authenticated = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains),
             query_pairs,
         )
-        if isinstance(auth, Anonymous):
-            raise await self._anonymous_refusal(endpoint)
+        auth = None if isinstance(authenticated, Anonymous) else authenticated
         if endpoint.operation == METRICS_OPERATION:
+            if auth is None:
+                raise access_denied()
             return await self._metrics(request)
+        body = RequestBody(request, auth if auth is not None
+                           else self._anonymous_payload(request))
+        try:
+            key_access = await self._authorize(request, endpoint, query, auth, body)
+            owner = (owner_for(auth.access_key) if auth is not None
+                     else await self._bucket_owner(endpoint))
+        except api.StorageError as error:
+            raise error_for_storage(error, bucket=endpoint.bucket) from error
+        except CodedError as error:  # a body read early (PutObjectTagging) failed a check
+            raise error_for_client(error) from error
+        except ClientDisconnect:
+            raise S3Error("IncompleteBody", "The request body ended early.", 400) from None
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
             storage=self.storage,
             config=self.config,
-            owner=owner_for(auth.access_key),
+            owner=owner,
             query=query,
-            body=RequestBody(request, auth),
+            body=body,
             request_id=request_id,
+            anonymous=auth is None,
+            key_access=key_access,
         )
         return await self._dispatch(ctx, endpoint)
+
+    async def _authorize(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        query: dict[str, list[str]],
+        auth: AuthContext | None,
+        body: RequestBody,
+    ) -> KeyAccess | None:
+        """Whether the bucket's policy lets this request in (AccessDenied if not).
+
+        An explicit Deny refuses anyone, the bucket owner included, except the owner's
+        Get/Put/DeleteBucketPolicy. An unsigned request needs an Allow. A signed one
+        with no applying statement goes on as before (ACLs, ownership: the handlers).
+        DeleteObjects is decided per key: the returned ``KeyAccess`` does it."""
+        operation = endpoint.operation
+        if endpoint.bucket is None or operation in NO_POLICY_OPERATIONS:
+            if auth is None:
+                raise await self._anonymous_refusal(endpoint)
+            return None
+        stored_policy = await self.policies.policy(self.storage, endpoint.bucket)
+        if stored_policy is None and auth is not None and operation not in COPY_OPERATIONS:
+            return None  # the common case: no policy, no I/O, nothing more to decide
+        if stored_policy is None and auth is None:
+            raise await self._anonymous_refusal(endpoint)  # nothing could allow it
+        facts = self._request_facts(request, endpoint, query, auth)
+        if operation == DELETE_OBJECTS_OPERATION:
+            return self._key_access(stored_policy, facts, anonymous=auth is None)
+        if operation == PUT_OBJECT_TAGGING_OPERATION and stored_policy is not None:
+            facts = await self._with_body_tags(stored_policy, facts, body)
+        decision = await decide_with(self.storage, self.policies, facts, stored_policy)
+        if decision == DENY:
+            if (operation in OWNER_ALWAYS_OPERATIONS
+                    and await self._owns_bucket(auth, facts.bucket)):
+                return None
+            raise access_denied()
+        if auth is None and decision != ALLOW:
+            raise await self._anonymous_refusal(endpoint)
+        if auth is None and await policy.public_policy_restricted(self.storage, facts.bucket):
+            raise access_denied()
+        return None
+
+    @staticmethod
+    async def _with_body_tags(policy: Policy, facts: RequestFacts,
+                              body: RequestBody) -> RequestFacts:
+        """PutObjectTagging's request tags are its body: read it (bounded) before the
+        handler, which gets it again, when the policy asks about request tags."""
+        if not (policy.names_key_prefix(REQUEST_TAG_PREFIX)
+                or REQUEST_TAG_KEYS in policy.context_keys):
+            return facts
+        document = await body.buffer(api.limits.request_xml_body_bytes_max)
+        tags = tagging.parse_tagging_xml(document, api.limits.object_tags_max, "Object")
+        return dataclasses.replace(facts, extra_keys=request_tag_keys(tags))
+
+    def _key_access(self, policy: Policy | None, facts: RequestFacts, *,
+                    anonymous: bool) -> KeyAccess | None:
+        if policy is None:
+            return None
+
+        async def may_delete(key: str, version_id: str | None) -> bool:
+            decision: Decision = await decide_key(self.storage, self.policies, facts, key,
+                                                  version_id)
+            return decision == ALLOW or (decision != DENY and not anonymous)
+
+        return may_delete
+
+    def _request_facts(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        query: dict[str, list[str]],
+        auth: AuthContext | None,
+    ) -> RequestFacts:
+        assert endpoint.bucket is not None
+        owner_id = owner_for(auth.access_key).id if auth is not None else ""
+        client = request.client
+        return RequestFacts(
+            operation=endpoint.operation,
+            bucket=endpoint.bucket,
+            key=endpoint.key,
+            principal=principal_for(auth, owner_id),
+            access_key=auth.access_key if auth is not None else None,
+            auth=auth,
+            query=query,
+            headers=request.headers,
+            source_ip=client.host if client is not None else "",
+            secure_transport=request.scope.get("scheme") == "https",
+            now_seconds=time.time(),
+        )
+
+    async def _owns_bucket(self, auth: AuthContext | None, bucket: str) -> bool:
+        if auth is None:
+            return False
+        info = await self.storage.get_bucket(bucket)
+        return info.owner_id == owner_for(auth.access_key).id
+
+    async def _bucket_owner(self, endpoint: Endpoint) -> Owner:
+        """Who owns the bucket an unsigned request (let in by its policy) addresses: the
+        ``Owner`` that listings and ACLs show, as for the owner's own requests."""
+        assert endpoint.bucket is not None, "_authorize refuses unsigned service requests"
+        info = await self.storage.get_bucket(endpoint.bucket)
+        for access_key in self.config.credentials:
+            owner = owner_for(access_key)
+            if owner.id == info.owner_id:
+                return owner
+        return Owner(info.owner_id, "")
+
+    def _anonymous_payload(self, request: Request) -> AuthContext:
+        try:
+            return anonymous_payload_context(request.scope["headers"])
+        except AuthError as error:
+            raise error_for_client(error) from error
 
     async def _metrics(self, request: Request) -> Response:
         try:
@@ -385,6 +540,7 @@ class Gateway:
             query=query,
             body=RequestBody(request, post_object.FORM_BODY_AUTH),
             request_id=request_id,
+            policies=self.policies,
         )
 
     async def _add_cors_headers(
@@ -411,6 +567,8 @@ class Gateway:
         host_bucket: str | None,
         query_pairs: list[tuple[bytes, bytes]],
     ) -> AuthContext | Anonymous:
+        """The request's verified signature, or Anonymous when it carries none (a bucket
+        policy may let it in: ``_authorize``)."""
         try:
             return authenticate(
                 request.method,

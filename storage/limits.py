@@ -75,6 +75,8 @@ cors_config_bytes_max = 64 * 1024  # AWS: a CORS configuration is at most 64 KB
 cors_rules_max = 100  # AWS: a CORS configuration has at most 100 rules
 cors_parsed_configs_cached_max = 1024  # parsed CORS configurations the gateway keeps
 bucket_policy_bytes_max = 20 * 1024  # AWS: a bucket policy is at most 20 KB
+bucket_policies_cached_max = 10_000  # parsed bucket policies the gateway keeps; beyond, all dropped
+policy_principals_cached_max = 1024  # policy principals built from access keys, kept
 get_inline_body_bytes_max = 64 * 1024  # a GET body this small is read with its metadata
 # POST Object (browser form uploads, gateway/s3/post_object.py): the fields before the
 # file are held in memory, so they are bounded one by one, in count and all together.

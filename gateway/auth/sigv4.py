@@ -807,6 +807,36 @@ def _verified_context(
     )
 
 
+def anonymous_payload_context(headers: HeaderPairs) -> AuthContext:
+    """How the body of a request without credentials is framed (a bucket policy may let
+    such a request in): as sent, sha256-checked when ``x-amz-content-sha256`` is a
+    digest, or unsigned ``aws-chunked`` with trailers. Signed chunks cannot be: there is
+    no signature to chain them from."""
+    header_map = _header_map(headers)
+    payload_hash = _payload_hash(header_map, default=PayloadMode.UNSIGNED.value)
+    mode = _PAYLOAD_MODES.get(payload_hash, PayloadMode.SIGNED)
+    if mode.chunks_signed:
+        raise AuthError(
+            "InvalidRequest",
+            f"x-amz-content-sha256 {payload_hash} requires a signed request.",
+            400,
+            {"ArgumentName": "x-amz-content-sha256", "ArgumentValue": payload_hash},
+        )
+    return AuthContext(
+        access_key="",
+        region="",
+        timestamp="",
+        scope="",
+        signing_key=b"",
+        seed_signature="",
+        payload_mode=mode,
+        payload_sha256_hex=payload_hash if mode is PayloadMode.SIGNED else None,
+        presigned=False,
+        decoded_content_length_bytes=_decoded_length(header_map),
+        trailer_names=_trailer_names(header_map),
+    )
+
+
 def _security_token(
     header_map: dict[str, list[str]], query: Sequence[tuple[bytes, bytes]]
 ) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from storage import api
 
 if TYPE_CHECKING:
     from gateway.body import RequestBody
+    from gateway.bucket_policy import PolicyCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,11 @@ class GatewayConfig:
     lifecycle_rules: LifecycleRulesCache = field(default_factory=LifecycleRulesCache)
 
 
+# DeleteObjects asks it per key: may this request delete (key, version id)?
+KeyAccess = Callable[[str, str | None], Awaitable[bool]]
+ANONYMOUS_PRINCIPAL_ID = "anonymous"  # who an unsigned request is, in event records
+
+
 @dataclass(slots=True)
 class RequestContext:
     request: Request
@@ -73,6 +79,13 @@ class RequestContext:
     body: RequestBody
     request_id: str
     response_headers: dict[str, str] = field(default_factory=dict)
+    # An unsigned request a bucket policy let in (``owner`` is then the bucket's owner).
+    anonymous: bool = False
+    # Set for DeleteObjects when the bucket has a policy (gateway/bucket_policy.py).
+    key_access: KeyAccess | None = None
+    # The gateway's bucket policies, for a handler that decides after reading the body
+    # (POST Object: its credentials and key are form fields).
+    policies: PolicyCache | None = None
 
     @property
     def headers(self) -> Headers:
@@ -96,7 +109,7 @@ class RequestContext:
         """Who is asking, as the post-commit events of this request report it."""
         client = self.request.client
         return api.EventOrigin(
-            principal_id=self.owner.id,
+            principal_id=ANONYMOUS_PRINCIPAL_ID if self.anonymous else self.owner.id,
             source_ip=client.host if client is not None else "",
             request_id=self.request_id,
             host_id=self.request_id,  # the gateway answers x-amz-id-2 with the request id

@@ -12,10 +12,11 @@ Theory of operation
    A body that is not ``multipart/form-data`` is 412, as AWS answers.
 2. ``gateway.form.FormReader`` reads the fields before the file (each, their number and
    their total bounded by ``limits.post_form_*``) and stops at the file's first byte.
-3. The form is authenticated (no credentials: ``AccessDenied``, there are no public-write
-   ACLs) and the key's ``${filename}`` expanded; the policy is checked against the
-   fields; metadata, tags, ACL, storage class and checksums are validated; the bucket
-   must exist. All of it before staging one byte.
+3. The form is authenticated and the key's ``${filename}`` expanded; the bucket policy
+   decides on s3:PutObject for that key (a form without credentials needs its Allow:
+   there are no public-write ACLs; a Deny refuses any form); the form's policy is
+   checked against the fields; metadata, tags, ACL, storage class and checksums are
+   validated; the bucket must exist. All of it before staging one byte.
 4. The file streams into ``storage.open_upload`` exactly as a PutObject body does
    (hashed once per piece, staged chunk by chunk, nothing held whole), the size checked
    against ``content-length-range`` and the 5 GiB single-PUT limit as it grows, then
@@ -47,9 +48,11 @@ from gateway.auth.post_policy import (
     verify_form_signature,
 )
 from gateway.auth.sigv4 import AuthContext
+from gateway.bucket_policy import RequestFacts, policy_decision, request_tag_keys
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.form import FILE_FIELD, FormReader, boundary_from_content_type, split_header_value
+from gateway.policy_eval import ALLOW, ANONYMOUS, DENY, NONE, Decision, principal_for_account
 from gateway.router import bucket_from_host
 from gateway.s3.acl import OWNER_ONLY_CANNED_ACLS, grants_not_enforced
 from gateway.s3.common import (
@@ -62,11 +65,13 @@ from gateway.s3.common import (
 )
 from gateway.s3.encryption import refuse_encryption
 from gateway.s3.objects import check_key, stored_checksums, written_headers
+from gateway.s3.policy import public_policy_restricted
 from gateway.s3.tagging import parse_tagging_xml
 from gateway.xml import render
 from storage import api
 
 OPERATION = "PostObject"
+POST_AUTHENTICATION_TYPE = "POST"  # s3:authType of a browser form
 EVENT_NAME = "s3:ObjectCreated:Post"
 FORM_CONTENT_TYPE = "multipart/form-data"
 FILENAME_VARIABLE = "${filename}"
@@ -96,12 +101,14 @@ async def post_object(ctx: RequestContext) -> Response:
         reader = FormReader(pieces, boundary)
         head = await reader.read_head()
         fields = {name: field.value for name, field in head.fields.items()}
-        policy = _authenticate(ctx, fields)
+        access_key, policy = _authenticate(ctx, fields)
         if head.file is None:
             raise invalid_argument("POST requires exactly one file upload per request.",
                                    FILE_FIELD, "0")
         key = _expanded_key(fields, head.file.filename)
-        check_policy(policy, {**fields, "key": key}, ctx.bucket, time.time())
+        await _authorize(ctx, fields, key, access_key)
+        if policy is not None:
+            check_policy(policy, {**fields, "key": key}, ctx.bucket, time.time())
         version, checksums = await _store_file(ctx, reader, key, fields, policy)
         await reader.drain(api.limits.post_form_trailing_bytes_max)
     return _success_response(ctx, fields, version, checksums)
@@ -115,17 +122,54 @@ def _form_boundary(ctx: RequestContext) -> bytes:
     return boundary_from_content_type(content_type)
 
 
-def _authenticate(ctx: RequestContext, fields: Mapping[str, str]) -> Policy:
-    """The form's verified policy (and ``ctx.owner`` set); AccessDenied if anonymous."""
+def _authenticate(
+    ctx: RequestContext, fields: Mapping[str, str]
+) -> tuple[str | None, Policy | None]:
+    """(the signer's access key, the form's verified policy), ``ctx.owner`` set; both
+    None for an anonymous form, which only a bucket policy can let in (``_authorize``)."""
     if "key" not in fields:
         raise missing_field("key")
     if not form_credentials_present(fields):
-        # Anonymous: a POST is allowed only by public-write ACLs, which Squall does not
-        # grant (every bucket is private to its owner).
-        raise S3Error("AccessDenied", "Access Denied", 403)
+        ctx.anonymous = True
+        return None, None
     access_key = verify_form_signature(fields, ctx.config.credentials.get, ctx.config.region)
     ctx.owner = owner_for(access_key)
-    return parse_policy(fields["policy"])
+    return access_key, parse_policy(fields["policy"])
+
+
+async def _authorize(ctx: RequestContext, fields: Mapping[str, str], key: str,
+                     access_key: str | None) -> None:
+    """The bucket policy's word on this upload (s3:PutObject on the key): an explicit
+    Deny refuses anyone; an anonymous form needs an Allow (Squall grants no public-write
+    ACLs). The form's fields stand for a PUT's headers as condition keys."""
+    if ctx.policies is None:
+        decision: Decision = NONE
+    else:
+        client = ctx.request.client
+        headers = {**ctx.headers, **fields}
+        if "acl" in fields:
+            headers["x-amz-acl"] = fields["acl"]
+        tagging = fields.get("tagging")  # an XML Tagging document in a form
+        request_tags = {} if tagging is None else request_tag_keys(parse_tagging_xml(
+            tagging.encode(), api.limits.object_tags_max, "Object"))
+        facts = RequestFacts(
+            operation=OPERATION, bucket=ctx.bucket, key=key,
+            principal=principal_for_account(access_key, ctx.owner.id)
+            if access_key is not None else ANONYMOUS,
+            access_key=access_key, auth=None, query=ctx.query, headers=headers,
+            source_ip=client.host if client is not None else "",
+            secure_transport=ctx.request.scope.get("scheme") == "https",
+            now_seconds=time.time(), authentication_type=POST_AUTHENTICATION_TYPE,
+            extra_keys=request_tags,
+        )  # fmt: skip
+        try:
+            decision = await policy_decision(ctx.storage, ctx.policies, facts)
+        except api.NoSuchBucket:
+            decision = NONE  # the upload answers NoSuchBucket before staging a byte
+    if decision == DENY or (access_key is None and decision != ALLOW):
+        raise S3Error("AccessDenied", "Access Denied", 403)
+    if access_key is None and await public_policy_restricted(ctx.storage, ctx.bucket):
+        raise S3Error("AccessDenied", "Access Denied", 403)
 
 
 def _expanded_key(fields: Mapping[str, str], filename: str | None) -> str:
@@ -169,7 +213,7 @@ async def _store_file(
     reader: FormReader,
     key: str,
     fields: Mapping[str, str],
-    policy: Policy,
+    policy: Policy | None,
 ) -> tuple[api.ObjectVersion, dict[str, str]]:
     _check_fields(fields)
     wanted = integrity.parse_request({n: fields[n] for n in _CHECKSUM_FIELDS if n in fields})

@@ -428,7 +428,8 @@ def _statement_policy(**statement: object) -> bytes:
     [
         ({"Principal": "*"}, True),
         ({"Principal": {"AWS": ["arn:aws:iam::111122223333:root", "*"]}}, True),
-        ({"NotPrincipal": {"AWS": "arn:aws:iam::111122223333:root"}}, True),
+        # Allow with NotPrincipal is MalformedPolicy (IAM: "not supported"); Deny is private.
+        ({"NotPrincipal": {"AWS": "arn:aws:iam::111122223333:root"}, "Effect": "Deny"}, False),
         ({"Principal": {"AWS": "arn:aws:iam::111122223333:root"}}, False),
         ({"Principal": "*", "Effect": "Deny"}, False),
         ({"Principal": "*", "Condition": {"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}}, False),
@@ -439,7 +440,7 @@ def _statement_policy(**statement: object) -> bytes:
         ({"Principal": "*", "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-*"}}}, True),
         ({"Principal": "*", "Condition": {"Bool": {"aws:SecureTransport": "true"}}}, True),
     ],
-    ids=["star", "aws-star-in-list", "not-principal", "named", "deny", "ip-range", "any-ip",
+    ids=["star", "aws-star-in-list", "not-principal-deny", "named", "deny", "ip-range", "any-ip",
          "source-account", "arn-wildcard", "org-wildcard", "secure-transport"],
 )
 def test_policy_is_public(statement: dict[str, object], public: bool) -> None:
