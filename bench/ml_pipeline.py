@@ -664,6 +664,12 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
                     entry["trigger_over_bare_p50"] = round(trigger["p50_ms"] / bare["p50_ms"], 3)
                     entry["goal_trigger_le_1.10x_bare_p50"] = entry["trigger_over_bare_p50"] <= 1.10
                     entry["trigger_over_bare_rounds"] = paired(trigger, bare)
+                    if trigger.get("cpu_ms_per_op") and bare.get("cpu_ms_per_op"):
+                        # The server's CPU per judged PUT (HTTP, storage, decode, model)
+                        # over the bench process's per bare inference: steadier than p50s
+                        # when other work shares the cores.
+                        entry["trigger_over_bare_cpu_per_op"] = round(
+                            trigger["cpu_ms_per_op"] / bare["cpu_ms_per_op"], 3)
                 if put:
                     entry["trigger_minus_put_p50_ms"] = round(
                         trigger["p50_ms"] - put["p50_ms"], 3)

@@ -7,6 +7,7 @@ the operation's module does the work through ``storage.api``. Every response car
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -20,12 +21,33 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import admin, authz
 from gateway.auth import Anonymous, AuthContext, AuthError, authenticate, parse_query_pairs
-from gateway.auth.sigv4 import unsigned_context
+from gateway.auth.sigv4 import anonymous_payload_context
 from gateway.body import RequestBody
+from gateway.bucket_policy import (
+    REQUEST_TAG_KEYS,
+    REQUEST_TAG_PREFIX,
+    PolicyCache,
+    RequestFacts,
+    decide_key,
+    decide_with,
+    principal_for,
+    request_tag_keys,
+)
 from gateway.errors import CodedError, S3Error, error_for_client, error_for_storage
+from gateway.health import health_response
 from gateway.metrics import UNKNOWN_OPERATION, RequestMetrics, metrics_response
+from gateway.policy_eval import (
+    ALLOW,
+    COPY_OPERATIONS,
+    DENY,
+    NO_POLICY_OPERATIONS,
+    NONE,
+    OWNER_ALWAYS_OPERATIONS,
+    Decision,
+    Policy,
+)
 from gateway.requests import GatewayRequest
-from gateway.router import METRICS_OPERATION, Endpoint, bucket_from_host, route
+from gateway.router import HEALTH_OPERATION, METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
     acl,
     attributes,
@@ -45,7 +67,14 @@ from gateway.s3 import (
     tagging,
     versioning,
 )
-from gateway.s3.common import ANONYMOUS_PRINCIPAL, GatewayConfig, Principal, RequestContext
+from gateway.s3.common import (
+    ANONYMOUS_PRINCIPAL,
+    GatewayConfig,
+    KeyAccess,
+    Principal,
+    RequestContext,
+    owner_for,
+)
 from gateway.users import UserDirectory
 from gateway.verdicts import discarded_response_headers
 from gateway.xml import render
@@ -95,7 +124,12 @@ HANDLERS: dict[str, Handler] = {
     "DeleteBucketPolicy": policy.delete_bucket_policy,
     "GetBucketEncryption": settings.get_bucket_encryption,
     "GetBucketOwnershipControls": settings.get_bucket_ownership_controls,
+    "PutBucketOwnershipControls": settings.put_bucket_ownership_controls,
+    "DeleteBucketOwnershipControls": settings.delete_bucket_ownership_controls,
     "GetPublicAccessBlock": settings.get_public_access_block,
+    "PutPublicAccessBlock": settings.put_public_access_block,
+    "DeletePublicAccessBlock": settings.delete_public_access_block,
+    "GetBucketPolicyStatus": policy.get_bucket_policy_status,
     "GetBucketVersioning": versioning.get_bucket_versioning,
     "PutBucketVersioning": versioning.put_bucket_versioning,
     "ListObjectVersions": versioning.list_object_versions,
@@ -116,6 +150,12 @@ HANDLERS: dict[str, Handler] = {
     "SquallAdmin": admin.handle,
 }
 PREFLIGHT_OPERATION = "PreflightCors"
+DELETE_OBJECTS_OPERATION = "DeleteObjects"
+PUT_OBJECT_TAGGING_OPERATION = "PutObjectTagging"
+
+
+def access_denied() -> S3Error:
+    return S3Error("AccessDenied", "Access Denied", 403)
 
 
 # Request ids: a random per-process prefix and a counter. Unique and cheap (a syscall
@@ -258,6 +298,7 @@ class Gateway:
         self.config = config
         self.users = config.users or UserDirectory(storage, config.credentials)
         self.cors_rules = cors.ParsedCorsCache()
+        self.policies = PolicyCache()
         self.request_metrics = RequestMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -332,21 +373,39 @@ class Gateway:
             # handler authenticates it once it has read the fields before the file.
             return await self._dispatch(self._form_context(request, endpoint, query,
                                                            request_id), endpoint)
+        if endpoint.operation == HEALTH_OPERATION:
+            return await health_response(request.method, self.storage)  # probes never sign
         if endpoint.operation == METRICS_OPERATION and self.config.metrics_access.admits(
                 request.headers.get("authorization")):
             return await self._metrics(request)  # a public or bearer-token scrape
         if self.users.needs_refresh():  # a user was added or removed (no I/O to tell)
             await self.users.refresh()
-        auth = self._authenticate(
+        if endpoint.operation == "CreateBucket" and endpoint.bucket is not None:
+            # A name that can never be a bucket protects nothing: say so before checking
+            # the signature, which a client may have computed over a path with raw
+            # punctuation ('alpha!soup') that no valid bucket name contains.
+            buckets.check_bucket_name(endpoint.bucket)
+        authenticated = self._authenticate(
             request, raw_path, bucket_from_host(request.headers.get("host", ""),
                                                 self.config.domains),
             query_pairs,
         )
+        auth = None if isinstance(authenticated, Anonymous) else authenticated
         principal = self._principal(auth)
         if endpoint.operation == METRICS_OPERATION:
             if not principal.is_admin:
                 raise authz.access_denied()
             return await self._metrics(request)
+        body = RequestBody(request, auth if auth is not None
+                           else self._anonymous_payload(request))
+        try:
+            decision, key_access = await self._authorize(request, endpoint, query, auth, body)
+        except api.StorageError as error:
+            raise error_for_storage(error, bucket=endpoint.bucket) from error
+        except CodedError as error:  # a body read early (PutObjectTagging) failed a check
+            raise error_for_client(error) from error
+        except ClientDisconnect:
+            raise S3Error("IncompleteBody", "The request body ended early.", 400) from None
         ctx = RequestContext(
             request=request,
             endpoint=endpoint,
@@ -354,29 +413,128 @@ class Gateway:
             config=self.config,
             owner=principal.owner,
             query=query,
-            body=RequestBody(request, auth if auth is not None else self._unsigned(request)),
+            body=body,
             request_id=request_id,
             users=self.users,
             principal=principal,
+            anonymous=auth is None,
+            key_access=key_access,
+            policies=self.policies,
         )
-        if not authz.settled_without_reads(endpoint, self.config.policy_hook):
+        if decision == ALLOW:  # the bucket policy admits it: no ACL needed
+            ctx.object_checked = ctx.policy_allowed = True
+        elif not authz.settled_without_reads(endpoint, self.config.policy_hook) and not (
+                key_access is not None and auth is None):
+            # The ACLs and ownership (gateway/authz.py); an unsigned DeleteObjects that a
+            # policy governs is decided key by key by its ``key_access`` alone.
             try:
                 await authz.authorize(ctx, self.config.policy_hook)
             except api.StorageError as error:
                 raise error_for_storage(error, bucket=endpoint.bucket) from error
         return await self._dispatch(ctx, endpoint)
 
-    @staticmethod
-    def _unsigned(request: Request) -> AuthContext:
-        try:
-            return unsigned_context(request.scope["headers"])
-        except AuthError as error:
-            raise error_for_client(error) from error
-
     def _principal(self, auth: AuthContext | None) -> Principal:
         if auth is None:
             return ANONYMOUS_PRINCIPAL
         return self.users.principal(auth.access_key)
+
+    async def _authorize(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        query: dict[str, list[str]],
+        auth: AuthContext | None,
+        body: RequestBody,
+    ) -> tuple[Decision, KeyAccess | None]:
+        """The bucket policy's word on this request: (ALLOW / NONE, DeleteObjects' per-key
+        ``KeyAccess`` when the bucket has a policy); AccessDenied for an explicit Deny.
+
+        A Deny refuses anyone, the bucket owner included, except the owner's
+        Get/Put/DeleteBucketPolicy. An Allow admits the request without the ACLs
+        (unsigned ones too, unless RestrictPublicBuckets); NONE leaves it to the ACLs and
+        ownership (``gateway/authz.py``), which admit an unsigned request only where
+        AllUsers is granted."""
+        operation = endpoint.operation
+        if endpoint.bucket is None or operation in NO_POLICY_OPERATIONS:
+            return NONE, None
+        stored_policy = await self.policies.policy(self.storage, endpoint.bucket)
+        if stored_policy is None and operation not in COPY_OPERATIONS:
+            return NONE, None  # the common case: no policy, no I/O, nothing more to decide
+        facts = self._request_facts(request, endpoint, query, auth)
+        if operation == DELETE_OBJECTS_OPERATION:
+            return NONE, self._key_access(stored_policy, facts, anonymous=auth is None)
+        if operation == PUT_OBJECT_TAGGING_OPERATION and stored_policy is not None:
+            facts = await self._with_body_tags(stored_policy, facts, body)
+        decision = await decide_with(self.storage, self.policies, facts, stored_policy)
+        if decision == DENY:
+            if (operation in OWNER_ALWAYS_OPERATIONS
+                    and await self._owns_bucket(auth, facts.bucket)):
+                return NONE, None
+            raise access_denied()
+        if decision == ALLOW and auth is None and await policy.public_policy_restricted(
+                self.storage, facts.bucket):
+            raise access_denied()
+        return decision, None
+
+    @staticmethod
+    async def _with_body_tags(policy: Policy, facts: RequestFacts,
+                              body: RequestBody) -> RequestFacts:
+        """PutObjectTagging's request tags are its body: read it (bounded) before the
+        handler, which gets it again, when the policy asks about request tags."""
+        if not (policy.names_key_prefix(REQUEST_TAG_PREFIX)
+                or REQUEST_TAG_KEYS in policy.context_keys):
+            return facts
+        document = await body.buffer(api.limits.request_xml_body_bytes_max)
+        tags = tagging.parse_tagging_xml(document, api.limits.object_tags_max, "Object")
+        return dataclasses.replace(facts, extra_keys=request_tag_keys(tags))
+
+    def _key_access(self, policy: Policy | None, facts: RequestFacts, *,
+                    anonymous: bool) -> KeyAccess | None:
+        if policy is None:
+            return None
+
+        async def may_delete(key: str, version_id: str | None) -> bool:
+            decision: Decision = await decide_key(self.storage, self.policies, facts, key,
+                                                  version_id)
+            return decision == ALLOW or (decision != DENY and not anonymous)
+
+        return may_delete
+
+    def _request_facts(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        query: dict[str, list[str]],
+        auth: AuthContext | None,
+    ) -> RequestFacts:
+        assert endpoint.bucket is not None
+        owner_id = owner_for(auth.access_key).id if auth is not None else ""
+        client = request.client
+        return RequestFacts(
+            operation=endpoint.operation,
+            bucket=endpoint.bucket,
+            key=endpoint.key,
+            principal=principal_for(auth, owner_id),
+            access_key=auth.access_key if auth is not None else None,
+            auth=auth,
+            query=query,
+            headers=request.headers,
+            source_ip=client.host if client is not None else "",
+            secure_transport=request.scope.get("scheme") == "https",
+            now_seconds=time.time(),
+        )
+
+    async def _owns_bucket(self, auth: AuthContext | None, bucket: str) -> bool:
+        if auth is None:
+            return False
+        info = await self.storage.get_bucket(bucket)
+        return info.owner_id == owner_for(auth.access_key).id
+
+    def _anonymous_payload(self, request: Request) -> AuthContext:
+        try:
+            return anonymous_payload_context(request.scope["headers"])
+        except AuthError as error:
+            raise error_for_client(error) from error
 
     async def _metrics(self, request: Request) -> Response:
         try:
@@ -398,6 +556,7 @@ class Gateway:
             body=RequestBody(request, post_object.FORM_BODY_AUTH),
             request_id=request_id,
             users=self.users,
+            policies=self.policies,
         )
 
     async def _add_cors_headers(

@@ -138,7 +138,12 @@ REQUIREMENTS: dict[str, Requirement] = {
     "DeleteBucketPolicy": _bucket(OWNER, "s3:DeleteBucketPolicy"),
     "GetBucketEncryption": _bucket(OWNER, "s3:GetEncryptionConfiguration"),
     "GetBucketOwnershipControls": _bucket(OWNER, "s3:GetBucketOwnershipControls"),
+    "PutBucketOwnershipControls": _bucket(OWNER, "s3:PutBucketOwnershipControls"),
+    "DeleteBucketOwnershipControls": _bucket(OWNER, "s3:PutBucketOwnershipControls"),
     "GetPublicAccessBlock": _bucket(OWNER, "s3:GetBucketPublicAccessBlock"),
+    "PutPublicAccessBlock": _bucket(OWNER, "s3:PutBucketPublicAccessBlock"),
+    "DeletePublicAccessBlock": _bucket(OWNER, "s3:PutBucketPublicAccessBlock"),
+    "GetBucketPolicyStatus": _bucket(OWNER, "s3:GetBucketPolicyStatus"),
     "GetBucketVersioning": _bucket(OWNER, "s3:GetBucketVersioning"),
     "PutBucketVersioning": _bucket(OWNER, "s3:PutBucketVersioning"),
     "GetBucketTagging": _bucket(OWNER, "s3:GetBucketTagging"),
@@ -244,6 +249,8 @@ async def check_object(
     owner_id = version.owner_id
     if owner_id and principal_id == owner_id and version.acl is None:
         return owner_id  # the owner of a private object: the common case, no reads
+    if ctx.policy_allowed:  # the bucket policy's Allow stands in for the ACL
+        return owner_id or (await ctx.storage.get_bucket(version.bucket)).owner_id
     if ctx.principal.is_admin and version.bucket == api.SYSTEM_BUCKET:
         return owner_id
     info = await ctx.storage.get_bucket(version.bucket)
@@ -266,6 +273,9 @@ async def missing_object_error(ctx: RequestContext, error: S3Error) -> S3Error:
     """What a read of a missing object answers: ``error`` (404) to whom may list the
     bucket, AccessDenied to others, so that nobody learns which keys exist (AWS)."""
     if ctx.principal.is_admin and ctx.endpoint.bucket == api.SYSTEM_BUCKET:
+        return error
+    if ctx.policy_allowed:
+        # TODO(policy): AWS answers 404 only to whom the policy also grants s3:ListBucket.
         return error
     try:
         may_list = await bucket_allows(ctx.storage, ctx.bucket, ctx.principal,

@@ -39,6 +39,7 @@ class RequestBody:
         self._request = request
         self._auth = auth
         self.trailers: dict[str, str] = {}
+        self._buffered: bytes | None = None
 
     def declared_length(self) -> int:
         """The payload's length as the client declared it; 411 when it did not."""
@@ -64,6 +65,11 @@ class RequestBody:
 
     async def pieces(self) -> AsyncGenerator[Piece, None]:
         """The payload, piece by piece; raises an S3 error at the end if it fails a check."""
+        if self._buffered is not None:  # read and checked already (buffer)
+            buffered, self._buffered = self._buffered, None
+            if buffered:
+                yield buffered
+            return
         declared = self._declared_or_none()
         received = 0
         if self._auth.payload_mode.is_streaming:
@@ -94,6 +100,14 @@ class RequestBody:
                 raise S3Error("MaxMessageLengthExceeded", "Your request was too big.", 400)
             parts.append(bytes(piece))
         return b"".join(parts)
+
+    async def buffer(self, max_bytes: int) -> bytes:
+        """``read_all(max_bytes)``, kept so that ``pieces()`` yields it once more: for a
+        request whose body must be read before its handler runs (a bucket policy that
+        asks for the tags of a PutObjectTagging body)."""
+        body = await self.read_all(max_bytes)
+        self._buffered = body
+        return body
 
     def _declared_or_none(self) -> int | None:
         try:

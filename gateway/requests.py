@@ -42,6 +42,11 @@ class IndexedHeaders(Headers):
     def get(self, key: str, default: Any = None) -> Any:
         return self._first.get(key.lower(), default)
 
+    def has_any(self, names: frozenset[str]) -> bool:
+        """Whether any of ``names`` (lower-case) is present: one set operation, for
+        checks of a rarely sent family of headers on every request."""
+        return not names.isdisjoint(self._first)
+
 
 class GatewayRequest(Request):
     """``starlette.requests.Request`` whose ``headers`` are :class:`IndexedHeaders`."""

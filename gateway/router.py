@@ -24,6 +24,8 @@ from gateway.errors import S3Error
 
 METRICS_PATH = "/_squall/metrics"  # Prometheus metrics (gateway/metrics.py)
 METRICS_OPERATION = "SquallMetrics"
+HEALTH_PATH = "/_squall/health"  # liveness/readiness probes (gateway/health.py), no signature
+HEALTH_OPERATION = "SquallHealth"
 ADMIN_PATH_PREFIX = "/_squall/"  # Squall's admin API (gateway/admin.py), path style only
 
 # Target kinds.
@@ -112,7 +114,12 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", BUCKET, "policy", "DeleteBucketPolicy"),
     Route("GET", BUCKET, "encryption", "GetBucketEncryption"),
     Route("GET", BUCKET, "ownershipControls", "GetBucketOwnershipControls"),
+    Route("PUT", BUCKET, "ownershipControls", "PutBucketOwnershipControls"),
+    Route("DELETE", BUCKET, "ownershipControls", "DeleteBucketOwnershipControls"),
     Route("GET", BUCKET, "publicAccessBlock", "GetPublicAccessBlock"),
+    Route("PUT", BUCKET, "publicAccessBlock", "PutPublicAccessBlock"),
+    Route("DELETE", BUCKET, "publicAccessBlock", "DeletePublicAccessBlock"),
+    Route("GET", BUCKET, "policyStatus", "GetBucketPolicyStatus"),
     # S3 Object Lock (gateway/s3/object_lock.py).
     Route("PUT", BUCKET, "object-lock", "PutObjectLockConfiguration"),
     Route("GET", BUCKET, "object-lock", "GetObjectLockConfiguration"),
@@ -193,6 +200,8 @@ def route(
         # Squall's own admin API ('_' is never in a bucket name, so no bucket is hidden).
         if raw_path.rstrip("/") == METRICS_PATH:
             return Endpoint(METRICS_OPERATION)
+        if raw_path.rstrip("/") == HEALTH_PATH:
+            return Endpoint(HEALTH_OPERATION)
         return Endpoint("SquallAdmin")
     target = SERVICE if bucket is None else (BUCKET if key is None else OBJECT)
     subresource = _subresource(query)

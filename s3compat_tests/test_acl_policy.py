@@ -5,7 +5,10 @@ Put/Get/DeleteBucketPolicy, GetBucketEncryption, GetBucketOwnershipControls and
 GetPublicAccessBlock in the S3 API reference.
 
 What the owner alone sees of ACLs; grants to others and their enforcement are in
-test_users_acl.py.
+test_users_acl.py. New AWS buckets have ACLs disabled (BucketOwnerEnforced): an ACL
+that grants anything beyond the owner's full control is refused there (400
+AccessControlListNotSupported). Object Ownership and Block Public Access themselves:
+``test_bucket_settings.py``.
 """
 
 from __future__ import annotations

@@ -84,6 +84,14 @@ def test_create_bucket_rejects_invalid_names(s3, s3_endpoint, name):
     assert error_code(caught.value) == "InvalidBucketName"
 
 
+def test_create_bucket_rejects_punctuation_signed_raw(http, s3_endpoint):
+    # boto3 refuses such a name itself; a client that signs the path as it sends it
+    # (raw '!', as ceph/s3-tests' naming test does) must still hear InvalidBucketName.
+    response = signed_request(http, s3_endpoint, "PUT", "/s3compat!punct")
+    assert response.status_code == 400
+    assert parse_error_body(response.content)["Code"] == "InvalidBucketName"
+
+
 def test_create_bucket_accepts_edge_valid_names(s3, s3_endpoint):
     names = [
         _random_lowercase(63),  # longest allowed
@@ -184,3 +192,49 @@ def test_list_objects_in_missing_bucket_raw_error(s3_endpoint, http):
     error = parse_error_body(response.content)
     assert error["Code"] == "NoSuchBucket"
     assert error.get("BucketName") == name
+
+
+# --- ListBuckets paging (max-buckets, continuation-token, prefix: AWS since 2024) --------
+
+
+def _names(response) -> list[str]:
+    return [entry["Name"] for entry in response["Buckets"]]
+
+
+def test_list_buckets_pages_with_max_buckets(s3, make_bucket):
+    # The buckets share a unique tag, so the Prefix keeps other tests' buckets out.
+    tag = "pages" + uuid.uuid4().hex[:8]
+    names = sorted(make_bucket(tag) for _ in range(3))
+    prefix = names[0][: names[0].index(tag) + len(tag)]
+    first = s3.list_buckets(Prefix=prefix, MaxBuckets=2)
+    assert _names(first) == names[:2]
+    assert first["Prefix"] == prefix
+    second = s3.list_buckets(Prefix=prefix, MaxBuckets=2,
+                             ContinuationToken=first["ContinuationToken"])
+    assert _names(second) == names[2:]
+    # The last page says so by carrying no token.
+    assert "ContinuationToken" not in second
+
+
+def test_list_buckets_last_page_exactly_full_has_no_token(s3, make_bucket):
+    make_bucket()  # one bucket outside the prefix, which the page must leave out
+    tag = "full" + uuid.uuid4().hex[:8]
+    name = make_bucket(tag)
+    prefix = name[: name.index(tag) + len(tag)]
+    response = s3.list_buckets(Prefix=prefix, MaxBuckets=1)
+    assert _names(response) == [name]
+    assert "ContinuationToken" not in response
+
+
+def test_list_buckets_prefix_matching_nothing(s3, bucket):
+    assert bucket in _names(s3.list_buckets())
+    response = s3.list_buckets(Prefix="s3compat-no-such-prefix-" + uuid.uuid4().hex)
+    assert response["Buckets"] == []
+
+
+@pytest.mark.parametrize("max_buckets", ["0", "10001", "-1", "many"])
+def test_list_buckets_max_buckets_out_of_range(http, s3_endpoint, max_buckets):
+    # AWS: max-buckets is 1..10000; it refuses anything else instead of clamping it.
+    response = signed_request(http, s3_endpoint, "GET", "/", query=f"max-buckets={max_buckets}")
+    assert response.status_code == 400
+    assert parse_error_body(response.content)["Code"] == "InvalidArgument"

@@ -206,6 +206,18 @@ def test_completed_upload_is_gone_and_unlisted_parts_are_dropped(s3, bucket, thr
     assert error_code(caught.value) == "NoSuchUpload"
 
 
+def test_completing_again_with_the_same_parts_succeeds(s3, bucket, three_parts):
+    # Real S3 answers a repeated CompleteMultipartUpload (a client retrying after a lost
+    # answer) with success and the same object; ceph/s3-tests relies on it too.
+    upload_id, completed = upload_parts(s3, bucket, "k", three_parts)
+    first = complete_upload(s3, bucket, "k", upload_id, completed)
+    again = complete_upload(s3, bucket, "k", upload_id, completed)
+    assert http_status(again) == 200
+    assert (again["ETag"], again["Key"]) == (first["ETag"], "k")
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"".join(three_parts)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 def test_reuploaded_part_replaces_the_first(s3, bucket):
     upload_id, _ = upload_parts(s3, bucket, "k", [b"first version"])
     again = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=1,

@@ -30,6 +30,14 @@ DEV_ROOT_USER = "squall-dev"
 DEV_ROOT_PASSWORD = "squall-dev-secret-change-me"
 DEFAULT_PRE_COMMIT_HOOK = "triggers.hook:TriggerHook"
 FUNCTION_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+DAY_SECONDS = 24 * 3600.0  # a lifecycle day, unless --lifecycle-day-seconds says otherwise
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -198,7 +206,8 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
     from storage.client import open_embedded
     from storage.lifecycle import SweeperSettings
 
-    lifecycle = SweeperSettings(period_seconds=args.lifecycle_period_seconds)
+    lifecycle = SweeperSettings(period_seconds=args.lifecycle_period_seconds,
+                                day_ms=round(args.lifecycle_day_seconds * 1000))
     metrics_access = _metrics_access(args)
     webhooks = parse_webhooks(args.webhook)
     users_file = load_users_file(Path(args.users)) if args.users else []
@@ -224,6 +233,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                 functions=hook,
                 webhook_targets=frozenset(webhooks),
                 delivery=hook if webhooks and isinstance(hook, EventDelivery) else None,
+                lifecycle_day_ms=lifecycle.day_ms,
                 metrics_access=metrics_access,
                 metrics_sources=(hook,) if isinstance(hook, MetricsSource) else (),
             ),
@@ -327,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=limits.lifecycle_sweep_period_seconds,
         help="how often the lifecycle sweeper applies the buckets' expiry rules",
+    )
+    serve.add_argument(
+        "--lifecycle-day-seconds",
+        type=_positive_seconds,
+        default=DAY_SECONDS,
+        help="length of a 'day' in lifecycle rules (default 86400); shorter only to "
+        "watch expiry in tests, like RGW's rgw_lc_debug_interval",
     )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -44,6 +44,9 @@ __all__ = [
     "LifecycleRule",
     "LifecycleConfiguration",
     "LIFECYCLE_RULES_CONFIG",
+    "LIFECYCLE_DAY_MS",
+    "lifecycle_due_ms",
+    "current_version_expiry",
     "CHANGES_OBJECTS",
     "CHANGES_CONFIGURATION",
     "SYSTEM_BUCKET",
@@ -357,6 +360,11 @@ LIFECYCLE_RULES_CONFIG = "lifecycle-rules"
 LIFECYCLE_RULES_FORMAT = 1
 
 
+# A lifecycle "day": 24 hours, unless a test shortens it (``squall serve
+# --lifecycle-day-seconds``) to watch expiry in seconds.
+LIFECYCLE_DAY_MS = 24 * 3600 * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class LifecycleRule:
     """One validated lifecycle rule, as the sweeper (``storage.lifecycle``) applies it.
@@ -379,6 +387,50 @@ class LifecycleRule:
     noncurrent_days: int | None = None
     newer_noncurrent_versions: int | None = None
     abort_incomplete_multipart_days: int | None = None
+
+    def matches(self, key: str, size_bytes: int, tags: Mapping[str, str]) -> bool:
+        """Whether the filter (prefix AND tags AND size bounds) selects this version."""
+        if not key.startswith(self.prefix):
+            return False
+        if any(tags.get(name) != value for name, value in self.tags.items()):
+            return False
+        greater = self.object_size_greater_than_bytes
+        less = self.object_size_less_than_bytes
+        if greater is not None and not size_bytes > greater:
+            return False
+        return less is None or size_bytes < less
+
+    def current_expiry_ms(self, created_ms: int, day_ms: int = LIFECYCLE_DAY_MS) -> int | None:
+        """When this rule expires a current version created at ``created_ms`` (whatever
+        its filter), or None if the rule expires no current version."""
+        if self.expiration_days is not None:
+            return lifecycle_due_ms(created_ms, self.expiration_days, day_ms)
+        return self.expiration_date_ms
+
+
+def lifecycle_due_ms(start_ms: int, days: int, day_ms: int = LIFECYCLE_DAY_MS) -> int:
+    """``days`` after ``start_ms``, rounded up to the next midnight UTC (as AWS does);
+    ``day_ms`` is the length of a day (shorter only in tests)."""
+    assert days > 0 and day_ms > 0
+    return -(-(start_ms + days * day_ms) // day_ms) * day_ms
+
+
+def current_version_expiry(
+    rules: Iterable[LifecycleRule], version: ObjectVersion, day_ms: int = LIFECYCLE_DAY_MS
+) -> tuple[int, str] | None:
+    """(when, rule id) of the earliest enabled rule that will expire ``version`` as the
+    current version of its key: what S3's ``x-amz-expiration`` header tells. None when
+    no rule does (or the version is a delete marker)."""
+    if version.is_delete_marker:
+        return None
+    earliest: tuple[int, str] | None = None
+    for rule in rules:
+        if not rule.enabled or not rule.matches(version.key, version.size_bytes, version.tags):
+            continue
+        due_ms = rule.current_expiry_ms(version.last_modified_ms, day_ms)
+        if due_ms is not None and (earliest is None or due_ms < earliest[0]):
+            earliest = (due_ms, rule.rule_id)
+    return earliest
 
 
 @dataclass(frozen=True, slots=True)

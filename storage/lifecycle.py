@@ -23,7 +23,10 @@ Rules and theory of operation:
     days elapsed since its initiation. The gateway refuses tag and size filters on such
     a rule, as AWS does: an upload has neither yet.
 
-  As on AWS, "N days after T" is T + N days rounded up to the next midnight UTC.
+  As on AWS, "N days after T" is T + N days rounded up to the next midnight UTC. A
+  day is ``SweeperSettings.day_ms`` long: 24 hours, unless a test shortens it (``squall
+  serve --lifecycle-day-seconds``, as RGW's ``rgw_lc_debug_interval`` does), so that
+  expiry can be watched in seconds; "midnight" is then a multiple of that day.
 * ``LifecycleSweeper`` is one asyncio task per node, started by the node and cancelled by
   its ``close``. Every ``period_seconds`` it walks every bucket that has rules, reading
   versions in pages of one read transaction each on the event loop thread (microseconds
@@ -57,12 +60,14 @@ from functools import partial
 from typing import Any
 
 from storage.api import (
+    LIFECYCLE_DAY_MS,
     LIFECYCLE_RULES_CONFIG,
     LifecycleConfiguration,
     LifecycleRule,
     NoSuchBucket,
     ObjectVersion,
     Overloaded,
+    lifecycle_due_ms,
     limits,
 )
 from storage.engine import Engine, WriteOperation, multipart
@@ -91,7 +96,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-DAY_MS = 24 * 3600 * 1000
+DAY_MS = LIFECYCLE_DAY_MS
 
 
 def wall_clock_ms() -> int:
@@ -101,10 +106,9 @@ def wall_clock_ms() -> int:
 # --- the pure decision -------------------------------------------------------------------
 
 
-def due_ms(start_ms: int, days: int) -> int:
-    """``days`` after ``start_ms``, rounded up to the next midnight UTC (as AWS does)."""
-    assert days > 0
-    return -(-(start_ms + days * DAY_MS) // DAY_MS) * DAY_MS
+# The rule arithmetic lives with the rule type in storage.api, where the gateway (its
+# x-amz-expiration header) reads the same answers the sweeper acts on.
+due_ms = lifecycle_due_ms
 
 
 def version_tags(version: ObjectVersion) -> Mapping[str, str]:
@@ -115,51 +119,50 @@ def version_tags(version: ObjectVersion) -> Mapping[str, str]:
 
 def rule_matches(rule: LifecycleRule, key: str, size_bytes: int, tags: Mapping[str, str]) -> bool:
     """Whether the rule's filter (prefix AND tags AND size bounds) selects this version."""
-    if not key.startswith(rule.prefix):
-        return False
-    if any(tags.get(name) != value for name, value in rule.tags.items()):
-        return False
-    greater = rule.object_size_greater_than_bytes
-    less = rule.object_size_less_than_bytes
-    if greater is not None and not size_bytes > greater:
-        return False
-    return less is None or size_bytes < less
+    return rule.matches(key, size_bytes, tags)
 
 
-def aborts_upload(rules: Iterable[LifecycleRule], key: str, initiated_ms: int, now_ms: int) -> bool:
+def aborts_upload(
+    rules: Iterable[LifecycleRule], key: str, initiated_ms: int, now_ms: int,
+    day_ms: int = DAY_MS,
+) -> bool:
     """Whether an enabled AbortIncompleteMultipartUpload rule matching ``key`` is due for
     an upload initiated at ``initiated_ms`` (only the prefix filters: see the module doc)."""
     return any(
         rule.enabled
         and rule.abort_incomplete_multipart_days is not None
         and key.startswith(rule.prefix)
-        and now_ms >= due_ms(initiated_ms, rule.abort_incomplete_multipart_days)
+        and now_ms >= due_ms(initiated_ms, rule.abort_incomplete_multipart_days, day_ms)
         for rule in rules
     )
 
 
-def _expires_current(rule: LifecycleRule, version: ObjectVersion, now_ms: int) -> bool:
-    if rule.expiration_days is not None:
-        if now_ms >= due_ms(version.last_modified_ms, rule.expiration_days):
-            return True
-    return rule.expiration_date_ms is not None and now_ms >= rule.expiration_date_ms
+def _expires_current(
+    rule: LifecycleRule, version: ObjectVersion, now_ms: int, day_ms: int
+) -> bool:
+    expiry_ms = rule.current_expiry_ms(version.last_modified_ms, day_ms)
+    return expiry_ms is not None and now_ms >= expiry_ms
 
 
 def _removes_noncurrent(
-    rule: LifecycleRule, noncurrent_since_ms: int, newer_noncurrent_count: int, now_ms: int
+    rule: LifecycleRule, noncurrent_since_ms: int, newer_noncurrent_count: int, now_ms: int,
+    day_ms: int,
 ) -> bool:
     if rule.noncurrent_days is None:
         return False
     if newer_noncurrent_count < (rule.newer_noncurrent_versions or 0):
         return False
-    return now_ms >= due_ms(noncurrent_since_ms, rule.noncurrent_days)
+    return now_ms >= due_ms(noncurrent_since_ms, rule.noncurrent_days, day_ms)
 
 
 class KeyPlanner:
     """The expiry decisions for ONE key, fed its versions newest first."""
 
-    def __init__(self, rules: Iterable[LifecycleRule], now_ms: int, key: str) -> None:
+    def __init__(
+        self, rules: Iterable[LifecycleRule], now_ms: int, key: str, day_ms: int = DAY_MS
+    ) -> None:
         self.key = key
+        self._day_ms = day_ms
         self._rules = tuple(r for r in rules if r.enabled and key.startswith(r.prefix))
         self._now_ms = now_ms
         self._seen = 0
@@ -179,10 +182,10 @@ class KeyPlanner:
             self._current = version
             if version.is_delete_marker:
                 return None  # decided in finish(): only a marker with no other version
-            if any(_expires_current(r, version, self._now_ms) for r in matching):
+            if any(_expires_current(r, version, self._now_ms, self._day_ms) for r in matching):
                 return ExpiryAction(ExpiryKind.EXPIRE_CURRENT, self.key, version.version_id)
             return None
-        if any(_removes_noncurrent(r, noncurrent_since_ms, index - 1, self._now_ms)
+        if any(_removes_noncurrent(r, noncurrent_since_ms, index - 1, self._now_ms, self._day_ms)
                for r in matching):  # fmt: skip
             return ExpiryAction(ExpiryKind.REMOVE_NONCURRENT, self.key, version.version_id)
         return None
@@ -201,13 +204,14 @@ class KeyPlanner:
 
 
 def plan_key(
-    rules: Iterable[LifecycleRule], versions: Iterable[ObjectVersion], now_ms: int
+    rules: Iterable[LifecycleRule], versions: Iterable[ObjectVersion], now_ms: int,
+    day_ms: int = DAY_MS,
 ) -> list[ExpiryAction]:
     """Every action for one key's versions (newest first): the planner over a list."""
     planner: KeyPlanner | None = None
     actions: list[ExpiryAction | None] = []
     for version in versions:
-        planner = planner or KeyPlanner(rules, now_ms, version.key)
+        planner = planner or KeyPlanner(rules, now_ms, version.key, day_ms)
         actions.append(planner.consume(version))
     if planner is not None:
         actions.append(planner.finish())
@@ -228,6 +232,8 @@ class SweeperSettings:
     overloaded_retry_delay_ms_max: int = limits.lifecycle_overloaded_retry_delay_ms_max
     # The sweeper's notion of "now". Tests pass a clock days ahead of the engine's.
     now_ms: Callable[[], int] = wall_clock_ms
+    # How long a lifecycle "day" is: 24 hours, shorter only to watch expiry in a test.
+    day_ms: int = DAY_MS
 
 
 @dataclass(slots=True)
@@ -248,7 +254,7 @@ WriteFunction = Callable[[WriteOperation], Awaitable[Any]]
 
 class LifecycleSweeper:
     def __init__(self, engine: Engine, write: WriteFunction, settings: SweeperSettings) -> None:
-        assert settings.period_seconds > 0
+        assert settings.period_seconds > 0 and settings.day_ms > 0
         assert settings.deletes_per_second_max > 0 and settings.deletes_per_txn_max > 0
         assert settings.scan_versions_per_page_max > 0
         assert settings.scan_uploads_per_page_max > 0
@@ -340,7 +346,7 @@ class LifecycleSweeper:
             for version in page.versions:
                 if planner is None or planner.key != version.key:
                     _append(batch, planner.finish() if planner is not None else None)
-                    planner = KeyPlanner(rules, now_ms, version.key)
+                    planner = KeyPlanner(rules, now_ms, version.key, self.settings.day_ms)
                 _append(batch, planner.consume(version))
                 if len(batch) >= self.settings.deletes_per_txn_max:
                     applied += await self._flush(batch, partial(expire, bucket))
@@ -417,7 +423,8 @@ class LifecycleSweeper:
                 break
             self.stats.uploads_scanned += len(page.uploads)
             for upload in page.uploads:
-                if aborts_upload(rules, upload.key, upload.initiated_ms, now_ms):
+                if aborts_upload(rules, upload.key, upload.initiated_ms, now_ms,
+                                 self.settings.day_ms):
                     batch.append(UploadAbort(upload.key, upload.upload_id))
                 if len(batch) >= self.settings.deletes_per_txn_max:
                     applied += await self._flush(batch, partial(abort_uploads, bucket))

@@ -13,6 +13,7 @@ bucket_name_length_max = 63
 user_metadata_bytes_max = 2 * 1024  # AWS: user-defined metadata, names + values, 2 KB
 object_size_bytes_max = 5 * 1024**3  # AWS: a single PUT is at most 5 GiB
 buckets_per_owner_max = 10_000
+list_buckets_max = 10_000  # AWS: ListBuckets max-buckets is 1..10000
 list_keys_max = 1000  # ListObjects/ListObjectsV2/ListObjectVersions max-keys clamp
 delete_objects_keys_max = 1000  # DeleteObjects: at most 1000 keys per request
 parts_per_upload_max = 10_000  # AWS: part numbers are 1..10000
@@ -46,6 +47,7 @@ bucket_records_decoded_max = 10_000  # decoded bucket records kept per engine; b
 
 # --- lifecycle sweeper (storage/lifecycle.py) ------------------------------------------
 lifecycle_rules_max = 1000  # AWS: a lifecycle configuration has at most 1000 rules
+lifecycle_rules_cached_buckets_max = 10_000  # buckets whose rules the gateway keeps (x-amz-expiration)
 lifecycle_sweep_period_seconds = 3600.0  # one pass over every bucket with rules, this often
 lifecycle_deletes_per_second_max = 1000  # expiry deletes, all buckets together
 lifecycle_deletes_per_txn_max = 100  # expiry deletes sharing one writer operation
@@ -73,6 +75,8 @@ cors_config_bytes_max = 64 * 1024  # AWS: a CORS configuration is at most 64 KB
 cors_rules_max = 100  # AWS: a CORS configuration has at most 100 rules
 cors_parsed_configs_cached_max = 1024  # parsed CORS configurations the gateway keeps
 bucket_policy_bytes_max = 20 * 1024  # AWS: a bucket policy is at most 20 KB
+bucket_policies_cached_max = 10_000  # parsed bucket policies the gateway keeps; beyond, all dropped
+policy_principals_cached_max = 1024  # policy principals built from access keys, kept
 get_inline_body_bytes_max = 64 * 1024  # a GET body this small is read with its metadata
 # POST Object (browser form uploads, gateway/s3/post_object.py): the fields before the
 # file are held in memory, so they are bounded one by one, in count and all together.
@@ -84,6 +88,10 @@ post_form_preamble_bytes_max = 1024  # bytes allowed before the first boundary
 post_form_trailing_bytes_max = 64 * 1024  # read and ignored after the file; more -> close
 post_policy_conditions_max = 1000  # conditions in one POST policy document
 response_coalesce_bytes_max = 64 * 1024  # a response write this small waits to join the next
+# GET /_squall/health (gateway/health.py): storage must answer its cheap call (a read
+# transaction per shard, microseconds when healthy) within this, else 503. Shorter than the
+# Helm chart's probe timeout (3 s), so a probe gets our answer rather than its own timeout.
+health_storage_timeout_ms = 1000
 
 # --- users and ACLs (gateway/users.py, gateway/s3/acl.py, gateway/authz.py) ------------
 users_max = 1000  # stored users besides root (each is read into memory: the secret lookup)

@@ -75,6 +75,7 @@ from gateway.auth.sigv4 import (
     _payload_hash,
     _single_header,
     _trailer_names,
+    latin1_header_map,
     parse_http_date,
     secret_for,
 )
@@ -179,38 +180,51 @@ def verify(
     query = _parse_query(raw_query)
     authorization = header_map.get("authorization")
     request_time: float | None = None  # header auth: checked against the clock
+    expires: str | None = None  # presigned: the expiry it signs
     given_date = ""
     if authorization is not None:
         presigned = False
         access_key, signature = _parse_authorization(",".join(authorization))
         request_time, given_date = _request_time(header_map)
         signed_time = request_time
-        content_md5, content_type, amz = _header_fields(header_map, {})
-        date_forms = _date_forms(header_map, amz)
     else:
         presigned = True
         access_key, signature, expires = _query_auth(query)
         _check_expiry(expires, now_seconds)
         signed_time = int(expires)  # the only time a presigned URL signs
-        content_md5, content_type, amz = _header_fields(header_map, _query_header_fields(query))
-        date_forms = [(expires.encode(), amz)]
     secret = secret_for(access_key, lookup_secret)
     if request_time is not None:
         _check_skew(request_time, now_seconds, given_date)  # signed_time is now sane
     resource_paths = _resource_paths(raw_path or b"/", bucket_from_host)
-    candidates = list(
-        dict.fromkeys(
+    provided = signature.encode()
+
+    def candidates(header_values: dict[str, list[str]]) -> list[bytes]:
+        """The strings to sign that the request's forms allow, from these header values."""
+        if expires is not None:  # presigned: the expiry is the date signed
+            content_md5, content_type, amz = _header_fields(
+                header_values, _query_header_fields(query))
+            date_forms = [(expires.encode(), amz)]
+        else:
+            content_md5, content_type, amz = _header_fields(header_values, {})
+            date_forms = _date_forms(header_values, amz)
+        return list(dict.fromkeys(
             string_to_sign(method, content_md5, content_type, date, amz_headers, resource)
             for date, amz_headers in date_forms
             for path in resource_paths
             for resource in canonical_resources(path, query)
-        )
-    )
-    provided = signature.encode()
-    if not any(hmac.compare_digest(sign(secret, c).encode(), provided) for c in candidates):
-        raise _signature_mismatch(access_key, signature, candidates[0])
-    timestamp = _iso_basic(signed_time)
-    return _context(access_key, region, timestamp, presigned, header_map, query)
+        ))
+
+    def matches(strings: list[bytes]) -> bool:
+        return any(hmac.compare_digest(sign(secret, c).encode(), provided) for c in strings)
+
+    # Header values as UTF-8 first; then, on a mismatch only, as Latin-1 where that reads
+    # them differently (``sigv4.latin1_header_map``).
+    first = candidates(header_map)
+    if not matches(first):
+        latin1 = latin1_header_map(headers)
+        if latin1 is None or not matches(candidates(latin1)):
+            raise _signature_mismatch(access_key, signature, first[0])
+    return _context(access_key, region, _iso_basic(signed_time), presigned, header_map, query)
 
 
 def sign(secret: str, to_sign: bytes) -> str:

@@ -240,27 +240,21 @@ def authenticate(
         method, raw_path, query, header_map, claim.signed_headers, claim.payload_hash, excluded,
         raw_query,
     )
-    return _verified_context(claim, canonical, secret, header_map, query, presigned)
-
-
-def unsigned_context(headers: HeaderPairs) -> AuthContext:
-    """How to read the body of an unsigned request (one that ``authorize`` lets through
-    on an AllUsers grant): a hex ``x-amz-content-sha256`` is still checked, and
-    ``aws-chunked`` with unsigned chunks (and trailing checksums) is decoded as for a
-    signed request. Signed chunks cannot come without a signature: AccessDenied."""
-    header_map = _header_map(headers)
-    payload_hash = _payload_hash(header_map, PayloadMode.UNSIGNED.value)
-    mode = _PAYLOAD_MODES.get(payload_hash, PayloadMode.SIGNED)
-    if mode.chunks_signed:
-        raise AuthError("AccessDenied", "Signed chunks need a signed request.", 403)
-    return AuthContext(
-        access_key="", region="", timestamp="", scope="", signing_key=b"", seed_signature="",
-        payload_mode=mode,
-        payload_sha256_hex=payload_hash if mode is PayloadMode.SIGNED else None,
-        presigned=False,
-        decoded_content_length_bytes=_decoded_length(header_map),
-        trailer_names=_trailer_names(header_map),
-    )
+    try:
+        return _verified_context(claim, canonical, secret, header_map, query, presigned)
+    except AuthError as mismatch:
+        latin1 = latin1_header_map(headers) if mismatch.code == "SignatureDoesNotMatch" \
+            else None
+        if latin1 is None:
+            raise
+        canonical = canonical_request(
+            method, raw_path, query, latin1, claim.signed_headers, claim.payload_hash,
+            excluded, raw_query,
+        )
+        try:
+            return _verified_context(claim, canonical, secret, latin1, query, presigned)
+        except AuthError:
+            raise mismatch from None
 
 
 def check_payload_sha256(context: AuthContext, computed_sha256_hex: str) -> None:
@@ -476,6 +470,22 @@ def _header_map(headers: HeaderPairs) -> dict[str, list[str]]:
     header_map: dict[str, list[str]] = {}
     for name, value in headers:
         header_map.setdefault(name.decode("latin-1").lower(), []).append(_header_text(value))
+    return header_map
+
+
+def latin1_header_map(headers: HeaderPairs) -> dict[str, list[str]] | None:
+    """The header map with every value read as Latin-1, when that differs from
+    ``_header_map``'s: some value is non-ASCII and valid UTF-8. Such bytes are ambiguous:
+    urllib3 sends signed text as UTF-8, http.client sends Latin-1 text as Latin-1 (the
+    two bytes C2 80 are U+0080 to one and 'Â\x80' to the other). A signature that does
+    not match the first reading is checked against this one (a mismatch path only)."""
+    if not any(not value.isascii() and _header_text(value) != value.decode("latin-1")
+               for _, value in headers):
+        return None
+    header_map: dict[str, list[str]] = {}
+    for name, value in headers:
+        header_map.setdefault(name.decode("latin-1").lower(), []).append(
+            value.decode("latin-1"))
     return header_map
 
 
@@ -792,6 +802,36 @@ def _verified_context(
         payload_sha256_hex=claim.payload_hash if mode is PayloadMode.SIGNED else None,
         presigned=presigned,
         security_token=_security_token(header_map, query),
+        decoded_content_length_bytes=_decoded_length(header_map),
+        trailer_names=_trailer_names(header_map),
+    )
+
+
+def anonymous_payload_context(headers: HeaderPairs) -> AuthContext:
+    """How the body of a request without credentials is framed (a bucket policy may let
+    such a request in): as sent, sha256-checked when ``x-amz-content-sha256`` is a
+    digest, or unsigned ``aws-chunked`` with trailers. Signed chunks cannot be: there is
+    no signature to chain them from."""
+    header_map = _header_map(headers)
+    payload_hash = _payload_hash(header_map, default=PayloadMode.UNSIGNED.value)
+    mode = _PAYLOAD_MODES.get(payload_hash, PayloadMode.SIGNED)
+    if mode.chunks_signed:
+        raise AuthError(
+            "InvalidRequest",
+            f"x-amz-content-sha256 {payload_hash} requires a signed request.",
+            400,
+            {"ArgumentName": "x-amz-content-sha256", "ArgumentValue": payload_hash},
+        )
+    return AuthContext(
+        access_key="",
+        region="",
+        timestamp="",
+        scope="",
+        signing_key=b"",
+        seed_signature="",
+        payload_mode=mode,
+        payload_sha256_hex=payload_hash if mode is PayloadMode.SIGNED else None,
+        presigned=False,
         decoded_content_length_bytes=_decoded_length(header_map),
         trailer_names=_trailer_names(header_map),
     )

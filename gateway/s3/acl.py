@@ -27,6 +27,10 @@ When the bucket's Object Ownership is BucketOwnerEnforced (the stored
 ``ownership-controls`` document), ACLs are disabled as AWS documents: a request that
 sets an ACL other than one granting the bucket owner full control is 400
 AccessControlListNotSupported, and Get*Acl answers the bucket owner's FULL_CONTROL.
+
+Block Public Access (``settings.py``): while BlockPublicAcls is on, a request that sets
+an ACL granting AllUsers or AuthenticatedUsers is 403 AccessDenied, checked after the
+canned ACL's name (400) and before Object Ownership (400), in AWS's order.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ from starlette.responses import Response
 
 from gateway.errors import S3Error, invalid_argument
 from gateway.s3.common import Owner, RequestContext
+from gateway.s3.settings import (
+    PUBLIC_CANNED_ACLS,
+    public_access_block,
+    public_access_blocked,
+)
 from gateway.xml import (
     S3_NAMESPACE,
     XML_DECLARATION,
@@ -358,12 +367,27 @@ async def requested_object_acl(
         if not await bucket_owner_enforced(ctx.storage, bucket.name):
             return owner_id, None
         return bucket.owner_id, None
+    await refuse_public_acl(ctx, acl)
     if await bucket_owner_enforced(ctx.storage, bucket.name):
         if acl is not None and not _enforced_acl_allowed(acl, bucket.owner_id):
             raise acl_not_supported()
         return bucket.owner_id, None
     assert acl is not None
     return owner_id, document_for(acl)
+
+
+def grants_public(acl: AccessControlList) -> bool:
+    """Whether an ACL grants AllUsers or AuthenticatedUsers anything (AWS: public)."""
+    return any(g.grantee_type == GROUP and g.grantee in (ALL_USERS, AUTHENTICATED_USERS)
+               for g in acl.grants)
+
+
+async def refuse_public_acl(ctx: RequestContext, acl: AccessControlList) -> None:
+    """403 while the bucket's BlockPublicAcls is on and ``acl`` is public."""
+    if grants_public(acl) and (await public_access_block(ctx))["BlockPublicAcls"]:
+        canned = (ctx.headers.get("x-amz-acl") or "").strip()
+        raise public_access_blocked(f"The canned ACL '{canned}'" if canned in PUBLIC_CANNED_ACLS
+                                    else "An ACL granting public access")
 
 
 async def _requested_acl(ctx: RequestContext, owner_id: str, bucket_owner_id: str
@@ -405,6 +429,7 @@ async def get_bucket_acl(ctx: RequestContext) -> Response:
 async def put_bucket_acl(ctx: RequestContext) -> Response:
     info = await ctx.storage.get_bucket(ctx.bucket)
     acl = await _requested_acl(ctx, info.owner_id, info.owner_id)
+    await refuse_public_acl(ctx, acl)
     if await bucket_owner_enforced(ctx.storage, ctx.bucket):
         if not _enforced_acl_allowed(acl, info.owner_id):
             raise acl_not_supported()
@@ -435,6 +460,7 @@ async def put_object_acl(ctx: RequestContext) -> Response:
     owner_id = await authz.check_object(ctx, version)
     info = await ctx.storage.get_bucket(ctx.bucket)
     acl = await _requested_acl(ctx, owner_id, info.owner_id)
+    await refuse_public_acl(ctx, acl)
     if await bucket_owner_enforced(ctx.storage, ctx.bucket):
         if not _enforced_acl_allowed(acl, info.owner_id):
             raise acl_not_supported()

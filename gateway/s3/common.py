@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,12 +15,14 @@ from gateway.auth.sigv4 import parse_http_date
 from gateway.errors import S3Error
 from gateway.metrics import MetricsAccess
 from gateway.router import Endpoint
+from gateway.s3.expiration import LifecycleRulesCache
 from gateway.xml import http_date, iso8601_ms
 from storage import api
 
 if TYPE_CHECKING:
     from gateway.authz import PolicyHook
     from gateway.body import RequestBody
+    from gateway.bucket_policy import PolicyCache
     from gateway.users import UserDirectory
 
 
@@ -84,6 +86,17 @@ class GatewayConfig:
     users: UserDirectory | None = None
     # Bucket policy evaluation (gateway/authz.py's hook point); None: ACLs alone decide.
     policy_hook: PolicyHook | None = None
+    # Length of a lifecycle day (``squall serve --lifecycle-day-seconds``), for the dates
+    # of x-amz-expiration: the same as the sweeper's.
+    lifecycle_day_ms: int = api.LIFECYCLE_DAY_MS
+    # Not a setting: the process's cache of lifecycle rules (gateway/s3/expiration.py),
+    # here because every handler that answers x-amz-expiration is given the config.
+    lifecycle_rules: LifecycleRulesCache = field(default_factory=LifecycleRulesCache)
+
+
+# DeleteObjects asks it per key: may this request delete (key, version id)?
+KeyAccess = Callable[[str, str | None], Awaitable[bool]]
+ANONYMOUS_PRINCIPAL_ID = "anonymous"  # who an unsigned request is, in event records
 
 
 @dataclass(slots=True)
@@ -101,7 +114,16 @@ class RequestContext:
     # Set by ``authz.check_object`` once a handler has checked the object it serves: the
     # gateway asserts it for every operation whose permission is on the object.
     object_checked: bool = False
+    # The bucket policy allowed this request (``Gateway._authorize``): no ACL is checked.
+    policy_allowed: bool = False
     response_headers: dict[str, str] = field(default_factory=dict)
+    # An unsigned request (``principal`` is ANONYMOUS_PRINCIPAL).
+    anonymous: bool = False
+    # Set for DeleteObjects when the bucket has a policy (gateway/bucket_policy.py).
+    key_access: KeyAccess | None = None
+    # The gateway's bucket policies, for a handler that decides after reading the body
+    # (POST Object: its credentials and key are form fields).
+    policies: PolicyCache | None = None
 
     @property
     def headers(self) -> Headers:
@@ -125,7 +147,7 @@ class RequestContext:
         """Who is asking, as the post-commit events of this request report it."""
         client = self.request.client
         return api.EventOrigin(
-            principal_id=self.owner.id,
+            principal_id=ANONYMOUS_PRINCIPAL_ID if self.anonymous else self.owner.id,
             source_ip=client.host if client is not None else "",
             request_id=self.request_id,
             host_id=self.request_id,  # the gateway answers x-amz-id-2 with the request id

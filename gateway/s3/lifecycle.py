@@ -11,19 +11,26 @@ client did approve) but never on rules GetBucketLifecycleConfiguration does not 
 
 Transitions (Transition, NoncurrentVersionTransition) are 501: Squall has one storage
 class.
+
+A rule sent without an ID gets one, as on AWS (GetBucketLifecycleConfiguration always
+shows every rule's ID): the document is then stored re-serialised with the new IDs,
+otherwise as sent.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import uuid
 from datetime import UTC, datetime
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, tostring
 
 from starlette.responses import Response
 
 from gateway.errors import S3Error, invalid_argument, malformed_xml, not_implemented
 from gateway.s3.common import RequestContext
 from gateway.s3.documents import delete_documents, read_document, stored_document
-from gateway.xml import children, local_name, parse
+from gateway.xml import XML_DECLARATION, children, local_name, parse
 from storage import api
 
 LIFECYCLE_XML_CONFIG = "lifecycle"
@@ -138,6 +145,25 @@ def _date_ms(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _check_transition(element: Element) -> None:
+    """A Transition / NoncurrentVersionTransition as AWS validates it: a StorageClass and
+    exactly one time (Days >= 0 or a midnight Date; NoncurrentDays >= 0)."""
+    _check_fields(element, frozenset({"Days", "Date", "NoncurrentDays", "StorageClass",
+                                      "NewerNoncurrentVersions"}))
+    if not _text(_only_child(element, "StorageClass")):
+        raise malformed_xml()
+    times = [_only_child(element, name) for name in ("Days", "Date", "NoncurrentDays")]
+    if sum(found is not None for found in times) != 1:
+        raise malformed_xml()
+    days_element, date_element, noncurrent_element = times
+    for days in (_integer(days_element), _integer(noncurrent_element)):
+        if days is not None and days < 0:
+            raise invalid_argument("'Days' for Transition action must be a non-negative integer")
+    date = _text(date_element)
+    if date is not None:
+        _date_ms(date)
+
+
 def _expiration(rule: Element) -> dict[str, object]:
     element = _only_child(rule, "Expiration")
     if element is None:
@@ -196,7 +222,12 @@ def _parse_rule(element: Element) -> api.LifecycleRule:
     status = _text(_only_child(element, "Status"))
     if status not in ("Enabled", "Disabled"):
         raise malformed_xml()
-    if children(element, "Transition") or children(element, "NoncurrentVersionTransition"):
+    transitions = children(element, "Transition") + children(element, "NoncurrentVersionTransition")
+    if transitions:
+        # A malformed transition is the client's error (400) before it is an
+        # unsupported one (501).
+        for transition in transitions:
+            _check_transition(transition)
         raise not_implemented("Lifecycle transitions (Squall has one storage class)")
     fields = {**_filter(element), **_expiration(element), **_noncurrent_expiration(element),
               **_abort_incomplete_multipart(element)}
@@ -244,10 +275,39 @@ def parse_lifecycle(body: bytes) -> api.LifecycleConfiguration:
     return api.LifecycleConfiguration(rules)
 
 
+def new_rule_id() -> str:
+    """An ID for a rule sent without one: unique, opaque, like AWS's (base64 text)."""
+    return base64.b64encode(str(uuid.uuid4()).encode()).decode().rstrip("=")
+
+
+def with_rule_ids(
+    body: bytes, configuration: api.LifecycleConfiguration
+) -> tuple[bytes, api.LifecycleConfiguration]:
+    """``body`` and ``configuration`` with an ID given to every rule that has none (the
+    two unchanged when all have one). ``body`` has passed ``parse_lifecycle``."""
+    if all(rule.rule_id for rule in configuration.rules):
+        return body, configuration
+    root = parse(body)
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else None
+    rules = []
+    for element, rule in zip(root, configuration.rules, strict=True):
+        if not rule.rule_id:
+            rule = dataclasses.replace(rule, rule_id=new_rule_id())
+            identifier = Element(f"{{{namespace}}}ID" if namespace else "ID")
+            identifier.text = rule.rule_id
+            element.insert(0, identifier)
+        rules.append(rule)
+    try:
+        text = tostring(root, encoding="unicode", default_namespace=namespace)
+    except ValueError:  # elements outside the root's namespace: keep the prefixes
+        text = tostring(root, encoding="unicode")
+    return XML_DECLARATION + text.encode(), api.LifecycleConfiguration(tuple(rules))
+
+
 async def put_bucket_lifecycle(ctx: RequestContext) -> Response:
     body = await read_document(ctx, api.limits.request_xml_body_bytes_max,
                                integrity_required=True)
-    configuration = parse_lifecycle(body)
+    body, configuration = with_rule_ids(body, parse_lifecycle(body))
     await ctx.storage.put_bucket_config(ctx.bucket, LIFECYCLE_XML_CONFIG, body)
     await ctx.storage.put_bucket_config(
         ctx.bucket, api.LIFECYCLE_RULES_CONFIG, configuration.to_document()

@@ -39,6 +39,8 @@ async def _delete_one(
 ) -> api.DeleteResult | S3Error:
     if len(key.encode("utf-8")) > api.limits.key_bytes_max:
         return S3Error("KeyTooLongError", "Your key is too long", 400)
+    if ctx.key_access is not None and not await ctx.key_access(key, version_id):
+        return S3Error("AccessDenied", "Access Denied", 403)
     try:
         # A version under Object Lock comes back as this entry's AccessDenied.
         return await ctx.storage.delete_object(ctx.bucket, key, version_id=version_id,

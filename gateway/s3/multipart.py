@@ -42,6 +42,7 @@ from gateway.s3.object_lock import requested_lock, wall_clock_ms
 from gateway.s3.objects import (
     check_key,
     copy_source_version,
+    expiration_headers,
     stage_body,
     stored_checksums,
     write_conditions,
@@ -320,8 +321,15 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     body = await ctx.body.read_all(api.limits.request_xml_body_bytes_max)
     named = parse_complete_request(body)
     conditions = write_conditions(ctx)
-    listing = await _all_parts(ctx, upload_id)
     etag = multipart_etag([part.etag for part in named])
+    try:
+        listing = await _all_parts(ctx, upload_id)
+    except api.NoSuchUpload:
+        completed = await _completed_before(ctx, etag)
+        if completed is None:
+            raise
+        return await _complete_response(ctx, completed, dict(completed.checksums),
+                                        _checksum_type_of(completed.checksums))
     if etag is None:
         raise api.InvalidPart("a part ETag is not an MD5 in hex")
     checked, checksums = _completion_checksums(ctx, named, listing)
@@ -329,6 +337,34 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
         ctx.bucket, ctx.key, upload_id, checked, etag, checksums, conditions,
         origin=ctx.event_origin(),
     )
+    return await _complete_response(ctx, version, checksums, listing.upload.checksum_type)
+
+
+async def _completed_before(ctx: RequestContext, etag: str | None) -> api.ObjectVersion | None:
+    """The key's current version when it is what completing these parts made: AWS
+    answers a repeated CompleteMultipartUpload (a client retrying after a lost answer)
+    with success again. Squall keeps no record of a finished upload id, so the proof is
+    the multipart ETag, which the named parts' MD5s determine; None when it differs."""
+    if etag is None:
+        return None
+    try:
+        version = await ctx.storage.get_version(ctx.bucket, ctx.key)
+    except api.NoSuchKey:
+        return None
+    if version.is_delete_marker or not version.part_sizes or version.etag != etag:
+        return None
+    return version
+
+
+def _checksum_type_of(checksums: Mapping[str, str]) -> str:
+    # A COMPOSITE object checksum carries its part count ('-N'); FULL_OBJECT does not.
+    return "COMPOSITE" if any("-" in value for value in checksums.values()) else "FULL_OBJECT"
+
+
+async def _complete_response(
+    ctx: RequestContext, version: api.ObjectVersion, checksums: Mapping[str, str],
+    checksum_type: str,
+) -> Response:
     # A pre-commit function may have routed the object: answer where it now lives.
     result: list[Node] = [
         ("Location", f"{ctx.request.base_url}{quote(version.bucket)}/{quote(version.key)}"),
@@ -336,12 +372,13 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     ]  # fmt: skip
     result += [(f"Checksum{name}", value) for name, value in checksums.items()]
     if checksums:
-        result.append(("ChecksumType", listing.upload.checksum_type))
+        result.append(("ChecksumType", checksum_type))
     headers = {}
     if version.s3_version_id != "null":
         headers["x-amz-version-id"] = version.s3_version_id
     if version.verdict is not None:
         headers.update(verdict_headers(version.verdict))
+    headers.update(await expiration_headers(ctx, version))
     return _xml_response("CompleteMultipartUploadResult", result, headers)
 
 

@@ -141,7 +141,19 @@ async def put_object(ctx: RequestContext) -> Response:
             legal_hold=legal_hold,
         )
         version = await upload.commit(spec, conditions, origin=ctx.event_origin())
-    return Response(status_code=200, headers=written_headers(version, checksums))
+    headers = written_headers(version, checksums)
+    headers.update(await expiration_headers(ctx, version))
+    return Response(status_code=200, headers=headers)
+
+
+async def expiration_headers(ctx: RequestContext, version: api.ObjectVersion) -> dict[str, str]:
+    """x-amz-expiration for a version that is (or was just written as) its key's
+    current version; {} for an older one (noncurrent expiry is not told)."""
+    if not version.is_latest:
+        return {}
+    config = ctx.config
+    return await config.lifecycle_rules.expiration_headers(ctx.storage, version,
+                                                           config.lifecycle_day_ms)
 
 
 # --- GET / HEAD ------------------------------------------------------------------------
@@ -282,6 +294,7 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
         headers["x-amz-version-id"] = "null"
     if version.tags:
         headers["x-amz-tagging-count"] = str(len(version.tags))
+    headers.update(await expiration_headers(ctx, version))
     outcome = check_read_conditions(ctx.headers, version)
     if outcome == 412:
         raise precondition_failed("If-Match" if "if-match" in ctx.headers
@@ -466,5 +479,6 @@ async def copy_object(ctx: RequestContext) -> Response:
         headers["x-amz-copy-source-version-id"] = source.s3_version_id
     if version.verdict is not None:
         headers.update(verdict_headers(version.verdict))
+    headers.update(await expiration_headers(ctx, version))
     return Response(render("CopyObjectResult", result), media_type="application/xml",
                     headers=headers)

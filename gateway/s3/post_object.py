@@ -12,10 +12,12 @@ Theory of operation
    A body that is not ``multipart/form-data`` is 412, as AWS answers.
 2. ``gateway.form.FormReader`` reads the fields before the file (each, their number and
    their total bounded by ``limits.post_form_*``) and stops at the file's first byte.
-3. The form is authenticated (no credentials: ``AccessDenied``) and authorized (the
-   bucket's WRITE, ``gateway/authz.py``), the key's ``${filename}`` expanded; the policy is checked against the
-   fields; metadata, tags, ACL, storage class and checksums are validated; the bucket
-   must exist. All of it before staging one byte.
+3. The form is authenticated and the key's ``${filename}`` expanded; the bucket policy
+   decides on s3:PutObject for that key (a Deny refuses any form, an Allow admits it),
+   else the bucket's ACL (WRITE, ``gateway/authz.py``; a form without credentials needs
+   AllUsers WRITE or a policy's Allow); the form's policy is checked against the fields;
+   metadata, tags, ACL, storage class and checksums are validated; the bucket must
+   exist. All of it before staging one byte.
 4. The file streams into ``storage.open_upload`` exactly as a PutObject body does
    (hashed once per piece, staged chunk by chunk, nothing held whole), the size checked
    against ``content-length-range`` and the 5 GiB single-PUT limit as it grows, then
@@ -48,9 +50,11 @@ from gateway.auth.post_policy import (
     verify_form_signature,
 )
 from gateway.auth.sigv4 import AuthContext
+from gateway.bucket_policy import RequestFacts, policy_decision, request_tag_keys
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, invalid_argument
 from gateway.form import FILE_FIELD, FormReader, boundary_from_content_type, split_header_value
+from gateway.policy_eval import ALLOW, ANONYMOUS, DENY, NONE, Decision, principal_for_account
 from gateway.router import bucket_from_host
 from gateway.s3.acl import requested_object_acl
 from gateway.s3.common import (
@@ -62,11 +66,13 @@ from gateway.s3.common import (
 )
 from gateway.s3.encryption import refuse_encryption
 from gateway.s3.objects import check_key, stored_checksums, written_headers
+from gateway.s3.policy import public_policy_restricted
 from gateway.s3.tagging import parse_tagging_xml
 from gateway.xml import render
 from storage import api
 
 OPERATION = "PostObject"
+POST_AUTHENTICATION_TYPE = "POST"  # s3:authType of a browser form
 EVENT_NAME = "s3:ObjectCreated:Post"
 FORM_CONTENT_TYPE = "multipart/form-data"
 FILENAME_VARIABLE = "${filename}"
@@ -96,12 +102,14 @@ async def post_object(ctx: RequestContext) -> Response:
         reader = FormReader(pieces, boundary)
         head = await reader.read_head()
         fields = {name: field.value for name, field in head.fields.items()}
-        policy = await _authenticate(ctx, fields)
+        access_key, policy = await _authenticate(ctx, fields)
         if head.file is None:
             raise invalid_argument("POST requires exactly one file upload per request.",
                                    FILE_FIELD, "0")
         key = _expanded_key(fields, head.file.filename)
-        check_policy(policy, {**fields, "key": key}, ctx.bucket, time.time())
+        await _authorize(ctx, fields, key, access_key)
+        if policy is not None:
+            check_policy(policy, {**fields, "key": key}, ctx.bucket, time.time())
         version, checksums = await _store_file(ctx, reader, key, fields, policy)
         await reader.drain(api.limits.post_form_trailing_bytes_max)
     return _success_response(ctx, fields, version, checksums)
@@ -115,26 +123,66 @@ def _form_boundary(ctx: RequestContext) -> bytes:
     return boundary_from_content_type(content_type)
 
 
-async def _authenticate(ctx: RequestContext, fields: Mapping[str, str]) -> Policy:
-    """The form's verified policy (``ctx.owner`` and ``ctx.principal`` set, the
-    bucket's WRITE permission checked); AccessDenied if anonymous."""
+async def _authenticate(
+    ctx: RequestContext, fields: Mapping[str, str]
+) -> tuple[str | None, Policy | None]:
+    """(the signer's access key, the form's verified policy), ``ctx.owner`` and
+    ``ctx.principal`` set; both None for an anonymous form (``_authorize`` decides)."""
     if "key" not in fields:
         raise missing_field("key")
     if not form_credentials_present(fields):
-        # Anonymous: AWS would take an unsigned form into a public-write bucket; Squall
-        # does not (a form without a policy has no conditions to hold it to).
-        raise S3Error("AccessDenied", "Access Denied", 403)
+        ctx.anonymous = True
+        ctx.owner = ctx.principal.owner  # ANONYMOUS_PRINCIPAL's
+        return None, None
     if ctx.users.needs_refresh():
         await ctx.users.refresh()
     access_key = verify_form_signature(fields, ctx.users.secret_for, ctx.config.region)
     ctx.principal = ctx.users.principal(access_key)
     ctx.owner = ctx.principal.owner
+    return access_key, parse_policy(fields["policy"])
+
+
+async def _authorize(ctx: RequestContext, fields: Mapping[str, str], key: str,
+                     access_key: str | None) -> None:
+    """The bucket policy's word on this upload (s3:PutObject on the key): an explicit
+    Deny refuses anyone, an Allow admits; with no word, the bucket's ACL decides (WRITE,
+    as for a PUT; an anonymous form needs AllUsers WRITE). The form's fields stand for a
+    PUT's headers as condition keys."""
+    if ctx.policies is None:
+        decision: Decision = NONE
+    else:
+        client = ctx.request.client
+        headers = {**ctx.headers, **fields}
+        if "acl" in fields:
+            headers["x-amz-acl"] = fields["acl"]
+        tagging = fields.get("tagging")  # an XML Tagging document in a form
+        request_tags = {} if tagging is None else request_tag_keys(parse_tagging_xml(
+            tagging.encode(), api.limits.object_tags_max, "Object"))
+        facts = RequestFacts(
+            operation=OPERATION, bucket=ctx.bucket, key=key,
+            principal=principal_for_account(access_key, ctx.owner.id)
+            if access_key is not None else ANONYMOUS,
+            access_key=access_key, auth=None, query=ctx.query, headers=headers,
+            source_ip=client.host if client is not None else "",
+            secure_transport=ctx.request.scope.get("scheme") == "https",
+            now_seconds=time.time(), authentication_type=POST_AUTHENTICATION_TYPE,
+            extra_keys=request_tags,
+        )  # fmt: skip
+        try:
+            decision = await policy_decision(ctx.storage, ctx.policies, facts)
+        except api.NoSuchBucket:
+            decision = NONE  # the upload answers NoSuchBucket before staging a byte
+    if decision == DENY:
+        raise S3Error("AccessDenied", "Access Denied", 403)
+    if decision == ALLOW:
+        if access_key is None and await public_policy_restricted(ctx.storage, ctx.bucket):
+            raise S3Error("AccessDenied", "Access Denied", 403)
+        return
     try:
-        await authz.authorize(ctx, ctx.config.policy_hook)
+        await authz.authorize(ctx)
     except api.NoSuchBucket:
         raise S3Error("NoSuchBucket", "The specified bucket does not exist", 404,
                       BucketName=ctx.bucket) from None
-    return parse_policy(fields["policy"])
 
 
 def _expanded_key(fields: Mapping[str, str], filename: str | None) -> str:
@@ -177,7 +225,7 @@ async def _store_file(
     reader: FormReader,
     key: str,
     fields: Mapping[str, str],
-    policy: Policy,
+    policy: Policy | None,
 ) -> tuple[api.ObjectVersion, dict[str, str]]:
     _check_fields(fields)
     wanted = integrity.parse_request({n: fields[n] for n in _CHECKSUM_FIELDS if n in fields})

@@ -358,7 +358,8 @@ def test_tagging_and_acl_events_name_the_version_they_changed(
     webhook.start()
     with _server(tmp_path, webhook, "--volatile") as process:
         s3 = support.s3_client(process.url)
-        s3.create_bucket(Bucket="bkt")
+        # ACLs enabled (a new bucket is BucketOwnerEnforced: ACLs disabled, as on AWS).
+        s3.create_bucket(Bucket="bkt", ObjectOwnership="ObjectWriter")
         s3.put_bucket_versioning(Bucket="bkt", VersioningConfiguration={"Status": "Enabled"})
         s3.put_bucket_notification_configuration(Bucket="bkt", NotificationConfiguration={
             "QueueConfigurations": [{

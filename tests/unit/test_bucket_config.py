@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from gateway.errors import S3Error
 from gateway.router import Endpoint, route
 from gateway.s3.acl import render_owner_acl
+from gateway.s3.buckets import list_buckets_page, parse_max_buckets
 from gateway.s3.common import Owner
 from gateway.s3.cors import (
     CorsRule,
@@ -18,9 +20,15 @@ from gateway.s3.cors import (
     render_cors,
     wildcard_match,
 )
-from gateway.s3.lifecycle import parse_lifecycle
-from gateway.s3.policy import check_policy
-from storage.api import LifecycleRule
+from gateway.s3.lifecycle import parse_lifecycle, with_rule_ids
+from gateway.s3.policy import check_policy, policy_is_public
+from gateway.s3.settings import (
+    parse_ownership_controls,
+    parse_public_access_block,
+    render_ownership_controls,
+    render_public_access_block,
+)
+from storage.api import BucketInfo, LifecycleRule
 
 
 def _route(line: str) -> Endpoint:
@@ -49,6 +57,11 @@ def _route(line: str) -> Endpoint:
         ("GET /b?encryption", "GetBucketEncryption"),
         ("GET /b?ownershipControls", "GetBucketOwnershipControls"),
         ("GET /b?publicAccessBlock", "GetPublicAccessBlock"),
+        ("PUT /b?ownershipControls", "PutBucketOwnershipControls"),
+        ("DELETE /b?ownershipControls", "DeleteBucketOwnershipControls"),
+        ("PUT /b?publicAccessBlock", "PutPublicAccessBlock"),
+        ("DELETE /b?publicAccessBlock", "DeletePublicAccessBlock"),
+        ("GET /b?policyStatus", "GetBucketPolicyStatus"),
         ("OPTIONS /b/k", "PreflightCors"),
         ("OPTIONS /b/k?uploads", "PreflightCors"),
         ("OPTIONS /b", "PreflightCors"),
@@ -309,3 +322,154 @@ def test_a_well_shaped_policy_passes() -> None:
     check_policy(GOOD_POLICY, "b")
     check_policy(b'{"Statement":{"Effect":"Deny","Principal":{"AWS":["x"]},"NotAction":"s3:*",'
                  b'"Resource":["arn:aws:s3:::b","arn:aws:s3:::b*/k"],"Condition":{}}}', "b")
+
+
+# --- Object Ownership, Block Public Access, policy status ------------------------------------
+
+# The request body of AWS's PutBucketOwnershipControls example.
+AWS_OWNERSHIP_EXAMPLE = b"""<OwnershipControls xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+    <Rule>
+        <ObjectOwnership>BucketOwnerEnforced</ObjectOwnership>
+    </Rule>
+</OwnershipControls>"""
+
+
+def test_ownership_controls_aws_example_and_golden_xml() -> None:
+    assert parse_ownership_controls(AWS_OWNERSHIP_EXAMPLE) == "BucketOwnerEnforced"
+    assert render_ownership_controls("ObjectWriter") == (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        b'<OwnershipControls xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Rule>'
+        b"<ObjectOwnership>ObjectWriter</ObjectOwnership></Rule></OwnershipControls>"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<OwnershipControls/>",
+        b"<OwnershipControls><Rule><ObjectOwnership>Everyone</ObjectOwnership></Rule>"
+        b"</OwnershipControls>",
+        b"<OwnershipControls><Rule><ObjectOwnership>ObjectWriter</ObjectOwnership></Rule>"
+        b"<Rule><ObjectOwnership>ObjectWriter</ObjectOwnership></Rule></OwnershipControls>",
+        b"<Other><Rule><ObjectOwnership>ObjectWriter</ObjectOwnership></Rule></Other>",
+    ],
+    ids=["no-rule", "unknown-mode", "two-rules", "wrong-root"],
+)
+def test_malformed_ownership_controls(body: bytes) -> None:
+    with pytest.raises(S3Error) as caught:
+        parse_ownership_controls(body)
+    assert caught.value.code == "MalformedXML"
+
+
+# The request body of AWS's PutPublicAccessBlock example.
+AWS_PUBLIC_ACCESS_BLOCK_EXAMPLE = b"""<PublicAccessBlockConfiguration
+    xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+    <BlockPublicAcls>TRUE</BlockPublicAcls>
+    <IgnorePublicAcls>TRUE</IgnorePublicAcls>
+    <BlockPublicPolicy>TRUE</BlockPublicPolicy>
+    <RestrictPublicBuckets>TRUE</RestrictPublicBuckets>
+</PublicAccessBlockConfiguration>"""
+
+
+def test_public_access_block_aws_example_and_golden_xml() -> None:
+    flags = parse_public_access_block(AWS_PUBLIC_ACCESS_BLOCK_EXAMPLE)
+    assert flags == dict.fromkeys(flags, True) and len(flags) == 4
+    partial = parse_public_access_block(
+        b"<PublicAccessBlockConfiguration><BlockPublicPolicy>true</BlockPublicPolicy>"
+        b"</PublicAccessBlockConfiguration>")
+    assert render_public_access_block(partial) == (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        b'<PublicAccessBlockConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<BlockPublicAcls>false</BlockPublicAcls><IgnorePublicAcls>false</IgnorePublicAcls>"
+        b"<BlockPublicPolicy>true</BlockPublicPolicy>"
+        b"<RestrictPublicBuckets>false</RestrictPublicBuckets>"
+        b"</PublicAccessBlockConfiguration>"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<PublicAccessBlockConfiguration><BlockPublicAcls>yes</BlockPublicAcls>"
+        b"</PublicAccessBlockConfiguration>",
+        b"<PublicAccessBlockConfiguration><BlockEverything>true</BlockEverything>"
+        b"</PublicAccessBlockConfiguration>",
+        b"<PublicAccessBlockConfiguration><BlockPublicAcls>true</BlockPublicAcls>"
+        b"<BlockPublicAcls>false</BlockPublicAcls></PublicAccessBlockConfiguration>",
+    ],
+    ids=["not-boolean", "unknown-flag", "repeated-flag"],
+)
+def test_malformed_public_access_block(body: bytes) -> None:
+    with pytest.raises(S3Error) as caught:
+        parse_public_access_block(body)
+    assert caught.value.code == "MalformedXML"
+
+
+def _statement_policy(**statement: object) -> bytes:
+    base = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [{**base, **statement}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("statement", "public"),
+    [
+        ({"Principal": "*"}, True),
+        ({"Principal": {"AWS": ["arn:aws:iam::111122223333:root", "*"]}}, True),
+        # Allow with NotPrincipal is MalformedPolicy (IAM: "not supported"); Deny is private.
+        ({"NotPrincipal": {"AWS": "arn:aws:iam::111122223333:root"}, "Effect": "Deny"}, False),
+        ({"Principal": {"AWS": "arn:aws:iam::111122223333:root"}}, False),
+        ({"Principal": "*", "Effect": "Deny"}, False),
+        ({"Principal": "*", "Condition": {"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}}, False),
+        ({"Principal": "*", "Condition": {"IpAddress": {"aws:SourceIp": "0.0.0.0/0"}}}, True),
+        ({"Principal": "*", "Condition": {"StringEquals": {"aws:SourceAccount": "111122223333"}}},
+         False),
+        ({"Principal": "*", "Condition": {"StringLike": {"aws:SourceArn": "arn:aws:*"}}}, True),
+        ({"Principal": "*", "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-*"}}}, True),
+        ({"Principal": "*", "Condition": {"Bool": {"aws:SecureTransport": "true"}}}, True),
+    ],
+    ids=["star", "aws-star-in-list", "not-principal-deny", "named", "deny", "ip-range", "any-ip",
+         "source-account", "arn-wildcard", "org-wildcard", "secure-transport"],
+)
+def test_policy_is_public(statement: dict[str, object], public: bool) -> None:
+    document = _statement_policy(**statement)
+    check_policy(document, "b")
+    assert policy_is_public(document) is public
+
+
+# --- ListBuckets paging, lifecycle rule IDs --------------------------------------------------
+
+
+def _buckets(*names: str) -> list[BucketInfo]:
+    return [BucketInfo(name=name, created_ms=0, owner_id="o") for name in names]
+
+
+def test_list_buckets_page() -> None:
+    buckets = _buckets("c", "a", "ab", "b")
+    assert list_buckets_page(buckets, "", "", None) == (_buckets("a", "ab", "b", "c"), None)
+    assert list_buckets_page(buckets, "", "", 2) == (_buckets("a", "ab"), "ab")
+    assert list_buckets_page(buckets, "", "ab", 2) == (_buckets("b", "c"), None)
+    assert list_buckets_page(buckets, "a", "", 1) == (_buckets("a"), "a")
+    assert list_buckets_page(buckets, "a", "a", 1) == (_buckets("ab"), None)
+
+
+@pytest.mark.parametrize("raw", ["0", "10001", "-5", "ten", ""])
+def test_max_buckets_out_of_range(raw: str) -> None:
+    with pytest.raises(S3Error) as caught:
+        parse_max_buckets(raw)
+    assert (caught.value.code, caught.value.status) == ("InvalidArgument", 400)
+
+
+def test_lifecycle_rules_without_id_get_one_and_named_ones_keep_theirs() -> None:
+    body = (b'<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            b"<Rule><Filter><Prefix>a/</Prefix></Filter><Status>Enabled</Status>"
+            b"<Expiration><Days>1</Days></Expiration></Rule>"
+            b"<Rule><ID>named</ID><Filter><Prefix>b/</Prefix></Filter><Status>Enabled</Status>"
+            b"<Expiration><Days>2</Days></Expiration></Rule></LifecycleConfiguration>")
+    stored, configuration = with_rule_ids(body, parse_lifecycle(body))
+    generated, named = (rule.rule_id for rule in configuration.rules)
+    assert generated and named == "named"
+    # The stored document parses to the same rules, IDs included.
+    assert parse_lifecycle(stored) == configuration
+    assert stored.count(b"<ID>") == 2 and b"ns0:" not in stored
+    # All named: the client's bytes are kept as they are.
+    assert with_rule_ids(stored, configuration) == (stored, configuration)

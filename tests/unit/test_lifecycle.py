@@ -22,7 +22,9 @@ from storage.api import (
     LifecycleConfiguration,
     LifecycleRule,
     NoSuchUpload,
+    ObjectVersion,
     PutSpec,
+    current_version_expiry,
     limits,
 )
 from storage.client import open_embedded
@@ -100,6 +102,30 @@ def test_current_version_expires_days_after_creation() -> None:
     assert plan_key(rules, versions, ms("2024-03-04T00:00:00")) == [
         ExpiryAction(ExpiryKind.EXPIRE_CURRENT, "k", "v1")
     ]
+
+
+def test_current_version_expiry_is_what_the_sweeper_acts_on() -> None:
+    # What x-amz-expiration tells (api.current_version_expiry) is the earliest enabled
+    # matching rule's due time, the very instant plan_key starts expiring the version.
+    created = ms("2024-03-01T12:00:00")
+    version = ObjectVersion(bucket="b", key="logs/a", version_id="v1",
+                            last_modified_ms=created, size_bytes=10, etag="e",
+                            tags={"class": "tmp"})
+    rules = [rule(rule_id="late", expiration_days=30),
+             rule(rule_id="soon", prefix="logs/", expiration_days=2),
+             rule(rule_id="off", enabled=False, expiration_days=1),
+             rule(rule_id="other", prefix="data/", expiration_days=1),
+             rule(rule_id="dated", expiration_date_ms=ms("2024-03-05T00:00:00"))]
+    assert current_version_expiry(rules, version) == (ms("2024-03-04T00:00:00"), "soon")
+    assert plan_key(rules, [version], ms("2024-03-04T00:00:00") - 1) == []
+    assert plan_key(rules, [version], ms("2024-03-04T00:00:00"))[0].kind is (
+        ExpiryKind.EXPIRE_CURRENT)
+    # A noncurrent-only rule, a delete marker, or a shorter day.
+    assert current_version_expiry([rule(noncurrent_days=1)], version) is None
+    marker = dataclasses.replace(version, is_delete_marker=True)
+    assert current_version_expiry(rules, marker) is None
+    assert current_version_expiry([rule(expiration_days=1)], version, day_ms=10_000) == (
+        created + 10_000, "r")
 
 
 def test_expiration_date_expires_every_matching_current_version() -> None:

@@ -62,6 +62,21 @@ def test_post_to_a_bucket_is_post_object() -> None:
     assert _route("POST /examplebucket?delete") == Endpoint("DeleteObjects", "examplebucket")
 
 
+@pytest.mark.parametrize(
+    ("line", "host", "expected"),
+    [
+        ("GET /_squall/health", "127.0.0.1:9000", Endpoint("SquallHealth")),
+        ("HEAD /_squall/health/", "127.0.0.1:9000", Endpoint("SquallHealth")),
+        ("GET /_squall/metrics", "127.0.0.1:9000", Endpoint("SquallMetrics")),
+        ("GET /_squall/healthz", "127.0.0.1:9000", Endpoint("SquallAdmin")),
+        # Virtual-host style, the path is a key of the bucket, not Squall's own API.
+        ("GET /_squall/health", "b.localhost", Endpoint("GetObject", "b", "_squall/health")),
+    ],
+)
+def test_squall_paths(line: str, host: str, expected: Endpoint) -> None:
+    assert _route(line, host=host) == expected
+
+
 def test_copy_object_needs_copy_source_header() -> None:
     assert _route("PUT /b/k", **{"x-amz-copy-source": "/src/key"}) == Endpoint("CopyObject", "b", "k")
 

@@ -1,0 +1,119 @@
+{{/* Names and labels, as `helm create` makes them. */}}
+{{- define "squall.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "squall.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "squall.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "squall.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "squall.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "squall.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The Secret holding the root key pair: the user's own, or the chart's. */}}
+{{- define "squall.credentialsSecretName" -}}
+{{- .Values.rootCredentials.existingSecret | default (printf "%s-root" (include "squall.fullname" .)) }}
+{{- end }}
+
+{{/* The Secret holding the metrics bearer token: the user's own, or the chart's. */}}
+{{- define "squall.metricsSecretName" -}}
+{{- .Values.metrics.token.existingSecret | default (printf "%s-metrics" (include "squall.fullname" .)) }}
+{{- end }}
+
+{{- define "squall.metricsSecretKey" -}}
+{{- if .Values.metrics.token.existingSecret }}{{ .Values.metrics.token.existingSecretKey }}{{ else }}token{{ end }}
+{{- end }}
+
+{{/* The ConfigMap of function definitions ("" when there is none). */}}
+{{- define "squall.functionsConfigMapName" -}}
+{{- if .Values.functionsConfigMap }}{{ .Values.functionsConfigMap }}
+{{- else if .Values.functions }}{{ printf "%s-functions" (include "squall.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A secret value that is generated once and then kept: the value given, else what the
+Secret already in the cluster holds (lookup; empty under `helm template`), else a new
+random one. Arguments: (list $ secretName key givenValue generatedLength).
+*/}}
+{{- define "squall.keptSecretValue" -}}
+{{- $root := index . 0 }}
+{{- $secretName := index . 1 }}
+{{- $key := index . 2 }}
+{{- $given := index . 3 }}
+{{- $length := index . 4 }}
+{{- if $given }}
+{{- $given }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace $secretName }}
+{{- $kept := "" }}
+{{- if and $existing $existing.data }}
+{{- $kept = index $existing.data $key | default "" }}
+{{- end }}
+{{- if $kept }}
+{{- $kept | b64dec }}
+{{- else if eq $key "SQUALL_ROOT_USER" }}
+{{- randAlphaNum $length | upper }}
+{{- else }}
+{{- randAlphaNum $length }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks that stop an install that could not run, with a message (instead of a pod in a
+crash loop). squall serve makes the same checks at start-up.
+*/}}
+{{- define "squall.validate" -}}
+{{- $devUser := "squall-dev" }}
+{{- $devPassword := "squall-dev-secret-change-me" }}
+{{- if or (eq .Values.rootCredentials.user $devUser) (eq .Values.rootCredentials.password $devPassword) }}
+{{- fail "rootCredentials: the development key pair is refused off loopback; set your own or leave them empty to generate one" }}
+{{- end }}
+{{- if and .Values.rootCredentials.password (lt (len .Values.rootCredentials.password) 16) }}
+{{- fail "rootCredentials.password: at least 16 characters, please" }}
+{{- end }}
+{{- if and .Values.metrics.token.enabled .Values.metrics.token.value (lt (len .Values.metrics.token.value) 16) }}
+{{- fail "metrics.token.value: at least 16 characters (squall serve refuses a shorter token)" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.token.enabled) (not .Values.metrics.public) }}
+{{- fail "metrics.serviceMonitor needs metrics.token.enabled or metrics.public: Prometheus cannot sign with SigV4" }}
+{{- end }}
+{{- if and .Values.functions .Values.functionsConfigMap }}
+{{- fail "set functions or functionsConfigMap, not both" }}
+{{- end }}
+{{- range $name, $definition := .Values.functions }}
+{{- if or (not (regexMatch "^[A-Za-z0-9][A-Za-z0-9_.-]*$" $name)) (gt (len $name) 64) }}
+{{- fail (printf "functions: %q is not a function name (letters, digits, '_', '.', '-', at most 64 characters)" $name) }}
+{{- end }}
+{{- end }}
+{{- if gt (len .Values.webhooks) 100 }}
+{{- fail "webhooks: at most 100" }}
+{{- end }}
+{{- range $id, $url := .Values.webhooks }}
+{{- if or (not (regexMatch "^[A-Za-z0-9_.-]{1,64}$" $id)) }}
+{{- fail (printf "webhooks: ID %q must be 1-64 letters, digits, '_', '.' or '-'" $id) }}
+{{- end }}
+{{- if not (regexMatch "^https?://" (toString $url)) }}
+{{- fail (printf "webhooks: %s: URL must be http:// or https://" $id) }}
+{{- end }}
+{{- end }}
+{{- end }}

