@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from gateway.app import Gateway
-from gateway.s3.common import GatewayConfig
+from gateway.s3.common import GatewayConfig, owner_for
 
 ACCESS_KEY, SECRET_KEY = "AKIDBENCH", "bench-secret"
 HOST = "127.0.0.1:9000"
@@ -141,7 +141,7 @@ async def main(ops: list[str], rounds: int, requests: int, keys: int,
         storage = await open_embedded(Path(data_dir), durable=False, lifecycle=None)
         try:
             app = Gateway(storage, GatewayConfig(credentials={ACCESS_KEY: SECRET_KEY}))
-            await storage.create_bucket("bench", "owner")
+            await storage.create_bucket("bench", owner_for(ACCESS_KEY).id)
             names = [f"k/{i:05d}" for i in range(keys)]
             for name in names:
                 sink = _Sink()

@@ -44,8 +44,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.get_path import _receive, _Sink, scope_for
-from gateway.app import Gateway, owner_for
-from gateway.s3.common import GatewayConfig
+from gateway.app import Gateway
+from gateway.s3.common import GatewayConfig, owner_for
 from squall.launcher import ServerProcess
 from storage.api import PutSpec
 from storage.client import open_embedded

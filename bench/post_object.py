@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench.get_path import ACCESS_KEY, SECRET_KEY, _Sink, presigned, scope_for
 from gateway.app import Gateway
-from gateway.s3.common import GatewayConfig
+from gateway.s3.common import GatewayConfig, owner_for
 from storage.client import open_embedded
 
 MESSAGE_BYTES = 64 * 1024  # what uvicorn hands over per http.request message
@@ -92,7 +92,7 @@ async def main(rounds: int, counts: dict[int, int]) -> None:
         storage = await open_embedded(Path(data_dir), durable=False, lifecycle=None)
         try:
             app = Gateway(storage, GatewayConfig(credentials={ACCESS_KEY: SECRET_KEY}))
-            await storage.create_bucket(BUCKET, "owner")
+            await storage.create_bucket(BUCKET, owner_for(ACCESS_KEY).id)
             for size_bytes, count in counts.items():
                 data = bytes(range(256)) * (size_bytes // 256)
                 form = form_body("post-key", data)

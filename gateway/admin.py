@@ -6,9 +6,15 @@
     DELETE /_squall/functions/NAME   -> 204
     GET    /_squall/outbox           -> 200, {"shards": [{depth, depth_max, ...}],
                                               "delivery": {per-target state} | null}
+    PUT    /_squall/users/ACCESS_KEY body: {"secret_key": ..., "display_name": ...}
+                                     -> 200, the user without its secret
+    GET    /_squall/users/ACCESS_KEY -> 200, {"access_key", "display_name", "canonical_id"}
+    GET    /_squall/users            -> 200, {"users": [...]} (never a secret)
+    DELETE /_squall/users/ACCESS_KEY -> 204
 
 Requests are SigV4-signed like any S3 request (``_squall`` can never be a bucket name:
-S3 bucket names have no '_'), by the root credentials. Errors are S3 XML errors.
+S3 bucket names have no '_'), by root: ``gateway/authz.py`` refuses everyone else
+(403 AccessDenied). Errors are S3 XML errors.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from storage import api
 
 FUNCTIONS_PATH = "/_squall/functions"
 OUTBOX_PATH = "/_squall/outbox"
+USERS_PATH = "/_squall/users"
 
 
 def _json(document: Mapping[str, Any] | list[Any], status: int = 200) -> Response:
@@ -46,7 +53,47 @@ async def handle(ctx: RequestContext) -> Response:
     path = unquote(raw_path.decode("latin-1").split("?", 1)[0])
     if path.rstrip("/") == OUTBOX_PATH:
         return await outbox_status(ctx)
+    if path.rstrip("/") == USERS_PATH or path.startswith(USERS_PATH + "/"):
+        return await handle_users(ctx, path)
     return await handle_admin(ctx.request, raw_path, ctx.body, ctx.config.functions)
+
+
+async def handle_users(ctx: RequestContext, path: str) -> Response:
+    """The users admin API (gateway/users.py keeps them)."""
+    method = ctx.request.method
+    if path.rstrip("/") == USERS_PATH:
+        if method != "GET":
+            raise S3Error("MethodNotAllowed", "Use GET to list users.", 405, Method=method,
+                          ResourceType="USERS")
+        return _json({"users": await ctx.users.list()})
+    access_key = path[len(USERS_PATH) + 1:]
+    try:
+        if method == "PUT":
+            return _json(await ctx.users.put(access_key, await _user_document(ctx)))
+        if method == "GET":
+            return _json(await ctx.users.get(access_key))
+        if method == "DELETE":
+            await ctx.users.delete(access_key)
+            return Response(status_code=204)
+    except api.NoSuchKey:
+        raise S3Error("NoSuchUser", f"No user with access key {access_key!r}.", 404,
+                      AccessKeyId=access_key) from None
+    except api.InvalidArgument as error:
+        raise S3Error("InvalidArgument", str(error), 400, AccessKeyId=access_key) from error
+    raise S3Error("MethodNotAllowed", "The specified method is not allowed against this "
+                  "resource.", 405, Method=method, ResourceType="USER")
+
+
+async def _user_document(ctx: RequestContext) -> dict[str, Any]:
+    body = await ctx.body.read_all(api.limits.user_record_bytes_max)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise api.InvalidArgument('the body must be a JSON object: {"secret_key": "...", '
+                                  '"display_name": "..."}')
+    return document
 
 
 async def outbox_status(ctx: RequestContext) -> Response:

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway import admin
+from gateway import admin, authz
 from gateway.auth import Anonymous, AuthContext, AuthError, authenticate, parse_query_pairs
 from gateway.auth.sigv4 import anonymous_payload_context
 from gateway.body import RequestBody
@@ -41,6 +41,7 @@ from gateway.policy_eval import (
     COPY_OPERATIONS,
     DENY,
     NO_POLICY_OPERATIONS,
+    NONE,
     OWNER_ALWAYS_OPERATIONS,
     Decision,
     Policy,
@@ -66,7 +67,15 @@ from gateway.s3 import (
     tagging,
     versioning,
 )
-from gateway.s3.common import GatewayConfig, KeyAccess, Owner, RequestContext, owner_for
+from gateway.s3.common import (
+    ANONYMOUS_PRINCIPAL,
+    GatewayConfig,
+    KeyAccess,
+    Principal,
+    RequestContext,
+    owner_for,
+)
+from gateway.users import UserDirectory
 from gateway.verdicts import discarded_response_headers
 from gateway.xml import render
 from storage import api
@@ -287,6 +296,7 @@ class Gateway:
     def __init__(self, storage: api.StorageClient, config: GatewayConfig) -> None:
         self.storage = storage
         self.config = config
+        self.users = config.users or UserDirectory(storage, config.credentials)
         self.cors_rules = cors.ParsedCorsCache()
         self.policies = PolicyCache()
         self.request_metrics = RequestMetrics()
@@ -368,6 +378,8 @@ class Gateway:
         if endpoint.operation == METRICS_OPERATION and self.config.metrics_access.admits(
                 request.headers.get("authorization")):
             return await self._metrics(request)  # a public or bearer-token scrape
+        if self.users.needs_refresh():  # a user was added or removed (no I/O to tell)
+            await self.users.refresh()
         if endpoint.operation == "CreateBucket" and endpoint.bucket is not None:
             # A name that can never be a bucket protects nothing: say so before checking
             # the signature, which a client may have computed over a path with raw
@@ -379,16 +391,15 @@ class Gateway:
             query_pairs,
         )
         auth = None if isinstance(authenticated, Anonymous) else authenticated
+        principal = self._principal(auth)
         if endpoint.operation == METRICS_OPERATION:
-            if auth is None:
-                raise access_denied()
+            if not principal.is_admin:
+                raise authz.access_denied()
             return await self._metrics(request)
         body = RequestBody(request, auth if auth is not None
                            else self._anonymous_payload(request))
         try:
-            key_access = await self._authorize(request, endpoint, query, auth, body)
-            owner = (owner_for(auth.access_key) if auth is not None
-                     else await self._bucket_owner(endpoint))
+            decision, key_access = await self._authorize(request, endpoint, query, auth, body)
         except api.StorageError as error:
             raise error_for_storage(error, bucket=endpoint.bucket) from error
         except CodedError as error:  # a body read early (PutObjectTagging) failed a check
@@ -400,14 +411,32 @@ class Gateway:
             endpoint=endpoint,
             storage=self.storage,
             config=self.config,
-            owner=owner,
+            owner=principal.owner,
             query=query,
             body=body,
             request_id=request_id,
+            users=self.users,
+            principal=principal,
             anonymous=auth is None,
             key_access=key_access,
+            policies=self.policies,
         )
+        if decision == ALLOW:  # the bucket policy admits it: no ACL needed
+            ctx.object_checked = ctx.policy_allowed = True
+        elif not authz.settled_without_reads(endpoint, self.config.policy_hook) and not (
+                key_access is not None and auth is None):
+            # The ACLs and ownership (gateway/authz.py); an unsigned DeleteObjects that a
+            # policy governs is decided key by key by its ``key_access`` alone.
+            try:
+                await authz.authorize(ctx, self.config.policy_hook)
+            except api.StorageError as error:
+                raise error_for_storage(error, bucket=endpoint.bucket) from error
         return await self._dispatch(ctx, endpoint)
+
+    def _principal(self, auth: AuthContext | None) -> Principal:
+        if auth is None:
+            return ANONYMOUS_PRINCIPAL
+        return self.users.principal(auth.access_key)
 
     async def _authorize(
         self,
@@ -416,39 +445,36 @@ class Gateway:
         query: dict[str, list[str]],
         auth: AuthContext | None,
         body: RequestBody,
-    ) -> KeyAccess | None:
-        """Whether the bucket's policy lets this request in (AccessDenied if not).
+    ) -> tuple[Decision, KeyAccess | None]:
+        """The bucket policy's word on this request: (ALLOW / NONE, DeleteObjects' per-key
+        ``KeyAccess`` when the bucket has a policy); AccessDenied for an explicit Deny.
 
-        An explicit Deny refuses anyone, the bucket owner included, except the owner's
-        Get/Put/DeleteBucketPolicy. An unsigned request needs an Allow. A signed one
-        with no applying statement goes on as before (ACLs, ownership: the handlers).
-        DeleteObjects is decided per key: the returned ``KeyAccess`` does it."""
+        A Deny refuses anyone, the bucket owner included, except the owner's
+        Get/Put/DeleteBucketPolicy. An Allow admits the request without the ACLs
+        (unsigned ones too, unless RestrictPublicBuckets); NONE leaves it to the ACLs and
+        ownership (``gateway/authz.py``), which admit an unsigned request only where
+        AllUsers is granted."""
         operation = endpoint.operation
         if endpoint.bucket is None or operation in NO_POLICY_OPERATIONS:
-            if auth is None:
-                raise await self._anonymous_refusal(endpoint)
-            return None
+            return NONE, None
         stored_policy = await self.policies.policy(self.storage, endpoint.bucket)
-        if stored_policy is None and auth is not None and operation not in COPY_OPERATIONS:
-            return None  # the common case: no policy, no I/O, nothing more to decide
-        if stored_policy is None and auth is None:
-            raise await self._anonymous_refusal(endpoint)  # nothing could allow it
+        if stored_policy is None and operation not in COPY_OPERATIONS:
+            return NONE, None  # the common case: no policy, no I/O, nothing more to decide
         facts = self._request_facts(request, endpoint, query, auth)
         if operation == DELETE_OBJECTS_OPERATION:
-            return self._key_access(stored_policy, facts, anonymous=auth is None)
+            return NONE, self._key_access(stored_policy, facts, anonymous=auth is None)
         if operation == PUT_OBJECT_TAGGING_OPERATION and stored_policy is not None:
             facts = await self._with_body_tags(stored_policy, facts, body)
         decision = await decide_with(self.storage, self.policies, facts, stored_policy)
         if decision == DENY:
             if (operation in OWNER_ALWAYS_OPERATIONS
                     and await self._owns_bucket(auth, facts.bucket)):
-                return None
+                return NONE, None
             raise access_denied()
-        if auth is None and decision != ALLOW:
-            raise await self._anonymous_refusal(endpoint)
-        if auth is None and await policy.public_policy_restricted(self.storage, facts.bucket):
+        if decision == ALLOW and auth is None and await policy.public_policy_restricted(
+                self.storage, facts.bucket):
             raise access_denied()
-        return None
+        return decision, None
 
     @staticmethod
     async def _with_body_tags(policy: Policy, facts: RequestFacts,
@@ -504,17 +530,6 @@ class Gateway:
         info = await self.storage.get_bucket(bucket)
         return info.owner_id == owner_for(auth.access_key).id
 
-    async def _bucket_owner(self, endpoint: Endpoint) -> Owner:
-        """Who owns the bucket an unsigned request (let in by its policy) addresses: the
-        ``Owner`` that listings and ACLs show, as for the owner's own requests."""
-        assert endpoint.bucket is not None, "_authorize refuses unsigned service requests"
-        info = await self.storage.get_bucket(endpoint.bucket)
-        for access_key in self.config.credentials:
-            owner = owner_for(access_key)
-            if owner.id == info.owner_id:
-                return owner
-        return Owner(info.owner_id, "")
-
     def _anonymous_payload(self, request: Request) -> AuthContext:
         try:
             return anonymous_payload_context(request.scope["headers"])
@@ -540,6 +555,7 @@ class Gateway:
             query=query,
             body=RequestBody(request, post_object.FORM_BODY_AUTH),
             request_id=request_id,
+            users=self.users,
             policies=self.policies,
         )
 
@@ -566,16 +582,16 @@ class Gateway:
         raw_path: bytes,
         host_bucket: str | None,
         query_pairs: list[tuple[bytes, bytes]],
-    ) -> AuthContext | Anonymous:
-        """The request's verified signature, or Anonymous when it carries none (a bucket
-        policy may let it in: ``_authorize``)."""
+    ) -> AuthContext | None:
+        """The verified signature, or None for an unsigned request (``authz`` decides
+        whether the grants let an anonymous request through)."""
         try:
-            return authenticate(
+            result = authenticate(
                 request.method,
                 raw_path,
                 request.scope.get("query_string", b""),
                 request.scope["headers"],
-                self.config.credentials.get,
+                self.users.secret_lookup,
                 time.time(),
                 region=self.config.region,
                 virtual_host_bucket=host_bucket,
@@ -583,25 +599,22 @@ class Gateway:
             )
         except AuthError as error:
             raise error_for_client(error) from error
-
-    async def _anonymous_refusal(self, endpoint: Endpoint) -> S3Error:
-        """The answer to an unsigned request: AccessDenied, except that a bucket which
-        does not exist is NoSuchBucket, as AWS answers anonymous requests (no bucket, so
-        no policy or ACL of it could grant anything; AWS tells bucket names apart the
-        same way through CreateBucket's BucketAlreadyExists)."""
-        if endpoint.bucket is not None:
-            try:
-                await self.storage.get_bucket(endpoint.bucket)
-            except api.NoSuchBucket as error:
-                return error_for_storage(error, bucket=endpoint.bucket)
-        return S3Error("AccessDenied", "Access Denied", 403)
+        if isinstance(result, Anonymous):
+            return None
+        return result
 
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]
         if endpoint.operation in encryption.OPERATIONS:
             encryption.refuse_encryption(ctx.request.headers)
         try:
-            return await handler(ctx)
+            response = await handler(ctx)
+            # A handler of an object operation checks the object it serves (authz);
+            # one that did not would serve it to anybody: a bug, never a response.
+            assert ctx.object_checked or authz.REQUIREMENTS[
+                endpoint.operation].resource != authz.OBJECT, (
+                f"{endpoint.operation} answered without authz.check_object")
+            return response
         except api.WriteDiscarded as discarded:
             # A function answered and discarded the object: success, nothing stored.
             return Response(status_code=200,

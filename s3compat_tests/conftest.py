@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from botocore import UNSIGNED
 
 from s3compat_tests.support import (
     Endpoint,
@@ -24,10 +25,14 @@ from s3compat_tests.support import (
     request_timeout_seconds,
     unique_bucket_name,
 )
+from squall.admin_client import AdminClient
 from squall.launcher import ServerProcess
 
 squall_root_user = "S3COMPATROOTUSER0000"
 squall_root_password = "s3compat-root-secret-0000000000000000000"
+# The second user ("alt" in ceph/s3-tests' terms), registered through the admin API.
+squall_alt_user = "S3COMPATALTUSER00000"
+squall_alt_password = "s3compat-alt-secret-00000000000000000000"
 
 
 @pytest.fixture(scope="session")
@@ -60,12 +65,16 @@ def _squall_endpoint(data_dir: Path, region: str, vhost_domain: str) -> Iterator
         server.close()
         pytest.fail(str(error))
     try:
+        AdminClient(server.url, squall_root_user, squall_root_password, region).put_user(
+            squall_alt_user, {"secret_key": squall_alt_password, "display_name": "alt"})
         yield Endpoint(
             url=server.url,
             access_key=squall_root_user,
             secret_key=squall_root_password,
             region=region,
             vhost_domain=vhost_domain,
+            alt_access_key=squall_alt_user,
+            alt_secret_key=squall_alt_password,
         )
     finally:
         server.close()
@@ -75,6 +84,25 @@ def _squall_endpoint(data_dir: Path, region: str, vhost_domain: str) -> Iterator
 def s3(s3_endpoint: Endpoint):
     """The default client: path-style, SigV4, boto3's default checksum behaviour."""
     client = make_client(s3_endpoint)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def alt(s3_endpoint: Endpoint):
+    """A client of the second user (no special rights anywhere); skips without one."""
+    if not s3_endpoint.alt_access_key:
+        pytest.skip("no second user: set S3COMPAT_ALT_ACCESS_KEY / S3COMPAT_ALT_SECRET_KEY")
+    client = make_client(s3_endpoint, access_key=s3_endpoint.alt_access_key,
+                         secret_key=s3_endpoint.alt_secret_key)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def anonymous(s3_endpoint: Endpoint):
+    """A client that signs nothing (botocore's UNSIGNED), as a browser or curl."""
+    client = make_client(s3_endpoint, signature_version=UNSIGNED)
     yield client
     client.close()
 

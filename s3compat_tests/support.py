@@ -74,11 +74,13 @@ def make_client(
     secret_key: str | None = None,
     addressing_style: str = "path",
     endpoint_url: str | None = None,
+    signature_version: object = "s3v4",
     **config_options: object,
 ):
-    """A boto3 S3 client with SigV4 and no retries (a retry would hide the first answer)."""
+    """A boto3 S3 client with SigV4 (or ``botocore.UNSIGNED``) and no retries (a retry
+    would hide the first answer)."""
     config = Config(
-        signature_version="s3v4",
+        signature_version=signature_version,
         s3={"addressing_style": addressing_style},
         retries={"max_attempts": 1, "mode": "standard"},
         connect_timeout=request_timeout_seconds,

@@ -4,11 +4,11 @@ References: GetBucketAcl / PutBucketAcl / GetObjectAcl / PutObjectAcl,
 Put/Get/DeleteBucketPolicy, GetBucketEncryption, GetBucketOwnershipControls and
 GetPublicAccessBlock in the S3 API reference.
 
-New AWS buckets have ACLs disabled (BucketOwnerEnforced): an ACL that grants anything
-beyond the owner's full control is refused (400 AccessControlListNotSupported). In a
-bucket with ACLs enabled, Squall, which does not enforce grants, refuses such ACLs with
-501 NotImplemented; the tests accept either refusal, never a silent success. Object
-Ownership and Block Public Access themselves: ``test_bucket_settings.py``.
+What the owner alone sees of ACLs; grants to others and their enforcement are in
+test_users_acl.py. New AWS buckets have ACLs disabled (BucketOwnerEnforced): an ACL
+that grants anything beyond the owner's full control is refused there (400
+AccessControlListNotSupported). Object Ownership and Block Public Access themselves:
+``test_bucket_settings.py``.
 """
 
 from __future__ import annotations
@@ -87,11 +87,7 @@ def test_an_owner_full_control_policy_is_accepted(s3, bucket):
     assert http_status(s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy=policy)) == 200
 
 
-@pytest.mark.parametrize("canned", ["public-read", "public-read-write", "authenticated-read"])
-def test_public_canned_acls_are_refused(s3, bucket, canned):
-    with pytest.raises(ClientError) as caught:
-        s3.put_bucket_acl(Bucket=bucket, ACL=canned)
-    assert (error_code(caught.value), http_status(caught.value)) in ACL_REFUSALS
+# Grants beyond the owner's, and their enforcement between two users: test_users_acl.py.
 
 
 def _with_header(client, operation: str, name: str, value: str):
@@ -117,24 +113,6 @@ def test_an_unknown_canned_acl_is_invalid_argument(s3_endpoint, bucket, operatio
         calls[operation]()
     client.close()
     assert (http_status(caught.value), error_code(caught.value)) == (400, "InvalidArgument")
-
-
-def test_a_grant_to_all_users_is_refused(s3, bucket):
-    owner = _owner(s3)
-    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
-    policy = {
-        "Owner": {"ID": owner["ID"]},
-        "Grants": [
-            {"Grantee": {"Type": "CanonicalUser", "ID": owner["ID"]},
-             "Permission": "FULL_CONTROL"},
-            {"Grantee": {"Type": "Group",
-                         "URI": "http://acs.amazonaws.com/groups/global/AllUsers"},
-             "Permission": "READ"},
-        ],
-    }
-    with pytest.raises(ClientError) as caught:
-        s3.put_object_acl(Bucket=bucket, Key="k", AccessControlPolicy=policy)
-    assert (error_code(caught.value), http_status(caught.value)) in ACL_REFUSALS
 
 
 # --- bucket policy -----------------------------------------------------------------------

@@ -132,30 +132,21 @@ def test_wrong_region_in_credential_scope(s3_endpoint, http, bucket):
     assert error.get("Region") == s3_endpoint.region
 
 
-@pytest.fixture
-def alt_client(s3_endpoint, client_factory):
-    if not s3_endpoint.alt_access_key:
-        pytest.skip("no second user: set S3COMPAT_ALT_ACCESS_KEY / S3COMPAT_ALT_SECRET_KEY")
-    return client_factory(
-        access_key=s3_endpoint.alt_access_key, secret_key=s3_endpoint.alt_secret_key
-    )
-
-
-def test_other_user_cannot_read_private_object(s3, alt_client, bucket):
+def test_other_user_cannot_read_private_object(s3, alt, bucket):
     s3.put_object(Bucket=bucket, Key="private", Body=b"secret")
     with pytest.raises(ClientError) as caught:
-        alt_client.get_object(Bucket=bucket, Key="private")
+        alt.get_object(Bucket=bucket, Key="private")
     assert http_status(caught.value) == 403
     assert error_code(caught.value) == "AccessDenied"
 
 
-def test_bucket_name_taken_by_other_user(s3_endpoint, alt_client, bucket):
+def test_bucket_name_taken_by_other_user(s3_endpoint, alt, bucket):
     """BucketAlreadyExists (409): the name belongs to someone else, in every region."""
     with pytest.raises(ClientError) as caught:
         if s3_endpoint.region == "us-east-1":
-            alt_client.create_bucket(Bucket=bucket)
+            alt.create_bucket(Bucket=bucket)
         else:
-            alt_client.create_bucket(
+            alt.create_bucket(
                 Bucket=bucket,
                 CreateBucketConfiguration={"LocationConstraint": s3_endpoint.region},
             )

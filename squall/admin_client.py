@@ -93,6 +93,16 @@ class AdminClient:
     def delete_function(self, name: str) -> None:
         self.request("DELETE", f"/_squall/functions/{name}")
 
+    def put_user(self, access_key: str, document: dict[str, str]) -> Any:
+        return self.request("PUT", f"/_squall/users/{access_key}",
+                            json.dumps(document).encode())
+
+    def list_users(self) -> Any:
+        return self.request("GET", "/_squall/users")["users"]
+
+    def delete_user(self, access_key: str) -> None:
+        self.request("DELETE", f"/_squall/users/{access_key}")
+
     def outbox_status(self) -> Any:
         """GET /_squall/outbox: the notification outbox depth and the webhooks' state."""
         return self.request("GET", "/_squall/outbox")

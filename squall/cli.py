@@ -106,6 +106,37 @@ async def _register_function_files(hook: Any, directory: Path) -> None:
             logging.getLogger("squall").info("registered function %s from %s", path.stem, path)
 
 
+def load_users_file(path: Path) -> list[dict[str, Any]]:
+    """``--users FILE``: a JSON or YAML list of {"access_key", "secret_key",
+    "display_name"}; exits with a message naming the entry when one is malformed."""
+    from gateway.users import parse_user
+    from storage.api import InvalidArgument
+
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            entries = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise SystemExit(f"squall: --users {path}: {error}") from None
+    else:
+        try:
+            entries = json.loads(text)
+        except ValueError as error:
+            raise SystemExit(f"squall: --users {path}: {error}") from None
+    if not isinstance(entries, list):
+        raise SystemExit(f"squall: --users {path}: a list of users, please")
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("access_key"), str):
+            raise SystemExit(f"squall: --users {path}: entry {number} needs an access_key")
+        try:
+            parse_user(entry["access_key"], entry)
+        except InvalidArgument as error:
+            raise SystemExit(f"squall: --users {path}: entry {number}: {error}") from None
+    return entries
+
+
 def parse_webhooks(values: list[str]) -> dict[str, str]:
     """``--webhook ID=URL`` (repeatable) -> {ID: URL}; exits with a message when malformed."""
     from storage.api import webhook_target_id
@@ -170,6 +201,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
 
     from gateway.app import Gateway
     from gateway.s3.common import GatewayConfig
+    from gateway.users import UserDirectory
     from storage.api import EventDelivery, MetricsSource
     from storage.client import open_embedded
     from storage.lifecycle import SweeperSettings
@@ -178,6 +210,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                                 day_ms=round(args.lifecycle_day_seconds * 1000))
     metrics_access = _metrics_access(args)
     webhooks = parse_webhooks(args.webhook)
+    users_file = load_users_file(Path(args.users)) if args.users else []
     # The pre-commit hook is named by an import string: storage never imports triggers.
     hook = _build_hook(args, webhooks)
     storage = await open_embedded(
@@ -187,10 +220,14 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
     try:
         if args.functions:
             await _register_function_files(hook, Path(args.functions))
+        users = UserDirectory(storage, {access_key: secret_key})
+        await users.start()
+        await _register_users(users, users_file)
         gateway = Gateway(
             storage,
             GatewayConfig(
                 credentials={access_key: secret_key},
+                users=users,
                 region=args.region,
                 domains=tuple(d for d in args.domain if d),
                 functions=hook,
@@ -220,6 +257,19 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
         await _uvicorn_server(config).serve()
     finally:
         await storage.close()
+
+
+async def _register_users(users: Any, entries: list[dict[str, Any]]) -> None:
+    """``--users FILE``: store (or replace) each user before serving."""
+    from storage.api import InvalidArgument
+
+    for entry in entries:
+        document = {name: value for name, value in entry.items() if name != "access_key"}
+        try:
+            await users.put(entry["access_key"], document)
+        except InvalidArgument as error:
+            raise SystemExit(f"squall: --users: {entry['access_key']}: {error}") from None
+        logging.getLogger("squall").info("registered user %s", entry["access_key"])
 
 
 def _metrics_access(args: argparse.Namespace) -> Any:
@@ -360,8 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file whose content is a bearer token that may read /_squall/metrics "
         "(Prometheus: authorization.credentials_file)",
     )
+    serve.add_argument(
+        "--users",
+        default=None,
+        metavar="FILE",
+        help="store the users of FILE (a JSON or YAML list of {access_key, secret_key, "
+        "display_name}) at start-up, replacing any with the same access key",
+    )
     serve.set_defaults(run=_serve_command)
     _add_function_commands(commands)
+    _add_user_commands(commands)
     outbox = commands.add_parser(
         "outbox", help="print the notification outbox depth and the webhooks' delivery state"
     )
@@ -452,6 +510,46 @@ def _function_command(args: argparse.Namespace) -> int:
         return 1
     except OSError as error:
         print(f"squall function {args.function_command}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_user_commands(commands: Any) -> None:
+    user = commands.add_parser("user", help="add, list and remove users (root only)")
+    user.add_argument(
+        "--endpoint", default=os.environ.get("SQUALL_ENDPOINT", "http://127.0.0.1:9000"))
+    user.add_argument("--region", default=os.environ.get("SQUALL_REGION", "us-east-1"))
+    actions = user.add_subparsers(dest="user_command", required=True)
+    put = actions.add_parser("put", help="add (or replace) the user ACCESS_KEY")
+    put.add_argument("access_key")
+    put.add_argument("--secret-key", required=True)
+    put.add_argument("--display-name", default=None)
+    actions.add_parser("ls", help="list users (never their secrets)")
+    rm = actions.add_parser("rm", help="remove a user: refused from the next request on")
+    rm.add_argument("access_key")
+    user.set_defaults(run=_user_command)
+
+
+def _user_command(args: argparse.Namespace) -> int:
+    from squall.admin_client import AdminError
+
+    client = _admin_client(args)
+    try:
+        if args.user_command == "put":
+            document = {"secret_key": args.secret_key}
+            if args.display_name is not None:
+                document["display_name"] = args.display_name
+            shown = client.put_user(args.access_key, document)
+            print(f"stored {shown['access_key']} (canonical id {shown['canonical_id']})")
+        elif args.user_command == "ls":
+            for entry in client.list_users():
+                print(f"{entry['access_key']}\t{entry['display_name']}\t{entry['canonical_id']}")
+        else:
+            client.delete_user(args.access_key)
+            print(f"removed {args.access_key}")
+    except (AdminError, OSError) as error:
+        print(f"squall user {args.user_command}: {getattr(error, 'body', error)}",
+              file=sys.stderr)
         return 1
     return 0
 

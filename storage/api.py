@@ -49,6 +49,9 @@ __all__ = [
     "current_version_expiry",
     "CHANGES_OBJECTS",
     "CHANGES_CONFIGURATION",
+    "SYSTEM_BUCKET",
+    "SYSTEM_OWNER_ID",
+    "OBJECT_ACL_PUT_EVENT",
     "Upload",
     "PartUpload",
     "StorageClient",
@@ -160,6 +163,11 @@ class ObjectVersion:
     part_checksums: tuple[str, ...] = ()
     # The object's tag set (key -> value); replaceable per version, see replace_tags.
     tags: Mapping[str, str] = field(default_factory=dict)
+    # The canonical id of the version's writer ('' for versions written before owners
+    # were recorded), and its ACL as the gateway serialised it (opaque to storage; None:
+    # private to the owner), replaceable per version, see replace_acl.
+    owner_id: str = ""
+    acl: bytes | None = None
     # Object Lock state, replaceable per version (update_object_lock): the retention
     # mode ('' none, else one of OBJECT_LOCK_MODES) and until when (ms; 0 with no
     # mode), and the legal hold.
@@ -203,6 +211,7 @@ class ListedVersion(NamedTuple):
     checksum_algorithms: tuple[str, ...]  # the keys of ObjectVersion.checksums
     is_delete_marker: bool
     is_latest: bool
+    owner_id: str = ""  # as ObjectVersion.owner_id ("" when not recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +229,8 @@ class PutSpec:
     checksums: Mapping[str, str] = field(default_factory=dict)
     storage_class: str = "STANDARD"
     tags: Mapping[str, str] = field(default_factory=dict)  # validated by the gateway
+    owner_id: str = ""  # the writer's canonical id (ObjectVersion.owner_id)
+    acl: bytes | None = None  # the version's ACL, opaque to storage (None: private)
     # Object Lock asked for by the write (x-amz-object-lock-*): with no mode, the
     # bucket's default retention (if any) applies at the commit point.
     lock_mode: str = ""
@@ -449,6 +460,16 @@ class LifecycleConfiguration:
             )
         )
 
+
+# --- the system bucket ----------------------------------------------------------------
+
+# Squall's own objects (function definitions, users): a name no S3 client can create (it
+# starts with a dot), owned by no user.
+SYSTEM_BUCKET = ".squall"
+SYSTEM_OWNER_ID = "squall-system"
+
+# The event of a replaced object ACL (replace_acl).
+OBJECT_ACL_PUT_EVENT = "s3:ObjectAcl:Put"
 
 # --- change counters (caches of lookups; see StorageClient.change_count) ---------------
 
@@ -787,6 +808,18 @@ class StorageClient(Protocol):
         NoSuchVersion when the version is gone, InvalidArgument for a delete marker.
         Returns the version with its new tags. Its ``event_name`` event
         (s3:ObjectTagging:Put or :Delete) goes to the outbox in the same transaction."""
+        ...
+
+    async def replace_acl(
+        self, bucket: str, key: str, version_id: str, acl: bytes | None,
+        origin: EventOrigin | None = None,
+    ) -> ObjectVersion:
+        """Replace the ACL document of one version (``version_id`` as ``get_version``
+        returned it) atomically, in place like ``replace_tags``; None is the default
+        (private). NoSuchVersion when the version is gone, InvalidArgument for a delete
+        marker. When the document changes, its s3:ObjectAcl:Put event (``origin``: who
+        asked) goes to the outbox in the same transaction; the same document again
+        changes nothing and makes no event."""
         ...
 
     async def update_object_lock(

@@ -24,7 +24,7 @@ import collections
 import dataclasses
 import logging
 import pathlib
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
 from storage.api import (
@@ -76,11 +76,11 @@ class ShardedStorageClient:
         self._transport = transport
         self._owned_nodes = owned_nodes
         self._local_nodes = {node.node_id: node for node in owned_nodes}
-        # The nodes whose counters change_count sums, found once (the view is fixed for
-        # the client's life): every shard leader, when all are in this process; else None.
-        leaders = [self._local_nodes.get(leader) for leader in self._leaders()]
-        self._counting_nodes: tuple[StorageNode, ...] | None = (
-            None if None in leaders else tuple(n for n in leaders if n is not None))
+        # (view, its shards' leader nodes when all are in this process): change_count is
+        # asked on every request (the gateway's user directory), the view seldom changes.
+        # With one shard, that leader's counter itself (no sum to make).
+        self._counting_nodes_cache: tuple[
+            View, tuple[StorageNode, ...] | None, Callable[[str, str], int] | None] | None = None
         self._closed = False
 
     @property
@@ -151,15 +151,27 @@ class ShardedStorageClient:
         spread over the shards; configurations are written to every shard), when every
         leader is a node of this process; None otherwise. Each term only grows, so the
         sum only grows, and a write that bumps one shard's term changes it."""
-        # Asked on every GET/HEAD/PUT (x-amz-expiration) and every judged write: no list
-        # of leaders is built per call.
-        nodes = self._counting_nodes
+        cached = self._counting_nodes_cache
+        if cached is not None and cached[0] is self._view and cached[2] is not None:
+            return cached[2](bucket, scope)  # the embedded store: one call, every request
+        nodes = self._counting_nodes()
         if nodes is None:
             return None
-        total = 0
-        for node in nodes:
-            total += node.change_count(bucket, scope)
-        return total
+        return sum(node.change_count(bucket, scope) for node in nodes)
+
+    def _counting_nodes(self) -> tuple[StorageNode, ...] | None:
+        """Every shard's leader node when all are in this process, else None; worked out
+        once per view."""
+        cached = self._counting_nodes_cache
+        if cached is not None and cached[0] is self._view:
+            return cached[1]
+        found = [self._local_nodes.get(leader) for leader in self._leaders()]
+        nodes = tuple(node for node in found if node is not None)
+        counting = nodes if len(nodes) == len(found) else None
+        single = counting[0].change_counter if counting is not None and len(counting) == 1 \
+            else None
+        self._counting_nodes_cache = (self._view, counting, single)
+        return counting
 
     # --- objects -----------------------------------------------------------------------
 
@@ -244,6 +256,20 @@ class ShardedStorageClient:
             version_id=version_id,
             tags=dict(tags),
             event_name=event_name,
+            origin=origin,
+        )
+
+    async def replace_acl(
+        self, bucket: str, key: str, version_id: str, acl: bytes | None,
+        origin: EventOrigin | None = None,
+    ) -> ObjectVersion:
+        return await self._call(
+            self._object_leader(bucket, key),
+            Operation.REPLACE_ACL,
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+            acl=acl,
             origin=origin,
         )
 

@@ -93,6 +93,18 @@ response_coalesce_bytes_max = 64 * 1024  # a response write this small waits to 
 # Helm chart's probe timeout (3 s), so a probe gets our answer rather than its own timeout.
 health_storage_timeout_ms = 1000
 
+# --- users and ACLs (gateway/users.py, gateway/s3/acl.py, gateway/authz.py) ------------
+users_max = 1000  # stored users besides root (each is read into memory: the secret lookup)
+user_access_key_chars_min = 3  # an access key is 3..128 of [A-Za-z0-9]
+user_access_key_chars_max = 128
+user_secret_key_chars_min = 8  # a shorter secret is refused (guessable)
+user_secret_key_chars_max = 128  # AWS secret keys are 40; bounded so a record stays small
+user_display_name_chars_max = 128
+user_record_bytes_max = 4 * 1024  # one stored user document; also the admin PUT body
+acl_grants_max = 100  # AWS: an access control list has at most 100 grants
+acl_document_bytes_max = 64 * 1024  # a stored ACL (100 grants of long ids fit easily)
+acls_parsed_cached_max = 4096  # parsed ACL documents the gateway keeps (per distinct bytes)
+
 # --- pre-commit functions (triggers) ---------------------------------------------------
 function_definition_bytes_max = 64 * 1024  # one function definition document
 functions_max = 1000  # registered functions

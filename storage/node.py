@@ -172,6 +172,7 @@ class StorageNode:
             Operation.GET_VERSION: self.get_version,
             Operation.DELETE_OBJECT: self.delete_object,
             Operation.REPLACE_TAGS: self.replace_tags,
+            Operation.REPLACE_ACL: self.replace_acl,
             Operation.UPDATE_OBJECT_LOCK: self.update_object_lock,
             Operation.LIST_OBJECTS: self.list_objects,
             Operation.LIST_OBJECT_VERSIONS: self.list_object_versions,
@@ -204,6 +205,12 @@ class StorageNode:
         """The writer's change counter of (bucket, scope): see ``api.StorageClient
         .change_count`` and ``storage.engine.writer.ChangeCounters``."""
         return self.writer.changes.count(bucket, scope)
+
+    @property
+    def change_counter(self) -> Callable[[str, str], int]:
+        """``change_count`` itself, for a caller that asks on every request (the
+        writer's counters live as long as the node)."""
+        return self.writer.changes.count
 
     @property
     def open_stream_count(self) -> int:
@@ -464,6 +471,11 @@ class StorageNode:
                                             origin)
         return await self._write(operation)
 
+    async def replace_acl(
+        self, bucket: str, key: str, version_id: str, acl: bytes | None,
+        origin: EventOrigin | None = None,
+    ) -> ObjectVersion:
+        return await self._write(operations.replace_acl(bucket, key, version_id, acl, origin))
     async def update_object_lock(
         self, bucket: str, key: str, version_id: str, update: ObjectLockUpdate
     ) -> ObjectVersion:

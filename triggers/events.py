@@ -80,13 +80,14 @@ class MessageShape:
 
 
 # By event category (the name up to its last ':'), as AWS's messages are: version 2.1 for
-# object created/removed; 2.3 for lifecycle and tagging events, whose records carry
-# no size, and whose tagging records name the version's eTag but no sequencer.
+# object created/removed; 2.3 for lifecycle, tagging and ACL events, whose records carry
+# no size, and whose tagging and ACL records name the version's eTag but no sequencer.
 MESSAGE_SHAPES = {
     "s3:ObjectCreated": MessageShape(EVENT_VERSION, size=True, etag=True, sequencer=True),
     "s3:ObjectRemoved": MessageShape(EVENT_VERSION, size=False, etag=False, sequencer=True),
     "s3:LifecycleExpiration": MessageShape("2.3", size=False, etag=False, sequencer=True),
     "s3:ObjectTagging": MessageShape("2.3", size=False, etag=True, sequencer=False),
+    "s3:ObjectAcl": MessageShape("2.3", size=False, etag=True, sequencer=False),
 }
 
 

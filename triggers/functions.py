@@ -60,6 +60,8 @@ from typing import Any
 
 from storage.api import (
     CHANGES_OBJECTS,
+    SYSTEM_BUCKET,
+    SYSTEM_OWNER_ID,
     BucketAlreadyOwnedByYou,
     InvalidArgument,
     NoSuchKey,
@@ -89,8 +91,6 @@ from triggers.models import LabelCache, LoadedModel, ModelCache, read_object, re
 
 _log = logging.getLogger(__name__)
 
-SYSTEM_BUCKET = ".squall"
-SYSTEM_OWNER_ID = "squall-system"
 FUNCTIONS_PREFIX = "functions/"
 
 

@@ -14,7 +14,7 @@ import re
 from starlette.responses import Response
 
 from gateway.errors import S3Error, invalid_argument
-from gateway.s3.acl import acl_grants_others, check_canned_acl, check_canned_acl_name
+from gateway.s3.acl import ACL_CONFIG, acl_from_headers, document_for
 from gateway.s3.common import RequestContext
 from gateway.s3.listing import decode_token, encode_token
 from gateway.s3.settings import (
@@ -146,25 +146,25 @@ async def create_bucket(ctx: RequestContext) -> Response:
             400,
             LocationConstraint=constraint,
         )
+    # The ACL asked for (canned or grant headers), validated before the bucket exists.
+    acl = acl_from_headers(ctx.headers, ctx.owner.id, ctx.owner.id, ctx.users.knows_id)
     lock_header = ctx.headers.get("x-amz-bucket-object-lock-enabled", "false").strip().lower()
     if lock_header not in ("true", "false"):
         raise S3Error("InvalidArgument", "x-amz-bucket-object-lock-enabled must be true or false",
                       400, ArgumentName="x-amz-bucket-object-lock-enabled")
     ownership = requested_object_ownership(ctx.headers)
-    check_canned_acl_name(ctx.headers)
-    if acl_grants_others(ctx.headers):
-        if ownership == "BucketOwnerEnforced":
-            raise S3Error("InvalidBucketAclWithObjectOwnership",
-                          "Bucket cannot have ACLs set with ObjectOwnership's "
-                          "BucketOwnerEnforced setting", 400)
-        check_canned_acl(ctx.headers)  # ACLs enabled, but grants are not enforced: 501
+    if acl is not None and document_for(acl) is not None and (
+            ownership == "BucketOwnerEnforced"):  # grants beyond the owner's, ACLs off
+        raise S3Error("InvalidBucketAclWithObjectOwnership",
+                      "Bucket cannot have ACLs set with ObjectOwnership's "
+                      "BucketOwnerEnforced setting", 400)
     try:
         await ctx.storage.create_bucket(ctx.bucket, ctx.owner.id,
                                         object_lock_enabled=lock_header == "true")
     except api.BucketAlreadyOwnedByYou:
         # AWS: in us-east-1, re-creating a bucket you own answers 200 for legacy
-        # compatibility (and changes nothing); every other region answers 409
-        # BucketAlreadyOwnedByYou.
+        # compatibility (and sets the ACL the request carries); every other region
+        # answers 409 BucketAlreadyOwnedByYou.
         if ctx.config.region != "us-east-1":
             raise
     else:
@@ -172,6 +172,8 @@ async def create_bucket(ctx: RequestContext) -> Response:
         # between would see no ownership controls, as on an AWS bucket from before 2023.
         await ctx.storage.put_bucket_config(ctx.bucket, OWNERSHIP_CONFIG,
                                             render_ownership_controls(ownership))
+    if acl is not None:
+        await ctx.storage.put_bucket_config(ctx.bucket, ACL_CONFIG, document_for(acl))
     return Response(status_code=200, headers={"Location": f"/{ctx.bucket}"})
 
 

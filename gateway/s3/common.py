@@ -20,8 +20,10 @@ from gateway.xml import http_date, iso8601_ms
 from storage import api
 
 if TYPE_CHECKING:
+    from gateway.authz import PolicyHook
     from gateway.body import RequestBody
     from gateway.bucket_policy import PolicyCache
+    from gateway.users import UserDirectory
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +40,33 @@ def owner_for(access_key: str) -> Owner:
     return Owner(hashlib.sha256(f"squall-owner:{access_key}".encode()).hexdigest(), access_key)
 
 
+# Who an unsigned request is: AWS's canonical id of the anonymous user (the owner of an
+# object written anonymously into a public-read-write bucket).
+ANONYMOUS = Owner("65a011a29cdf8ec533ec3d1ccaae921c", "anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who signed a request: an access key (None for an unsigned request), its owner
+    identity, and whether it may use the admin API (root only)."""
+
+    access_key: str | None
+    owner: Owner
+    is_admin: bool = False
+
+    @property
+    def canonical_id(self) -> str | None:
+        """The id ACL grants name; None for an unsigned request."""
+        return None if self.access_key is None else self.owner.id
+
+
+ANONYMOUS_PRINCIPAL = Principal(None, ANONYMOUS)
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    credentials: Mapping[str, str]  # access key -> secret key
+    # Root's access key -> secret key: admins, set at start-up, never stored.
+    credentials: Mapping[str, str]
     region: str = "us-east-1"
     # Host suffixes for virtual-host-style addressing: '<bucket>.<domain>'.
     domains: tuple[str, ...] = ("localhost",)
@@ -55,6 +81,11 @@ class GatewayConfig:
     # gateway and the outbox (gateway/metrics.py).
     metrics_access: MetricsAccess = MetricsAccess()
     metrics_sources: tuple[api.MetricsSource, ...] = ()
+    # Root plus the users stored in the system bucket (gateway/users.py); None: the
+    # gateway makes one over ``credentials`` and its storage.
+    users: UserDirectory | None = None
+    # Bucket policy evaluation (gateway/authz.py's hook point); None: ACLs alone decide.
+    policy_hook: PolicyHook | None = None
     # Length of a lifecycle day (``squall serve --lifecycle-day-seconds``), for the dates
     # of x-amz-expiration: the same as the sweeper's.
     lifecycle_day_ms: int = api.LIFECYCLE_DAY_MS
@@ -78,8 +109,15 @@ class RequestContext:
     query: dict[str, list[str]]
     body: RequestBody
     request_id: str
+    users: UserDirectory
+    principal: Principal = ANONYMOUS_PRINCIPAL
+    # Set by ``authz.check_object`` once a handler has checked the object it serves: the
+    # gateway asserts it for every operation whose permission is on the object.
+    object_checked: bool = False
+    # The bucket policy allowed this request (``Gateway._authorize``): no ACL is checked.
+    policy_allowed: bool = False
     response_headers: dict[str, str] = field(default_factory=dict)
-    # An unsigned request a bucket policy let in (``owner`` is then the bucket's owner).
+    # An unsigned request (``principal`` is ANONYMOUS_PRINCIPAL).
     anonymous: bool = False
     # Set for DeleteObjects when the bucket has a policy (gateway/bucket_policy.py).
     key_access: KeyAccess | None = None

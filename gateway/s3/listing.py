@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from gateway.errors import invalid_argument
 from gateway.s3.as_of import requested_as_of_ms
-from gateway.s3.common import RequestContext
+from gateway.s3.common import Owner, RequestContext
 from gateway.xml import Node, bool_text, escape_text, iso8601_ms, render, render_element
 from storage import api
 
@@ -93,17 +93,49 @@ async def _page(ctx: RequestContext, start_after: str, max_keys: int) -> api.Lis
     )
 
 
-def contents_xml(page: api.ListPage, key_text: Callable[[str], str], owner: Node | None) -> str:
+class OwnerXml:
+    """``<Owner>`` of a listing entry, by the entry's owner id, rendered once per
+    distinct owner. One per page: its cache is bounded by the page's size."""
+
+    __slots__ = ("_owner_by_id", "_rendered", "_default")
+
+    def __init__(self, owner_by_id: Callable[[str], Owner], default: Owner) -> None:
+        self._owner_by_id = owner_by_id
+        self._default = default  # whom an entry without a recorded owner shows
+        self._rendered: dict[str, str] = {}
+
+    def __call__(self, owner_id: str) -> str:
+        rendered = self._rendered.get(owner_id)
+        if rendered is None:
+            owner = self._owner_by_id(owner_id) if owner_id else self._default
+            rendered = render_element(
+                ("Owner", [("ID", owner.id), ("DisplayName", owner.display_name)]))
+            self._rendered[owner_id] = rendered
+        return rendered
+
+
+OwnerShown = Node | OwnerXml | None  # one owner for every entry, each its own, or none
+
+
+def owner_renderer(owner: OwnerShown) -> Callable[[str], str]:
+    if isinstance(owner, OwnerXml):
+        return owner
+    rendered = render_element(owner) if owner is not None else ""
+    return lambda _owner_id: rendered
+
+
+def contents_xml(page: api.ListPage, key_text: Callable[[str], str], owner: OwnerShown) -> str:
     """The page's ``Contents`` then ``CommonPrefixes`` elements, rendered; ``key_text``
     from ``element_text_encoder_for``."""
-    owner_xml = render_element(owner) if owner is not None else ""
+    owner_xml = owner_renderer(owner)
     checksum_algorithms = ChecksumAlgorithmsXml()
     parts = [
         f"<Contents><Key>{key_text(entry.key)}</Key>"
         f"<LastModified>{iso8601_ms(entry.last_modified_ms)}</LastModified>"
         f'<ETag>"{escape_text(entry.etag)}"</ETag>'
         f"{checksum_algorithms(entry.checksum_algorithms)}<Size>{entry.size_bytes}</Size>"
-        f"{owner_xml}<StorageClass>{escape_text(entry.storage_class)}</StorageClass>"
+        f"{owner_xml(entry.owner_id)}"
+        f"<StorageClass>{escape_text(entry.storage_class)}</StorageClass>"
         "</Contents>"
         for entry in page.objects
     ]
@@ -137,7 +169,7 @@ class ChecksumAlgorithmsXml:
 
 
 def list_objects_body(
-    bucket: str, query: Mapping[str, str], max_keys: int, page: api.ListPage, owner: Node
+    bucket: str, query: Mapping[str, str], max_keys: int, page: api.ListPage, owner: OwnerShown
 ) -> bytes:
     """The ListBucketResult document of ListObjects (v1) (pure: golden-tested)."""
     encoding_type = query.get("encoding-type")
@@ -183,7 +215,7 @@ def decode_token(token: str) -> str:
 
 def list_objects_v2_body(
     bucket: str, query: Mapping[str, str], max_keys: int, page: api.ListPage,
-    owner: Node | None,
+    owner: OwnerShown,
 ) -> bytes:
     """The ListBucketResult document of ListObjectsV2 (pure: golden-tested). ``owner`` is
     None unless the request asked for ``fetch-owner``."""
@@ -229,5 +261,7 @@ def _query(ctx: RequestContext, names: tuple[str, ...]) -> dict[str, str]:
     return {name: value for name in names if (value := ctx.query_value(name)) is not None}
 
 
-def _owner(ctx: RequestContext) -> Node:
-    return ("Owner", [("ID", ctx.owner.id), ("DisplayName", ctx.owner.display_name)])
+def _owner(ctx: RequestContext) -> OwnerXml:
+    """Each entry's owner: its writer (entries written before owners were recorded
+    show the requester, as they did then)."""
+    return OwnerXml(ctx.users.owner_by_id, ctx.owner)

@@ -30,7 +30,7 @@ from starlette.responses import Response
 from gateway import checksums as integrity
 from gateway.checksums import ChecksumAlgorithm, Checksummer
 from gateway.errors import S3Error, invalid_argument, malformed_xml
-from gateway.s3.acl import check_write_acl
+from gateway.s3.acl import requested_object_acl
 from gateway.s3.common import (
     RequestContext,
     check_read_conditions,
@@ -123,13 +123,15 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     content_type, system, user = metadata_from_headers(ctx.headers)
     algorithm, checksum_type = _requested_checksum(ctx)
     tags = requested_tags(ctx)
-    await check_write_acl(ctx)
     lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
-    # The tag set and the Object Lock state are kept with the upload and become the
-    # object's at Complete (storage refuses lock state for a bucket without Object Lock).
+    owner_id, acl = await requested_object_acl(ctx, await ctx.storage.get_bucket(ctx.bucket))
+    # The tag set, the Object Lock state, the owner and the ACL are kept with the upload
+    # and become the object's at Complete (storage refuses lock state for a bucket
+    # without Object Lock).
     spec = api.PutSpec(etag="", content_type=content_type, system_metadata=system,
                        user_metadata=user, tags=tags, lock_mode=lock_mode,
-                       lock_retain_until_ms=retain_until_ms, legal_hold=legal_hold)
+                       lock_retain_until_ms=retain_until_ms, legal_hold=legal_hold,
+                       owner_id=owner_id, acl=acl)
     upload = await ctx.storage.create_multipart_upload(ctx.bucket, ctx.key, spec, algorithm,
                                                        checksum_type)
     headers = {}
@@ -407,8 +409,11 @@ def _bounded_integer(ctx: RequestContext, name: str, default: int, maximum: int)
     return min(value, maximum)
 
 
-def _owner_nodes(ctx: RequestContext) -> list[Node]:
-    identity: list[Node] = [("ID", ctx.owner.id), ("DisplayName", ctx.owner.display_name)]
+def _owner_nodes(ctx: RequestContext, upload: api.MultipartUploadInfo) -> list[Node]:
+    """Initiator and Owner of an upload: who created it (uploads from before owners
+    were recorded show the requester)."""
+    owner = ctx.users.owner_by_id(upload.spec.owner_id) if upload.spec.owner_id else ctx.owner
+    identity: list[Node] = [("ID", owner.id), ("DisplayName", owner.display_name)]
     return [("Initiator", identity), ("Owner", identity)]
 
 
@@ -438,7 +443,7 @@ async def list_parts(ctx: RequestContext) -> Response:
             fields.append((f"Checksum{upload.checksum_algorithm}", part.checksum))
         fields.append(("Size", str(part.size_bytes)))
         nodes.append(("Part", fields))
-    nodes += _owner_nodes(ctx)
+    nodes += _owner_nodes(ctx, upload)
     nodes.append(("StorageClass", upload.spec.storage_class))
     if upload.checksum_algorithm:
         nodes += [("ChecksumAlgorithm", upload.checksum_algorithm),
@@ -472,7 +477,7 @@ async def list_multipart_uploads(ctx: RequestContext) -> Response:
     ]
     for upload in page.uploads:
         fields: list[Node] = [("Key", encode(upload.key)), ("UploadId", upload.upload_id)]
-        fields += _owner_nodes(ctx)
+        fields += _owner_nodes(ctx, upload)
         fields += [("StorageClass", upload.spec.storage_class),
                    ("Initiated", iso8601_ms(upload.initiated_ms))]
         if upload.checksum_algorithm:

@@ -18,11 +18,12 @@ from urllib.parse import unquote
 
 from starlette.responses import Response
 
+from gateway import authz
 from gateway import checksums as integrity
 from gateway.checksums import Checksummer
-from gateway.errors import S3Error, invalid_argument
+from gateway.errors import S3Error, error_for_storage, invalid_argument
 from gateway.responses import BodyResponse
-from gateway.s3.acl import check_canned_acl_name, check_write_acl
+from gateway.s3.acl import READ, check_canned_acl_name, requested_object_acl
 from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
     RequestContext,
@@ -120,7 +121,7 @@ async def put_object(ctx: RequestContext) -> Response:
     wanted = integrity.parse_request(ctx.headers)
     info = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
     check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=True)
-    await check_write_acl(ctx)
+    owner_id, acl = await requested_object_acl(ctx, info)
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
         await stage_body(upload, ctx.body.pieces(), checksummer)
@@ -133,6 +134,8 @@ async def put_object(ctx: RequestContext) -> Response:
             user_metadata=user,
             checksums=checksums,
             tags=tags,
+            owner_id=owner_id,
+            acl=acl,
             lock_mode=lock_mode,
             lock_retain_until_ms=retain_until_ms,
             legal_hold=legal_hold,
@@ -224,12 +227,22 @@ async def readable_version(ctx: RequestContext, *, send_body: bool) -> api.Objec
     if version_id == "":
         raise invalid_argument("Version id cannot be the empty string", "versionId", "")
     as_of_ms = requested_as_of_ms(ctx)
-    version = await ctx.storage.get_version(
-        ctx.bucket, ctx.key, version_id=version_id, as_of_ms=as_of_ms,
-        inline_body_bytes_max=api.limits.get_inline_body_bytes_max if send_body else 0,
-    )  # fmt: skip
+    try:
+        version = await ctx.storage.get_version(
+            ctx.bucket, ctx.key, version_id=version_id, as_of_ms=as_of_ms,
+            inline_body_bytes_max=api.limits.get_inline_body_bytes_max if send_body else 0,
+        )  # fmt: skip
+    except (api.NoSuchKey, api.NoSuchVersion) as error:
+        raise await authz.missing_object_error(
+            ctx, error_for_storage(error, bucket=ctx.bucket, key=ctx.key)) from error
     if not version.is_delete_marker:
+        if not authz.owns_private_object(ctx, version):
+            await authz.check_object(ctx, version)
         return version
+    # Whoever may not list the bucket learns nothing from a delete marker either.
+    marker_hidden = await authz.missing_object_error(ctx, S3Error("NoSuchKey", "", 404))
+    if marker_hidden.status == 403:
+        raise marker_hidden
     # A delete marker exists only in a bucket with a versioning state, where even a null
     # marker's id is shown.
     marker_headers = {"x-amz-delete-marker": "true", "x-amz-version-id": version.s3_version_id}
@@ -377,6 +390,7 @@ async def copy_source_version(ctx: RequestContext) -> api.ObjectVersion:
             raise S3Error("InvalidRequest", "The source of a copy request may not "
                           "specifically refer to a delete marker by version id.", 400)
         raise S3Error("NoSuchKey", "The specified key does not exist.", 404, Key=key)
+    await authz.check_object(ctx, version, READ)  # the source's READ (AWS: s3:GetObject)
     return version
 
 
@@ -431,7 +445,7 @@ async def copy_object(ctx: RequestContext) -> Response:
     lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
     info = await ctx.storage.get_bucket(ctx.bucket)
     check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=False)
-    await check_write_acl(ctx)
+    owner_id, acl = await requested_object_acl(ctx, info)
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
     async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
@@ -445,6 +459,8 @@ async def copy_object(ctx: RequestContext) -> Response:
                 user_metadata=user,
                 checksums=checksums,
                 tags=tags,
+                owner_id=owner_id,
+                acl=acl,
                 lock_mode=lock_mode,
                 lock_retain_until_ms=retain_until_ms,
                 legal_hold=legal_hold,

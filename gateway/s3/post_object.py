@@ -13,10 +13,11 @@ Theory of operation
 2. ``gateway.form.FormReader`` reads the fields before the file (each, their number and
    their total bounded by ``limits.post_form_*``) and stops at the file's first byte.
 3. The form is authenticated and the key's ``${filename}`` expanded; the bucket policy
-   decides on s3:PutObject for that key (a form without credentials needs its Allow:
-   there are no public-write ACLs; a Deny refuses any form); the form's policy is
-   checked against the fields; metadata, tags, ACL, storage class and checksums are
-   validated; the bucket must exist. All of it before staging one byte.
+   decides on s3:PutObject for that key (a Deny refuses any form, an Allow admits it),
+   else the bucket's ACL (WRITE, ``gateway/authz.py``; a form without credentials needs
+   AllUsers WRITE or a policy's Allow); the form's policy is checked against the fields;
+   metadata, tags, ACL, storage class and checksums are validated; the bucket must
+   exist. All of it before staging one byte.
 4. The file streams into ``storage.open_upload`` exactly as a PutObject body does
    (hashed once per piece, staged chunk by chunk, nothing held whole), the size checked
    against ``content-length-range`` and the 5 GiB single-PUT limit as it grows, then
@@ -36,6 +37,7 @@ from urllib.parse import quote, urlsplit
 
 from starlette.responses import Response
 
+from gateway import authz
 from gateway import checksums as integrity
 from gateway.auth import PayloadMode
 from gateway.auth.post_policy import (
@@ -54,14 +56,13 @@ from gateway.errors import S3Error, invalid_argument
 from gateway.form import FILE_FIELD, FormReader, boundary_from_content_type, split_header_value
 from gateway.policy_eval import ALLOW, ANONYMOUS, DENY, NONE, Decision, principal_for_account
 from gateway.router import bucket_from_host
-from gateway.s3.acl import OWNER_ONLY_CANNED_ACLS, grants_not_enforced
+from gateway.s3.acl import requested_object_acl
 from gateway.s3.common import (
     SYSTEM_METADATA_HEADERS,
     USER_METADATA_PREFIX,
     Owner,
     RequestContext,
     check_user_metadata_size,
-    owner_for,
 )
 from gateway.s3.encryption import refuse_encryption
 from gateway.s3.objects import check_key, stored_checksums, written_headers
@@ -101,7 +102,7 @@ async def post_object(ctx: RequestContext) -> Response:
         reader = FormReader(pieces, boundary)
         head = await reader.read_head()
         fields = {name: field.value for name, field in head.fields.items()}
-        access_key, policy = _authenticate(ctx, fields)
+        access_key, policy = await _authenticate(ctx, fields)
         if head.file is None:
             raise invalid_argument("POST requires exactly one file upload per request.",
                                    FILE_FIELD, "0")
@@ -122,26 +123,31 @@ def _form_boundary(ctx: RequestContext) -> bytes:
     return boundary_from_content_type(content_type)
 
 
-def _authenticate(
+async def _authenticate(
     ctx: RequestContext, fields: Mapping[str, str]
 ) -> tuple[str | None, Policy | None]:
-    """(the signer's access key, the form's verified policy), ``ctx.owner`` set; both
-    None for an anonymous form, which only a bucket policy can let in (``_authorize``)."""
+    """(the signer's access key, the form's verified policy), ``ctx.owner`` and
+    ``ctx.principal`` set; both None for an anonymous form (``_authorize`` decides)."""
     if "key" not in fields:
         raise missing_field("key")
     if not form_credentials_present(fields):
         ctx.anonymous = True
+        ctx.owner = ctx.principal.owner  # ANONYMOUS_PRINCIPAL's
         return None, None
-    access_key = verify_form_signature(fields, ctx.config.credentials.get, ctx.config.region)
-    ctx.owner = owner_for(access_key)
+    if ctx.users.needs_refresh():
+        await ctx.users.refresh()
+    access_key = verify_form_signature(fields, ctx.users.secret_for, ctx.config.region)
+    ctx.principal = ctx.users.principal(access_key)
+    ctx.owner = ctx.principal.owner
     return access_key, parse_policy(fields["policy"])
 
 
 async def _authorize(ctx: RequestContext, fields: Mapping[str, str], key: str,
                      access_key: str | None) -> None:
     """The bucket policy's word on this upload (s3:PutObject on the key): an explicit
-    Deny refuses anyone; an anonymous form needs an Allow (Squall grants no public-write
-    ACLs). The form's fields stand for a PUT's headers as condition keys."""
+    Deny refuses anyone, an Allow admits; with no word, the bucket's ACL decides (WRITE,
+    as for a PUT; an anonymous form needs AllUsers WRITE). The form's fields stand for a
+    PUT's headers as condition keys."""
     if ctx.policies is None:
         decision: Decision = NONE
     else:
@@ -166,10 +172,17 @@ async def _authorize(ctx: RequestContext, fields: Mapping[str, str], key: str,
             decision = await policy_decision(ctx.storage, ctx.policies, facts)
         except api.NoSuchBucket:
             decision = NONE  # the upload answers NoSuchBucket before staging a byte
-    if decision == DENY or (access_key is None and decision != ALLOW):
+    if decision == DENY:
         raise S3Error("AccessDenied", "Access Denied", 403)
-    if access_key is None and await public_policy_restricted(ctx.storage, ctx.bucket):
-        raise S3Error("AccessDenied", "Access Denied", 403)
+    if decision == ALLOW:
+        if access_key is None and await public_policy_restricted(ctx.storage, ctx.bucket):
+            raise S3Error("AccessDenied", "Access Denied", 403)
+        return
+    try:
+        await authz.authorize(ctx)
+    except api.NoSuchBucket:
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist", 404,
+                      BucketName=ctx.bucket) from None
 
 
 def _expanded_key(fields: Mapping[str, str], filename: str | None) -> str:
@@ -180,7 +193,8 @@ def _expanded_key(fields: Mapping[str, str], filename: str | None) -> str:
     return key
 
 
-def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str]) -> api.PutSpec:
+def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str],
+                 owner: tuple[str, bytes | None] = ("", None)) -> api.PutSpec:
     content_type = fields.get("content-type") or "binary/octet-stream"
     system = {name: fields[name.lower()] for name in SYSTEM_METADATA_HEADERS
               if name.lower() in fields}
@@ -192,15 +206,13 @@ def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str]
         tagging.encode(), api.limits.object_tags_max, "Object")
     return api.PutSpec(etag=etag, content_type=content_type, system_metadata=system,
                        user_metadata=user, checksums=checksums, tags=tags,
-                       storage_class=fields.get("x-amz-storage-class", "STANDARD"))
+                       storage_class=fields.get("x-amz-storage-class", "STANDARD"),
+                       owner_id=owner[0], acl=owner[1])
 
 
 def _check_fields(fields: Mapping[str, str]) -> None:
     """What a form may ask for that Squall cannot do, refused before any byte is staged."""
     refuse_encryption(fields)
-    acl = fields.get("acl")
-    if acl is not None and acl.strip() not in OWNER_ONLY_CANNED_ACLS:
-        raise grants_not_enforced(f"The canned ACL '{acl.strip()}'")
     storage_class = fields.get("x-amz-storage-class")
     if storage_class is not None and storage_class not in STORAGE_CLASSES:
         raise S3Error("InvalidStorageClass", "The storage class you specified is not valid",
@@ -217,7 +229,9 @@ async def _store_file(
 ) -> tuple[api.ObjectVersion, dict[str, str]]:
     _check_fields(fields)
     wanted = integrity.parse_request({n: fields[n] for n in _CHECKSUM_FIELDS if n in fields})
-    await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    bucket = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
+    canned = {"x-amz-acl": fields["acl"]} if "acl" in fields else {}
+    owner = await requested_object_acl(ctx, bucket, canned)
     checksummer = Checksummer(wanted.algorithms)
     async with ctx.storage.open_upload(ctx.bucket, key) as upload:
         size_bytes = 0
@@ -229,7 +243,7 @@ async def _store_file(
         check_size(policy, size_bytes, complete=True)
         integrity.verify(wanted, checksummer)
         checksums = stored_checksums(checksummer, wanted.algorithms)
-        spec = _object_spec(fields, checksummer.md5_digest().hex(), checksums)
+        spec = _object_spec(fields, checksummer.md5_digest().hex(), checksums, owner)
         try:
             version = await upload.commit(spec, None, event_name=EVENT_NAME,
                                           origin=ctx.event_origin())

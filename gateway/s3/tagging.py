@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, quote
 
 from starlette.responses import Response
 
+from gateway import authz
 from gateway.errors import S3Error, malformed_xml
 from gateway.s3.common import RequestContext
 from gateway.s3.documents import delete_documents, read_document, stored_document
@@ -128,6 +129,7 @@ async def _tagged_version(ctx: RequestContext) -> api.ObjectVersion:
                       ArgumentName="versionId", ArgumentValue="")
     version = await ctx.storage.get_version(ctx.bucket, ctx.key, version_id=version_id)
     if not version.is_delete_marker:
+        await authz.check_object(ctx, version)
         return version
     headers = {"x-amz-delete-marker": "true", "x-amz-version-id": version.s3_version_id}
     if version_id is not None:

@@ -18,9 +18,12 @@ from gateway.s3.common import RequestContext
 from gateway.s3.documents import read_document
 from gateway.s3.listing import (
     ChecksumAlgorithmsXml,
+    OwnerShown,
+    OwnerXml,
     common_prefixes_xml,
     element_text_encoder_for,
     encoder_for,
+    owner_renderer,
     parse_max_keys,
 )
 from gateway.xml import (
@@ -32,7 +35,6 @@ from gateway.xml import (
     local_name,
     parse,
     render,
-    render_element,
 )
 from storage import api
 
@@ -80,11 +82,11 @@ async def put_bucket_versioning(ctx: RequestContext) -> Response:
 
 
 def versions_xml(
-    versions: Iterable[api.ListedVersion], key_text: Callable[[str], str], owner: Node
+    versions: Iterable[api.ListedVersion], key_text: Callable[[str], str], owner: OwnerShown
 ) -> str:
     """The page's ``Version`` and ``DeleteMarker`` elements, rendered one template each
     (as ``listing.contents_xml``; ``key_text`` from ``element_text_encoder_for``)."""
-    owner_xml = render_element(owner)
+    owner_xml = owner_renderer(owner)
     checksum_algorithms = ChecksumAlgorithmsXml()
     parts: list[str] = []
     append = parts.append
@@ -96,14 +98,14 @@ def versions_xml(
             f"<LastModified>{iso8601_ms(version.last_modified_ms)}</LastModified>"
         )
         if version.is_delete_marker:
-            append(f"<DeleteMarker>{head}{owner_xml}</DeleteMarker>")
+            append(f"<DeleteMarker>{head}{owner_xml(version.owner_id)}</DeleteMarker>")
             continue
         append(
             f'<Version>{head}<ETag>"{escape_text(version.etag)}"</ETag>'
             f"{checksum_algorithms(version.checksum_algorithms)}"
             f"<Size>{version.size_bytes}</Size>"
             f"<StorageClass>{escape_text(version.storage_class)}</StorageClass>"
-            f"{owner_xml}</Version>"
+            f"{owner_xml(version.owner_id)}</Version>"
         )
     return "".join(parts)
 
@@ -113,7 +115,7 @@ def list_versions_body(
     query: dict[str, str],
     max_keys: int,
     page: api.ListVersionsPage,
-    owner: Node,
+    owner: OwnerShown,
 ) -> bytes:
     """The ListVersionsResult document (pure: golden-tested)."""
     encoding_type = query.get("encoding-type")
@@ -160,6 +162,6 @@ async def list_object_versions(ctx: RequestContext) -> Response:
             version_id_marker=version_id_marker,
             max_keys=max_keys,
         )
-    owner: Node = ("Owner", [("ID", ctx.owner.id), ("DisplayName", ctx.owner.display_name)])
+    owner = OwnerXml(ctx.users.owner_by_id, ctx.owner)
     body = list_versions_body(ctx.bucket, query, max_keys, page, owner)
     return Response(body, media_type="application/xml")

@@ -234,6 +234,18 @@ def replace_tags(
     )
 
 
+def replace_acl(
+    bucket: str, key: str, version_id: str, acl: bytes | None,
+    origin: EventOrigin | None = None,
+) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.apply_replace_acl(txn, bucket, key, version_id, acl,
+                                                     origin),
+        name="replace_acl",
+        changes=((bucket, CHANGES_OBJECTS),),
+    )
+
+
 def update_object_lock(
     bucket: str, key: str, version_id: str, update: ObjectLockUpdate
 ) -> WriteOperation:

@@ -11,12 +11,14 @@ Where a body lives: a body written in one piece is ONE blob (``blob_id``,
 version's without a byte copied. Each segment's blob is chunked from its own offset 0.
 
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve. Format 4 (written now) appends to
-format 3 (the tag set and the segment list) the Object Lock state (retention mode,
+record format number so the layout can evolve. Format 5 (written now) appends to
+format 4 the version's owner (the canonical id of its writer) and its ACL (the gateway's
+document, opaque here; None for the default, private to the owner). Format 4 appended
+to format 3 (the tag set and the segment list) the Object Lock state (retention mode,
 retain-until ms, legal hold) and each part's own checksum (``part_checksums``, for
-GetObjectAttributes; empty when the parts had none); formats 1 (single blob, no tags),
-2 (with segments, no tags) and 3 (no lock state, no part checksums: read as none) are
-still read.
+GetObjectAttributes; empty when the parts had none). Formats 1 (single blob, no tags),
+2 (with segments, no tags), 3 (no lock state, no part checksums: read as none) and 4
+(no owner, no ACL: read as owner '' and ACL None) are still read.
 
 Listings read a version record with ``listed_version``: the msgpack array as it comes
 (one C call), then the few fields a listing shows into an ``api.ListedVersion``, with no
@@ -33,8 +35,10 @@ Object Lock).
 Multipart records: an upload (``uploads``: key prefix + upload id -> metadata given
 at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
 checksum, time). Upload format 2 adds the tag set given at Create (``x-amz-tagging``),
-which Complete gives the new version; format 3 (written now) appends the Object Lock
-state asked for at Create; formats 1 (no tags) and 2 (no lock state) are still read.
+which Complete gives the new version; format 3 appends the Object Lock state asked for
+at Create; format 4 (written now) the initiator's owner id and the ACL given at Create,
+which Complete gives the new version; formats 1 (no tags), 2 (no lock state) and 3 (no
+owner, no ACL) are still read.
 """
 
 from __future__ import annotations
@@ -56,17 +60,17 @@ from storage.api import (
 )
 from storage.versions import LOGICAL_BITS, encode_version_id, hlc_to_ms
 
-VERSION_RECORD_FORMAT = 4
-_VERSION_RECORD_FORMATS_READ = (1, 2, 3, 4)
+VERSION_RECORD_FORMAT = 5
+_VERSION_RECORD_FORMATS_READ = (1, 2, 3, 4, 5)
 BUCKET_RECORD_FORMAT = 2
 _BUCKET_RECORD_FORMATS_READ = (1, 2)
-UPLOAD_RECORD_FORMAT = 3
-_UPLOAD_RECORD_FORMATS_READ = (1, 2, 3)
+UPLOAD_RECORD_FORMAT = 4
+_UPLOAD_RECORD_FORMATS_READ = (1, 2, 3, 4)
 PART_RECORD_FORMAT = 1
 
 Segment = tuple[bytes | None, int]  # (blob id, or None for an empty part; size in bytes)
 
-# Positions in a version record's msgpack array, the same in formats 1 to 4.
+# Positions in a version record's msgpack array, the same in formats 1 to 5.
 _FIELD_FORMAT = 0
 _FIELD_SIZE_BYTES = 1
 _FIELD_ETAG = 2
@@ -83,6 +87,9 @@ _FIELD_LOCK_MODE = 14
 _FIELD_LOCK_RETAIN_UNTIL_MS = 15
 _FIELD_LEGAL_HOLD = 16
 _FIELD_PART_CHECKSUMS = 17
+# Format 5 only: the owner and the ACL.
+_FIELD_OWNER_ID = 18
+_FIELD_ACL = 19
 _new_tuple = tuple.__new__
 
 
@@ -108,6 +115,8 @@ class VersionRecord:
     # One base64 checksum per segment (the upload's algorithm), or () when the parts
     # carried none.
     part_checksums: tuple[str, ...] = ()
+    owner_id: str = ""  # the writer's canonical id; '' in records older than format 5
+    acl: bytes | None = None  # the gateway's ACL document; None: private to the owner
 
     @property
     def version_id(self) -> str:
@@ -148,6 +157,8 @@ class VersionRecord:
             lock_mode=self.lock_mode,
             lock_retain_until_ms=self.lock_retain_until_ms,
             legal_hold=self.legal_hold,
+            owner_id=self.owner_id,
+            acl=self.acl,
             bucket_versioning=bucket_versioning,
             inline_body=inline_body,
         )
@@ -182,6 +193,8 @@ def pack_version(record: VersionRecord) -> bytes:
             record.lock_retain_until_ms,
             record.legal_hold,
             list(record.part_checksums),
+            record.owner_id,
+            record.acl,
         ],
         use_bin_type=True,
     )
@@ -195,6 +208,7 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
     )
     tags, raw_segments = _tags_and_segments(fields)
     lock_mode, lock_retain_until_ms, legal_hold = fields_lock_state(fields)
+    owner_id, acl = _owner_and_acl(fields)
     segments: tuple[Segment, ...] = tuple((blob_id, size) for blob_id, size in raw_segments)
     return VersionRecord(
         hlc=hlc,
@@ -215,6 +229,8 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         lock_retain_until_ms=lock_retain_until_ms,
         legal_hold=legal_hold,
         part_checksums=_part_checksums(fields),
+        owner_id=owner_id,
+        acl=acl,
     )
 
 
@@ -246,6 +262,13 @@ def fields_lock_state(fields: list[Any]) -> tuple[str, int, bool]:
     return "", 0, False
 
 
+def _owner_and_acl(fields: list[Any]) -> tuple[str, bytes | None]:
+    """Format 5 appends the owner id and the ACL; older formats have neither."""
+    if fields[_FIELD_FORMAT] >= 5:
+        return fields[_FIELD_OWNER_ID], fields[_FIELD_ACL]
+    return "", None
+
+
 def _part_checksums(fields: list[Any]) -> tuple[str, ...]:
     """Format 4's per-part checksums at [17]; none in earlier formats."""
     return tuple(fields[_FIELD_PART_CHECKSUMS]) if fields[_FIELD_FORMAT] >= 4 else ()
@@ -272,6 +295,9 @@ def fields_object_version(
     array, with no ``VersionRecord`` built (equal results: tested)."""
     tags, raw_segments = _tags_and_segments(fields)
     lock_mode, lock_retain_until_ms, legal_hold = fields_lock_state(fields)
+    # _owner_and_acl, inline: this runs for every GET and HEAD.
+    owner_id, acl = ((fields[_FIELD_OWNER_ID], fields[_FIELD_ACL])
+                     if fields[_FIELD_FORMAT] >= 5 else ("", None))
     version_id = f"{hlc:016x}"  # encode_version_id, without a call and a check
     return ObjectVersion(
         bucket=bucket,
@@ -294,6 +320,8 @@ def fields_object_version(
         lock_mode=lock_mode,
         lock_retain_until_ms=lock_retain_until_ms,
         legal_hold=legal_hold,
+        owner_id=owner_id,
+        acl=acl,
         bucket_versioning=bucket_versioning,
         inline_body=inline_body,
     )
@@ -322,6 +350,7 @@ def listed_version(
         tuple(checksums) if checksums else (),
         fields[_FIELD_IS_DELETE_MARKER],
         is_latest,
+        fields[_FIELD_OWNER_ID] if fields[_FIELD_FORMAT] >= 5 else "",
     ))
 
 
@@ -372,6 +401,8 @@ class UploadRecord:
     lock_mode: str = ""
     lock_retain_until_ms: int = 0
     legal_hold: bool = False
+    owner_id: str = ""  # the initiator's canonical id: the completed version's owner
+    acl: bytes | None = None  # the completed version's ACL (None: private)
 
     def to_info(self, bucket: str, key: str, upload_id: str) -> MultipartUploadInfo:
         spec = PutSpec(
@@ -384,6 +415,8 @@ class UploadRecord:
             lock_mode=self.lock_mode,
             lock_retain_until_ms=self.lock_retain_until_ms,
             legal_hold=self.legal_hold,
+            owner_id=self.owner_id,
+            acl=self.acl,
         )
         return MultipartUploadInfo(
             bucket=bucket,
@@ -411,6 +444,8 @@ def pack_upload(record: UploadRecord) -> bytes:
             record.lock_mode,
             record.lock_retain_until_ms,
             record.legal_hold,
+            record.owner_id,
+            record.acl,
         ],
         use_bin_type=True,
     )
@@ -420,8 +455,8 @@ def unpack_upload(packed: bytes | memoryview) -> UploadRecord:
     fields = msgpack.unpackb(packed, raw=False)
     assert fields[0] in _UPLOAD_RECORD_FORMATS_READ, f"unknown upload record format {fields[0]}"
     # Format 1 ends after the checksum type; format 2 appends the tag set; format 3 the
-    # Object Lock state.
-    return UploadRecord(*fields[1:12])
+    # Object Lock state; format 4 the owner id and the ACL.
+    return UploadRecord(*fields[1:14])
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,12 @@ Rules and theory of operation:
   ``ObjectVersion`` straight from the record's msgpack array (``_read_latest``).
 * A body is read from ONE read transaction (a snapshot) held for the whole stream, so a
   concurrent overwrite or garbage collection cannot tear it (see ``BodyReader``).
-* A version is immutable except for its tag set and its Object Lock state (retention,
-  legal hold), which ``apply_replace_tags`` and ``apply_update_object_lock`` rewrite in
-  place (same LMDB key, same HLC): neither is a new version, as in S3, and as-of reads
-  see a version's current tags and lock state.
+* A version is immutable except for its tag set, its Object Lock state (retention,
+  legal hold) and its ACL, which ``apply_replace_tags``, ``apply_update_object_lock``
+  and ``apply_replace_acl`` rewrite in place (same LMDB key, same HLC): none is a new
+  version, as in S3, and as-of reads see a version's current tags, lock state and ACL.
+  A version records its writer's canonical id (``owner_id``; a delete marker's is the
+  requester's, from the event origin).
 * Object Lock (rules in ``locks``) is checked here, at the commit point, against this
   engine's clock (``now_ms``: the wall clock in production): a removal of a protected
   version (``apply_delete_object`` with a version id, and the lifecycle's removals in
@@ -45,8 +47,7 @@ Rules and theory of operation:
 * Every change that S3 reports as a notification event writes its events (``outbox``)
   in its own transaction: commits, deletes (``RemovalEvents`` names them: a request's or
   the lifecycle's), tag replacements, and a notification configuration put by a request
-  (test events). An accepted PutObjectAcl changes nothing (no ACL is stored) and so,
-  as on AWS, makes no event and no write.
+  (test events), and ACL replacements that change the ACL (s3:ObjectAcl:Put).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ import lmdb
 
 from storage.api import (
     NOTIFICATION_CONFIG,
+    OBJECT_ACL_PUT_EVENT,
     BucketAlreadyExists,
     BucketAlreadyOwnedByYou,
     BucketInfo,
@@ -657,6 +659,8 @@ class Engine:
             checksums=dict(spec.checksums),
             storage_class=spec.storage_class,
             tags=checked_tags(spec.tags),
+            owner_id=spec.owner_id,
+            acl=spec.acl,
             lock_mode=lock_mode,
             lock_retain_until_ms=lock_retain_until_ms,
             legal_hold=legal_hold,
@@ -685,6 +689,22 @@ class Engine:
         updated = replace(record, tags=checked_tags(tags))
         txn.put(version_key, pack_version(updated), db=self.versions, overwrite=True)
         self._version_event(txn, info, key, updated, event_name, origin)
+        return self._as_object_version(txn, bucket, key, updated)
+
+    def apply_replace_acl(
+        self, txn: lmdb.Transaction, bucket: str, key: str, version_id: str,
+        acl: bytes | None, origin: EventOrigin | None = None,
+    ) -> ObjectVersion:
+        """Replace the ACL document of the version ``version_id`` in place, with its
+        s3:ObjectAcl:Put events; the same document again changes nothing and makes no
+        event (AWS: none "when a request results in no change to an object's ACL")."""
+        info = self._bucket(txn, bucket)
+        record, version_key = self._object_version(txn, bucket, key, version_id)
+        if record.acl == acl:
+            return self._as_object_version(txn, bucket, key, record)
+        updated = replace(record, acl=acl)
+        txn.put(version_key, pack_version(updated), db=self.versions, overwrite=True)
+        self._version_event(txn, info, key, updated, OBJECT_ACL_PUT_EVENT, origin)
         return self._as_object_version(txn, bucket, key, updated)
 
     def apply_update_object_lock(
@@ -730,7 +750,7 @@ class Engine:
             raise NoSuchVersion(f"no version {version_id} of {bucket}/{key}")
         record = unpack_version(hlc, packed)
         if record.is_delete_marker:
-            raise InvalidArgument("a delete marker has no tag set")
+            raise InvalidArgument("a delete marker has no tag set and no ACL")
         return record, version_key
 
     def _as_object_version(
@@ -820,6 +840,7 @@ class Engine:
             etag="",
             is_delete_marker=True,
             null_version=null_version,
+            owner_id=origin.principal_id if origin is not None else "",
         )
         self._put_version(txn, bucket_raw, key_raw, marker)
         self.outbox.add_events(

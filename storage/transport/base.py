@@ -35,6 +35,7 @@ class Operation(enum.Enum):
     GET_VERSION = "get_version"
     DELETE_OBJECT = "delete_object"
     REPLACE_TAGS = "replace_tags"
+    REPLACE_ACL = "replace_acl"
     UPDATE_OBJECT_LOCK = "update_object_lock"
     LIST_OBJECTS = "list_objects"
     LIST_OBJECT_VERSIONS = "list_object_versions"

@@ -20,9 +20,9 @@ from botocore.credentials import Credentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import Gateway, owner_for
+from gateway.app import Gateway
 from gateway.router import SUBRESOURCES
-from gateway.s3.common import GatewayConfig
+from gateway.s3.common import GatewayConfig, owner_for
 from storage.client import open_embedded
 
 ACCESS_KEY, SECRET_KEY = "FUZZROOT", "fuzz-secret"

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.errors import S3Error
 from gateway.router import Endpoint, route
-from gateway.s3.acl import check_policy_body, render_owner_acl
+from gateway.s3.acl import render_owner_acl
 from gateway.s3.buckets import list_buckets_page, parse_max_buckets
 from gateway.s3.common import Owner
 from gateway.s3.cors import (
@@ -287,20 +287,7 @@ def test_owner_acl_golden() -> None:
     )
 
 
-def test_only_an_owner_full_control_acl_body_is_accepted() -> None:
-    check_policy_body(render_owner_acl(OWNER), OWNER)
-    public = render_owner_acl(OWNER).replace(
-        b"</Grant></AccessControlList>",
-        b'</Grant><Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-        b'xsi:type="Group"><URI>http://acs.amazonaws.com/groups/global/AllUsers</URI>'
-        b"</Grantee><Permission>READ</Permission></Grant></AccessControlList>",
-    )
-    with pytest.raises(S3Error) as caught:
-        check_policy_body(public, OWNER)
-    assert caught.value.status == 501
-    with pytest.raises(S3Error) as caught:
-        check_policy_body(b"<AccessControlPolicy/>", OWNER)
-    assert caught.value.code == "MalformedACLError"
+# Parsing and enforcing ACLs: tests/unit/test_acl.py.
 
 
 GOOD_POLICY = (b'{"Version":"2012-10-17","Statement":[{"Sid":"Read","Effect":"Allow",'

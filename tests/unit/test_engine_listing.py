@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import msgpack
 import pytest
 
-from storage.api import ListPage, ObjectVersion, PutSpec
+from storage.api import ListedVersion, ListPage, ObjectVersion, PutSpec
 from storage.engine import keys, listing, operations
 from storage.versions import hlc_to_ms
 from tests.unit.engine_helpers import Store, open_store
@@ -258,7 +258,11 @@ def _shown(version: ObjectVersion) -> tuple[object, ...]:
     """What a listing shows of a version, from the full record."""
     return (version.key, version.version_id, version.s3_version_id, version.last_modified_ms,
             version.size_bytes, version.etag, version.storage_class,
-            tuple(version.checksums), version.is_delete_marker)
+            tuple(version.checksums), version.is_delete_marker, version.owner_id)
+
+
+def _without_latest(entry: ListedVersion) -> tuple[object, ...]:
+    return tuple(value for name, value in entry._asdict().items() if name != "is_latest")
 
 
 def test_a_listed_version_shows_what_get_version_reads(tmp_path: pathlib.Path) -> None:
@@ -267,7 +271,7 @@ def test_a_listed_version_shows_what_get_version_reads(tmp_path: pathlib.Path) -
         store.create_bucket("b")
         spec = PutSpec(etag="e1", content_type="text/plain", user_metadata={"m": "v"},
                        checksums={"CRC32": "AAAAAA==", "SHA256": "x"}, storage_class="GLACIER",
-                       tags={"t": "1"})
+                       tags={"t": "1"}, owner_id="owner-1", acl=b"{}")
         store.write(operations.commit_version("b", "a\x00b", blob_id=None, size_bytes=0,
                                               spec=spec))
         store.put("b", "plain", b"abc")
@@ -280,17 +284,21 @@ def test_a_listed_version_shows_what_get_version_reads(tmp_path: pathlib.Path) -
                          {"CRC32C": "c"}, "STANDARD"],
             "format-2": [2, 4, "e4-2", False, False, None, 0, "", {}, {}, {}, "STANDARD",
                          [[b"\x01" * 16, 2], [b"\x02" * 16, 2]]],
+            "format-3": [3, 0, "e5", False, False, None, 0, "", {}, {}, {}, "STANDARD",
+                         {"t": "v"}, []],
         }
         with store.engine.env.begin(write=True) as txn:
             for key, fields in legacy.items():
                 txn.put(keys.version_key(b"b", key.encode(), hlc),
                         msgpack.packb(fields, use_bin_type=True), db=store.engine.versions)
         listed = store.engine.list_object_versions("b").versions
-        assert len(listed) == 6
+        assert len(listed) == 7
         for entry in listed:
             full = store.engine.get_version("b", entry.key, entry.version_id)
-            assert entry[:-1] == _shown(full)
-        newest = [entry[:-1] for entry in listed if entry.is_latest and not entry.is_delete_marker]
-        assert [entry[:-1] for entry in store.engine.list_objects("b").objects] == newest
+            assert _without_latest(entry) == _shown(full)
+        newest = [_without_latest(entry) for entry in listed
+                  if entry.is_latest and not entry.is_delete_marker]
+        listed_objects = store.engine.list_objects("b").objects
+        assert [_without_latest(entry) for entry in listed_objects] == newest
         assert [entry.key for entry in store.engine.list_objects("b").objects] == [
-            "a\x00b", "format-1", "format-2", "plain"]
+            "a\x00b", "format-1", "format-2", "format-3", "plain"]

@@ -264,14 +264,15 @@ def test_deleting_a_bucket_aborts_its_uploads(store: Store) -> None:
 
 def test_older_record_formats_still_read(store: Store) -> None:
     """Records written by earlier formats read as before: format 1 (single blob, no
-    tags), format 2 (segments at [12], no tags) and format 3 (tags, segments, no Object
-    Lock state, no part checksums); new records are format 4."""
+    tags), format 2 (segments at [12], no tags), format 3 (tags, segments, no Object
+    Lock state, no part checksums) and format 4 (no owner, no ACL); new records are
+    format 5."""
     version = store.put("b", "plain", b"abc")
     with store.engine.env.begin() as txn:
         cursor = txn.cursor(db=store.engine.versions)
         assert cursor.set_range(keys.key_prefix(b"b", b"plain"))
         fields = msgpack.unpackb(cursor.value(), raw=False)
-    assert fields[0] == 4 and len(fields) == 18
+    assert fields[0] == 5 and len(fields) == 20
     assert version.part_sizes == ()
     format_1 = [1, *fields[1:12]]
     old = unpack_version(0, msgpack.packb(format_1, use_bin_type=True))
@@ -291,6 +292,11 @@ def test_older_record_formats_still_read(store: Store) -> None:
         ((blob, 3),), {"t": "v"}, ("c1",))
     assert (current.lock_mode, current.lock_retain_until_ms, current.legal_hold) == (
         "COMPLIANCE", 1234, True)
+    assert (current.owner_id, current.acl) == ("", None)
+    format_5 = [5, *format_4[1:], "owner", b"{}"]
+    owned = unpack_version(0, msgpack.packb(format_5, use_bin_type=True))
+    assert (owned.tags, owned.legal_hold, owned.owner_id, owned.acl) == (
+        {"t": "v"}, True, "owner", b"{}")
 
 
 def test_tags_given_at_create_are_the_completed_versions(store: Store) -> None:
@@ -313,7 +319,7 @@ def test_older_upload_records_still_read(store: Store, old_format: int) -> None:
     upload_key = keys.upload_key(b"b", b"k", keys.decode_upload_id(upload_id))
     with store.engine.env.begin() as txn:
         fields = msgpack.unpackb(txn.get(upload_key, db=store.engine.uploads), raw=False)
-    assert fields[0] == 3 and len(fields) == 12
+    assert fields[0] == 4 and len(fields) == 14
     old_fields = [1, *fields[1:8]] if old_format == 1 else [2, *fields[1:9]]
     with store.engine.env.begin(write=True) as txn:
         txn.put(upload_key, msgpack.packb(old_fields, use_bin_type=True), db=store.engine.uploads)
