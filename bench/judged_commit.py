@@ -69,7 +69,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     spec = definition_from_document("x", {"kind": "tensorflow", "model": "s3://m/k",
                                           "input": input_spec}).input
 
-    hook = TriggerHook()
+    hook = TriggerHook(inference_threads=args.inference_threads or None)
     with tempfile.TemporaryDirectory(prefix="squall-judged-") as data_dir:
         client = await open_embedded(Path(data_dir), durable=False, pre_commit_hook=hook)
         try:
@@ -204,6 +204,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--inline", choices=("default", "both"), default="default")
     parser.add_argument("--intra-op-threads", type=int, default=1)
+    parser.add_argument("--inference-threads", type=int, default=0,
+                        help="the hook's inference pool (default: as squall serve, the cores)")
     parser.add_argument("--paths", default="", help="a subset, e.g. judged (to profile it)")
     parser.add_argument("--code", default=str(ROOT),
                         help="the checkout whose storage and triggers are measured")

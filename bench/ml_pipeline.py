@@ -521,8 +521,12 @@ class Bench:
             if status != 200:
                 raise RuntimeError(f"PUT {status}: {data[:200]!r}")
 
+        pid = self.server.process.pid if self.server.process else None
+        began = process_cpu_s(pid) if pid else None
         run_clients(list(range(count)), clients, lambda: Connection(self.server.url), op,
                     Connection.close, into)
+        if pid and began is not None:  # the server's CPU for a plain PUT (HTTP, storage)
+            into.cpu_s = (into.cpu_s or 0.0) + process_cpu_s(pid) - began
 
     def conventional(self, count: int, clients: int, into: Samples, hop: bool) -> None:
         keys = self._keys(f"{self.workload.name}/{'plain' if hop else 'plain0'}/", count)
@@ -673,6 +677,12 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
                 if put:
                     entry["trigger_minus_put_p50_ms"] = round(
                         trigger["p50_ms"] - put["p50_ms"], 3)
+                    if bare and all(e.get("cpu_ms_per_op") for e in (trigger, put, bare)):
+                        # What judging adds to a plain PUT beyond the inference itself, in
+                        # server CPU per op: the cost of the trigger machinery over HTTP.
+                        entry["trigger_minus_put_minus_bare_cpu_ms"] = round(
+                            trigger["cpu_ms_per_op"] - put["cpu_ms_per_op"]
+                            - bare["cpu_ms_per_op"], 3)
                 if conventional:
                     entry["conventional_over_trigger_p50"] = round(
                         conventional["p50_ms"] / trigger["p50_ms"], 3)
