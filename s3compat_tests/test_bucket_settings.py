@@ -80,6 +80,22 @@ def test_delete_bucket_ownership_controls(s3, bucket):
         "OwnershipControlsNotFoundError", 404)
 
 
+def test_an_ownership_change_governs_the_very_next_acl_request(s3, bucket):
+    """The gateway caches each bucket's Object Ownership against the configuration's
+    change counter: switching it takes effect on the next request, both ways."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert _refusal(s3.put_object_acl, Bucket=bucket, Key="k", ACL="public-read") == (
+        "AccessControlListNotSupported", 400)
+    s3.put_bucket_ownership_controls(
+        Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})
+    assert http_status(s3.put_object_acl(Bucket=bucket, Key="k", ACL="public-read")) == 200
+    s3.put_bucket_ownership_controls(
+        Bucket=bucket,
+        OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+    assert _refusal(s3.put_object, Bucket=bucket, Key="k2", Body=b"y",
+                    ACL="public-read") == ("AccessControlListNotSupported", 400)
+
+
 def test_put_bucket_ownership_controls_unknown_mode(s3, bucket):
     refusal = _refusal(s3.put_bucket_ownership_controls, Bucket=bucket,
                        OwnershipControls={"Rules": [{"ObjectOwnership": "Everyone"}]})
