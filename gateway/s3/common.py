@@ -284,3 +284,29 @@ def precondition_failed(condition: str) -> S3Error:
         412,
         Condition=condition,
     )
+
+
+async def addressed_version(ctx: RequestContext) -> api.ObjectVersion:
+    """The version a sub-resource request on an object addresses (``?versionId``, else
+    the latest), as GET answers for what is not there: an empty id is InvalidArgument,
+    a delete marker is 405 MethodNotAllowed by id and 404 NoSuchKey as the latest (both
+    with ``x-amz-delete-marker``)."""
+    version_id = ctx.query_value("versionId")
+    if version_id == "":
+        raise S3Error("InvalidArgument", "Version id cannot be the empty string", 400,
+                      ArgumentName="versionId", ArgumentValue="")
+    version = await ctx.storage.get_version(ctx.bucket, ctx.key, version_id=version_id)
+    if not version.is_delete_marker:
+        return version
+    headers = {"x-amz-delete-marker": "true", "x-amz-version-id": version.s3_version_id}
+    if version_id is not None:
+        raise S3Error("MethodNotAllowed",
+                      "The specified method is not allowed against this resource.", 405,
+                      headers=headers, Method=ctx.request.method, ResourceType="DeleteMarker")
+    raise S3Error("NoSuchKey", "The specified key does not exist.", 404, headers=headers,
+                  Key=ctx.key)
+
+
+def version_id_headers(version: api.ObjectVersion) -> dict[str, str]:
+    """``x-amz-version-id`` of a version that has one (not the null version)."""
+    return {"x-amz-version-id": version.s3_version_id} if version.s3_version_id != "null" else {}

@@ -36,7 +36,7 @@ from starlette.responses import Response
 
 from gateway import checksums as integrity
 from gateway.errors import S3Error, malformed_xml
-from gateway.s3.common import RequestContext
+from gateway.s3.common import RequestContext, addressed_version, version_id_headers
 from gateway.s3.documents import read_document
 from gateway.xml import Node, child_text, children, iso8601_ms, local_name, parse, render
 from storage import api
@@ -247,24 +247,7 @@ async def _locked_version(ctx: RequestContext) -> api.ObjectVersion:
     info = await ctx.storage.get_bucket(ctx.bucket)
     if not info.object_lock_enabled:
         raise S3Error("InvalidRequest", "Bucket is missing Object Lock Configuration", 400)
-    version_id = ctx.query_value("versionId")
-    if version_id == "":
-        raise S3Error("InvalidArgument", "Version id cannot be the empty string", 400,
-                      ArgumentName="versionId", ArgumentValue="")
-    version = await ctx.storage.get_version(ctx.bucket, ctx.key, version_id=version_id)
-    if not version.is_delete_marker:
-        return version
-    headers = {"x-amz-delete-marker": "true", "x-amz-version-id": version.s3_version_id}
-    if version_id is not None:
-        raise S3Error("MethodNotAllowed",
-                      "The specified method is not allowed against this resource.", 405,
-                      headers=headers, Method=ctx.request.method, ResourceType="DeleteMarker")
-    raise S3Error("NoSuchKey", "The specified key does not exist.", 404, headers=headers,
-                  Key=ctx.key)
-
-
-def _version_headers(version: api.ObjectVersion) -> dict[str, str]:
-    return {"x-amz-version-id": version.s3_version_id} if version.s3_version_id != "null" else {}
+    return await addressed_version(ctx)
 
 
 async def put_object_retention(ctx: RequestContext) -> Response:
@@ -276,7 +259,7 @@ async def put_object_retention(ctx: RequestContext) -> Response:
                                   bypass_governance=bypass_governance(ctx.headers))
     updated = await ctx.storage.update_object_lock(ctx.bucket, ctx.key, version.version_id,
                                                    update)
-    return Response(status_code=200, headers=_version_headers(updated))
+    return Response(status_code=200, headers=version_id_headers(updated))
 
 
 async def get_object_retention(ctx: RequestContext) -> Response:
@@ -286,7 +269,7 @@ async def get_object_retention(ctx: RequestContext) -> Response:
                       "The specified object does not have a ObjectLock configuration", 404)
     body = render("Retention", [("Mode", version.lock_mode),
                                 ("RetainUntilDate", iso8601_ms(version.lock_retain_until_ms))])
-    return Response(body, media_type="application/xml", headers=_version_headers(version))
+    return Response(body, media_type="application/xml", headers=version_id_headers(version))
 
 
 async def put_object_legal_hold(ctx: RequestContext) -> Response:
@@ -296,10 +279,10 @@ async def put_object_legal_hold(ctx: RequestContext) -> Response:
     version = await _locked_version(ctx)
     updated = await ctx.storage.update_object_lock(
         ctx.bucket, ctx.key, version.version_id, api.ObjectLockUpdate(legal_hold=legal_hold))
-    return Response(status_code=200, headers=_version_headers(updated))
+    return Response(status_code=200, headers=version_id_headers(updated))
 
 
 async def get_object_legal_hold(ctx: RequestContext) -> Response:
     version = await _locked_version(ctx)
     body = render("LegalHold", [("Status", "ON" if version.legal_hold else "OFF")])
-    return Response(body, media_type="application/xml", headers=_version_headers(version))
+    return Response(body, media_type="application/xml", headers=version_id_headers(version))

@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from gateway import authz
 from gateway.errors import S3Error, malformed_xml
-from gateway.s3.common import RequestContext
+from gateway.s3.common import RequestContext, addressed_version, version_id_headers
 from gateway.s3.documents import delete_documents, read_document, stored_document
 from gateway.xml import Node, child_text, children, local_name, parse, render
 from storage import api
@@ -122,32 +122,17 @@ def tags_for_copy(ctx: RequestContext, source: api.ObjectVersion) -> dict[str, s
 
 
 async def _tagged_version(ctx: RequestContext) -> api.ObjectVersion:
-    """The version a tagging request addresses; delete markers answer as GET does."""
-    version_id = ctx.query_value("versionId")
-    if version_id == "":
-        raise S3Error("InvalidArgument", "Version id cannot be the empty string", 400,
-                      ArgumentName="versionId", ArgumentValue="")
-    version = await ctx.storage.get_version(ctx.bucket, ctx.key, version_id=version_id)
-    if not version.is_delete_marker:
-        await authz.check_object(ctx, version)
-        return version
-    headers = {"x-amz-delete-marker": "true", "x-amz-version-id": version.s3_version_id}
-    if version_id is not None:
-        raise S3Error("MethodNotAllowed",
-                      "The specified method is not allowed against this resource.", 405,
-                      headers=headers, Method=ctx.request.method, ResourceType="DeleteMarker")
-    raise S3Error("NoSuchKey", "The specified key does not exist.", 404, headers=headers,
-                  Key=ctx.key)
-
-
-def _version_headers(version: api.ObjectVersion) -> dict[str, str]:
-    return {"x-amz-version-id": version.s3_version_id} if version.s3_version_id != "null" else {}
+    """The version a tagging request addresses (delete markers answer as GET does),
+    checked against the requester's permission."""
+    version = await addressed_version(ctx)
+    await authz.check_object(ctx, version)
+    return version
 
 
 async def get_object_tagging(ctx: RequestContext) -> Response:
     version = await _tagged_version(ctx)
     return Response(render_tagging(version.tags), media_type="application/xml",
-                    headers=_version_headers(version))
+                    headers=version_id_headers(version))
 
 
 async def put_object_tagging(ctx: RequestContext) -> Response:
@@ -158,7 +143,7 @@ async def put_object_tagging(ctx: RequestContext) -> Response:
     updated = await ctx.storage.replace_tags(ctx.bucket, ctx.key, version.version_id, tags,
                                              event_name="s3:ObjectTagging:Put",
                                              origin=ctx.event_origin())
-    return Response(status_code=200, headers=_version_headers(updated))
+    return Response(status_code=200, headers=version_id_headers(updated))
 
 
 async def delete_object_tagging(ctx: RequestContext) -> Response:
@@ -166,7 +151,7 @@ async def delete_object_tagging(ctx: RequestContext) -> Response:
     updated = await ctx.storage.replace_tags(ctx.bucket, ctx.key, version.version_id, {},
                                              event_name="s3:ObjectTagging:Delete",
                                              origin=ctx.event_origin())
-    return Response(status_code=204, headers=_version_headers(updated))
+    return Response(status_code=204, headers=version_id_headers(updated))
 
 
 # --- bucket tagging ----------------------------------------------------------------------
