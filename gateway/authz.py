@@ -52,6 +52,7 @@ from gateway.s3.acl import (
     WRITE,
     WRITE_ACP,
     bucket_owner_enforced,
+    ignores_public_acls,
     stored_acl,
 )
 from gateway.s3.common import Principal, RequestContext
@@ -222,7 +223,7 @@ async def bucket_allows(
     if await bucket_owner_enforced(storage, bucket):
         return is_owner
     return permission in stored_acl(document, info.owner_id).permissions_of(
-        principal.canonical_id)
+        principal.canonical_id, ignore_public=await ignores_public_acls(storage, bucket))
 
 
 def owns_private_object(ctx: RequestContext, version: api.ObjectVersion) -> bool:
@@ -264,7 +265,8 @@ async def check_object(
         return owner_id
     if permission == OWNER:
         raise access_denied()
-    if permission not in stored_acl(version.acl, owner_id).permissions_of(principal_id):
+    if permission not in stored_acl(version.acl, owner_id).permissions_of(
+            principal_id, ignore_public=await ignores_public_acls(ctx.storage, version.bucket)):
         raise access_denied()
     return owner_id
 

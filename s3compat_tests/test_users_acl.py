@@ -231,6 +231,23 @@ def test_public_read_bucket_lists_anonymously_but_objects_stay_private(
         (g["Grantee"], g["Permission"]) for g in grants]
 
 
+def test_ignore_public_acls_makes_public_grants_grant_nothing(s3, anonymous, acl_bucket):
+    """Block Public Access's IgnorePublicAcls: the bucket's and its objects' grants to
+    AllUsers count for nothing while it is on (stored, not rewritten: they come back when
+    it is off); the owner is not affected."""
+    s3.put_bucket_acl(Bucket=acl_bucket, ACL="public-read")
+    s3.put_object(Bucket=acl_bucket, Key="k", Body=b"x", ACL="public-read")
+    assert anonymous.get_object(Bucket=acl_bucket, Key="k")["Body"].read() == b"x"
+    s3.put_public_access_block(Bucket=acl_bucket, PublicAccessBlockConfiguration={
+        "IgnorePublicAcls": True})
+    _denied(anonymous.get_object, Bucket=acl_bucket, Key="k")
+    _denied(anonymous.list_objects_v2, Bucket=acl_bucket)
+    assert s3.get_object(Bucket=acl_bucket, Key="k")["Body"].read() == b"x"
+    s3.delete_public_access_block(Bucket=acl_bucket)
+    assert anonymous.get_object(Bucket=acl_bucket, Key="k")["Body"].read() == b"x"
+    assert anonymous.list_objects_v2(Bucket=acl_bucket)["KeyCount"] == 1
+
+
 def test_public_read_write_bucket_takes_anonymous_writes(s3, anonymous, acl_bucket):
     s3.put_bucket_acl(Bucket=acl_bucket, ACL="public-read-write")
     anonymous.put_object(Bucket=acl_bucket, Key="dropped", Body=b"anonymous")

@@ -48,7 +48,9 @@ from starlette.responses import Response
 from gateway.errors import S3Error, invalid_argument
 from gateway.s3.common import Owner, RequestContext
 from gateway.s3.settings import (
+    PUBLIC_ACCESS_BLOCK_CONFIG,
     PUBLIC_CANNED_ACLS,
+    parse_public_access_block,
     public_access_block,
     public_access_blocked,
 )
@@ -103,13 +105,17 @@ class AccessControlList:
                            "grants": [[g.grantee_type, g.grantee, g.permission]
                                       for g in self.grants]}).encode()
 
-    def permissions_of(self, canonical_id: str | None) -> frozenset[str]:
+    def permissions_of(self, canonical_id: str | None, *,
+                       ignore_public: bool = False) -> frozenset[str]:
         """The permissions this ACL grants a requester (None: an unsigned request).
-        FULL_CONTROL stands for all the others."""
+        FULL_CONTROL stands for all the others. ``ignore_public``: grants to AllUsers and
+        AuthenticatedUsers count for nothing (Block Public Access's IgnorePublicAcls)."""
         granted: set[str] = set()
         for grant in self.grants:
             if grant.grantee_type == CANONICAL_USER:
                 applies = grant.grantee == canonical_id
+            elif ignore_public:
+                applies = False
             else:
                 applies = grant.grantee == ALL_USERS or (
                     grant.grantee == AUTHENTICATED_USERS and canonical_id is not None)
@@ -400,6 +406,15 @@ def grants_public(acl: AccessControlList) -> bool:
     """Whether an ACL grants AllUsers or AuthenticatedUsers anything (AWS: public)."""
     return any(g.grantee_type == GROUP and g.grantee in (ALL_USERS, AUTHENTICATED_USERS)
                for g in acl.grants)
+
+
+async def ignores_public_acls(storage: api.StorageClient, bucket: str) -> bool:
+    """Whether the bucket's Block Public Access says IgnorePublicAcls: its public grants,
+    and its objects', then grant nothing (read only where a grant could admit someone
+    other than the owner)."""
+    document = await storage.get_bucket_config(bucket, PUBLIC_ACCESS_BLOCK_CONFIG)
+    return document is not None and parse_public_access_block(
+        bytes(document))["IgnorePublicAcls"]
 
 
 async def refuse_public_acl(ctx: RequestContext, acl: AccessControlList) -> None:
