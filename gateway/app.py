@@ -152,6 +152,8 @@ HANDLERS: dict[str, Handler] = {
 PREFLIGHT_OPERATION = "PreflightCors"
 DELETE_OBJECTS_OPERATION = "DeleteObjects"
 PUT_OBJECT_TAGGING_OPERATION = "PutObjectTagging"
+# Object reads whose missing key answers 404 or 403 by the requester's right to list.
+MISSING_KEY_OPERATIONS = frozenset({"GetObject", "HeadObject", "GetObjectAttributes"})
 
 
 def access_denied() -> S3Error:
@@ -399,7 +401,8 @@ class Gateway:
         body = RequestBody(request, auth if auth is not None
                            else self._anonymous_payload(request))
         try:
-            decision, key_access = await self._authorize(request, endpoint, query, auth, body)
+            decision, key_access, policy_lists = await self._authorize(
+                request, endpoint, query, auth, body)
         except api.StorageError as error:
             raise error_for_storage(error, bucket=endpoint.bucket) from error
         except CodedError as error:  # a body read early (PutObjectTagging) failed a check
@@ -423,6 +426,7 @@ class Gateway:
         )
         if decision == ALLOW:  # the bucket policy admits it: no ACL needed
             ctx.object_checked = ctx.policy_allowed = True
+            ctx.policy_allows_listing = policy_lists
         elif not authz.settled_without_reads(endpoint, self.config.policy_hook) and not (
                 key_access is not None and auth is None):
             # The ACLs and ownership (gateway/authz.py); an unsigned DeleteObjects that a
@@ -445,9 +449,11 @@ class Gateway:
         query: dict[str, list[str]],
         auth: AuthContext | None,
         body: RequestBody,
-    ) -> tuple[Decision, KeyAccess | None]:
+    ) -> tuple[Decision, KeyAccess | None, bool]:
         """The bucket policy's word on this request: (ALLOW / NONE, DeleteObjects' per-key
-        ``KeyAccess`` when the bucket has a policy); AccessDenied for an explicit Deny.
+        ``KeyAccess`` when the bucket has a policy, whether the policy lets the requester
+        list the bucket: asked for an allowed object read only); AccessDenied for an
+        explicit Deny.
 
         A Deny refuses anyone, the bucket owner included, except the owner's
         Get/Put/DeleteBucketPolicy. An Allow admits the request without the ACLs
@@ -456,25 +462,32 @@ class Gateway:
         AllUsers is granted."""
         operation = endpoint.operation
         if endpoint.bucket is None or operation in NO_POLICY_OPERATIONS:
-            return NONE, None
+            return NONE, None, False
         stored_policy = await self.policies.policy(self.storage, endpoint.bucket)
         if stored_policy is None and operation not in COPY_OPERATIONS:
-            return NONE, None  # the common case: no policy, no I/O, nothing more to decide
+            return NONE, None, False  # the common case: no policy, no I/O, nothing to decide
         facts = self._request_facts(request, endpoint, query, auth)
         if operation == DELETE_OBJECTS_OPERATION:
-            return NONE, self._key_access(stored_policy, facts, anonymous=auth is None)
+            return NONE, self._key_access(stored_policy, facts, anonymous=auth is None), False
         if operation == PUT_OBJECT_TAGGING_OPERATION and stored_policy is not None:
             facts = await self._with_body_tags(stored_policy, facts, body)
         decision = await decide_with(self.storage, self.policies, facts, stored_policy)
         if decision == DENY:
             if (operation in OWNER_ALWAYS_OPERATIONS
                     and await self._owns_bucket(auth, facts.bucket)):
-                return NONE, None
+                return NONE, None, False
             raise access_denied()
         if decision == ALLOW and auth is None and await policy.public_policy_restricted(
                 self.storage, facts.bucket):
             raise access_denied()
-        return decision, None
+        if decision == ALLOW and operation in MISSING_KEY_OPERATIONS:
+            # A key that is not there is 404 only to whom may list the bucket, else 403
+            # (AWS, GetObject): what the policy says of s3:ListBucket, asked only here.
+            listing = dataclasses.replace(facts, operation="ListObjects", key=None,
+                                          query={})
+            return decision, None, await decide_with(
+                self.storage, self.policies, listing, stored_policy) == ALLOW
+        return decision, None, False
 
     @staticmethod
     async def _with_body_tags(policy: Policy, facts: RequestFacts,

@@ -276,8 +276,7 @@ async def missing_object_error(ctx: RequestContext, error: S3Error) -> S3Error:
     bucket, AccessDenied to others, so that nobody learns which keys exist (AWS)."""
     if ctx.principal.is_admin and ctx.endpoint.bucket == api.SYSTEM_BUCKET:
         return error
-    if ctx.policy_allowed:
-        # TODO(policy): AWS answers 404 only to whom the policy also grants s3:ListBucket.
+    if ctx.policy_allows_listing:
         return error
     try:
         may_list = await bucket_allows(ctx.storage, ctx.bucket, ctx.principal,

@@ -108,6 +108,12 @@ def test_public_read_by_policy(s3, anonymous, bucket, set_policy, http, s3_endpo
     assert _denied(anonymous.put_object, Bucket=bucket, Key="new", Body=b"x") == DENIED
     assert _denied(anonymous.delete_object, Bucket=bucket, Key="dir/k") == DENIED
     assert _denied(anonymous.get_object_tagging, Bucket=bucket, Key="dir/k") == DENIED
+    # A missing key: 403 to whom may not list the bucket (AWS, GetObject), 404 once the
+    # policy also allows s3:ListBucket.
+    missing = http.get(f"{s3_endpoint.url}/{bucket}/missing")
+    assert missing.status_code == 403 and b"<Code>AccessDenied</Code>" in missing.content
+    set_policy(_statement("Allow", "s3:GetObject", _objects(bucket), {"AWS": "*"}),
+               _statement("Allow", "s3:ListBucket", _bucket_arn(bucket), {"AWS": "*"}))
     missing = http.get(f"{s3_endpoint.url}/{bucket}/missing")
     assert missing.status_code == 404 and b"<Code>NoSuchKey</Code>" in missing.content
 

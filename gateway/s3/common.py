@@ -116,6 +116,8 @@ class RequestContext:
     object_checked: bool = False
     # The bucket policy allowed this request (``Gateway._authorize``): no ACL is checked.
     policy_allowed: bool = False
+    # ... and it also allows the requester s3:ListBucket (a missing key is then 404).
+    policy_allows_listing: bool = False
     response_headers: dict[str, str] = field(default_factory=dict)
     # An unsigned request (``principal`` is ANONYMOUS_PRINCIPAL).
     anonymous: bool = False
