@@ -427,12 +427,12 @@ class Gateway:
         if decision == ALLOW:  # the bucket policy admits it: no ACL needed
             ctx.object_checked = ctx.policy_allowed = True
             ctx.policy_allows_listing = policy_lists
-        elif not authz.settled_without_reads(endpoint, self.config.policy_hook) and not (
+        elif not authz.settled_without_reads(endpoint) and not (
                 key_access is not None and auth is None):
             # The ACLs and ownership (gateway/authz.py); an unsigned DeleteObjects that a
             # policy governs is decided key by key by its ``key_access`` alone.
             try:
-                await authz.authorize(ctx, self.config.policy_hook)
+                await authz.authorize(ctx)
             except api.StorageError as error:
                 raise error_for_storage(error, bucket=endpoint.bucket) from error
         return await self._dispatch(ctx, endpoint)
@@ -461,8 +461,9 @@ class Gateway:
         ownership (``gateway/authz.py``), which admit an unsigned request only where
         AllUsers is granted."""
         operation = endpoint.operation
-        if endpoint.bucket is None or operation in NO_POLICY_OPERATIONS:
-            return NONE, None, False
+        if (endpoint.bucket is None or endpoint.bucket == api.SYSTEM_BUCKET
+                or operation in NO_POLICY_OPERATIONS):
+            return NONE, None, False  # the system bucket is root's alone: no policy admits
         stored_policy = await self.policies.policy(self.storage, endpoint.bucket)
         if stored_policy is None and operation not in COPY_OPERATIONS:
             return NONE, None, False  # the common case: no policy, no I/O, nothing to decide

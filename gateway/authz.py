@@ -30,18 +30,16 @@ permission -> operation mapping; "How Amazon S3 authorizes a request"):
   ACLs are disabled, the bucket owner owns and controls everything in the bucket and
   nobody else has any access through ACLs.
 * The system bucket ``.squall`` (users' secrets, function definitions) is root's only.
-* Bucket policies (``gateway/policy_eval.py``, another change) plug in at
-  ``GatewayConfig.policy_hook``: ``(principal, action, bucket, key) -> "allow" |
-  "deny" | None``. An explicit deny wins over everything, an allow admits without the
-  ACL, None leaves the decision to the ACL. AWS evaluates the union of policy and ACL
-  with explicit denies first; that is this order.
+* Bucket policies are decided before this module, in ``Gateway._authorize``
+  (``gateway/bucket_policy.py``): an explicit Deny refuses there, an Allow admits the
+  request without ``authorize`` (``RequestContext.policy_allowed``: ``check_object``
+  then passes), and no word leaves the decision here. AWS evaluates the union of policy
+  and ACL with explicit denies first; that is this order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from gateway.errors import S3Error
 from gateway.router import Endpoint
@@ -63,9 +61,6 @@ OWNER = "OWNER"  # the resource's owner (a grant of FULL_CONTROL does not stand 
 SIGNED = "SIGNED"  # any user who signs the request
 ADMIN = "ADMIN"  # root: Squall's admin API
 
-Decision = Literal["allow", "deny"]
-# The bucket policy hook: (principal, IAM action, bucket, key) -> allow / deny / no say.
-PolicyHook = Callable[[Principal, str, str | None, str | None], Awaitable[Decision | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,15 +160,15 @@ def access_denied() -> S3Error:
     return S3Error("AccessDenied", "Access Denied", 403)
 
 
-def settled_without_reads(endpoint: Endpoint, policy_hook: PolicyHook | None) -> bool:
-    """Whether ``authorize`` would read nothing and allow (an object operation without a
-    policy hook: its check is the handler's). Lets the gateway skip a coroutine on the
-    path of every GET; ``authorize`` decides the same way without it."""
-    return (endpoint.operation in OBJECT_OPERATIONS and policy_hook is None
+def settled_without_reads(endpoint: Endpoint) -> bool:
+    """Whether ``authorize`` would read nothing and allow (an object operation: its check
+    is the handler's). Lets the gateway skip a coroutine on the path of every GET;
+    ``authorize`` decides the same way without it."""
+    return (endpoint.operation in OBJECT_OPERATIONS
             and endpoint.bucket != api.SYSTEM_BUCKET)
 
 
-async def authorize(ctx: RequestContext, policy_hook: PolicyHook | None = None) -> None:
+async def authorize(ctx: RequestContext) -> None:
     """Decide a request's service or bucket permission (AccessDenied when it lacks it);
     an object permission is left to the handler's ``check_object``."""
     requirement = REQUIREMENTS.get(ctx.endpoint.operation)
@@ -192,13 +187,6 @@ async def authorize(ctx: RequestContext, policy_hook: PolicyHook | None = None) 
         if not admitted:
             raise access_denied()
         return
-    if policy_hook is not None:
-        decision = await policy_hook(principal, requirement.action, bucket, ctx.endpoint.key)
-        if decision == "deny":
-            raise access_denied()
-        if decision == "allow":
-            ctx.object_checked = True
-            return
     if requirement.resource == BUCKET:
         assert bucket is not None, "the router gives bucket operations a bucket"
         if not await bucket_allows(ctx.storage, bucket, principal, requirement):

@@ -262,6 +262,19 @@ def test_public_read_write_bucket_takes_anonymous_writes(s3, anonymous, acl_buck
     _denied(anonymous.put_bucket_acl, Bucket=acl_bucket, ACL="private")
 
 
+def test_an_unsigned_form_needs_all_users_write(s3, http, s3_endpoint, acl_bucket):
+    """A browser form without credentials (no policy, no signature) is an anonymous
+    upload: refused into a private bucket, taken into a public-read-write one, as AWS."""
+    url = f"{s3_endpoint.url}/{acl_bucket}"
+    refused = http.post(url, data={"key": "anon-form"}, files={"file": ("f", b"form")})
+    assert refused.status_code == 403 and b"<Code>AccessDenied</Code>" in refused.content
+    s3.put_bucket_acl(Bucket=acl_bucket, ACL="public-read-write")
+    taken = http.post(url, data={"key": "anon-form"}, files={"file": ("f", b"form")})
+    assert taken.status_code == 204, taken.text
+    listed = s3.list_objects(Bucket=acl_bucket)["Contents"]
+    assert [o["Key"] for o in listed] == ["anon-form"] and listed[0]["Owner"]["ID"] != _id(s3)
+
+
 def test_unsigned_list_buckets_and_create_bucket_are_denied(anonymous):
     _denied(anonymous.list_buckets)
     _denied(anonymous.create_bucket, Bucket=unique_bucket_name("anon"))

@@ -20,7 +20,6 @@ from gateway.xml import http_date, iso8601_ms
 from storage import api
 
 if TYPE_CHECKING:
-    from gateway.authz import PolicyHook
     from gateway.body import RequestBody
     from gateway.bucket_policy import PolicyCache
     from gateway.users import UserDirectory
@@ -84,8 +83,6 @@ class GatewayConfig:
     # Root plus the users stored in the system bucket (gateway/users.py); None: the
     # gateway makes one over ``credentials`` and its storage.
     users: UserDirectory | None = None
-    # Bucket policy evaluation (gateway/authz.py's hook point); None: ACLs alone decide.
-    policy_hook: PolicyHook | None = None
     # Length of a lifecycle day (``squall serve --lifecycle-day-seconds``), for the dates
     # of x-amz-expiration: the same as the sweeper's.
     lifecycle_day_ms: int = api.LIFECYCLE_DAY_MS
