@@ -15,6 +15,14 @@ Rules and theory of operation:
   a multipart upload is staged the same way (``ClientPartUpload``); multipart
   operations route by ``bucket/key`` like object operations, so an upload's parts and
   its completed object live on one shard.
+* Bucket configuration documents are cached against the bucket's configuration change
+  counter (``get_bucket_config``), read before the document: a write that changes it
+  bumps the counter before it is acknowledged, so the next read after the
+  acknowledgement misses and reads again (the rule of
+  ``storage.engine.writer.ChangeCounters``). Creating or deleting a bucket bumps it too,
+  so a deleted bucket is NoSuchBucket again. Without local counters (a remote leader)
+  nothing is cached. Bounded by ``limits.bucket_configs_cached_bytes_max``: past it the
+  whole cache is dropped.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from typing import Any, Self, TypeVar
 
 from storage.api import (
+    CHANGES_CONFIGURATION,
     BucketInfo,
     CompletedPart,
     DefaultRetention,
@@ -81,6 +90,10 @@ class ShardedStorageClient:
         # With one shard, that leader's counter itself (no sum to make).
         self._counting_nodes_cache: tuple[
             View, tuple[StorageNode, ...] | None, Callable[[str, str], int] | None] | None = None
+        # (bucket, document name) -> (the configuration change count read before the
+        # document, the document or None); and the cached documents' bytes.
+        self._configs: dict[tuple[str, str], tuple[int, bytes | None]] = {}
+        self._configs_bytes = 0
         self._closed = False
 
     @property
@@ -142,9 +155,22 @@ class ShardedStorageClient:
                              document=document, origin=origin if shard == 0 else None)
 
     async def get_bucket_config(self, bucket: str, name: str) -> bytes | None:
-        return await self._call(
+        change_count = self.change_count(bucket, CHANGES_CONFIGURATION)
+        cached = self._configs.get((bucket, name))
+        if cached is not None and change_count is not None and cached[0] == change_count:
+            return cached[1]
+        document: bytes | None = await self._call(
             self._view.leader(0), Operation.GET_BUCKET_CONFIG, bucket=bucket, name=name
         )
+        if change_count is not None:
+            size = len(document or b"")
+            if self._configs_bytes + size > limits.bucket_configs_cached_bytes_max:
+                self._configs.clear()
+                self._configs_bytes = 0
+            previous = self._configs.get((bucket, name))
+            self._configs_bytes += size - len((previous[1] or b"") if previous else b"")
+            self._configs[(bucket, name)] = (change_count, document)
+        return document
 
     def change_count(self, bucket: str, scope: str) -> int | None:
         """The sum over every shard of the leaders' counters (objects of one bucket are

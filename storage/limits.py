@@ -76,7 +76,7 @@ cors_rules_max = 100  # AWS: a CORS configuration has at most 100 rules
 cors_parsed_configs_cached_max = 1024  # parsed CORS configurations the gateway keeps
 bucket_policy_bytes_max = 20 * 1024  # AWS: a bucket policy is at most 20 KB
 bucket_policies_cached_max = 10_000  # parsed bucket policies the gateway keeps; beyond, all dropped
-bucket_ownership_cached_max = 10_000  # buckets' Object Ownership modes cached; beyond, all dropped
+bucket_configs_cached_bytes_max = 16 * 1024 * 1024  # storage client's cached bucket documents
 policy_principals_cached_max = 1024  # policy principals built from access keys, kept
 get_inline_body_bytes_max = 64 * 1024  # a GET body this small is read with its metadata
 # POST Object (browser form uploads, gateway/s3/post_object.py): the fields before the

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import json
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
@@ -336,30 +335,13 @@ def render_owner_acl(owner: Owner) -> bytes:
 # --- the handlers ----------------------------------------------------------------------
 
 
-# Per storage client: bucket -> (the configuration change count it was read at, whether
-# BucketOwnerEnforced). Every PutObject asks (``requested_object_acl``); a bucket whose
-# configuration did not change is answered without a read (as ``PolicyCache`` does).
-_ownership_cache: weakref.WeakKeyDictionary[api.StorageClient, dict[str, tuple[int, bool]]] = (
-    weakref.WeakKeyDictionary())
-
-
 async def bucket_owner_enforced(storage: api.StorageClient, bucket: str) -> bool:
-    """Whether the bucket's Object Ownership is BucketOwnerEnforced (ACLs disabled)."""
-    change_count = storage.change_count(bucket, api.CHANGES_CONFIGURATION)
-    cache = _ownership_cache.get(storage)
-    if cache is None:
-        cache = _ownership_cache[storage] = {}
-    cached = cache.get(bucket)
-    if cached is not None and change_count is not None and cached[0] == change_count:
-        return cached[1]
-    enforced = ownership_enforced(await storage.get_bucket_config(bucket, OWNERSHIP_CONFIG))
-    if change_count is not None:
-        if len(cache) >= api.limits.bucket_ownership_cached_max and bucket not in cache:
-            cache.clear()
-        cache[bucket] = (change_count, enforced)
-    return enforced
+    """Whether the bucket's Object Ownership is BucketOwnerEnforced (ACLs disabled). Every
+    PutObject asks: the storage client caches the document (``get_bucket_config``)."""
+    return ownership_enforced(await storage.get_bucket_config(bucket, OWNERSHIP_CONFIG))
 
 
+@functools.lru_cache(maxsize=api.limits.acls_parsed_cached_max)
 def ownership_enforced(document: bytes | None) -> bool:
     """Whether a stored OwnershipControls document says BucketOwnerEnforced; no
     document: ACLs are enabled (a bucket made before Object Ownership was stored)."""

@@ -289,3 +289,29 @@ def test_bucket_config_documents(tmp_path: pathlib.Path) -> None:
         assert await client.get_bucket_config("b", "tagging") is None
 
     run(tmp_path, scenario)
+
+
+def test_cached_bucket_configs_follow_every_change(tmp_path: pathlib.Path) -> None:
+    """``get_bucket_config`` answers from its cache only while the bucket's configuration
+    change counter stands still: a put, a removal, deleting the bucket (NoSuchBucket
+    again) and re-creating it are each seen by the very next read."""
+
+    async def scenario(client: ShardedStorageClient) -> None:
+        await client.create_bucket("cfg", "owner")
+        assert await client.get_bucket_config("cfg", "cors") is None
+        await client.put_bucket_config("cfg", "cors", b"<one/>")
+        assert await client.get_bucket_config("cfg", "cors") == b"<one/>"
+        assert await client.get_bucket_config("cfg", "cors") == b"<one/>"  # cached
+        await client.put_bucket_config("cfg", "cors", b"<two/>")
+        assert await client.get_bucket_config("cfg", "cors") == b"<two/>"
+        await client.put_bucket_config("cfg", "cors", None)
+        assert await client.get_bucket_config("cfg", "cors") is None
+        await client.put_bucket_config("cfg", "cors", b"<three/>")
+        assert await client.get_bucket_config("cfg", "cors") == b"<three/>"
+        await client.delete_bucket("cfg")
+        with pytest.raises(NoSuchBucket):
+            await client.get_bucket_config("cfg", "cors")
+        await client.create_bucket("cfg", "owner")
+        assert await client.get_bucket_config("cfg", "cors") is None
+
+    run(tmp_path, scenario)
