@@ -47,8 +47,10 @@ from starlette.responses import Response
 from gateway.errors import S3Error, invalid_argument
 from gateway.s3.common import Owner, RequestContext
 from gateway.s3.settings import (
+    OWNERSHIP_CONFIG,
     PUBLIC_ACCESS_BLOCK_CONFIG,
     PUBLIC_CANNED_ACLS,
+    parse_ownership_controls,
     parse_public_access_block,
     public_access_block,
     public_access_blocked,
@@ -65,7 +67,6 @@ from storage import api
 
 XSI_NAMESPACE = "http://www.w3.org/2001/XMLSchema-instance"
 ACL_CONFIG = "acl"  # the bucket configuration document holding a bucket's ACL
-OWNERSHIP_CONFIG = "ownership-controls"  # Object Ownership, stored by its own handlers
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
 LOG_DELIVERY = "http://acs.amazonaws.com/groups/s3/LogDelivery"
@@ -345,12 +346,8 @@ async def bucket_owner_enforced(storage: api.StorageClient, bucket: str) -> bool
 def ownership_enforced(document: bytes | None) -> bool:
     """Whether a stored OwnershipControls document says BucketOwnerEnforced; no
     document: ACLs are enabled (a bucket made before Object Ownership was stored)."""
-    if document is None:
-        return False
-    root = parse(bytes(document))
-    rule = children(root, "Rule")
-    mode = child_text(rule[0], "ObjectOwnership") if rule else None
-    return (mode or "").strip() == "BucketOwnerEnforced"
+    return document is not None and (
+        parse_ownership_controls(bytes(document)) == "BucketOwnerEnforced")
 
 
 def _enforced_acl_allowed(acl: AccessControlList, bucket_owner_id: str) -> bool:

@@ -83,16 +83,6 @@ def requested_object_ownership(headers: Headers) -> str:
     return mode
 
 
-async def object_ownership(ctx: RequestContext) -> str | None:
-    """The bucket's ObjectOwnership mode; None when it has no ownership controls."""
-    document = await ctx.storage.get_bucket_config(ctx.bucket, OWNERSHIP_CONFIG)
-    return None if document is None else parse_ownership_controls(document)
-
-
-def acls_not_supported() -> S3Error:
-    return S3Error("AccessControlListNotSupported", "The bucket does not allow ACLs", 400)
-
-
 async def put_bucket_ownership_controls(ctx: RequestContext) -> Response:
     await ctx.storage.get_bucket(ctx.bucket)
     body = await read_document(ctx, SETTINGS_DOCUMENT_BYTES_MAX, integrity_required=True)
