@@ -487,11 +487,9 @@ def _add_function_commands(commands: Any) -> None:
 
 
 def _function_command(args: argparse.Namespace) -> int:
-    from squall.admin_client import AdminClient, AdminError
+    from squall.admin_client import AdminError
 
-    user = os.environ.get("SQUALL_ROOT_USER") or DEV_ROOT_USER
-    password = os.environ.get("SQUALL_ROOT_PASSWORD") or DEV_ROOT_PASSWORD
-    client = AdminClient(args.endpoint, user, password, args.region)
+    client = _admin_client(args)
     try:
         if args.function_command == "put":
             result = client.put_function(args.name, args.file.read_bytes())
