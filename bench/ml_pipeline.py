@@ -503,11 +503,17 @@ class Bench:
                 assert step["runtime"] == "litert", verdict  # not a fallback
             return {"batch_size": step.get("batch_size", 1)}
 
+        # The server's CPU: HTTP, hook, decode, model.
+        self._run_against_server(count, clients, op, into)
+
+    def _run_against_server(self, count: int, clients: int, op: Op, into: Samples) -> None:
+        """``run_clients`` over keep-alive connections to the server, adding the server
+        process's CPU time over the run to ``into``."""
         pid = self.server.process.pid if self.server.process else None
         began = process_cpu_s(pid) if pid else None
         run_clients(list(range(count)), clients, lambda: Connection(self.server.url), op,
                     Connection.close, into)
-        if pid and began is not None:  # the server's CPU: HTTP, hook, decode, model
+        if pid and began is not None:
             into.cpu_s = (into.cpu_s or 0.0) + process_cpu_s(pid) - began
 
     def put(self, count: int, clients: int, into: Samples) -> None:
@@ -521,12 +527,8 @@ class Bench:
             if status != 200:
                 raise RuntimeError(f"PUT {status}: {data[:200]!r}")
 
-        pid = self.server.process.pid if self.server.process else None
-        began = process_cpu_s(pid) if pid else None
-        run_clients(list(range(count)), clients, lambda: Connection(self.server.url), op,
-                    Connection.close, into)
-        if pid and began is not None:  # the server's CPU for a plain PUT (HTTP, storage)
-            into.cpu_s = (into.cpu_s or 0.0) + process_cpu_s(pid) - began
+        # The server's CPU for a plain PUT: HTTP, storage.
+        self._run_against_server(count, clients, op, into)
 
     def conventional(self, count: int, clients: int, into: Samples, hop: bool) -> None:
         keys = self._keys(f"{self.workload.name}/{'plain' if hop else 'plain0'}/", count)
