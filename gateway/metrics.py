@@ -23,7 +23,6 @@ Rules:
 
 from __future__ import annotations
 
-import bisect
 import hmac
 import math
 from collections.abc import Iterable, Sequence
@@ -35,11 +34,7 @@ from gateway.errors import S3Error
 from storage import api
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Request duration buckets, seconds: a 4 KiB GET on loopback takes ~0.3 ms, a judged
-# MobileNetV2 PUT ~30 ms, a 1 GiB upload tens of seconds.
-DURATION_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                            0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_BUCKET_LABELS = (*(repr(float(b)) for b in DURATION_BUCKETS_SECONDS), "+Inf")
+_BUCKET_LABELS = (*(repr(float(b)) for b in api.DURATION_BUCKETS_SECONDS), "+Inf")
 UNKNOWN_OPERATION = "Unknown"
 
 
@@ -60,29 +55,20 @@ class MetricsAccess:
             token.strip().encode(), self.bearer_token.encode())
 
 
-class _Histogram:
-    __slots__ = ("counts", "sum_seconds")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(DURATION_BUCKETS_SECONDS) + 1)  # the last is +Inf
-        self.sum_seconds = 0.0
-
-
 class RequestMetrics:
     """Requests by (operation, status) and their durations by operation."""
 
     def __init__(self) -> None:
         self._requests: dict[tuple[str, int], int] = {}
-        self._durations: dict[str, _Histogram] = {}
+        self._durations: dict[str, api.Histogram] = {}
 
     def observe(self, operation: str, status: int, seconds: float) -> None:
         key = (operation, status)
         self._requests[key] = self._requests.get(key, 0) + 1
         histogram = self._durations.get(operation)
         if histogram is None:
-            histogram = self._durations[operation] = _Histogram()
-        histogram.counts[bisect.bisect_left(DURATION_BUCKETS_SECONDS, seconds)] += 1
-        histogram.sum_seconds += seconds
+            histogram = self._durations[operation] = api.Histogram()
+        histogram.observe(seconds)
 
     def render(self) -> list[str]:
         lines = ["# HELP squall_requests_total S3 and admin requests answered, by operation "
@@ -94,16 +80,24 @@ class RequestMetrics:
                   "handling to the end of its response body.",
                   "# TYPE squall_request_duration_seconds histogram"]
         for operation, histogram in sorted(self._durations.items()):
-            cumulative = 0
-            for bound, count in zip(_BUCKET_LABELS, histogram.counts, strict=True):
-                cumulative += count
-                lines.append(f'squall_request_duration_seconds_bucket{{operation="{operation}",'
-                             f'le="{bound}"}} {cumulative}')
-            lines.append(f'squall_request_duration_seconds_sum{{operation="{operation}"}} '
-                         f"{_number(histogram.sum_seconds)}")
-            lines.append(f'squall_request_duration_seconds_count{{operation="{operation}"}} '
-                         f"{cumulative}")
+            lines += _histogram_lines("squall_request_duration_seconds",
+                                      f'operation="{operation}"', histogram)
         return lines
+
+
+def _histogram_lines(name: str, shown: str, histogram: api.Histogram) -> list[str]:
+    """A histogram's cumulative ``_bucket`` lines, ``_sum`` and ``_count``; ``shown``: its
+    other labels, rendered."""
+    lines = []
+    cumulative = 0
+    prefix = f"{shown}," if shown else ""
+    for bound, count in zip(_BUCKET_LABELS, histogram.counts, strict=True):
+        cumulative += count
+        lines.append(f'{name}_bucket{{{prefix}le="{bound}"}} {cumulative}')
+    labels = f"{{{shown}}}" if shown else ""
+    lines.append(f"{name}_sum{labels} {_number(histogram.sum_seconds)}")
+    lines.append(f"{name}_count{labels} {cumulative}")
+    return lines
 
 
 def outbox_families(statuses: Sequence[api.OutboxStatus]) -> list[api.MetricFamily]:
@@ -127,8 +121,11 @@ def render(request_lines: list[str], families: Iterable[api.MetricFamily]) -> by
         lines.append(f"# TYPE {family.name} {family.kind}")
         for labels, value in family.samples:
             shown = ",".join(f'{name}="{_escape_label(v)}"' for name, v in labels)
-            lines.append(f"{family.name}{{{shown}}} {_number(value)}" if shown
-                         else f"{family.name} {_number(value)}")
+            if isinstance(value, api.Histogram):
+                lines += _histogram_lines(family.name, shown, value)
+            else:
+                lines.append(f"{family.name}{{{shown}}} {_number(value)}" if shown
+                             else f"{family.name} {_number(value)}")
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -34,6 +34,9 @@ class Prediction:
     details: Mapping[str, Any] = field(default_factory=dict)
     runtime: str = ""  # what ran the model: 'tensorflow' | 'litert' ('' for python functions)
     device: str = ""  # where it ran: 'GPU:0' | 'CPU:0' ('' for python functions)
+    # The wall time of what judged it: its batch's decode and model run on the inference
+    # thread (tensorflow), or the entry point's call (python); None when not measured.
+    inference_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.api import Overloaded
+from storage.api import Histogram, Overloaded
 
 _log = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ class BatchStats:
     running_max: int = 0  # the most batches of this function ever running at once
     overloaded: int = 0  # requests refused because the queue was full (SlowDown)
     sizes: list[int] = field(default_factory=list)  # the last few, for tests and metrics
+    # From a request's arrival to the start of the batch that runs it (metrics).
+    queue_wait: Histogram = field(default_factory=Histogram)
 
 
 class Batcher:
@@ -280,7 +282,9 @@ class Batcher:
         return batch
 
     def _start(self, batch: list[_Request]) -> None:
-        self._last_start_s = asyncio.get_running_loop().time()
+        self._last_start_s = now_s = asyncio.get_running_loop().time()
+        for request in batch:
+            self.stats.queue_wait.observe(now_s - request.arrival_s)
         running = asyncio.ensure_future(self._run_batch([r.item for r in batch]))
         for request in batch:
             request.batch = running

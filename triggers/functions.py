@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -63,6 +64,7 @@ from storage.api import (
     SYSTEM_BUCKET,
     SYSTEM_OWNER_ID,
     BucketAlreadyOwnedByYou,
+    Histogram,
     InvalidArgument,
     NoSuchKey,
     PutSpec,
@@ -339,6 +341,8 @@ class TensorFlowFunction:
         # Where the model runs (set by the first batch, which configures TensorFlow for
         # the process if nothing did yet); a placement with an error refuses every batch.
         self.placement: Placement | None = None
+        # Each batch's inference time (``Prediction.inference_ms``), observed on the loop.
+        self.inference_time = Histogram()
         # Batch timing (``_measured``): the model measured, its moving average, and the
         # model whose batches may run inline (None: none yet, or too slow).
         self._measured_model: LoadedModel | None = None
@@ -385,9 +389,12 @@ class TensorFlowFunction:
         model = await self._models.get(self.definition.model)
         labels = await self._label_names(model)
         if self._runs_inline(model, events):
-            return self._infer(model, labels, events)
-        return await loop.run_in_executor(self._pool.executor, self._infer, model, labels,
-                                          events)
+            results = self._infer(model, labels, events)
+        else:
+            results = await loop.run_in_executor(self._pool.executor, self._infer, model,
+                                                 labels, events)
+        observe_inference(self.inference_time, results)
+        return results
 
     def _runs_inline(self, model: LoadedModel, events: Sequence[WriteEvent]) -> bool:
         """Whether this batch runs on the event loop thread instead of a pool thread.
@@ -434,14 +441,17 @@ class TensorFlowFunction:
         device = self.placement.device
         predict, runtime = select_runtime(model, self.definition)
         bodies = [event.body_view() for event in events]
+        began_s = time.perf_counter()
         try:
             rows = infer(model, self.definition.input, bodies, predict,
                          device if predict is None else None)
         except LiteRTFailed:
             # The version fell back to TensorFlow for good (logged, reason in its status):
             # this batch is judged there, so its writes do not fail.
+            began_s = time.perf_counter()
             rows = infer(model, self.definition.input, bodies, device=device)
             runtime = "tensorflow"
+        inference_ms = (time.perf_counter() - began_s) * 1000
         # LiteRT runs on the CPU (and falls back to TensorFlow where a GPU is visible).
         device_name = self.placement.device_name if runtime == "tensorflow" else CPU_NAME
         results: list[Prediction | Exception] = []
@@ -451,7 +461,8 @@ class TensorFlowFunction:
             else:
                 top = _top_k(row, labels, self.definition.top_k)
                 results.append(Prediction(top[0][0], top[0][1], top, model.version_id,
-                                          runtime=runtime, device=device_name))
+                                          runtime=runtime, device=device_name,
+                                          inference_ms=inference_ms))
         return results
 
 
@@ -492,6 +503,15 @@ def function_status(
     return shown
 
 
+def observe_inference(histogram: Histogram, results: Sequence[object]) -> None:
+    """One observation per batch: its predictions share the batch's time (a batch
+    whose every body failed to decode has none)."""
+    for result in results:
+        if isinstance(result, Prediction) and result.inference_ms is not None:
+            histogram.observe(result.inference_ms / 1000)
+            return
+
+
 def import_entry_point(entry_point: str) -> Callable[..., Any]:
     module_name, _, attribute = entry_point.partition(":")
     try:
@@ -524,8 +544,10 @@ class PythonFunction:
         self.definition = definition
         self._storage = storage
         self._callable = import_entry_point(definition.entry_point)
+        self.inference_time = Histogram()  # each call's, observed on the loop
 
     async def predict(self, event: WriteEvent) -> tuple[Prediction, int]:
+        began_s = time.perf_counter()
         try:
             if inspect.iscoroutinefunction(self._callable):
                 result = await self._callable(event, self._storage)
@@ -542,7 +564,12 @@ class PythonFunction:
         except Exception as error:  # the user's code: its failure is a verdict, logged
             _log.warning("function %s raised", self.definition.name, exc_info=True)
             raise FunctionFailed(f"{type(error).__name__}: {error}") from error
-        return as_prediction(result), 1
+        prediction = as_prediction(result)
+        if prediction.inference_ms is None:
+            elapsed_ms = (time.perf_counter() - began_s) * 1000
+            prediction = dataclasses.replace(prediction, inference_ms=elapsed_ms)
+        observe_inference(self.inference_time, (prediction,))
+        return prediction, 1
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -604,6 +631,10 @@ class Registry:
         """(name, batcher) of each running tensorflow function (metrics)."""
         return [(name, running.function.batcher) for name, running in self._functions.items()
                 if isinstance(running.function, TensorFlowFunction)]
+
+    def running_functions(self) -> list[tuple[str, Function]]:
+        """(name, function) of each running function (metrics)."""
+        return [(name, running.function) for name, running in self._functions.items()]
 
     async def start(self) -> None:
         try:

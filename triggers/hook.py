@@ -49,6 +49,7 @@ from typing import Any
 from storage.api import (
     CHANGES_CONFIGURATION,
     NOTIFICATION_CONFIG,
+    Histogram,
     InvalidArgument,
     MetricFamily,
     NoSuchBucket,
@@ -134,11 +135,13 @@ class TriggerHook:
         """``api.MetricsSource``: verdicts, each running tensorflow function's batcher
         (its counts start again when a new definition version replaces it), the
         inference slots, the model cache and the webhooks' delivery."""
-        def family(name: str, kind: str, text: str,
-                   samples: Iterable[tuple[tuple[tuple[str, str], ...], float]]) -> MetricFamily:
+        Sample = tuple[tuple[tuple[str, str], ...], float | Histogram]
+
+        def family(name: str, kind: str, text: str, samples: Iterable[Sample]) -> MetricFamily:
             return MetricFamily(name, kind, text, tuple(samples))
 
         batchers = self._registry.running_batchers() if self._registry is not None else []
+        functions = self._registry.running_functions() if self._registry is not None else []
         families = [
             family("squall_trigger_verdicts_total", "counter",
                    "Writes judged, by the function that decided and its action (store, "
@@ -157,6 +160,14 @@ class TriggerHook:
             family("squall_trigger_overloaded_total", "counter",
                    "Writes refused with SlowDown because a function's queue was full.",
                    [((("function", n),), b.stats.overloaded) for n, b in batchers]),
+            family("squall_trigger_queue_wait_seconds", "histogram",
+                   "From a write's arrival at a tensorflow function to the start of its "
+                   "batch.",
+                   [((("function", n),), b.stats.queue_wait) for n, b in batchers]),
+            family("squall_trigger_inference_seconds", "histogram",
+                   "Per batch of a tensorflow function: decoding and the model on the "
+                   "inference thread; per call of a python function: its entry point.",
+                   [((("function", n),), f.inference_time) for n, f in functions]),
         ]
         if self.pool is not None:
             families += [
@@ -392,6 +403,8 @@ def _step(
         step["runtime"] = prediction.runtime
     if prediction.device:
         step["device"] = prediction.device
+    if prediction.inference_ms is not None:
+        step["inference_ms"] = round(prediction.inference_ms, 3)
     if len(prediction.top) > 1:
         step["top"] = [[label, round(score, 4)] for label, score in prediction.top]
     if batch_size > 1:

@@ -29,10 +29,7 @@ def process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
                               "--webhook", "down=http://127.0.0.1:9/")
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """{(sample name, sorted labels): value} of a whole exposition."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+samples = support.metric_samples
 
 
 def scrape(process: ServerProcess, authorization: str | None) -> tuple[int, str]:
@@ -65,7 +62,8 @@ def test_requests_verdicts_and_outbox_are_counted(process: ServerProcess) -> Non
                                               {"Name": "prefix", "Value": "in/"}]}}}]})
     before = samples(support.admin(process).metrics())
     for n in range(3):
-        s3.put_object(Bucket="metered", Key=f"in/{n}", Body=b"small")
+        stored = s3.put_object(Bucket="metered", Key=f"in/{n}", Body=b"small")
+        assert support.verdict(stored)["steps"][0]["inference_ms"] >= 0
     with pytest.raises(ClientError):
         s3.put_object(Bucket="metered", Key="in/empty", Body=b"")
     with pytest.raises(ClientError):
@@ -86,6 +84,9 @@ def test_requests_verdicts_and_outbox_are_counted(process: ServerProcess) -> Non
                 le="+Inf") == 5
     assert grew("squall_trigger_verdicts_total", function="sizes", action="store") == 3
     assert grew("squall_trigger_verdicts_total", function="sizes", action="reject") == 1
+    # Each call of the python function was timed, the rejected one too.
+    assert grew("squall_trigger_inference_seconds_count", function="sizes") == 4
+    assert grew("squall_trigger_inference_seconds_bucket", function="sizes", le="+Inf") == 4
     assert after[("squall_outbox_events", (("shard", "0"),))] >= 1
     assert after[("squall_outbox_events_max", (("shard", "0"),))] > 0
     assert ("squall_inference_slots", ()) in after

@@ -337,8 +337,9 @@ def test_batching_under_concurrency(process, s3, bucket) -> None:  # type: ignor
         "max_batch_size": 8, "max_queue_delay_ms": 50}))
     support.bind(s3, bucket, "batched")
     put_png(s3, bucket, "warm.png", "red")  # loads the model
+    before = support.metric_samples(support.admin(process).metrics())
 
-    def put(n: int) -> dict[str, object]:
+    def put(n: int) -> dict[str, Any]:
         colour = ("red", "green", "blue")[n % 3]
         step = support.verdict(put_png(s3, bucket, f"c/{n}.png", colour))["steps"][0]
         assert step["label"] == colour
@@ -349,6 +350,21 @@ def test_batching_under_concurrency(process, s3, bucket) -> None:  # type: ignor
     sizes = [int(step.get("batch_size", 1)) for step in steps]
     assert max(sizes) > 1, sizes
     assert max(sizes) <= 8
+    # Each verdict says how long its batch's inference took, and the metrics count one
+    # queue wait per write and one inference time per batch.
+    assert all(step["inference_ms"] > 0 for step in steps)
+    after = support.metric_samples(support.admin(process).metrics())
+
+    def grew(name: str) -> float:
+        key = (name, (("function", "batched"),))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("squall_trigger_queue_wait_seconds_count") == 32
+    assert grew("squall_trigger_queue_wait_seconds_sum") > 0  # batches waited for company
+    batches = grew("squall_trigger_batches_total")
+    assert grew("squall_trigger_inference_seconds_count") == batches < 32
+    assert grew("squall_trigger_inference_seconds_sum") * 1000 >= max(
+        step["inference_ms"] for step in steps)
 
 
 def test_full_queue_is_slow_down(process, bucket) -> None:  # type: ignore[no-untyped-def]

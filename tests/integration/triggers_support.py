@@ -72,6 +72,15 @@ def bind(s3: Any, bucket: str, *functions: str, prefix: str | None = None) -> No
     )
 
 
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of a whole exposition, read with
+    Prometheus's own parser (``squall_x_total``'s samples keep their suffix)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def verdict(response: dict[str, Any]) -> dict[str, Any]:
     headers = response["ResponseMetadata"]["HTTPHeaders"]
     parsed: dict[str, Any] = json.loads(headers["x-squall-verdict"])

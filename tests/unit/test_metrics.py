@@ -45,3 +45,24 @@ def test_access() -> None:
     assert not token.admits("Bearer s3cr3t-token-valuE")
     assert not token.admits("Basic s3cr3t-token-value")
     assert not token.admits(None)
+
+
+def test_a_sources_histogram_family_renders_as_prometheus_reads_it() -> None:
+    fast, slow = api.Histogram(), api.Histogram()
+    for seconds in (0.0002, 0.02, 0.02):
+        fast.observe(seconds)
+    slow.observe(100.0)  # past the last bound: only +Inf counts it
+    family = api.MetricFamily("squall_trigger_inference_seconds", "histogram", "Inference.",
+                              (((("function", "fast"),), fast), ((("function", "slow"),), slow)))
+    parsed = list(text_string_to_metric_families(render([], [family]).decode()))
+    assert [f.type for f in parsed] == ["histogram"]
+    values = {(s.name, s.labels["function"], s.labels.get("le")): s.value
+              for s in parsed[0].samples}
+    assert values[("squall_trigger_inference_seconds_bucket", "fast", "0.0005")] == 1
+    assert values[("squall_trigger_inference_seconds_bucket", "fast", "0.01")] == 1
+    assert values[("squall_trigger_inference_seconds_bucket", "fast", "0.025")] == 3
+    assert values[("squall_trigger_inference_seconds_bucket", "fast", "+Inf")] == 3
+    assert values[("squall_trigger_inference_seconds_count", "fast", None)] == 3 == fast.count
+    assert abs(values[("squall_trigger_inference_seconds_sum", "fast", None)] - 0.0402) < 1e-9
+    assert values[("squall_trigger_inference_seconds_bucket", "slow", "30.0")] == 0
+    assert values[("squall_trigger_inference_seconds_bucket", "slow", "+Inf")] == 1

@@ -188,9 +188,12 @@ def test_a_lone_request_does_not_wait_for_the_window() -> None:
             assert await batcher.submit(i) == (i, 1)
             assert time.perf_counter() - began < 0.25
             await asyncio.sleep(0.6)
+        waits = batcher.stats.queue_wait
+        assert waits.count == 3 and waits.sum_seconds < 0.25  # one wait per request
         # Dense arrivals open the window: the burst waits for company and shares batches.
         results = await asyncio.gather(*(batcher.submit(i) for i in range(8)))
         assert max(size for _, size in results) > 1
+        assert waits.count == 3 + 8
         await batcher.close()
 
     asyncio.run(scenario())
