@@ -49,6 +49,7 @@ from gateway.policy_eval import (
 from gateway.requests import GatewayRequest
 from gateway.router import HEALTH_OPERATION, METRICS_OPERATION, Endpoint, bucket_from_host, route
 from gateway.s3 import (
+    absent,
     acl,
     attributes,
     buckets,
@@ -123,6 +124,19 @@ HANDLERS: dict[str, Handler] = {
     "GetBucketPolicy": policy.get_bucket_policy,
     "DeleteBucketPolicy": policy.delete_bucket_policy,
     "GetBucketEncryption": settings.get_bucket_encryption,
+    "GetBucketRequestPayment": absent.get_bucket_request_payment,
+    "PutBucketRequestPayment": absent.put_bucket_request_payment,
+    "GetBucketAccelerateConfiguration": absent.get_bucket_accelerate,
+    "GetBucketLogging": absent.get_bucket_logging,
+    "PutBucketLogging": absent.put_bucket_logging,
+    "GetBucketWebsite": absent.get_bucket_website,
+    "DeleteBucketWebsite": absent.delete_absent_configuration,
+    "GetBucketReplication": absent.get_bucket_replication,
+    "DeleteBucketReplication": absent.delete_absent_configuration,
+    "ListBucketAnalyticsConfigurations": absent.list_absent_configurations,
+    "ListBucketInventoryConfigurations": absent.list_absent_configurations,
+    "ListBucketMetricsConfigurations": absent.list_absent_configurations,
+    "ListBucketIntelligentTieringConfigurations": absent.list_absent_configurations,
     "GetBucketOwnershipControls": settings.get_bucket_ownership_controls,
     "PutBucketOwnershipControls": settings.put_bucket_ownership_controls,
     "DeleteBucketOwnershipControls": settings.delete_bucket_ownership_controls,

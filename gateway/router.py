@@ -39,10 +39,10 @@ SUBRESOURCES = frozenset(
     {
         "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption",
         "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "location",
-        "logging", "metrics", "notification", "object-lock", "ownershipControls",
-        "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment",
-        "restore", "retention", "select", "tagging", "torrent", "uploadId", "uploads",
-        "versioning", "versions", "website",
+        "logging", "metadataConfiguration", "metadataTable", "metrics", "notification",
+        "object-lock", "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
+        "replication", "requestPayment", "restore", "retention", "select", "session",
+        "tagging", "torrent", "uploadId", "uploads", "versioning", "versions", "website",
     }
 )
 
@@ -113,6 +113,20 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", BUCKET, "policy", "PutBucketPolicy"),
     Route("DELETE", BUCKET, "policy", "DeleteBucketPolicy"),
     Route("GET", BUCKET, "encryption", "GetBucketEncryption"),
+    # Features Squall does not offer, answered as for a bucket without them (absent.py).
+    Route("GET", BUCKET, "requestPayment", "GetBucketRequestPayment"),
+    Route("PUT", BUCKET, "requestPayment", "PutBucketRequestPayment"),
+    Route("GET", BUCKET, "accelerate", "GetBucketAccelerateConfiguration"),
+    Route("GET", BUCKET, "logging", "GetBucketLogging"),
+    Route("PUT", BUCKET, "logging", "PutBucketLogging"),
+    Route("GET", BUCKET, "website", "GetBucketWebsite"),
+    Route("DELETE", BUCKET, "website", "DeleteBucketWebsite"),
+    Route("GET", BUCKET, "replication", "GetBucketReplication"),
+    Route("DELETE", BUCKET, "replication", "DeleteBucketReplication"),
+    Route("GET", BUCKET, "analytics", "ListBucketAnalyticsConfigurations"),
+    Route("GET", BUCKET, "inventory", "ListBucketInventoryConfigurations"),
+    Route("GET", BUCKET, "metrics", "ListBucketMetricsConfigurations"),
+    Route("GET", BUCKET, "intelligent-tiering", "ListBucketIntelligentTieringConfigurations"),
     Route("GET", BUCKET, "ownershipControls", "GetBucketOwnershipControls"),
     Route("PUT", BUCKET, "ownershipControls", "PutBucketOwnershipControls"),
     Route("DELETE", BUCKET, "ownershipControls", "DeleteBucketOwnershipControls"),

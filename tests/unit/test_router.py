@@ -101,7 +101,8 @@ def test_bucket_from_host_ignores_other_domains() -> None:
     assert bucket_from_host("[::1]:9000", DOMAINS) is None
 
 
-@pytest.mark.parametrize("line", ["PUT /b?website", "GET /b?replication", "GET /b?analytics"])
+@pytest.mark.parametrize("line", ["PUT /b?website", "PUT /b?replication", "PUT /b?analytics",
+                                  "GET /b?metadataTable", "PUT /b?accelerate"])
 def test_known_but_unserved_subresource_is_not_implemented(line: str) -> None:
     with pytest.raises(S3Error) as caught:
         _route(line)
