@@ -965,9 +965,10 @@ class WriteEvent:
 class Verdict:
     """What the functions bound to a write decided about it.
 
-    ``action`` is 'store', 'reject' or 'discard'. ``annotations`` are user metadata
-    (without 'x-amz-meta-') stored with the version when the function annotates; the
-    response carries them either way. ``bucket``/``key`` name where the object is stored
+    ``action`` is 'store', 'reject' or 'discard'. ``annotations`` ('squall-label' ...)
+    are stored with the version as user metadata (without 'x-amz-meta-') when
+    ``store_annotations``, and as object tags when ``tag_annotations`` (merged into the
+    request's tags: ``annotation_tags``); the response carries them either way. ``bucket``/``key`` name where the object is stored
     (a route changes them). ``summary`` is a JSON-serialisable account of every step.
     """
 
@@ -979,6 +980,7 @@ class Verdict:
     reason: str = ""
     annotations: Mapping[str, str] = field(default_factory=dict)
     store_annotations: bool = False
+    tag_annotations: bool = False
     bucket: str | None = None
     key: str | None = None
     summary: Mapping[str, Any] = field(default_factory=dict)
@@ -986,6 +988,28 @@ class Verdict:
     def summary_json(self) -> str:
         """One line of ASCII JSON (an HTTP header value)."""
         return json.dumps(self.summary, sort_keys=True, separators=(",", ":"))
+
+
+def annotation_tags(
+    tags: Mapping[str, str], annotations: Mapping[str, str], function: str
+) -> dict[str, str]:
+    """A version's tags with a verdict's annotations stored as tags (they replace tags of
+    the same key). InvalidArgument, naming the function, when the result breaks S3's tag
+    limits: more than ``limits.object_tags_max`` tags, or a value (a long label) over
+    ``limits.tag_value_chars_max`` characters."""
+    merged = {**tags, **annotations}
+    if len(merged) > limits.object_tags_max:
+        raise InvalidArgument(
+            f"function {function!r} tags the object with {len(annotations)} tags "
+            f"({', '.join(annotations)}): with the request's {len(tags)} the object would "
+            f"have {len(merged)}, more than {limits.object_tags_max} (annotate: metadata "
+            "stores the judgement without tags)")
+    for key, value in annotations.items():
+        if len(value) > limits.tag_value_chars_max:
+            raise InvalidArgument(
+                f"function {function!r}: its {key} ({len(value)} characters) is longer than "
+                f"a tag value may be ({limits.tag_value_chars_max})")
+    return merged
 
 
 class WriteRejected(StorageError):

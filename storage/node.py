@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import pathlib
 import threading
 import weakref
@@ -61,6 +62,7 @@ from storage.api import (
     WriteDiscarded,
     WriteEvent,
     WriteRejected,
+    annotation_tags,
     limits,
 )
 from storage.engine import (
@@ -312,6 +314,9 @@ class StorageNode:
                 if verdict.store_annotations and verdict.annotations:
                     metadata = {**spec.user_metadata, **verdict.annotations}
                     spec = dataclasses.replace(spec, user_metadata=metadata)
+                if verdict.tag_annotations and verdict.annotations:
+                    tags = annotation_tags(spec.tags, verdict.annotations, verdict.function)
+                    spec = dataclasses.replace(spec, tags=tags)
         tail = None if not payload else StagedTail(tail_chunk_index, payload)
         operation = operations.commit_version(
             bucket,
@@ -413,6 +418,7 @@ class StorageNode:
         verdict = None
         destination = None
         annotations: Mapping[str, str] = {}
+        retag: Callable[[Mapping[str, str]], dict[str, str]] | None = None
         if self.pre_commit_hook is not None:
             functions = await self.pre_commit_hook.bindings(bucket, key, event_name)
             if functions:
@@ -434,6 +440,9 @@ class StorageNode:
                     destination = (verdict.bucket or bucket, verdict.key or key)
                 if verdict.store_annotations:
                     annotations = verdict.annotations
+                if verdict.tag_annotations and verdict.annotations:
+                    retag = functools.partial(annotation_tags, annotations=verdict.annotations,
+                                              function=verdict.function)
         operation = operations.complete_multipart_upload(
             bucket,
             key,
@@ -445,6 +454,7 @@ class StorageNode:
             origin=origin,
             destination=destination,
             extra_user_metadata=annotations,
+            retag=retag,
         )
         version: ObjectVersion = await self._write(operation)
         return version if verdict is None else dataclasses.replace(version, verdict=verdict)

@@ -3,8 +3,8 @@
 Rules:
 
 * A function's ``actions`` are evaluated in order against its prediction (label, score).
-  Every action whose ``when`` holds applies: ``annotate`` sets whether the judgement is
-  stored with the version, ``route`` sets where it is stored (the last matching route
+  Every action whose ``when`` holds applies: ``annotate`` sets where the judgement is
+  stored with the version (its user metadata, its tags, both or neither), ``route`` sets where it is stored (the last matching route
   wins), ``chain`` names the next function. ``reject`` and ``discard`` end the list.
 * The annotations (``squall-label``, ``-score``, ``-function``, ``-model-version``) are
   always computed: the response carries them whether or not they are stored.
@@ -41,7 +41,7 @@ class Prediction:
 
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
-    annotate: bool = False
+    annotate: tuple[str, ...] = ()  # where the judgement is stored: ANNOTATE_TARGETS
     bucket: str | None = None  # where a route sends the object (None: unchanged)
     key: str | None = None
     terminal: str | None = None  # 'reject' | 'discard'
@@ -73,7 +73,8 @@ def evaluate(
         "function": definition.name,
         "basename": posixpath.basename(key),
     }
-    annotate, route_bucket, route_key, chain = False, None, None, None
+    annotate: tuple[str, ...] = ()
+    route_bucket, route_key, chain = None, None, None
     for action in definition.actions:
         if not action.when.holds(prediction.label, prediction.score):
             continue

@@ -23,7 +23,7 @@ A definition::
                max_concurrent_batches: 2}
     on_error: reject                  # a body the function cannot judge: reject | store
     actions:                          # in order; reject/discard stop the list
-      - annotate: true
+      - annotate: true                # squall-* metadata and tags; or metadata | tags | false
       - when: {label: [red], score_min: 0.5}
         route: "sorted/{label}/{key}"          # or {bucket: other, key: "..."}
       - when: {label: [blue]}
@@ -51,6 +51,8 @@ from storage.api import InvalidArgument, limits
 KINDS = ("tensorflow", "python")
 RUNTIMES = ("tensorflow", "litert")
 ACTIONS = ("annotate", "route", "reject", "discard", "chain")
+# Where ``annotate`` stores the judgement: user metadata (squall-*) and object tags.
+ANNOTATE_TARGETS = ("metadata", "tags")
 INPUT_FORMATS = ("image", "npy")
 ON_ERROR = ("reject", "store")
 TEMPLATE_FIELDS = frozenset({"label", "key", "bucket", "score", "function", "basename"})
@@ -111,7 +113,7 @@ class Action:
 
     kind: str  # one of ACTIONS
     when: Condition = field(default_factory=Condition)
-    annotate: bool = True
+    annotate: tuple[str, ...] = ANNOTATE_TARGETS  # some of ANNOTATE_TARGETS
     route_bucket: str | None = None  # template; None: the written bucket
     route_key: str | None = None  # template
     reason: str = ""  # reject / discard
@@ -186,7 +188,8 @@ def _action_document(action: Action) -> dict[str, Any]:
             ("label", list(when.labels) if when.labels is not None else None),
             ("score_min", when.score_min), ("score_max", when.score_max)) if v is not None}
     if action.kind == "annotate":
-        document["annotate"] = action.annotate
+        document["annotate"] = (action.annotate == ANNOTATE_TARGETS
+                                or (action.annotate[0] if action.annotate else False))
     elif action.kind == "route":
         document["route"] = ({"bucket": action.route_bucket, "key": action.route_key}
                              if action.route_bucket is not None else action.route_key)
@@ -355,9 +358,11 @@ def _action(where: str, document: Any) -> Action:
     when = _condition(f"{where}.when", document.get("when", {}))
     at = f"{where}.{kind}"
     if kind == "annotate":
-        if not isinstance(value, bool):
-            raise _fail(at, f"{value!r} is not true or false")
-        return Action(kind, when, annotate=value)
+        if isinstance(value, bool):
+            return Action(kind, when, annotate=ANNOTATE_TARGETS if value else ())
+        if value not in ANNOTATE_TARGETS:
+            raise _fail(at, f"{value!r} is not true, false, {' or '.join(ANNOTATE_TARGETS)}")
+        return Action(kind, when, annotate=(value,))
     if kind == "route":
         if isinstance(value, str):
             return Action(kind, when, route_key=check_template(at, value))

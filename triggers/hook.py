@@ -20,7 +20,8 @@ Theory of operation, per write:
    appends the function it names (at most ``limits.trigger_chain_depth_max`` in all).
    Each step's prediction goes through its actions (``triggers.actions``); reject or
    discard end the judgement; a route changes where the object will be committed.
-3. The verdict carries the last step's annotations, whether they are stored, the final
+3. The verdict carries the last step's annotations, whether they are stored as user
+   metadata and as object tags (each when any step's ``annotate`` asked), the final
    bucket/key and a JSON summary of every step, which the response carries.
 
 A bound function that is not registered (removed after binding) fails CLOSED: the write
@@ -43,7 +44,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from storage.api import (
@@ -271,7 +272,7 @@ class TriggerHook:
         pending = list(functions)
         steps: list[dict[str, Any]] = []
         bucket, key = event.bucket, event.key
-        stored: dict[str, str] = {}
+        stored: set[str] = set()  # where an annotating step asked: ANNOTATE_TARGETS
         shown: dict[str, str] = {}
         last: tuple[FunctionDefinition, Prediction] | None = None
         while pending:
@@ -288,8 +289,7 @@ class TriggerHook:
             outcome = evaluate(definition, prediction, event.bucket, event.key)
             step_annotations = verdict_annotations(definition, prediction)
             shown.update(step_annotations)
-            if outcome.annotate:
-                stored.update(step_annotations)
+            stored.update(outcome.annotate)
             if outcome.key is not None:
                 bucket, key = outcome.bucket or bucket, outcome.key
             steps.append(_step(definition, prediction, batch_size, outcome.terminal))
@@ -346,7 +346,7 @@ class TriggerHook:
         action: str,
         steps: list[dict[str, Any]],
         shown: Mapping[str, str],
-        stored: Mapping[str, str],
+        stored: Collection[str],
         event: WriteEvent,
         bucket: str,
         key: str,
@@ -367,7 +367,8 @@ class TriggerHook:
             model_version=prediction.model_version if prediction else "",
             reason=reason,
             annotations=dict(shown),
-            store_annotations=bool(stored),
+            store_annotations="metadata" in stored,
+            tag_annotations="tags" in stored,
             bucket=bucket if bucket != event.bucket else None,
             key=key if key != event.key or bucket != event.bucket else None,
             summary=summary,

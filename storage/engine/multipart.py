@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import lmdb
@@ -270,9 +270,11 @@ def apply_complete(
     origin: EventOrigin | None = None,
     destination: tuple[str, str] | None = None,
     extra_user_metadata: Mapping[str, str] | None = None,
+    retag: Callable[[Mapping[str, str]], dict[str, str]] | None = None,
 ) -> ObjectVersion:
-    """``destination`` (bucket, key) and ``extra_user_metadata`` carry a pre-commit
-    function's route and annotations: the version is written there, with them."""
+    """``destination`` (bucket, key), ``extra_user_metadata`` and ``retag`` (the upload's
+    tags -> the version's: ``api.annotation_tags``) carry a pre-commit function's route
+    and annotations: the version is written there, with them."""
     from storage.engine.store import check_conditions  # store imports this module
 
     upload_key, upload_id_raw, upload = _upload(engine, txn, bucket, key, upload_id)
@@ -303,7 +305,7 @@ def apply_complete(
         checksums=dict(checksums),
         storage_class=upload.storage_class,
         segments=tuple(segments),
-        tags=dict(upload.tags),
+        tags=retag(upload.tags) if retag is not None else dict(upload.tags),
         owner_id=upload.owner_id,
         acl=upload.acl,
         lock_mode=lock_mode,

@@ -8,7 +8,7 @@ it may change (``WriteOperation.changes``), for the writer's change counters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from storage.api import (
     CHANGES_CONFIGURATION,
@@ -188,6 +188,7 @@ def complete_multipart_upload(
     origin: EventOrigin | None = None,
     destination: tuple[str, str] | None = None,
     extra_user_metadata: Mapping[str, str] | None = None,
+    retag: Callable[[Mapping[str, str]], dict[str, str]] | None = None,
 ) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: multipart.apply_complete(
@@ -203,6 +204,7 @@ def complete_multipart_upload(
             origin=origin,
             destination=destination,
             extra_user_metadata=extra_user_metadata,
+            retag=retag,
         ),
         name="complete_multipart_upload",
         changes=((bucket, CHANGES_OBJECTS), ((destination or (bucket,))[0], CHANGES_OBJECTS)),

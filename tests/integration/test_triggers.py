@@ -53,6 +53,10 @@ SIZES = {
 }
 
 
+def tag_dict(s3, bucket: str, key: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
+
+
 def test_python_function_annotates_routes_and_rejects(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
     support.register(process, "sizes", SIZES)
     support.bind(s3, bucket, "sizes", prefix="in/")
@@ -60,8 +64,10 @@ def test_python_function_annotates_routes_and_rejects(process, s3, bucket) -> No
     headers = small["ResponseMetadata"]["HTTPHeaders"]
     assert headers["x-amz-meta-squall-label"] == "small"
     assert support.verdict(small)["action"] == "store"
-    assert s3.head_object(Bucket=bucket, Key="in/a.txt")["Metadata"] == {
-        "squall-label": "small", "squall-score": "1.0000", "squall-function": "sizes"}
+    judged = {"squall-label": "small", "squall-score": "1.0000", "squall-function": "sizes"}
+    assert s3.head_object(Bucket=bucket, Key="in/a.txt")["Metadata"] == judged
+    # ... and as object tags, in the same version.
+    assert tag_dict(s3, bucket, "in/a.txt") == judged
 
     large = s3.put_object(Bucket=bucket, Key="in/b.bin", Body=b"x" * 5000)
     assert support.verdict(large)["key"] == "big/in/b.bin"
@@ -348,6 +354,7 @@ def test_complete_multipart_upload_is_judged_before_it_commits(process, s3, buck
     assert support.verdict(stored)["action"] == "store"
     assert stored["ResponseMetadata"]["HTTPHeaders"]["x-amz-meta-squall-label"] == "byte-41"
     assert s3.head_object(Bucket=bucket, Key="mp/a")["Metadata"]["squall-label"] == "byte-41"
+    assert tag_dict(s3, bucket, "mp/a")["squall-label"] == "byte-41"
 
     with pytest.raises(ClientError) as raised:
         _multipart(s3, bucket, "mp/zero", 0x00)
@@ -364,3 +371,40 @@ def test_complete_multipart_upload_is_judged_before_it_commits(process, s3, buck
     # Only what was stored is there; rejected and discarded uploads left nothing behind.
     assert sorted(support.keys(s3, bucket)) == ["mp/a", "routed/mp/r"]
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize(("annotate", "metadata", "tags"), [
+    ("metadata", True, False), ("tags", False, True), (False, False, False)])
+def test_annotate_chooses_metadata_tags_or_neither(process, s3, bucket, annotate, metadata,
+                                                   tags) -> None:  # type: ignore[no-untyped-def]
+    name = f"sizes-{annotate}".lower()
+    support.register(process, name, {**SIZES, "actions": [{"annotate": annotate}]})
+    support.bind(s3, bucket, name)
+    answer = s3.put_object(Bucket=bucket, Key="k", Body=b"hello", Tagging="team=vision")
+    # The response carries the judgement whatever is stored.
+    assert answer["ResponseMetadata"]["HTTPHeaders"]["x-amz-meta-squall-label"] == "small"
+    stored = s3.head_object(Bucket=bucket, Key="k")["Metadata"]
+    assert ("squall-label" in stored) == metadata
+    expected_tags = {"team": "vision"}
+    if tags:
+        expected_tags |= {"squall-label": "small", "squall-score": "1.0000",
+                          "squall-function": name}
+    assert tag_dict(s3, bucket, "k") == expected_tags
+
+
+def test_annotation_tags_keep_to_the_ten_tag_limit(process, s3, bucket) -> None:  # type: ignore[no-untyped-def]
+    """With the request's own tags the object may not pass S3's 10: such a write is a clear
+    400 that names the function, and nothing is stored (annotate: metadata avoids it)."""
+    support.register(process, "sizes-tags", SIZES)
+    support.bind(s3, bucket, "sizes-tags")
+    seven = "&".join(f"t{i}=v" for i in range(7))
+    s3.put_object(Bucket=bucket, Key="seven", Body=b"hello", Tagging=seven)
+    assert len(tag_dict(s3, bucket, "seven")) == 10
+    with pytest.raises(ClientError) as raised:
+        s3.put_object(Bucket=bucket, Key="eight", Body=b"hello", Tagging=seven + "&t7=v")
+    error = raised.value.response
+    assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) == (
+        "InvalidArgument", 400)
+    assert "sizes-tags" in error["Error"]["Message"]
+    assert "more than 10" in error["Error"]["Message"]
+    assert sorted(support.keys(s3, bucket)) == ["seven"]

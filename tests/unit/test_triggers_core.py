@@ -12,6 +12,7 @@ import pytest
 from gateway.errors import S3Error
 from gateway.s3.notification import parse_configuration, render_configuration
 from storage import api
+from storage.api import InvalidArgument, annotation_tags
 from storage.client import open_embedded
 from triggers.actions import Prediction, evaluate
 from triggers.batching import Batcher
@@ -96,14 +97,44 @@ def test_actions_apply_in_order() -> None:
     fn = definition(ACTIONS)
     cat = evaluate(fn, Prediction("cat", 0.9), "b", "in/a.jpg")
     assert (cat.key, cat.bucket, cat.chain, cat.annotate) == ("pets/cat/a.jpg", None, "breeds",
-                                                              False)
+                                                              ())
     unsure = evaluate(fn, Prediction("cat", 0.1), "b", "in/a.jpg")
-    assert unsure.terminal == "reject" and unsure.key is None and unsure.annotate
+    assert unsure.terminal == "reject" and unsure.key is None
+    assert unsure.annotate == ("metadata", "tags")
     assert "label 'cat' (score 0.1000)" in unsure.reason
     noise = evaluate(fn, Prediction("noise", 0.5), "b", "k")
     assert (noise.terminal, noise.reason) == ("discard", "noise is dropped")
     dog = evaluate(fn, Prediction("dog", 0.5), "b", "k")
-    assert (dog.terminal, dog.key, dog.chain, dog.annotate) == (None, None, None, False)
+    assert (dog.terminal, dog.key, dog.chain, dog.annotate) == (None, None, None, ())
+
+
+@pytest.mark.parametrize(("written", "targets"), [
+    (True, ("metadata", "tags")), (False, ()), ("metadata", ("metadata",)),
+    ("tags", ("tags",)),
+])
+def test_annotate_stores_in_metadata_tags_both_or_neither(written, targets) -> None:  # type: ignore[no-untyped-def]
+    fn = definition({**PY, "actions": [{"annotate": written}]})
+    assert evaluate(fn, Prediction("cat", 0.9), "b", "k").annotate == targets
+    # The definition reads back as it was written (squall function show).
+    assert fn.to_document()["actions"] == [{"annotate": written}]
+
+
+def test_annotate_refuses_other_values() -> None:
+    with pytest.raises(InvalidArgument, match=r"actions\[0\]\.annotate: 'yes' is not true, "
+                                              r"false, metadata or tags"):
+        definition({**PY, "actions": [{"annotate": "yes"}]})
+
+
+def test_annotation_tags_merge_and_keep_to_s3s_limits() -> None:
+    judged = {"squall-label": "cat", "squall-score": "0.9000", "squall-function": "pets"}
+    assert annotation_tags({"team": "a", "squall-label": "old"}, judged, "pets") == {
+        "team": "a", **judged}
+    seven = {f"t{i}": "v" for i in range(7)}
+    assert len(annotation_tags(seven, judged, "pets")) == 10  # S3's bound, reached
+    with pytest.raises(InvalidArgument, match="more than 10"):
+        annotation_tags({**seven, "t7": "v"}, judged, "pets")
+    with pytest.raises(InvalidArgument, match="longer than a tag value"):
+        annotation_tags({}, {"squall-label": "x" * 257}, "pets")
 
 
 # --- notification XML ---------------------------------------------------------------------
