@@ -123,7 +123,9 @@ HANDLERS: dict[str, Handler] = {
     "PutBucketPolicy": policy.put_bucket_policy,
     "GetBucketPolicy": policy.get_bucket_policy,
     "DeleteBucketPolicy": policy.delete_bucket_policy,
-    "GetBucketEncryption": settings.get_bucket_encryption,
+    "GetBucketEncryption": encryption.get_bucket_encryption,
+    "PutBucketEncryption": encryption.put_bucket_encryption,
+    "DeleteBucketEncryption": encryption.delete_bucket_encryption,
     "GetBucketRequestPayment": absent.get_bucket_request_payment,
     "PutBucketRequestPayment": absent.put_bucket_request_payment,
     "GetBucketAccelerateConfiguration": absent.get_bucket_accelerate,
@@ -633,8 +635,9 @@ class Gateway:
 
     async def _dispatch(self, ctx: RequestContext, endpoint: Endpoint) -> Response:
         handler = HANDLERS[endpoint.operation]
+        at_rest = self.config.encryption_at_rest
         if endpoint.operation in encryption.OPERATIONS:
-            encryption.refuse_encryption(ctx.request.headers)
+            encryption.check_encryption(ctx.request.headers, at_rest)
         try:
             response = await handler(ctx)
             # A handler of an object operation checks the object it serves (authz);
@@ -642,6 +645,7 @@ class Gateway:
             assert ctx.object_checked or authz.REQUIREMENTS[
                 endpoint.operation].resource != authz.OBJECT, (
                 f"{endpoint.operation} answered without authz.check_object")
+            encryption.say_encrypted(response, endpoint.operation, at_rest)
             return response
         except api.WriteDiscarded as discarded:
             # A function answered and discarded the object: success, nothing stored.

@@ -133,6 +133,8 @@ REQUIREMENTS: dict[str, Requirement] = {
     "GetBucketPolicy": _bucket(OWNER, "s3:GetBucketPolicy"),
     "DeleteBucketPolicy": _bucket(OWNER, "s3:DeleteBucketPolicy"),
     "GetBucketEncryption": _bucket(OWNER, "s3:GetEncryptionConfiguration"),
+    "PutBucketEncryption": _bucket(OWNER, "s3:PutEncryptionConfiguration"),
+    "DeleteBucketEncryption": _bucket(OWNER, "s3:PutEncryptionConfiguration"),
     "GetBucketRequestPayment": _bucket(OWNER, "s3:GetBucketRequestPayment"),
     "PutBucketRequestPayment": _bucket(OWNER, "s3:PutBucketRequestPayment"),
     "GetBucketAccelerateConfiguration": _bucket(OWNER, "s3:GetAccelerateConfiguration"),

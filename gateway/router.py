@@ -113,6 +113,8 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", BUCKET, "policy", "PutBucketPolicy"),
     Route("DELETE", BUCKET, "policy", "DeleteBucketPolicy"),
     Route("GET", BUCKET, "encryption", "GetBucketEncryption"),
+    Route("PUT", BUCKET, "encryption", "PutBucketEncryption"),
+    Route("DELETE", BUCKET, "encryption", "DeleteBucketEncryption"),
     # Features Squall does not offer, answered as for a bucket without them (absent.py).
     Route("GET", BUCKET, "requestPayment", "GetBucketRequestPayment"),
     Route("PUT", BUCKET, "requestPayment", "PutBucketRequestPayment"),

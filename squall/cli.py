@@ -202,7 +202,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
     from gateway.app import Gateway
     from gateway.s3.common import GatewayConfig
     from gateway.users import UserDirectory
-    from storage.api import EventDelivery, MetricsSource
+    from storage.api import EventDelivery, MetricsSource, StorageError
     from storage.client import open_embedded
     from storage.lifecycle import SweeperSettings
 
@@ -213,10 +213,17 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
     users_file = load_users_file(Path(args.users)) if args.users else []
     # The pre-commit hook is named by an import string: storage never imports triggers.
     hook = _build_hook(args, webhooks)
-    storage = await open_embedded(
-        Path(args.data_dir), durable=not args.volatile, lifecycle=lifecycle,
-        pre_commit_hook=hook, outbox_entries_max=args.outbox_entries_max,
-    )
+    cipher = _cipher(args.encryption_key_file)
+    try:
+        storage = await open_embedded(
+            Path(args.data_dir), durable=not args.volatile, lifecycle=lifecycle,
+            pre_commit_hook=hook, outbox_entries_max=args.outbox_entries_max, cipher=cipher,
+        )
+    except StorageError as error:  # e.g. the store was created with another key
+        raise SystemExit(f"squall: {error}") from None
+    if cipher is not None:
+        logging.getLogger("squall").info(
+            "object data encrypted at rest (AES-256, key id %s)", cipher.key_id)
     try:
         if args.functions:
             await _register_function_files(hook, Path(args.functions))
@@ -234,6 +241,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                 webhook_targets=frozenset(webhooks),
                 delivery=hook if webhooks and isinstance(hook, EventDelivery) else None,
                 lifecycle_day_ms=lifecycle.day_ms,
+                encryption_at_rest=cipher is not None,
                 metrics_access=metrics_access,
                 metrics_sources=(hook,) if isinstance(hook, MetricsSource) else (),
             ),
@@ -257,6 +265,18 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
         await _uvicorn_server(config).serve()
     finally:
         await storage.close()
+
+
+def _cipher(key_file: str | None) -> Any:
+    """The ``ChunkCipher`` of ``--encryption-key-file`` (None without one)."""
+    if not key_file:
+        return None
+    from storage.engine.cipher import ChunkCipher, KeyFileError, load_key
+
+    try:
+        return ChunkCipher(load_key(Path(key_file)))
+    except KeyFileError as error:
+        raise SystemExit(f"squall: --encryption-key-file: {error}") from None
 
 
 async def _register_users(users: Any, entries: list[dict[str, Any]]) -> None:
@@ -409,6 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a file whose content is a bearer token that may read /_squall/metrics "
         "(Prometheus: authorization.credentials_file)",
+    )
+    serve.add_argument(
+        "--encryption-key-file",
+        default=os.environ.get("SQUALL_ENCRYPTION_KEY_FILE") or None,
+        metavar="FILE",
+        help="encrypt object data at rest with the 32-byte key in FILE (raw, hex or "
+        "base64: openssl rand -base64 32 > FILE), and honour SSE-S3 requests "
+        "(x-amz-server-side-encryption: AES256); a store opens only with the key it was "
+        "created with (or SQUALL_ENCRYPTION_KEY_FILE)",
     )
     serve.add_argument(
         "--users",

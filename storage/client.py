@@ -62,6 +62,7 @@ from storage.api import (
     WriteRejected,
     limits,
 )
+from storage.engine.cipher import ChunkCipher
 from storage.lifecycle import SweeperSettings
 from storage.node import StorageNode
 from storage.placement import View, single_node_view
@@ -724,6 +725,7 @@ async def open_embedded(
     lifecycle: SweeperSettings | None = DEFAULT_SWEEPER_SETTINGS,
     pre_commit_hook: PreCommitHook | None = None,
     outbox_entries_max: int = limits.outbox_entries_max,
+    cipher: ChunkCipher | None = None,
 ) -> ShardedStorageClient:
     """The embedded store: one node, one shard, the in-process transport. Its lifecycle
     sweeper runs with ``lifecycle`` (None: no sweeper) until the client is closed.
@@ -731,6 +733,7 @@ async def open_embedded(
     ``pre_commit_hook`` (built by the composition root, e.g. from the import string
     "triggers.hook:TriggerHook") judges writes before they commit; it is started here
     with the client it reads configs and models through, and closed with the node.
+    ``cipher``: the store's data is encrypted at rest with it (``storage.engine.cipher``).
     """
     node = await asyncio.to_thread(
         StorageNode.open,
@@ -739,6 +742,7 @@ async def open_embedded(
         durable=durable,
         pre_commit_hook=pre_commit_hook,
         outbox_entries_max=outbox_entries_max,
+        cipher=cipher,
     )
     if lifecycle is not None:
         node.start_lifecycle(lifecycle)

@@ -73,6 +73,7 @@ from storage.engine import (
     multipart,
     operations,
 )
+from storage.engine.cipher import ChunkCipher
 from storage.engine.staged import StagedBody
 from storage.engine.writer import WriteOperation
 from storage.lifecycle import LifecycleSweeper, SweeperSettings
@@ -199,8 +200,10 @@ class StorageNode:
         durable: bool = True,
         pre_commit_hook: PreCommitHook | None = None,
         outbox_entries_max: int = limits.outbox_entries_max,
+        cipher: ChunkCipher | None = None,
     ) -> StorageNode:
-        engine = Engine(data_dir, durable=durable, outbox_entries_max=outbox_entries_max)
+        engine = Engine(data_dir, durable=durable, outbox_entries_max=outbox_entries_max,
+                        cipher=cipher)
         return cls(node_id, engine, pre_commit_hook)
 
     def change_count(self, bucket: str, scope: str) -> int:

@@ -86,6 +86,9 @@ class GatewayConfig:
     # Length of a lifecycle day (``squall serve --lifecycle-day-seconds``), for the dates
     # of x-amz-expiration: the same as the sweeper's.
     lifecycle_day_ms: int = api.LIFECYCLE_DAY_MS
+    # The store encrypts object data at rest (``squall serve --encryption-key-file``):
+    # SSE-S3 requests are honoured and object responses say AES256 (gateway/s3/encryption.py).
+    encryption_at_rest: bool = False
     # Not a setting: the process's cache of lifecycle rules (gateway/s3/expiration.py),
     # here because every handler that answers x-amz-expiration is given the config.
     lifecycle_rules: LifecycleRulesCache = field(default_factory=LifecycleRulesCache)

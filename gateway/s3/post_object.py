@@ -64,7 +64,7 @@ from gateway.s3.common import (
     RequestContext,
     check_user_metadata_size,
 )
-from gateway.s3.encryption import refuse_encryption
+from gateway.s3.encryption import check_encryption
 from gateway.s3.objects import check_key, stored_checksums, written_headers
 from gateway.s3.policy import public_policy_restricted
 from gateway.s3.tagging import parse_tagging_xml
@@ -210,9 +210,9 @@ def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str]
                        owner_id=owner[0], acl=owner[1])
 
 
-def _check_fields(fields: Mapping[str, str]) -> None:
+def _check_fields(fields: Mapping[str, str], encryption_at_rest: bool) -> None:
     """What a form may ask for that Squall cannot do, refused before any byte is staged."""
-    refuse_encryption(fields)
+    check_encryption(fields, encryption_at_rest)
     storage_class = fields.get("x-amz-storage-class")
     if storage_class is not None and storage_class not in STORAGE_CLASSES:
         raise S3Error("InvalidStorageClass", "The storage class you specified is not valid",
@@ -227,7 +227,7 @@ async def _store_file(
     fields: Mapping[str, str],
     policy: Policy | None,
 ) -> tuple[api.ObjectVersion, dict[str, str]]:
-    _check_fields(fields)
+    _check_fields(fields, ctx.config.encryption_at_rest)
     wanted = integrity.parse_request({n: fields[n] for n in _CHECKSUM_FIELDS if n in fields})
     bucket = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
     canned = {"x-amz-acl": fields["acl"]} if "acl" in fields else {}

@@ -1,7 +1,6 @@
-"""Bucket settings: encryption, Object Ownership, Block Public Access, policy status.
+"""Bucket settings: Object Ownership, Block Public Access, policy status (default
+encryption is ``encryption.py``'s).
 
-* GetBucketEncryption: 404 ServerSideEncryptionConfigurationNotFoundError (Squall does
-  not encrypt at rest, so it does not claim a default encryption).
 * Object Ownership (``?ownershipControls``): Put/Get/DeleteBucketOwnershipControls, and
   CreateBucket's ``x-amz-object-ownership``. A new bucket gets BucketOwnerEnforced, as on
   AWS since 2023, stored like any other setting; after a Delete, Get is 404
@@ -40,13 +39,6 @@ PUBLIC_ACCESS_BLOCK_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublic
 PUBLIC_CANNED_ACLS = frozenset({"public-read", "public-read-write", "authenticated-read"})
 # Settings documents are a few hundred bytes; anything near this is not one.
 SETTINGS_DOCUMENT_BYTES_MAX = 64 * 1024
-
-
-async def get_bucket_encryption(ctx: RequestContext) -> Response:
-    await ctx.storage.get_bucket(ctx.bucket)
-    raise S3Error("ServerSideEncryptionConfigurationNotFoundError",
-                  "The server side encryption configuration was not found", 404,
-                  BucketName=ctx.bucket)
 
 
 # --- Object Ownership ------------------------------------------------------------------

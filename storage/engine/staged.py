@@ -2,7 +2,8 @@
 
 A ``StagedBody`` holds ONE read transaction open for its life and hands out the staged
 chunks as memoryviews of LMDB's memory map, plus the tail chunk that the commit itself
-carries (still in the caller's buffer). Nothing is copied. Views are valid until
+carries (still in the caller's buffer). Nothing is copied, except in an encrypted store
+(``cipher``), whose staged chunks are decrypted into copies. Views are valid until
 ``close``; the staging entry cannot be collected meanwhile (only an abort or the commit
 removes it, and both come after the judgement).
 """
@@ -37,7 +38,10 @@ class StagedBody:
                                           db=engine.chunks)
                     if chunk is None:
                         raise InvalidArgument("the staged body is missing chunks")
-                    views.append(memoryview(chunk))
+                    if engine.cipher is None:
+                        views.append(memoryview(chunk))
+                    else:  # a decrypted copy, not a view
+                        views.append(memoryview(engine.cipher.apply(blob_id, chunk_index, chunk)))
         except BaseException:
             self.close()
             raise

@@ -32,6 +32,9 @@ Rules and theory of operation:
   ``ObjectVersion`` straight from the record's msgpack array (``_read_latest``).
 * A body is read from ONE read transaction (a snapshot) held for the whole stream, so a
   concurrent overwrite or garbage collection cannot tear it (see ``BodyReader``).
+* With a ``cipher`` (``cipher.ChunkCipher``) every chunk is stored encrypted and every
+  reader decrypts: see ``cipher`` for the rules, and ``_check_encryption`` for why a
+  store opens only with the key it was created with.
 * A version is immutable except for its tag set, its Object Lock state (retention,
   legal hold) and its ACL, which ``apply_replace_tags``, ``apply_update_object_lock``
   and ``apply_replace_acl`` rewrite in place (same LMDB key, same HLC): none is a new
@@ -85,10 +88,12 @@ from storage.api import (
     ObjectVersion,
     PreconditionFailed,
     PutSpec,
+    StorageError,
     WriteConditions,
     limits,
 )
 from storage.engine import keys, listing, locks, multipart
+from storage.engine.cipher import ChunkCipher
 from storage.engine.outbox import Outbox
 from storage.engine.records import (
     VersionRecord,
@@ -110,6 +115,8 @@ from storage.versions import (
 
 VERSIONING_STATES = ("", "Enabled", "Suspended")
 _META_HLC_LAST = b"hlc_last"
+# The id of the key the store's chunks are encrypted with, or b"" when they are not.
+_META_ENCRYPTION_KEY_ID = b"encryption_key_id"
 _U64 = struct.Struct(">Q")
 _SUB_DATABASES = (
     b"buckets",
@@ -160,9 +167,11 @@ class Engine:
         now_ms: Callable[[], int] = wall_clock_ms,
         map_size_bytes: int = limits.lmdb_map_size_bytes,
         outbox_entries_max: int = limits.outbox_entries_max,
+        cipher: ChunkCipher | None = None,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.durable = durable
+        self.cipher = cipher
         self._now_ms = now_ms
         self.env = lmdb.open(
             str(data_dir),
@@ -189,6 +198,11 @@ class Engine:
         # Bucket name -> (record bytes, decoded): see ``_bucket``. Reads on any thread
         # only get and set whole entries, which the GIL keeps atomic.
         self._decoded_buckets: dict[str, tuple[bytes, BucketInfo]] = {}
+        try:
+            self._check_encryption(data_dir)
+        except BaseException:
+            self.env.close()
+            raise
         self.clock = HybridLogicalClock(now_ms, self._read_last_hlc())
         self.staging_blobs_collected = self.collect_staging_garbage()
 
@@ -198,6 +212,29 @@ class Engine:
         if not self.durable:
             self.env.sync(True)
         self.env.close()
+
+    def _check_encryption(self, data_dir: pathlib.Path) -> None:
+        """Open only with the key the store was created with (none: created without).
+        The first open records it; a store from before encryption existed, with
+        buckets, was created without."""
+        wanted = b"" if self.cipher is None else self.cipher.key_id.encode()
+        with self.env.begin(write=True) as txn:
+            recorded = txn.get(_META_ENCRYPTION_KEY_ID, db=self.meta)
+            if recorded is None:
+                empty = txn.stat(self.buckets)["entries"] == 0
+                recorded = wanted if empty else b""
+                txn.put(_META_ENCRYPTION_KEY_ID, recorded, db=self.meta)
+        recorded = bytes(recorded)
+        if recorded == wanted:
+            return
+        if not recorded:
+            raise StorageError(f"{data_dir} was created without encryption at rest: it opens "
+                               "only without a key (its data would have to be rewritten)")
+        if not wanted:
+            raise StorageError(f"{data_dir} is encrypted at rest (key id "
+                               f"{recorded.decode()}): give its key (--encryption-key-file)")
+        raise StorageError(f"{data_dir} is encrypted with key id {recorded.decode()}, not "
+                           f"with the given key (id {wanted.decode()})")
 
     def _read_last_hlc(self) -> int:
         with self.env.begin(db=self.meta) as txn:
@@ -464,7 +501,7 @@ class Engine:
             return b""
         chunk = txn.get(keys.chunk_key(blob_id, 0), db=self.chunks)
         assert chunk is not None, "a committed version is missing a chunk"
-        return bytes(chunk)
+        return bytes(chunk) if self.cipher is None else self.cipher.apply(blob_id, 0, chunk)
 
     def _latest(
         self, cursor: lmdb.Cursor, bucket_raw: bytes, key_raw: bytes
@@ -601,6 +638,8 @@ class Engine:
     ) -> None:
         if not 0 < len(data) <= limits.chunk_size_bytes:
             raise InvalidArgument(f"a chunk must have 1..{limits.chunk_size_bytes} bytes")
+        if self.cipher is not None:
+            data = self.cipher.apply(blob_id, chunk_index, data)
         txn.put(blob_id, pack_staging(self._now_ms()), db=self.staging, overwrite=False)
         txn.put(keys.chunk_key(blob_id, chunk_index), data, db=self.chunks)
 
@@ -953,6 +992,7 @@ class BodyReader:
         self.start = start
         self.end_exclusive = min(end, self._record.size_bytes)
         self._chunks = engine.chunks
+        self._cipher = engine.cipher
         # The body as (blob, size) segments: one for a single-blob version, one per part
         # for a multipart one (empty parts have no blob and are skipped here).
         self._segments = [
@@ -989,7 +1029,10 @@ class BodyReader:
             chunk = self._txn.get(keys.chunk_key(blob_id, chunk_index), db=self._chunks)
             assert chunk is not None, "a committed version is missing a chunk"
             piece_end = min(len(chunk), offset + self.end_exclusive - position)
-            yield chunk[offset:piece_end]
+            if self._cipher is None:
+                yield chunk[offset:piece_end]
+            else:  # a copy, decrypted
+                yield self._cipher.apply(blob_id, chunk_index, chunk[offset:piece_end], offset)
             position += piece_end - offset
 
     def close(self) -> None:

@@ -77,6 +77,7 @@ ALL_OPTIONS: dict[str, Any] = {
     },
     "webhooks": {"audit": "http://audit.default.svc:8080/events",
                  "ops.alerts": "https://alerts.example.test/hook?x=1"},
+    "encryption": {"enabled": True, "value": "00" * 32},
     "metrics": {"token": {"enabled": True, "value": "a-metrics-token-0123456789"},
                 "public": True,
                 "serviceMonitor": {"enabled": True, "interval": "15s",
@@ -190,7 +191,7 @@ def test_defaults(tmp_path: Path) -> None:
         "serve", "0.0.0.0", 9000, "/data")
     assert parsed.metrics_token_file == "/etc/squall/metrics/token"
     assert not parsed.metrics_public and parsed.functions is None and parsed.webhook == []
-    assert not parsed.volatile
+    assert not parsed.volatile and parsed.encryption_key_file is None
 
 
 def test_root_credentials_come_from_a_generated_secret(tmp_path: Path) -> None:
@@ -243,6 +244,7 @@ def test_every_option(tmp_path: Path) -> None:
     objects = render(tmp_path, ALL_OPTIONS)
     assert kinds(objects) == [
         ("ConfigMap", "store-squall-functions"),
+        ("Secret", "store-squall-encryption"),
         ("Secret", "store-squall-metrics"), ("Secret", "store-squall-root"),
         ("Service", "store-squall"), ("Service", "store-squall-headless"),
         ("ServiceMonitor", "store-squall"), ("StatefulSet", "store-squall"),
@@ -256,6 +258,13 @@ def test_every_option(tmp_path: Path) -> None:
     assert parsed.functions == "/etc/squall/functions"
     assert parse_webhooks(parsed.webhook) == ALL_OPTIONS["webhooks"]
     assert parsed.metrics_public and parsed.metrics_token_file == "/etc/squall/metrics/token"
+    assert parsed.encryption_key_file == "/etc/squall/encryption/key"
+    assert mounts(objects)["/etc/squall/encryption"] == "encryption-key"
+    assert volumes(objects)["encryption-key"]["secret"]["items"] == [{"key": "key",
+                                                                       "path": "key"}]
+    encryption = only(objects, "Secret", "store-squall-encryption")
+    assert encryption["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert secret_data(objects, "store-squall-encryption") == {"key": "00" * 32}
     assert parsed.inference_threads == 2
     assert main["args"][-2:] == ["--inference-threads", "2"]
     assert {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"} in main["env"]
@@ -317,6 +326,7 @@ def test_existing_secrets(tmp_path: Path) -> None:
                             "passwordKey": "secret-key"},
         "metrics": {"token": {"existingSecret": "my-token", "existingSecretKey": "bearer"},
                     "serviceMonitor": {"enabled": True}},
+        "encryption": {"enabled": True, "existingSecret": "my-key", "existingSecretKey": "k"},
     })
     assert [o for o in objects if o["kind"] == "Secret"] == []  # the chart makes none
     assert env_from_secret(objects) == {
@@ -325,6 +335,8 @@ def test_existing_secrets(tmp_path: Path) -> None:
     }
     assert volumes(objects)["metrics-token"]["secret"] == {
         "secretName": "my-token", "items": [{"key": "bearer", "path": "token"}]}
+    assert volumes(objects)["encryption-key"]["secret"] == {
+        "secretName": "my-key", "defaultMode": 0o440, "items": [{"key": "k", "path": "key"}]}
     [endpoint] = only(objects, "ServiceMonitor")["spec"]["endpoints"]
     assert endpoint["bearerTokenSecret"] == {"name": "my-token", "key": "bearer"}
 
@@ -419,6 +431,7 @@ RUNNABLE: dict[str, Any] = {
     },
     "webhooks": {"down": "http://127.0.0.1:9/"},
     "metrics": {"token": {"value": "a-metrics-token-0123456789"}},
+    "encryption": {"enabled": True},  # a generated key
 }
 # The flags ServerProcess sets itself (it listens on 127.0.0.1 and a free port, not on the
 # pod's 0.0.0.0:9000).
@@ -455,8 +468,12 @@ def test_a_real_server_runs_what_the_chart_renders(tmp_path: Path) -> None:
     token = secret_data(objects, "store-squall-metrics")["token"]
     (token_dir / "token").write_text(token)
     credentials = secret_data(objects, "store-squall-root")
+    key_dir = tmp_path / "encryption"
+    key_dir.mkdir()
+    (key_dir / "key").write_text(secret_data(objects, "store-squall-encryption")["key"])
     extra = pod_arguments(container(objects)["args"], {
-        "/etc/squall/functions": functions_dir, "/etc/squall/metrics": token_dir})
+        "/etc/squall/functions": functions_dir, "/etc/squall/metrics": token_dir,
+        "/etc/squall/encryption": key_dir})
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with ServerProcess(data_dir, access_key=credentials["SQUALL_ROOT_USER"],
@@ -482,3 +499,5 @@ def test_a_real_server_runs_what_the_chart_renders(tmp_path: Path) -> None:
                           aws_secret_access_key=credentials["SQUALL_ROOT_PASSWORD"])
         s3.create_bucket(Bucket="from-the-chart")
         assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["from-the-chart"]
+        written = s3.put_object(Bucket="from-the-chart", Key="k", Body=b"v")
+        assert written["ServerSideEncryption"] == "AES256"  # the generated key is in use

@@ -38,6 +38,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.metrics.token.existingSecret | default (printf "%s-metrics" (include "squall.fullname" .)) }}
 {{- end }}
 
+{{- define "squall.encryptionSecretName" -}}
+{{- .Values.encryption.existingSecret | default (printf "%s-encryption" (include "squall.fullname" .)) }}
+{{- end }}
+
+{{- define "squall.encryptionSecretKey" -}}
+{{- if .Values.encryption.existingSecret }}{{ .Values.encryption.existingSecretKey }}{{ else }}key{{ end }}
+{{- end }}
+
 {{- define "squall.metricsSecretKey" -}}
 {{- if .Values.metrics.token.existingSecret }}{{ .Values.metrics.token.existingSecretKey }}{{ else }}token{{ end }}
 {{- end }}
