@@ -214,9 +214,10 @@ class Engine:
         self.env.close()
 
     def _check_encryption(self, data_dir: pathlib.Path) -> None:
-        """Open only with the key the store was created with (none: created without).
-        The first open records it; a store from before encryption existed, with
-        buckets, was created without."""
+        """Open only with the key the store's data is encrypted with (none: stored
+        plain). The first open records it; a store from before encryption existed, with
+        buckets, is plain. While the store holds no object data (no chunk at all), an
+        open with another key, or none, records that instead: nothing needs rewriting."""
         wanted = b"" if self.cipher is None else self.cipher.key_id.encode()
         with self.env.begin(write=True) as txn:
             recorded = txn.get(_META_ENCRYPTION_KEY_ID, db=self.meta)
@@ -224,7 +225,10 @@ class Engine:
                 empty = txn.stat(self.buckets)["entries"] == 0
                 recorded = wanted if empty else b""
                 txn.put(_META_ENCRYPTION_KEY_ID, recorded, db=self.meta)
-        recorded = bytes(recorded)
+            recorded = bytes(recorded)
+            if recorded != wanted and txn.stat(self.chunks)["entries"] == 0:
+                txn.put(_META_ENCRYPTION_KEY_ID, wanted, db=self.meta)
+                recorded = wanted
         if recorded == wanted:
             return
         if not recorded:

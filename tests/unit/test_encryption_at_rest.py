@@ -162,16 +162,35 @@ def test_a_store_opens_only_with_the_key_it_was_made_with(tmp_path: pathlib.Path
 
     store = EncryptedStore(plain, key=None)
     store.create_bucket()
+    store.put("b", "k", b"plain data")
     store.close()
     with pytest.raises(StorageError, match="created without encryption"):
         Engine(plain, durable=False, cipher=ChunkCipher(KEY))
 
 
-def test_a_store_from_before_encryption_counts_as_unencrypted(tmp_path: pathlib.Path) -> None:
-    """A store with buckets and no record of its key (made before the record existed)
-    opens without a key, and refuses one."""
+def test_a_store_without_object_data_takes_a_key_or_drops_it(tmp_path: pathlib.Path) -> None:
+    """Buckets but no body yet (a server started once, nothing uploaded): nothing needs
+    rewriting, so the key of the next open is recorded."""
     store = EncryptedStore(tmp_path, key=None)
     store.create_bucket()
+    store.close()
+    store = EncryptedStore(tmp_path)  # now encrypted
+    try:
+        store.put("b", "k", MARKER)
+        store.engine.env.sync(True)
+        assert not files_contain(tmp_path, MARKER)
+    finally:
+        store.close()
+    with pytest.raises(StorageError, match="encrypted at rest"):
+        Engine(tmp_path, durable=False)  # it holds encrypted data now
+
+
+def test_a_store_from_before_encryption_counts_as_unencrypted(tmp_path: pathlib.Path) -> None:
+    """A store with buckets and no record of its key (made before the record existed)
+    opens without a key, and refuses one once it holds data."""
+    store = EncryptedStore(tmp_path, key=None)
+    store.create_bucket()
+    store.put("b", "k", b"old data")
     with store.engine.env.begin(write=True) as txn:
         assert txn.delete(b"encryption_key_id", db=store.engine.meta)
     store.close()
