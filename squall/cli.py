@@ -19,10 +19,13 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storage import limits
 from triggers.devices import DEVICE_CHOICES
+
+if TYPE_CHECKING:
+    from storage.engine.cipher import ChunkCipher
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -267,7 +270,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
         await storage.close()
 
 
-def _cipher(key_file: str | None) -> Any:
+def _cipher(key_file: str | None) -> ChunkCipher | None:
     """The ``ChunkCipher`` of ``--encryption-key-file`` (None without one)."""
     if not key_file:
         return None
@@ -436,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="encrypt object data at rest with the 32-byte key in FILE (raw, hex or "
         "base64: openssl rand -base64 32 > FILE), and honour SSE-S3 requests "
-        "(x-amz-server-side-encryption: AES256); a store opens only with the key it was "
-        "created with (or SQUALL_ENCRYPTION_KEY_FILE)",
+        "(x-amz-server-side-encryption: AES256); a store that holds data opens only with "
+        "the key it is encrypted with (or SQUALL_ENCRYPTION_KEY_FILE)",
     )
     serve.add_argument(
         "--users",
