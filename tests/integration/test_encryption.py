@@ -201,3 +201,22 @@ def test_the_store_restarts_only_with_its_key(tmp_path, key_file) -> None:  # ty
                        extra_args=("--encryption-key-file", str(key_file))) as server:
         client = support.s3_client(server.url)
         assert client.get_object(Bucket="kept", Key="k")["Body"].read() == MARKER
+
+
+def test_a_browser_form_upload_with_sse(s3) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    fields = {"x-amz-server-side-encryption": "AES256"}
+    presigned = s3.generate_presigned_post("vault", "form/${filename}", Fields=fields,
+                                           Conditions=[fields])
+    response = httpx.post(presigned["url"], data=presigned["fields"],
+                          files={"file": ("f.bin", MARKER)}, timeout=30)
+    assert response.status_code == 204, response.text
+    assert response.headers["x-amz-server-side-encryption"] == "AES256"
+    assert s3.get_object(Bucket="vault", Key="form/f.bin")["Body"].read() == MARKER
+    fields = {"x-amz-server-side-encryption": "aws:kms"}
+    presigned = s3.generate_presigned_post("vault", "form/kms", Fields=fields,
+                                           Conditions=[fields])
+    refused = httpx.post(presigned["url"], data=presigned["fields"],
+                         files={"file": ("f.bin", b"x")}, timeout=30)
+    assert refused.status_code == 501 and "<Code>NotImplemented</Code>" in refused.text
