@@ -67,7 +67,8 @@ def measure(workload: pipeline.Workload, ops: int, durable: bool) -> dict[str, A
             aws_secret_access_key=pipeline.SECRET_KEY, region_name="us-east-1",
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
         pipeline.setup_server(server, [workload], s3, ("tensorflow",))
-        bench = pipeline.Bench(server, workload, classifier, s3, receiver=None)  # type: ignore[arg-type]
+        bench = pipeline.Bench(server, workload, classifier, s3,
+                               receiver=None)  # type: ignore[arg-type]  # no webhook here
         for path in ("bare", "trigger_b1", "put"):  # loads the model, traces the graphs
             bench.run(path, 16, 1, pipeline.Samples())
         judged_urls = [bench._presign("put_object", key)

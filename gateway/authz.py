@@ -147,7 +147,8 @@ REQUIREMENTS: dict[str, Requirement] = {
     "ListBucketAnalyticsConfigurations": _bucket(OWNER, "s3:GetAnalyticsConfiguration"),
     "ListBucketInventoryConfigurations": _bucket(OWNER, "s3:GetInventoryConfiguration"),
     "ListBucketMetricsConfigurations": _bucket(OWNER, "s3:GetMetricsConfiguration"),
-    "ListBucketIntelligentTieringConfigurations": _bucket(OWNER, "s3:GetIntelligentTieringConfiguration"),
+    "ListBucketIntelligentTieringConfigurations": _bucket(
+        OWNER, "s3:GetIntelligentTieringConfiguration"),
     "GetBucketOwnershipControls": _bucket(OWNER, "s3:GetBucketOwnershipControls"),
     "PutBucketOwnershipControls": _bucket(OWNER, "s3:PutBucketOwnershipControls"),
     "DeleteBucketOwnershipControls": _bucket(OWNER, "s3:PutBucketOwnershipControls"),

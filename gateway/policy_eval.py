@@ -676,7 +676,8 @@ OPERATION_ACTIONS: dict[str, tuple[str, str]] = {
     "ListBucketAnalyticsConfigurations": ("s3:GetAnalyticsConfiguration", BUCKET_RESOURCE),
     "ListBucketInventoryConfigurations": ("s3:GetInventoryConfiguration", BUCKET_RESOURCE),
     "ListBucketMetricsConfigurations": ("s3:GetMetricsConfiguration", BUCKET_RESOURCE),
-    "ListBucketIntelligentTieringConfigurations": ("s3:GetIntelligentTieringConfiguration", BUCKET_RESOURCE),
+    "ListBucketIntelligentTieringConfigurations": (
+        "s3:GetIntelligentTieringConfiguration", BUCKET_RESOURCE),
     "PutBucketEncryption": ("s3:PutEncryptionConfiguration", BUCKET_RESOURCE),
     "DeleteBucketEncryption": ("s3:PutEncryptionConfiguration", BUCKET_RESOURCE),
     "GetBucketOwnershipControls": ("s3:GetBucketOwnershipControls", BUCKET_RESOURCE),

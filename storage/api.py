@@ -968,8 +968,9 @@ class Verdict:
     ``action`` is 'store', 'reject' or 'discard'. ``annotations`` ('squall-label' ...)
     are stored with the version as user metadata (without 'x-amz-meta-') when
     ``store_annotations``, and as object tags when ``tag_annotations`` (merged into the
-    request's tags: ``annotation_tags``); the response carries them either way. ``bucket``/``key`` name where the object is stored
-    (a route changes them). ``summary`` is a JSON-serialisable account of every step.
+    request's tags: ``annotation_tags``); the response carries them either way.
+    ``bucket``/``key`` name where the object is stored (a route changes them).
+    ``summary`` is a JSON-serialisable account of every step.
     """
 
     function: str

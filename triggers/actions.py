@@ -4,8 +4,9 @@ Rules:
 
 * A function's ``actions`` are evaluated in order against its prediction (label, score).
   Every action whose ``when`` holds applies: ``annotate`` sets where the judgement is
-  stored with the version (its user metadata, its tags, both or neither), ``route`` sets where it is stored (the last matching route
-  wins), ``chain`` names the next function. ``reject`` and ``discard`` end the list.
+  stored with the version (its user metadata, its tags, both or neither), ``route``
+  sets where it is stored (the last matching route wins), ``chain`` names the next
+  function. ``reject`` and ``discard`` end the list.
 * The annotations (``squall-label``, ``-score``, ``-function``, ``-model-version``) are
   always computed: the response carries them whether or not they are stored.
 * Templates are checked at registration; here a route key that is empty or too long is
