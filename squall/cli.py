@@ -262,12 +262,32 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
             proxy_headers=False,  # no proxy is trusted: X-Forwarded-* are not believed
             log_level=args.log_level,
             access_log=args.access_log,
+            # --tls-cert-file / --tls-key-file: HTTPS on the same port (checked up front).
+            ssl_certfile=args.tls_cert_file,
+            ssl_keyfile=args.tls_key_file,
             timeout_keep_alive=limits.keep_alive_idle_seconds_max,
             limit_concurrency=limits.connections_max,
         )
         await _uvicorn_server(config).serve()
     finally:
         await storage.close()
+
+
+def _tls_problem(cert_file: str | None, key_file: str | None) -> str | None:
+    """Why the TLS files cannot serve HTTPS (None: they can, or TLS is off), before the
+    store is opened: both or neither, readable, and a key that matches the certificate."""
+    if not cert_file and not key_file:
+        return None
+    if not (cert_file and key_file):
+        return "give both --tls-cert-file and --tls-key-file, or neither"
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as error:
+        return f"--tls-cert-file {cert_file} / --tls-key-file {key_file}: {error}"
+    return None
 
 
 def _cipher(key_file: str | None) -> ChunkCipher | None:
@@ -316,7 +336,12 @@ def _serve_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    endpoint = f"http://{args.host}:{args.port}"
+    tls_problem = _tls_problem(args.tls_cert_file, args.tls_key_file)
+    if tls_problem is not None:
+        print(f"squall: {tls_problem}", file=sys.stderr)
+        return 2
+    scheme = "https" if args.tls_cert_file else "http"
+    endpoint = f"{scheme}://{args.host}:{args.port}"
     print(f"Squall S3 endpoint: {endpoint}  (data: {Path(args.data_dir).resolve()})", flush=True)
     if is_dev_pair:
         print(
@@ -432,6 +457,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a file whose content is a bearer token that may read /_squall/metrics "
         "(Prometheus: authorization.credentials_file)",
+    )
+    serve.add_argument(
+        "--tls-cert-file",
+        default=os.environ.get("SQUALL_TLS_CERT_FILE") or None,
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate (chain) and --tls-key-file "
+        "(or SQUALL_TLS_CERT_FILE); requests then count as aws:SecureTransport",
+    )
+    serve.add_argument(
+        "--tls-key-file",
+        default=os.environ.get("SQUALL_TLS_KEY_FILE") or None,
+        metavar="FILE",
+        help="the PEM private key of --tls-cert-file (or SQUALL_TLS_KEY_FILE)",
     )
     serve.add_argument(
         "--encryption-key-file",

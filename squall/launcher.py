@@ -30,9 +30,14 @@ def free_port() -> int:
         return port
 
 
-def answers_http(url: str) -> bool:
+def answers_http(url: str, ca_file: Path | None = None) -> bool:
+    context = None
+    if ca_file is not None:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(ca_file))
     try:
-        with urllib.request.urlopen(url + "/", timeout=1.0):
+        with urllib.request.urlopen(url + "/", timeout=1.0, context=context):
             return True
     except urllib.error.HTTPError:
         return True  # any HTTP answer (403 for an anonymous request) means it is up
@@ -51,13 +56,20 @@ class ServerProcess:
         secret_key: str,
         port: int | None = None,
         extra_args: tuple[str, ...] = (),
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
+        """``tls``: (certificate, key) PEM files to serve HTTPS with; the certificate
+        (self-signed, for 127.0.0.1) is also what the start-up probe trusts."""
         self.data_dir = data_dir
         self.access_key = access_key
         self.secret_key = secret_key
         self.port = port or free_port()
+        self.tls = tls
+        if tls is not None:
+            extra_args = ("--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1]),
+                          *extra_args)
         self.extra_args = extra_args
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()
         self.started_seconds = 0.0  # time from spawn until the server answered HTTP
@@ -75,7 +87,7 @@ class ServerProcess:
             command, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         deadline = began + start_timeout_seconds
-        while not answers_http(self.url):
+        while not answers_http(self.url, self.tls[0] if self.tls else None):
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"squall serve exited with {self.process.returncode}:\n{self.output()}"

@@ -78,6 +78,8 @@ ALL_OPTIONS: dict[str, Any] = {
     "webhooks": {"audit": "http://audit.default.svc:8080/events",
                  "ops.alerts": "https://alerts.example.test/hook?x=1"},
     "encryption": {"enabled": True, "value": "00" * 32},
+    "tls": {"enabled": True, "secretName": "store-tls",
+            "serviceMonitorTlsConfig": {"serverName": "store-squall"}},
     "metrics": {"token": {"enabled": True, "value": "a-metrics-token-0123456789"},
                 "public": True,
                 "serviceMonitor": {"enabled": True, "interval": "15s",
@@ -192,6 +194,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert parsed.metrics_token_file == "/etc/squall/metrics/token"
     assert not parsed.metrics_public and parsed.functions is None and parsed.webhook == []
     assert not parsed.volatile and parsed.encryption_key_file is None
+    assert parsed.tls_cert_file is None
+    assert container(objects)["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
 
 
 def test_root_credentials_come_from_a_generated_secret(tmp_path: Path) -> None:
@@ -217,7 +221,8 @@ def test_probes_volumes_and_security(tmp_path: Path) -> None:
     objects = render(tmp_path)
     main = container(objects)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert main[probe]["httpGet"] == {"path": HEALTH_PATH, "port": "http"}, probe
+        assert main[probe]["httpGet"] == {"path": HEALTH_PATH, "port": "http",
+                                            "scheme": "HTTP"}, probe
         # squall answers the probe within limits.health_storage_timeout_ms: before the
         # probe's own timeout, so the kubelet sees a 503 rather than a timeout.
         assert main[probe]["timeoutSeconds"] * 1000 > limits.health_storage_timeout_ms
@@ -259,6 +264,12 @@ def test_every_option(tmp_path: Path) -> None:
     assert parse_webhooks(parsed.webhook) == ALL_OPTIONS["webhooks"]
     assert parsed.metrics_public and parsed.metrics_token_file == "/etc/squall/metrics/token"
     assert parsed.encryption_key_file == "/etc/squall/encryption/key"
+    assert (parsed.tls_cert_file, parsed.tls_key_file) == ("/etc/squall/tls/tls.crt",
+                                                           "/etc/squall/tls/tls.key")
+    assert mounts(objects)["/etc/squall/tls"] == "tls"
+    assert volumes(objects)["tls"]["secret"]["secretName"] == "store-tls"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert main[probe]["httpGet"]["scheme"] == "HTTPS"
     assert mounts(objects)["/etc/squall/encryption"] == "encryption-key"
     assert volumes(objects)["encryption-key"]["secret"]["items"] == [{"key": "key",
                                                                        "path": "key"}]
@@ -286,6 +297,7 @@ def test_every_option(tmp_path: Path) -> None:
     assert endpoint["path"] == "/_squall/metrics" and endpoint["port"] == "http"
     assert endpoint["interval"] == "15s"
     assert endpoint["bearerTokenSecret"] == {"name": "store-squall-metrics", "key": "token"}
+    assert (endpoint["scheme"], endpoint["tlsConfig"]) == ("https", {"serverName": "store-squall"})
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["objects"]}
     # It selects the client Service and not the headless one: one scrape per pod.
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -387,6 +399,7 @@ def test_without_persistence_the_data_is_an_empty_dir(tmp_path: Path) -> None:
     ({"webhooks": {"ok": "ftp://host/"}}, "http:// or https://"),
     ({"webhooks": {"bad id": "http://host/"}}, "must be 1-64"),
     ({"functions": {"x": {"kind": "python"}}, "functionsConfigMap": "cm"}, "not both"),
+    ({"tls": {"enabled": True}}, "needs tls.secretName"),
 ])
 def test_refused_values(tmp_path: Path, values: dict[str, Any], message: str) -> None:
     assert message in render_error(tmp_path, values)

@@ -21,10 +21,12 @@ SECRET_KEY = "trigger-test-secret-0000000000000000000"
 FUNCTION_ARN = "arn:squall:function:{}"
 
 
-def s3_client(url: str, *, retries: int = 3) -> Any:
+def s3_client(url: str, *, retries: int = 3, verify: str | None = None) -> Any:
+    """``verify``: the CA bundle an https endpoint's certificate is checked against."""
     return boto3.client(
         "s3",
         endpoint_url=url,
+        verify=verify,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
         region_name="us-east-1",
@@ -104,6 +106,8 @@ def aws_cli(process: ServerProcess, home: Path, *args: str) -> subprocess.Comple
            "AWS_CONFIG_FILE": str(config), "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
            "AWS_MAX_ATTEMPTS": "1"}
+    if process.tls is not None:  # trust the server's own (self-signed) certificate
+        env["AWS_CA_BUNDLE"] = str(process.tls[0])
     return subprocess.run([sys.executable, str(aws), "--endpoint-url", process.url, *args],
                           capture_output=True, text=True, env=env, timeout=120, check=False,
                           cwd=home)

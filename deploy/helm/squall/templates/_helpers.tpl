@@ -38,6 +38,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.metrics.token.existingSecret | default (printf "%s-metrics" (include "squall.fullname" .)) }}
 {{- end }}
 
+{{/* HTTP or HTTPS: what the probes and the ServiceMonitor speak. */}}
+{{- define "squall.scheme" -}}
+{{- if .Values.tls.enabled }}HTTPS{{ else }}HTTP{{ end }}
+{{- end }}
+
 {{- define "squall.encryptionSecretName" -}}
 {{- .Values.encryption.existingSecret | default (printf "%s-encryption" (include "squall.fullname" .)) }}
 {{- end }}
@@ -104,6 +109,9 @@ crash loop). squall serve makes the same checks at start-up.
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.token.enabled) (not .Values.metrics.public) }}
 {{- fail "metrics.serviceMonitor needs metrics.token.enabled or metrics.public: Prometheus cannot sign with SigV4" }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
+{{- fail "tls.enabled needs tls.secretName: a kubernetes.io/tls Secret with tls.crt and tls.key" }}
 {{- end }}
 {{- if and .Values.functions .Values.functionsConfigMap }}
 {{- fail "set functions or functionsConfigMap, not both" }}
