@@ -583,6 +583,15 @@ def _function_command(args: argparse.Namespace) -> int:
 
 
 def _add_user_commands(commands: Any) -> None:
+    backup = commands.add_parser(
+        "backup", help="copy a store, consistently, while it serves (a backup is a store: "
+        "squall serve --data-dir DEST serves it)")
+    backup.add_argument("--data-dir", default="./data", help="the store to copy")
+    backup.add_argument("dest", metavar="DEST",
+                        help="a new (or empty) directory for the copy")
+    backup.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    backup.set_defaults(run=_backup_command)
+
     user = commands.add_parser("user", help="add, list and remove users (root only)")
     user.add_argument(
         "--endpoint", default=os.environ.get("SQUALL_ENDPOINT", "http://127.0.0.1:9000"))
@@ -620,6 +629,46 @@ def _user_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _backup_command(args: argparse.Namespace) -> int:
+    from storage.engine.backup import BackupError, backup
+
+    shown = []
+
+    def progress(done: int, bound: int) -> None:
+        shown.append(done)
+        print(f"\rcopied {_size(done)} of at most {_size(bound)} "
+              f"({100 * done // max(bound, 1)} %)", end="", file=sys.stderr, flush=True)
+
+    data_dir, dest = Path(args.data_dir), Path(args.dest)
+    try:
+        summary = backup(data_dir, dest, None if args.quiet else progress)
+    except BackupError as error:
+        print(("\n" if shown else "") + f"squall: backup: {error}", file=sys.stderr)
+        return 1
+    if shown:
+        print(file=sys.stderr)
+    entries = summary.entries
+    print(f"backup of {data_dir} in {dest}: {_size(summary.bytes_written)} in "
+          f"{summary.seconds:.1f} s; buckets {entries['buckets']}, versions "
+          f"{entries['versions']}, chunks {entries['chunks']}, undelivered events "
+          f"{entries['outbox']}")
+    if summary.encryption_key_id:
+        print(f"its data is encrypted with key id {summary.encryption_key_id}: it opens only "
+              "with that key (keep the key, apart from the backup)")
+    return 0
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    value, unit = count / 1024, "KiB"
+    for larger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{value:.1f} {unit}"
 
 
 def main(argv: list[str] | None = None) -> int:

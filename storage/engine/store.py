@@ -116,9 +116,9 @@ from storage.versions import (
 VERSIONING_STATES = ("", "Enabled", "Suspended")
 _META_HLC_LAST = b"hlc_last"
 # The id of the key the store's chunks are encrypted with, or b"" when they are not.
-_META_ENCRYPTION_KEY_ID = b"encryption_key_id"
+META_ENCRYPTION_KEY_ID = b"encryption_key_id"
 _U64 = struct.Struct(">Q")
-_SUB_DATABASES = (
+SUB_DATABASES = (
     b"buckets",
     b"versions",
     b"chunks",
@@ -176,7 +176,7 @@ class Engine:
         self.env = lmdb.open(
             str(data_dir),
             map_size=map_size_bytes,
-            max_dbs=len(_SUB_DATABASES),
+            max_dbs=len(SUB_DATABASES),
             max_readers=limits.lmdb_readers_max,
             sync=durable,
             metasync=durable,
@@ -191,7 +191,7 @@ class Engine:
             self.uploads,
             self.parts,
             outbox_db,
-        ) = (self.env.open_db(name) for name in _SUB_DATABASES)
+        ) = (self.env.open_db(name) for name in SUB_DATABASES)
         self.outbox = Outbox(self.env, outbox_db, self.meta, self.bucket_configs,
                              outbox_entries_max)
         self.key_size_max = self.env.max_key_size()
@@ -220,14 +220,14 @@ class Engine:
         open with another key, or none, records that instead: nothing needs rewriting."""
         wanted = b"" if self.cipher is None else self.cipher.key_id.encode()
         with self.env.begin(write=True) as txn:
-            recorded = txn.get(_META_ENCRYPTION_KEY_ID, db=self.meta)
+            recorded = txn.get(META_ENCRYPTION_KEY_ID, db=self.meta)
             if recorded is None:
                 empty = txn.stat(self.buckets)["entries"] == 0
                 recorded = wanted if empty else b""
-                txn.put(_META_ENCRYPTION_KEY_ID, recorded, db=self.meta)
+                txn.put(META_ENCRYPTION_KEY_ID, recorded, db=self.meta)
             recorded = bytes(recorded)
             if recorded != wanted and txn.stat(self.chunks)["entries"] == 0:
-                txn.put(_META_ENCRYPTION_KEY_ID, wanted, db=self.meta)
+                txn.put(META_ENCRYPTION_KEY_ID, wanted, db=self.meta)
                 recorded = wanted
         if recorded == wanted:
             return
@@ -944,7 +944,7 @@ class Engine:
         with self.env.begin() as txn:
             return {
                 name.decode(): txn.stat(self._sub_database(name.decode()))["entries"]
-                for name in _SUB_DATABASES
+                for name in SUB_DATABASES
             }
 
 

@@ -1,0 +1,144 @@
+"""A consistent copy of a store, taken while it serves (``squall backup``).
+
+Rules and theory of operation:
+
+* LMDB's compacting copy (``mdb_env_copyfd2`` with MDB_CP_COMPACT) writes the pages of
+  ONE read transaction: a snapshot of every bucket, version, chunk, configuration and
+  outbox entry at one instant, with no free pages. Writers are not stopped (LMDB
+  readers never block the writer); a long copy only keeps the pages it reads from being
+  reused until it ends.
+* The copy is opened read-only in this process, beside the serving process (LMDB is
+  multi-process: its lock file's reader table is shared), so nothing needs stopping.
+* It streams through a pipe into ``DEST/data.mdb``, counting bytes for progress against
+  an upper bound (the pages in use); then the file and the directory are fsynced and
+  the copy is opened read-only to count its entries, which the summary reports.
+* A backup is a store: ``squall serve --data-dir DEST`` serves it. An encrypted store's
+  backup holds its data encrypted and opens only with the same key
+  (``storage.engine.cipher``): keep the key, apart from the backup.
+* DEST must not exist, or be an empty directory: a backup never overwrites anything.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lmdb
+
+from storage.api import StorageError, limits
+from storage.engine.store import META_ENCRYPTION_KEY_ID, SUB_DATABASES
+
+DATA_FILE = "data.mdb"
+_READ_BYTES = 1024 * 1024
+_PROGRESS_INTERVAL_S = 0.5
+
+# (bytes copied so far, upper bound of the total)
+Progress = Callable[[int, int], None]
+
+
+class BackupError(StorageError):
+    """The backup could not be taken (the message says why); nothing was left behind."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSummary:
+    bytes_written: int
+    seconds: float
+    entries: dict[str, int]  # per database: buckets, versions, chunks ...
+    encryption_key_id: str  # '' for a store that is not encrypted
+
+
+def _open_read_only(directory: pathlib.Path) -> lmdb.Environment:
+    return lmdb.open(str(directory), readonly=True, max_dbs=len(SUB_DATABASES),
+                     map_size=limits.lmdb_map_size_bytes, max_readers=limits.lmdb_readers_max)
+
+
+def backup(data_dir: pathlib.Path, dest_dir: pathlib.Path,
+           progress: Progress | None = None) -> BackupSummary:
+    if not (data_dir / DATA_FILE).is_file():
+        raise BackupError(f"{data_dir} holds no store ({DATA_FILE} not found)")
+    if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
+        raise BackupError(f"{dest_dir} exists and is not an empty directory")
+    began = time.monotonic()
+    try:
+        source = _open_read_only(data_dir)
+    except lmdb.Error as error:
+        raise BackupError(f"cannot open the store in {data_dir}: {error}") from None
+    created = not dest_dir.exists()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / DATA_FILE
+    try:
+        with source:
+            info, stat = source.info(), source.stat()
+            bound = (info["last_pgno"] + 1) * stat["psize"]
+            written = _copy(source, target, bound, progress)
+        _fsync(target)
+        _fsync(dest_dir)
+        entries, key_id = _inspect(dest_dir)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        (dest_dir / "lock.mdb").unlink(missing_ok=True)
+        if created:
+            dest_dir.rmdir()
+        raise
+    return BackupSummary(written, time.monotonic() - began, entries, key_id)
+
+
+def _copy(source: lmdb.Environment, target: pathlib.Path, bound: int,
+          progress: Progress | None) -> int:
+    """LMDB writes the compacted snapshot into a pipe on a thread; this side writes it
+    to ``target`` and reports progress."""
+    read_end, write_end = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            source.copyfd(write_end, compact=True)
+        except BaseException as error:  # reported below, after the reader sees EOF
+            failure.append(error)
+        finally:
+            os.close(write_end)
+
+    producer = threading.Thread(target=produce, name="squall-backup", daemon=True)
+    producer.start()
+    written = 0
+    reported_at = 0.0
+    try:
+        with open(target, "xb") as out:
+            while chunk := os.read(read_end, _READ_BYTES):
+                out.write(chunk)
+                written += len(chunk)
+                now = time.monotonic()
+                if progress is not None and now - reported_at >= _PROGRESS_INTERVAL_S:
+                    progress(written, max(bound, written))
+                    reported_at = now
+    finally:
+        os.close(read_end)
+        producer.join()
+    if failure:
+        raise BackupError(f"the copy failed: {failure[0]}") from failure[0]
+    if progress is not None:
+        progress(written, written)
+    return written
+
+
+def _fsync(path: pathlib.Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _inspect(directory: pathlib.Path) -> tuple[dict[str, int], str]:
+    """Entries per database of the copy and the key id it records: proof that it opens."""
+    with _open_read_only(directory) as copy:
+        databases = {name: copy.open_db(name, create=False) for name in SUB_DATABASES}
+        with copy.begin() as txn:
+            entries = {name.decode(): txn.stat(db)["entries"] for name, db in databases.items()}
+            key_id = txn.get(META_ENCRYPTION_KEY_ID, db=databases[b"meta"]) or b""
+    return entries, bytes(key_id).decode()
