@@ -11,6 +11,9 @@
     GET    /_squall/users/ACCESS_KEY -> 200, {"access_key", "display_name", "canonical_id"}
     GET    /_squall/users            -> 200, {"users": [...]} (never a secret)
     DELETE /_squall/users/ACCESS_KEY -> 204
+    GET    /_squall/backup[/SHARD]   -> 200, a consistent copy of the shard's store (0 by
+                                        default), streamed: what ``squall backup
+                                        --endpoint`` writes (storage/engine/backup.py)
 
 Requests are SigV4-signed like any S3 request (``_squall`` can never be a bucket name:
 S3 bucket names have no '_'), by root: ``gateway/authz.py`` refuses everyone else
@@ -20,7 +23,7 @@ S3 bucket names have no '_'), by root: ``gateway/authz.py`` refuses everyone els
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -29,12 +32,14 @@ from starlette.responses import Response
 
 from gateway.body import RequestBody
 from gateway.errors import S3Error
+from gateway.responses import BodyResponse
 from gateway.s3.common import RequestContext
 from storage import api
 
 FUNCTIONS_PATH = "/_squall/functions"
 OUTBOX_PATH = "/_squall/outbox"
 USERS_PATH = "/_squall/users"
+BACKUP_PATH = "/_squall/backup"
 
 
 def _json(document: Mapping[str, Any] | list[Any], status: int = 200) -> Response:
@@ -55,6 +60,8 @@ async def handle(ctx: RequestContext) -> Response:
         return await outbox_status(ctx)
     if path.rstrip("/") == USERS_PATH or path.startswith(USERS_PATH + "/"):
         return await handle_users(ctx, path)
+    if path.rstrip("/") == BACKUP_PATH or path.startswith(BACKUP_PATH + "/"):
+        return await backup_stream(ctx, path.rstrip("/")[len(BACKUP_PATH) + 1:])
     return await handle_admin(ctx.request, raw_path, ctx.body, ctx.config.functions)
 
 
@@ -94,6 +101,46 @@ async def _user_document(ctx: RequestContext) -> dict[str, Any]:
         raise api.InvalidArgument('the body must be a JSON object: {"secret_key": "...", '
                                   '"display_name": "..."}')
     return document
+
+
+async def backup_stream(ctx: RequestContext, shard_text: str) -> Response:
+    """A shard's snapshot, streamed; its first chunk is read before the answer starts, so
+    a refusal (a backup already running: SlowDown) is an error response, not a cut
+    stream."""
+    if ctx.request.method != "GET":
+        raise S3Error("MethodNotAllowed", "Use GET to take a backup.", 405,
+                      Method=ctx.request.method, ResourceType="BACKUP")
+    shard_count = ctx.storage.shard_count
+    if not shard_text:
+        shard_text = "0"
+    if not shard_text.isdigit() or int(shard_text) >= shard_count:
+        raise S3Error("InvalidArgument", f"No shard {shard_text!r}: this store has "
+                      f"{shard_count} (0 to {shard_count - 1}).", 400)
+    chunks = ctx.storage.snapshot(int(shard_text))
+    try:
+        first = await anext(chunks)
+    except BaseException:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+        raise
+
+    async def stream() -> AsyncIterator[bytes | memoryview]:
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+    response = BodyResponse(stream(), status_code=200, headers={
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": 'attachment; filename="data.mdb"',
+        "x-squall-shard": shard_text, "x-squall-shard-count": str(shard_count)})
+    del response.headers["content-length"]  # not known ahead: sent chunked
+    return response
 
 
 async def outbox_status(ctx: RequestContext) -> Response:

@@ -586,7 +586,13 @@ def _add_user_commands(commands: Any) -> None:
     backup = commands.add_parser(
         "backup", help="copy a store, consistently, while it serves (a backup is a store: "
         "squall serve --data-dir DEST serves it)")
-    backup.add_argument("--data-dir", default="./data", help="the store to copy")
+    backup.add_argument("--data-dir", default="./data",
+                        help="the store to copy, on this machine (default)")
+    backup.add_argument("--endpoint", default=None,
+                        help="or: take it from this server (GET /_squall/backup, signed "
+                        "with SQUALL_ROOT_USER / SQUALL_ROOT_PASSWORD)")
+    backup.add_argument("--shard", type=int, default=0, help="with --endpoint: which shard")
+    backup.add_argument("--region", default=os.environ.get("SQUALL_REGION", "us-east-1"))
     backup.add_argument("dest", metavar="DEST",
                         help="a new (or empty) directory for the copy")
     backup.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -632,25 +638,31 @@ def _user_command(args: argparse.Namespace) -> int:
 
 
 def _backup_command(args: argparse.Namespace) -> int:
-    from storage.engine.backup import BackupError, backup
+    from squall.admin_client import AdminError
+    from storage.engine.backup import BackupError, backup, save
 
     shown = []
 
     def progress(done: int, bound: int) -> None:
         shown.append(done)
-        print(f"\rcopied {_size(done)} of at most {_size(bound)} "
-              f"({100 * done // max(bound, 1)} %)", end="", file=sys.stderr, flush=True)
+        share = f" of at most {_size(bound)} ({100 * done // max(bound, 1)} %)" if bound else ""
+        print(f"\rcopied {_size(done)}{share}", end="", file=sys.stderr, flush=True)
 
-    data_dir, dest = Path(args.data_dir), Path(args.dest)
+    dest = Path(args.dest)
+    source = args.endpoint or args.data_dir
     try:
-        summary = backup(data_dir, dest, None if args.quiet else progress)
-    except BackupError as error:
+        if args.endpoint:  # the size is not known ahead: progress counts bytes
+            chunks = _admin_client(args).backup(args.shard)
+            summary = save(dest, chunks, 0, None if args.quiet else progress)
+        else:
+            summary = backup(Path(args.data_dir), dest, None if args.quiet else progress)
+    except (BackupError, AdminError, OSError) as error:
         print(("\n" if shown else "") + f"squall: backup: {error}", file=sys.stderr)
         return 1
     if shown:
         print(file=sys.stderr)
     entries = summary.entries
-    print(f"backup of {data_dir} in {dest}: {_size(summary.bytes_written)} in "
+    print(f"backup of {source} in {dest}: {_size(summary.bytes_written)} in "
           f"{summary.seconds:.1f} s; buckets {entries['buckets']}, versions "
           f"{entries['versions']}, chunks {entries['chunks']}, undelivered events "
           f"{entries['outbox']}")

@@ -689,6 +689,15 @@ class StorageClient(Protocol):
         """Stream ``[start, end_exclusive)`` of a version's body, chunk by chunk."""
         ...
 
+    # backups
+    @property
+    def shard_count(self) -> int: ...
+
+    def snapshot(self, shard: int) -> AsyncIterator[bytes | memoryview]:
+        """A consistent copy of one shard's store (what ``squall backup`` writes): the
+        first step raises Overloaded when that shard already streams its limit."""
+        ...
+
     async def delete_object(
         self,
         bucket: str,

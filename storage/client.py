@@ -235,6 +235,18 @@ class ShardedStorageClient:
         node_id = self._object_leader(version.bucket, version.key)
         return self._transport.open_stream(node_id, request)
 
+    @property
+    def shard_count(self) -> int:
+        return self._view.shard_count
+
+    def snapshot(self, shard: int) -> AsyncIterator[BodyPiece]:
+        """A consistent copy of shard ``shard``'s store, streamed by its leader (a
+        backup: ``storage.engine.backup``)."""
+        if not 0 <= shard < self._view.shard_count:
+            raise InvalidArgument(f"shard {shard}: this store has {self._view.shard_count}")
+        return self._transport.open_stream(self._view.leader(shard),
+                                           Request(Operation.SNAPSHOT, {}))
+
     async def delete_object(
         self,
         bucket: str,

@@ -40,6 +40,7 @@ group_commit_writes_max = 1000  # writes that may share one LMDB transaction
 group_commit_bytes_max = 64 * 1024 * 1024  # staged bytes that may share one transaction
 write_queue_length_max = 4096  # pending writer operations; more -> Overloaded
 read_streams_max = 512  # concurrently open GET body streams; more -> Overloaded
+snapshots_concurrent_max = 1  # backups streamed by a node at once; more -> Overloaded
 upload_chunks_in_flight_max = 4  # staged chunks of one upload awaiting the writer
 staging_gc_deletes_per_txn_max = 10_000  # start-up cleanup of crashed uploads, per txn
 change_counters_max = 100_000  # (bucket, scope) change counters kept; beyond, all reset at once

@@ -73,6 +73,7 @@ from storage.engine import (
     multipart,
     operations,
 )
+from storage.engine.backup import Snapshot
 from storage.engine.cipher import ChunkCipher
 from storage.engine.staged import StagedBody
 from storage.engine.writer import WriteOperation
@@ -156,6 +157,7 @@ class StorageNode:
         self.pre_commit_hook = pre_commit_hook
         self.writer = GroupCommitWriter(engine)
         self._stream_slots = _StreamSlots(limits.read_streams_max)
+        self._snapshots = 0  # backups streaming now (snapshot)
         self._streams: weakref.WeakSet[BodyStream] = weakref.WeakSet()
         self._closed = False
         self.lifecycle: LifecycleSweeper | None = None
@@ -232,9 +234,29 @@ class StorageNode:
         return await handler(**request.arguments, payload=request.payload)
 
     def open_stream(self, request: Request) -> AsyncIterator[bytes | memoryview]:
+        if request.operation is Operation.SNAPSHOT:
+            return self.snapshot()
         if request.operation is not Operation.READ_BODY:
             raise InvalidArgument(f"not a stream operation: {request.operation}")
         return self.read_body(**request.arguments)
+
+    async def snapshot(self) -> AsyncIterator[bytes]:
+        """A consistent, compacted copy of this node's store (``backup.Snapshot``: one
+        read transaction; writers go on), streamed; at most
+        ``limits.snapshots_concurrent_max`` at once: the first step of one more raises
+        Overloaded."""
+        if self._snapshots >= limits.snapshots_concurrent_max:
+            raise Overloaded(f"{limits.snapshots_concurrent_max} backup(s) already running")
+        self._snapshots += 1
+        try:
+            snapshot = Snapshot(self.engine.env)
+            try:
+                while chunk := await asyncio.to_thread(snapshot.read):
+                    yield chunk
+            finally:
+                await asyncio.to_thread(snapshot.close)
+        finally:
+            self._snapshots -= 1
 
     # --- writes ------------------------------------------------------------------------
 

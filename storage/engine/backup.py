@@ -9,9 +9,12 @@ Rules and theory of operation:
   reused until it ends.
 * The copy is opened read-only in this process, beside the serving process (LMDB is
   multi-process: its lock file's reader table is shared), so nothing needs stopping.
-* It streams through a pipe into ``DEST/data.mdb``, counting bytes for progress against
-  an upper bound (the pages in use); then the file and the directory are fsynced and
-  the copy is opened read-only to count its entries, which the summary reports.
+* It streams through a pipe (``Snapshot``) into ``DEST/data.mdb``, counting bytes for
+  progress against an upper bound (the pages in use); then the file and the directory
+  are fsynced and the copy is opened read-only to count its entries, which the summary
+  reports. The serving process streams the same ``Snapshot`` of its own environment to
+  an admin request (``GET /_squall/backup``, ``StorageNode.snapshot``): ``squall backup
+  --endpoint`` writes it and inspects it the same way.
 * A backup is a store: ``squall serve --data-dir DEST`` serves it. An encrypted store's
   backup holds its data encrypted and opens only with the same key
   (``storage.engine.cipher``): keep the key, apart from the backup.
@@ -24,7 +27,7 @@ import os
 import pathlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import lmdb
@@ -59,26 +62,56 @@ def _open_read_only(directory: pathlib.Path) -> lmdb.Environment:
 
 def backup(data_dir: pathlib.Path, dest_dir: pathlib.Path,
            progress: Progress | None = None) -> BackupSummary:
+    """Copy the store in ``data_dir`` (served or not) to ``dest_dir``."""
     if not (data_dir / DATA_FILE).is_file():
         raise BackupError(f"{data_dir} holds no store ({DATA_FILE} not found)")
-    if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
-        raise BackupError(f"{dest_dir} exists and is not an empty directory")
-    began = time.monotonic()
+    check_destination(dest_dir)
     try:
         source = _open_read_only(data_dir)
     except lmdb.Error as error:
         raise BackupError(f"cannot open the store in {data_dir}: {error}") from None
+    with source:
+        snapshot = Snapshot(source)
+        try:
+            return save(dest_dir, iter(snapshot.read, b""), snapshot.bound, progress)
+        finally:
+            snapshot.close()
+
+
+def check_destination(dest_dir: pathlib.Path) -> None:
+    if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
+        raise BackupError(f"{dest_dir} exists and is not an empty directory")
+
+
+def save(dest_dir: pathlib.Path, chunks: Iterable[bytes], bound: int,
+         progress: Progress | None = None) -> BackupSummary:
+    """Write a snapshot's bytes (a ``Snapshot``'s, or a server's ``GET /_squall/backup``)
+    as ``dest_dir/data.mdb``, fsync it, and open it to count what it holds. On any
+    failure nothing is left behind (a directory this call made is removed)."""
+    check_destination(dest_dir)
+    began = time.monotonic()
     created = not dest_dir.exists()
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / DATA_FILE
     try:
-        with source:
-            info, stat = source.info(), source.stat()
-            bound = (info["last_pgno"] + 1) * stat["psize"]
-            written = _copy(source, target, bound, progress)
+        written = 0
+        reported_at = 0.0
+        with open(target, "xb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                written += len(chunk)
+                now = time.monotonic()
+                if progress is not None and now - reported_at >= _PROGRESS_INTERVAL_S:
+                    progress(written, max(bound, written) if bound else 0)
+                    reported_at = now
+        if progress is not None:
+            progress(written, written)
         _fsync(target)
         _fsync(dest_dir)
-        entries, key_id = _inspect(dest_dir)
+        try:
+            entries, key_id = _inspect(dest_dir)
+        except lmdb.Error as error:  # e.g. a stream cut short
+            raise BackupError(f"the copy in {dest_dir} does not open: {error}") from None
     except BaseException:
         target.unlink(missing_ok=True)
         (dest_dir / "lock.mdb").unlink(missing_ok=True)
@@ -88,42 +121,43 @@ def backup(data_dir: pathlib.Path, dest_dir: pathlib.Path,
     return BackupSummary(written, time.monotonic() - began, entries, key_id)
 
 
-def _copy(source: lmdb.Environment, target: pathlib.Path, bound: int,
-          progress: Progress | None) -> int:
-    """LMDB writes the compacted snapshot into a pipe on a thread; this side writes it
-    to ``target`` and reports progress."""
-    read_end, write_end = os.pipe()
-    failure: list[BaseException] = []
+class Snapshot:
+    """The compacted copy of ``env``'s one read transaction, which LMDB writes into a
+    pipe on a thread of its own; ``read`` it to the end (b''), then ``close``. Closing
+    early stops the copy (LMDB's next write to the pipe fails and it gives up)."""
 
-    def produce() -> None:
-        try:
-            source.copyfd(write_end, compact=True)
-        except BaseException as error:  # reported below, after the reader sees EOF
-            failure.append(error)
-        finally:
-            os.close(write_end)
+    def __init__(self, env: lmdb.Environment) -> None:
+        info, stat = env.info(), env.stat()
+        self.bound = (info["last_pgno"] + 1) * stat["psize"]  # the pages in use
+        self._read_end, write_end = os.pipe()
+        self._failure: BaseException | None = None
 
-    producer = threading.Thread(target=produce, name="squall-backup", daemon=True)
-    producer.start()
-    written = 0
-    reported_at = 0.0
-    try:
-        with open(target, "xb") as out:
-            while chunk := os.read(read_end, _READ_BYTES):
-                out.write(chunk)
-                written += len(chunk)
-                now = time.monotonic()
-                if progress is not None and now - reported_at >= _PROGRESS_INTERVAL_S:
-                    progress(written, max(bound, written))
-                    reported_at = now
-    finally:
-        os.close(read_end)
-        producer.join()
-    if failure:
-        raise BackupError(f"the copy failed: {failure[0]}") from failure[0]
-    if progress is not None:
-        progress(written, written)
-    return written
+        def produce() -> None:
+            try:
+                env.copyfd(write_end, compact=True)
+            except BaseException as error:  # reported by read, after the end
+                self._failure = error
+            finally:
+                os.close(write_end)
+
+        self._producer = threading.Thread(target=produce, name="squall-snapshot",
+                                          daemon=True)
+        self._producer.start()
+
+    def read(self, size: int = _READ_BYTES) -> bytes:
+        """The next bytes; b'' at the end. BackupError if LMDB's copy failed."""
+        data = os.read(self._read_end, size)
+        if not data:
+            self._producer.join()
+            if self._failure is not None:
+                raise BackupError(f"the copy failed: {self._failure}") from self._failure
+        return data
+
+    def close(self) -> None:
+        if self._read_end >= 0:
+            os.close(self._read_end)
+            self._read_end = -1
+        self._producer.join()
 
 
 def _fsync(path: pathlib.Path) -> None:

@@ -40,6 +40,7 @@ class Operation(enum.Enum):
     LIST_OBJECTS = "list_objects"
     LIST_OBJECT_VERSIONS = "list_object_versions"
     READ_BODY = "read_body"  # a stream
+    SNAPSHOT = "snapshot"  # a stream: a consistent copy of the node's store (backups)
     CREATE_MULTIPART_UPLOAD = "create_multipart_upload"
     COMMIT_PART = "commit_part"  # payload: the part's tail chunk, if any
     COMPLETE_MULTIPART_UPLOAD = "complete_multipart_upload"

@@ -147,3 +147,41 @@ def test_a_backup_never_overwrites_and_leaves_nothing_when_it_fails(tmp_path: Pa
     assert reports[-1] == (summary.bytes_written, summary.bytes_written)
     assert summary.entries["buckets"] == 2  # kept, and the triggers' system bucket
     assert summary.bytes_written == (empty / "data.mdb").stat().st_size
+
+
+def test_a_backup_through_the_admin_api(tmp_path: Path) -> None:
+    """``squall backup --endpoint``: the server streams its own snapshot to root; anyone
+    else is refused; the copy serves."""
+    import os as _os
+
+    data, copy = tmp_path / "data", tmp_path / "copy"
+    with server(data) as live:
+        s3 = support.s3_client(live.url)
+        s3.create_bucket(Bucket="remote")
+        body = _os.urandom(3 * 1024 * 1024 + 5)
+        s3.put_object(Bucket="remote", Key="big", Body=body)
+        env = {**_os.environ, "SQUALL_ROOT_USER": support.ACCESS_KEY,
+               "SQUALL_ROOT_PASSWORD": support.SECRET_KEY}
+        taken = subprocess.run([sys.executable, "-m", "squall", "backup", "--endpoint",
+                                live.url, str(copy)], capture_output=True, text=True,
+                               timeout=300, env=env, check=False)
+        assert taken.returncode == 0, taken.stderr
+        assert f"backup of {live.url} in {copy}" in taken.stdout and "versions 1" in taken.stdout
+        # Only root: a second user is refused, and nothing is written.
+        admin = support.admin(live)
+        admin.put_user("BACKUPREADER00000000", {"secret_key": "reader-secret-0000000000000000"})
+        refused = subprocess.run(
+            [sys.executable, "-m", "squall", "backup", "--endpoint", live.url,
+             str(tmp_path / "refused")], capture_output=True, text=True, timeout=120,
+            env={**env, "SQUALL_ROOT_USER": "BACKUPREADER00000000",
+                 "SQUALL_ROOT_PASSWORD": "reader-secret-0000000000000000"}, check=False)
+        assert refused.returncode == 1 and "403" in refused.stderr
+        assert not (tmp_path / "refused").exists()
+        missing_shard = subprocess.run(
+            [sys.executable, "-m", "squall", "backup", "--endpoint", live.url, "--shard", "7",
+             str(tmp_path / "shard7")], capture_output=True, text=True, timeout=120,
+            env=env, check=False)
+        assert missing_shard.returncode == 1 and "No shard '7'" in missing_shard.stderr
+    with server(copy) as restored:
+        got = support.s3_client(restored.url).get_object(Bucket="remote", Key="big")
+        assert got["Body"].read() == body
