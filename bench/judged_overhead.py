@@ -23,7 +23,9 @@ commit), beside the plain PUT.
     .venv/bin/python bench/judged_overhead.py                    # MobileNetV2, 300 ops
     .venv/bin/python bench/judged_overhead.py --model shapes --ops 1000
 
-Results: JSON under ``bench/results/`` and a summary on stdout.
+Results: JSON and a PNG under ``bench/results/`` (left: each op's judged / bare, sorted,
+against the 1.10 goal; right: the medians of bare, the judged PUT split into the
+server's inference and the rest, and the plain PUT), and a summary on stdout.
 """
 
 from __future__ import annotations
@@ -102,7 +104,39 @@ def measure(workload: pipeline.Workload, ops: int, durable: bool) -> dict[str, A
                     print(f"  {index + 1}/{ops} ops", flush=True)
         finally:
             connection.close()
-    return summarize(rows)
+    return {**summarize(rows), "per_op": rows}
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    rows = result["per_op"]
+    ratios = sorted(r["judged"] / r["bare"] for r in rows)
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(11, 4.2))
+    left.plot([100 * (i + 0.5) / len(ratios) for i in range(len(ratios))], ratios)
+    left.axhline(1.10, color="red", linestyle="--", label="goal 1.10")
+    left.axhline(result["judged_over_bare"], color="gray", linestyle=":",
+                 label=f"median {result['judged_over_bare']:.3f}")
+    left.set_xlabel("ops, sorted (%)")
+    left.set_ylabel("judged PUT / bare inference (same op)")
+    left.set_title(f"{result['model']}, 1 client, {result['ops']} paired ops")
+    left.legend()
+    p50 = result["p50_ms"]
+    inference = p50["server_inference"]
+    rest = result["judged_minus_server_inference_ms"]
+    right.barh(["bare inference", "judged PUT", "plain PUT"], [p50["bare"], 0, p50["put"]],
+               color=["tab:blue", "white", "tab:gray"])
+    right.barh(["judged PUT"], [inference], color="tab:blue", label="its inference (server)")
+    right.barh(["judged PUT"], [rest], left=[inference], color="tab:orange",
+               label=f"everything else: {rest:.2f} ms")
+    right.set_xlabel("ms (medians of per-op values)")
+    right.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
 
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, Any]:
@@ -152,6 +186,7 @@ def main() -> int:
     output = Path(args.output_dir) / f"judged_overhead-{workload.name}-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, output.with_suffix(".png"))
 
     p50 = result["p50_ms"]
     print(f"{workload.name}, {result['ops']} ops, 1 client, bare / judged / plain PUT "
@@ -165,7 +200,7 @@ def main() -> int:
           f"judged - server inference {result['judged_minus_server_inference_ms']:.2f} "
           f"(beyond a plain PUT: "
           f"{result['judged_minus_server_inference_minus_put_ms']:.2f})")
-    print(f"  load average {load_before} -> {result['loadavg_after']}; {output}")
+    print(f"  load average {load_before} -> {result['loadavg_after']}; {output} (and .png)")
     return 0
 
 
