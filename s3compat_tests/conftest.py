@@ -51,14 +51,21 @@ def s3_endpoint(tmp_path_factory) -> Iterator[Endpoint]:
             alt_secret_key=os.environ.get("S3COMPAT_ALT_SECRET_KEY", ""),
         )
         return
-    yield from _squall_endpoint(tmp_path_factory.mktemp("squall-data"), region, vhost_domain)
+    key_file = tmp_path_factory.mktemp("squall-key") / "squall.key"
+    key_file.write_bytes(os.urandom(32))
+    yield from _squall_endpoint(tmp_path_factory.mktemp("squall-data"), region, vhost_domain,
+                                key_file)
 
 
-def _squall_endpoint(data_dir: Path, region: str, vhost_domain: str) -> Iterator[Endpoint]:
+def _squall_endpoint(data_dir: Path, region: str, vhost_domain: str,
+                     key_file: Path) -> Iterator[Endpoint]:
     # Squall's own launcher (squall/launcher.py): a child process on a free port, its
-    # output in a file (never a pipe that could fill up), SIGTERM at the end.
+    # output in a file (never a pipe that could fill up), SIGTERM at the end. Its store
+    # encrypts at rest, as AWS encrypts every new object (SSE-S3): every test of the
+    # suite goes through the encrypted data path (docs/encryption.md).
     server = ServerProcess(data_dir, access_key=squall_root_user,
-                           secret_key=squall_root_password)
+                           secret_key=squall_root_password,
+                           extra_args=("--encryption-key-file", str(key_file)))
     try:
         server.start()
     except RuntimeError as error:

@@ -220,3 +220,30 @@ def test_a_browser_form_upload_with_sse(s3) -> None:  # type: ignore[no-untyped-
     refused = httpx.post(presigned["url"], data=presigned["fields"],
                          files={"file": ("f.bin", b"x")}, timeout=30)
     assert refused.status_code == 501 and "<Code>NotImplemented</Code>" in refused.text
+
+
+def test_without_a_key_sse_requests_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A store started without --encryption-key-file encrypts nothing, so it says so:
+    SSE-S3 is 501 (naming the flag that would make it work), nothing is stored, and the
+    bucket has no default encryption."""
+    with ServerProcess(tmp_path / "plain", access_key=support.ACCESS_KEY,
+                       secret_key=support.SECRET_KEY, extra_args=("--volatile",)) as server:
+        s3 = support.s3_client(server.url, retries=1)
+        s3.create_bucket(Bucket="plain")
+        with pytest.raises(ClientError) as raised:
+            s3.put_object(Bucket="plain", Key="k", Body=b"x", ServerSideEncryption="AES256")
+        error = raised.value.response
+        assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) == (
+            "NotImplemented", 501)
+        assert "--encryption-key-file" in error["Error"]["Message"]
+        assert "Contents" not in s3.list_objects_v2(Bucket="plain")
+        plain = s3.put_object(Bucket="plain", Key="k", Body=b"x")
+        assert "ServerSideEncryption" not in plain
+        with pytest.raises(ClientError) as raised:
+            s3.get_bucket_encryption(Bucket="plain")
+        assert raised.value.response["Error"]["Code"] == (
+            "ServerSideEncryptionConfigurationNotFoundError")
+        with pytest.raises(ClientError) as raised:
+            s3.put_bucket_encryption(Bucket="plain", ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        assert raised.value.response["Error"]["Code"] == "NotImplemented"
