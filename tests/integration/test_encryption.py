@@ -247,3 +247,21 @@ def test_without_a_key_sse_requests_are_refused(tmp_path) -> None:  # type: igno
             s3.put_bucket_encryption(Bucket="plain", ServerSideEncryptionConfiguration={
                 "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
         assert raised.value.response["Error"]["Code"] == "NotImplemented"
+
+
+def test_a_tensorflow_model_stored_encrypted_judges(process, s3) -> None:  # type: ignore[no-untyped-def]
+    """The model object is read back (decrypted) by the model cache, and judges."""
+    pytest.importorskip("tensorflow")
+    from tests.integration import tf_models
+
+    s3.create_bucket(Bucket="models")
+    s3.put_object(Bucket="models", Key="colours.keras", Body=tf_models.colour_model())
+    support.register(process, "colours", {
+        "kind": "tensorflow", "model": "s3://models/colours.keras",
+        "input": {"format": "image", "scale": 1 / 255}, "labels": ["red", "green", "blue"],
+        "actions": [{"annotate": "metadata"}]})
+    support.bind(s3, "vault", "colours", prefix="photos/")
+    answer = s3.put_object(Bucket="vault", Key="photos/g.png",
+                           Body=tf_models.png(tf_models.COLOURS["green"]))
+    assert answer["ResponseMetadata"]["HTTPHeaders"]["x-amz-meta-squall-label"] == "green"
+    assert answer["ServerSideEncryption"] == "AES256"
