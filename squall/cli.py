@@ -34,6 +34,7 @@ DEV_ROOT_PASSWORD = "squall-dev-secret-change-me"
 DEFAULT_PRE_COMMIT_HOOK = "triggers.hook:TriggerHook"
 FUNCTION_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 DAY_SECONDS = 24 * 3600.0  # a lifecycle day, unless --lifecycle-day-seconds says otherwise
+_PROBLEMS_SHOWN_MAX = 100  # squall verify lists at most this many, then counts the rest
 
 
 def _positive_seconds(text: str) -> float:
@@ -598,6 +599,16 @@ def _add_user_commands(commands: Any) -> None:
     backup.add_argument("--quiet", action="store_true", help="no progress on stderr")
     backup.set_defaults(run=_backup_command)
 
+    check = commands.add_parser(
+        "verify", help="check a store's object data against its records (read-only; while "
+        "it serves): every chunk there, sizes right, single-part bodies' MD5 = ETag")
+    check.add_argument("--data-dir", default="./data")
+    check.add_argument("--encryption-key-file",
+                       default=os.environ.get("SQUALL_ENCRYPTION_KEY_FILE") or None,
+                       metavar="FILE", help="an encrypted store's key (without it: sizes only)")
+    check.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    check.set_defaults(run=_verify_command)
+
     user = commands.add_parser("user", help="add, list and remove users (root only)")
     user.add_argument(
         "--endpoint", default=os.environ.get("SQUALL_ENDPOINT", "http://127.0.0.1:9000"))
@@ -670,6 +681,36 @@ def _backup_command(args: argparse.Namespace) -> int:
         print(f"its data is encrypted with key id {summary.encryption_key_id}: it opens only "
               "with that key (keep the key, apart from the backup)")
     return 0
+
+
+def _verify_command(args: argparse.Namespace) -> int:
+    from storage.engine.verify import VerifyError, verify
+
+    shown = []
+
+    def progress(versions: int, checked: int) -> None:
+        shown.append(versions)
+        print(f"\rchecked {versions} versions, {_size(checked)}", end="", file=sys.stderr,
+              flush=True)
+
+    try:
+        report = verify(Path(args.data_dir), _cipher(args.encryption_key_file),
+                        None if args.quiet else progress)
+    except VerifyError as error:
+        print(("\n" if shown else "") + f"squall: verify: {error}", file=sys.stderr)
+        return 2
+    if shown:
+        print(file=sys.stderr)
+    print(f"{args.data_dir}: {report.versions} versions, {_size(report.bytes_checked)} of "
+          f"bodies checked, {report.bodies_hashed} MD5s compared with their ETags")
+    if report.md5_skipped:
+        print(f"MD5s not compared: {report.md5_skipped}")
+    for problem in report.problems[:_PROBLEMS_SHOWN_MAX]:
+        print(f"PROBLEM {problem}")
+    if len(report.problems) > _PROBLEMS_SHOWN_MAX:
+        print(f"... and {len(report.problems) - _PROBLEMS_SHOWN_MAX} more")
+    print(f"{len(report.problems)} problem(s)")
+    return 1 if report.problems else 0
 
 
 def _size(count: int) -> str:

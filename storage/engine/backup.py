@@ -55,7 +55,8 @@ class BackupSummary:
     encryption_key_id: str  # '' for a store that is not encrypted
 
 
-def _open_read_only(directory: pathlib.Path) -> lmdb.Environment:
+def open_read_only(directory: pathlib.Path) -> lmdb.Environment:
+    """A store's environment, read-only, beside whatever process serves it."""
     return lmdb.open(str(directory), readonly=True, max_dbs=len(SUB_DATABASES),
                      map_size=limits.lmdb_map_size_bytes, max_readers=limits.lmdb_readers_max)
 
@@ -67,7 +68,7 @@ def backup(data_dir: pathlib.Path, dest_dir: pathlib.Path,
         raise BackupError(f"{data_dir} holds no store ({DATA_FILE} not found)")
     check_destination(dest_dir)
     try:
-        source = _open_read_only(data_dir)
+        source = open_read_only(data_dir)
     except lmdb.Error as error:
         raise BackupError(f"cannot open the store in {data_dir}: {error}") from None
     with source:
@@ -170,7 +171,7 @@ def _fsync(path: pathlib.Path) -> None:
 
 def _inspect(directory: pathlib.Path) -> tuple[dict[str, int], str]:
     """Entries per database of the copy and the key id it records: proof that it opens."""
-    with _open_read_only(directory) as copy:
+    with open_read_only(directory) as copy:
         databases = {name: copy.open_db(name, create=False) for name in SUB_DATABASES}
         with copy.begin() as txn:
             entries = {name.decode(): txn.stat(db)["entries"] for name, db in databases.items()}

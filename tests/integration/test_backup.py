@@ -72,6 +72,13 @@ def test_a_backup_taken_while_writing_is_whole_and_serves(tmp_path: Path) -> Non
         assert taken.returncode == 0, taken.stderr
         assert "copied" in taken.stderr and "100 %" in taken.stderr  # progress was shown
         assert "buckets 2" in taken.stdout  # kept, and the triggers' system bucket
+        # squall verify checks the serving store (read-only) and the copy: both whole.
+        for checked in (data, copy):
+            verified = subprocess.run([sys.executable, "-m", "squall", "verify",
+                                       "--data-dir", str(checked)], capture_output=True,
+                                      text=True, timeout=300, check=False)
+            assert verified.returncode == 0, verified.stdout + verified.stderr
+            assert "0 problem(s)" in verified.stdout
     assert raced, "the writer raced the backup"
 
     with server(copy) as restored:
