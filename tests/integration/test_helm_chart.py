@@ -19,6 +19,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,8 @@ ALL_OPTIONS: dict[str, Any] = {
     "webhooks": {"audit": "http://audit.default.svc:8080/events",
                  "ops.alerts": "https://alerts.example.test/hook?x=1"},
     "encryption": {"enabled": True, "value": "00" * 32},
+    "backup": {"schedule": "0 2 * * *", "keep": 3, "caSecret": "store-ca",
+               "persistence": {"size": "100Gi", "storageClass": "slow"}},
     "tls": {"enabled": True, "secretName": "store-tls",
             "serviceMonitorTlsConfig": {"serverName": "store-squall"}},
     "metrics": {"token": {"enabled": True, "value": "a-metrics-token-0123456789"},
@@ -249,6 +253,8 @@ def test_every_option(tmp_path: Path) -> None:
     objects = render(tmp_path, ALL_OPTIONS)
     assert kinds(objects) == [
         ("ConfigMap", "store-squall-functions"),
+        ("CronJob", "store-squall-backup"),
+        ("PersistentVolumeClaim", "store-squall-backup"),
         ("Secret", "store-squall-encryption"),
         ("Secret", "store-squall-metrics"), ("Secret", "store-squall-root"),
         ("Service", "store-squall"), ("Service", "store-squall-headless"),
@@ -267,6 +273,11 @@ def test_every_option(tmp_path: Path) -> None:
     assert (parsed.tls_cert_file, parsed.tls_key_file) == ("/etc/squall/tls/tls.crt",
                                                            "/etc/squall/tls/tls.key")
     assert mounts(objects)["/etc/squall/tls"] == "tls"
+    backup_pod = only(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    backup_env = {e["name"]: e.get("value") for e in backup_pod["containers"][0]["env"]}
+    assert backup_env["SQUALL_ENDPOINT"] == "https://store-squall:19000"
+    assert backup_env["SSL_CERT_FILE"] == "/etc/squall/backup-ca/ca.crt"
+    assert only(objects, "PersistentVolumeClaim")["spec"]["storageClassName"] == "slow"
     assert volumes(objects)["tls"]["secret"]["secretName"] == "store-tls"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert main[probe]["httpGet"]["scheme"] == "HTTPS"
@@ -514,3 +525,52 @@ def test_a_real_server_runs_what_the_chart_renders(tmp_path: Path) -> None:
         assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["from-the-chart"]
         written = s3.put_object(Bucket="from-the-chart", Key="k", Body=b"v")
         assert written["ServerSideEncryption"] == "AES256"  # the generated key is in use
+
+
+def test_scheduled_backups(tmp_path: Path) -> None:
+    """The CronJob's pods are not the Service's (no S3 traffic to them), and its script,
+    run here against a real server as the pod would run it, keeps the newest KEEP whole
+    backups."""
+    objects = render(tmp_path, {"backup": {"schedule": "17 3 * * *", "keep": 2}})
+    claim = only(objects, "PersistentVolumeClaim", "store-squall-backup")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    job = only(objects, "CronJob")["spec"]
+    assert (job["schedule"], job["concurrencyPolicy"]) == ("17 3 * * *", "Forbid")
+    pod = job["jobTemplate"]["spec"]["template"]
+    selector = only(objects, "Service", "store-squall")["spec"]["selector"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+    [step] = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in step["env"]}
+    assert env["SQUALL_ENDPOINT"] == "http://store-squall:9000" and env["KEEP"] == "2"
+    assert {e["name"] for e in step["env"] if "valueFrom" in e} == {
+        "SQUALL_ROOT_USER", "SQUALL_ROOT_PASSWORD"}
+    assert step["command"] == ["sh", "-c"]
+    script = step["args"][0].replace("/backups", str(tmp_path / "backups"))
+    (tmp_path / "backups").mkdir()
+    with ServerProcess(tmp_path / "data", access_key="CHARTBACKUPROOT00000",
+                       secret_key="chart-backup-secret-00000000000") as process:
+        s3 = boto3.client("s3", endpoint_url=process.url, region_name="us-east-1",
+                          aws_access_key_id="CHARTBACKUPROOT00000",
+                          aws_secret_access_key="chart-backup-secret-00000000000")
+        s3.create_bucket(Bucket="nightly")
+        bin_dir = Path(sys.executable).parent  # where this install's `squall` is
+        run_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SQUALL_ENDPOINT": process.url,
+                   "KEEP": env["KEEP"], "SQUALL_ROOT_USER": "CHARTBACKUPROOT00000",
+                   "SQUALL_ROOT_PASSWORD": "chart-backup-secret-00000000000",
+                   "HOME": str(tmp_path)}
+        for night in range(3):
+            s3.put_object(Bucket="nightly", Key=f"night-{night}", Body=b"x" * night)
+            ran = subprocess.run(["sh", "-c", script], env=run_env, capture_output=True,
+                                 text=True, timeout=120, check=False)
+            assert ran.returncode == 0, ran.stdout + ran.stderr
+            time.sleep(1.1)  # the directories are named by the second
+    kept = sorted(p.name for p in (tmp_path / "backups").iterdir())
+    assert len(kept) == 2  # the newest two of three
+    newest = tmp_path / "backups" / kept[-1]
+    with ServerProcess(newest, access_key="CHARTBACKUPROOT00000",
+                       secret_key="chart-backup-secret-00000000000") as restored:
+        s3 = boto3.client("s3", endpoint_url=restored.url, region_name="us-east-1",
+                          aws_access_key_id="CHARTBACKUPROOT00000",
+                          aws_secret_access_key="chart-backup-secret-00000000000")
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="nightly")["Contents"]]
+        assert keys == ["night-0", "night-1", "night-2"]
