@@ -138,3 +138,25 @@ def test_bad_tls_flags_stop_the_server(tmp_path, tls_files, case) -> None:  # ty
     assert "tls" in refused.stderr
     assert not data_dir.exists()  # refused before the store was opened
     assert other_cert.exists()
+
+
+def test_a_backup_over_https(process, tls_files, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """squall backup --endpoint https://...: the CLI trusts SSL_CERT_FILE (as the chart's
+    backup CronJob sets it from backup.caSecret)."""
+    import os
+
+    s3 = support.s3_client(process.url, verify=str(tls_files[0]))
+    s3.create_bucket(Bucket="backed-up")
+    env = {**os.environ, "SQUALL_ROOT_USER": support.ACCESS_KEY,
+           "SQUALL_ROOT_PASSWORD": support.SECRET_KEY, "SSL_CERT_FILE": str(tls_files[0])}
+    taken = subprocess.run([sys.executable, "-m", "squall", "backup", "--endpoint",
+                            process.url, str(tmp_path / "copy")], capture_output=True,
+                           text=True, timeout=120, env=env, check=False)
+    assert taken.returncode == 0, taken.stderr
+    untrusted = subprocess.run([sys.executable, "-m", "squall", "backup", "--endpoint",
+                                process.url, str(tmp_path / "untrusted")],
+                               capture_output=True, text=True, timeout=120,
+                               env={k: v for k, v in env.items() if k != "SSL_CERT_FILE"},
+                               check=False)
+    assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    assert not (tmp_path / "untrusted").exists()
