@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import importlib
 import ipaddress
 import json
@@ -667,8 +668,11 @@ def _backup_command(args: argparse.Namespace) -> int:
             summary = save(dest, chunks, 0, None if args.quiet else progress)
         else:
             summary = backup(Path(args.data_dir), dest, None if args.quiet else progress)
-    except (BackupError, AdminError, OSError) as error:
-        print(("\n" if shown else "") + f"squall: backup: {error}", file=sys.stderr)
+    except (BackupError, AdminError, OSError, http.client.HTTPException) as error:
+        # HTTPException: the server's stream broke off (IncompleteRead ...), which says
+        # little as a string.
+        reason = repr(error) if isinstance(error, http.client.HTTPException) else str(error)
+        print(("\n" if shown else "") + f"squall: backup: {reason}", file=sys.stderr)
         return 1
     if shown:
         print(file=sys.stderr)
