@@ -159,15 +159,13 @@ def test_a_backup_never_overwrites_and_leaves_nothing_when_it_fails(tmp_path: Pa
 def test_a_backup_through_the_admin_api(tmp_path: Path) -> None:
     """``squall backup --endpoint``: the server streams its own snapshot to root; anyone
     else is refused; the copy serves."""
-    import os as _os
-
     data, copy = tmp_path / "data", tmp_path / "copy"
     with server(data) as live:
         s3 = support.s3_client(live.url)
         s3.create_bucket(Bucket="remote")
-        body = _os.urandom(3 * 1024 * 1024 + 5)
+        body = os.urandom(3 * 1024 * 1024 + 5)
         s3.put_object(Bucket="remote", Key="big", Body=body)
-        env = {**_os.environ, "SQUALL_ROOT_USER": support.ACCESS_KEY,
+        env = {**os.environ, "SQUALL_ROOT_USER": support.ACCESS_KEY,
                "SQUALL_ROOT_PASSWORD": support.SECRET_KEY}
         taken = subprocess.run([sys.executable, "-m", "squall", "backup", "--endpoint",
                                 live.url, str(copy)], capture_output=True, text=True,
