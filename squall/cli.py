@@ -492,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve_command)
     _add_function_commands(commands)
     _add_user_commands(commands)
+    _add_store_commands(commands)
     outbox = commands.add_parser(
         "outbox", help="print the notification outbox depth and the webhooks' delivery state"
     )
@@ -584,7 +585,8 @@ def _function_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_user_commands(commands: Any) -> None:
+def _add_store_commands(commands: Any) -> None:
+    """squall backup and squall verify: on a store's files (or, for a backup, a server)."""
     backup = commands.add_parser(
         "backup", help="copy a store, consistently, while it serves (a backup is a store: "
         "squall serve --data-dir DEST serves it)")
@@ -610,6 +612,8 @@ def _add_user_commands(commands: Any) -> None:
     check.add_argument("--quiet", action="store_true", help="no progress on stderr")
     check.set_defaults(run=_verify_command)
 
+
+def _add_user_commands(commands: Any) -> None:
     user = commands.add_parser("user", help="add, list and remove users (root only)")
     user.add_argument(
         "--endpoint", default=os.environ.get("SQUALL_ENDPOINT", "http://127.0.0.1:9000"))
@@ -649,16 +653,32 @@ def _user_command(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ProgressLine:
+    """One line of progress on stderr, rewritten in place; ``end`` closes it (if it was
+    shown), so what follows starts on a line of its own."""
+
+    def __init__(self) -> None:
+        self._shown = False
+
+    def show(self, text: str) -> None:
+        self._shown = True
+        print(f"\r{text}", end="", file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self._shown:
+            print(file=sys.stderr)
+            self._shown = False
+
+
 def _backup_command(args: argparse.Namespace) -> int:
     from squall.admin_client import AdminError
     from storage.engine.backup import BackupError, backup, save
 
-    shown = []
+    line = _ProgressLine()
 
     def progress(done: int, bound: int) -> None:
-        shown.append(done)
         share = f" of at most {_size(bound)} ({100 * done // max(bound, 1)} %)" if bound else ""
-        print(f"\rcopied {_size(done)}{share}", end="", file=sys.stderr, flush=True)
+        line.show(f"copied {_size(done)}{share}")
 
     dest = Path(args.dest)
     source = args.endpoint or args.data_dir
@@ -672,10 +692,10 @@ def _backup_command(args: argparse.Namespace) -> int:
         # HTTPException: the server's stream broke off (IncompleteRead ...), which says
         # little as a string.
         reason = repr(error) if isinstance(error, http.client.HTTPException) else str(error)
-        print(("\n" if shown else "") + f"squall: backup: {reason}", file=sys.stderr)
+        line.end()
+        print(f"squall: backup: {reason}", file=sys.stderr)
         return 1
-    if shown:
-        print(file=sys.stderr)
+    line.end()
     entries = summary.entries
     print(f"backup of {source} in {dest}: {_size(summary.bytes_written)} in "
           f"{summary.seconds:.1f} s; buckets {entries['buckets']}, versions "
@@ -690,21 +710,19 @@ def _backup_command(args: argparse.Namespace) -> int:
 def _verify_command(args: argparse.Namespace) -> int:
     from storage.engine.verify import VerifyError, verify
 
-    shown = []
+    line = _ProgressLine()
 
     def progress(versions: int, checked: int) -> None:
-        shown.append(versions)
-        print(f"\rchecked {versions} versions, {_size(checked)}", end="", file=sys.stderr,
-              flush=True)
+        line.show(f"checked {versions} versions, {_size(checked)}")
 
     try:
         report = verify(Path(args.data_dir), _cipher(args.encryption_key_file),
                         None if args.quiet else progress)
     except VerifyError as error:
-        print(("\n" if shown else "") + f"squall: verify: {error}", file=sys.stderr)
+        line.end()
+        print(f"squall: verify: {error}", file=sys.stderr)
         return 2
-    if shown:
-        print(file=sys.stderr)
+    line.end()
     print(f"{args.data_dir}: {report.versions} versions, {_size(report.bytes_checked)} of "
           f"bodies checked, {report.bodies_hashed} MD5s compared with their ETags")
     if report.md5_skipped:

@@ -37,7 +37,7 @@ from storage.engine.store import META_ENCRYPTION_KEY_ID, SUB_DATABASES
 
 DATA_FILE = "data.mdb"
 _READ_BYTES = 1024 * 1024
-_PROGRESS_INTERVAL_S = 0.5
+PROGRESS_INTERVAL_S = 0.5  # how often progress is reported (squall backup, verify)
 
 # (bytes copied so far, upper bound of the total)
 Progress = Callable[[int, int], None]
@@ -102,7 +102,7 @@ def save(dest_dir: pathlib.Path, chunks: Iterable[bytes], bound: int,
                 out.write(chunk)
                 written += len(chunk)
                 now = time.monotonic()
-                if progress is not None and now - reported_at >= _PROGRESS_INTERVAL_S:
+                if progress is not None and now - reported_at >= PROGRESS_INTERVAL_S:
                     progress(written, max(bound, written) if bound else 0)
                     reported_at = now
         if progress is not None:

@@ -30,13 +30,12 @@ import lmdb
 
 from storage.api import StorageError, limits
 from storage.engine import keys
-from storage.engine.backup import DATA_FILE, open_read_only
+from storage.engine.backup import DATA_FILE, PROGRESS_INTERVAL_S, open_read_only
 from storage.engine.cipher import ChunkCipher
 from storage.engine.records import VersionRecord, unpack_version
 from storage.engine.store import META_ENCRYPTION_KEY_ID, SUB_DATABASES
 
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
-_PROGRESS_INTERVAL_S = 0.5
 
 # (versions checked, body bytes checked)
 Progress = Callable[[int, int], None]
@@ -93,7 +92,7 @@ def verify(data_dir: pathlib.Path, cipher: ChunkCipher | None = None,
                              f"{key_raw.decode(errors='replace')} (version {record.version_id})")
                     _check_version(reader, record, where, report)
                     now = time.monotonic()
-                    if progress is not None and now - reported_at >= _PROGRESS_INTERVAL_S:
+                    if progress is not None and now - reported_at >= PROGRESS_INTERVAL_S:
                         progress(report.versions, report.bytes_checked)
                         reported_at = now
     if progress is not None:
