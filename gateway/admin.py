@@ -32,7 +32,7 @@ from starlette.responses import Response
 
 from gateway.body import RequestBody
 from gateway.errors import S3Error
-from gateway.responses import BodyResponse
+from gateway.responses import BodyResponse, close_stream
 from gateway.s3.common import RequestContext
 from storage import api
 
@@ -120,9 +120,7 @@ async def backup_stream(ctx: RequestContext, shard_text: str) -> Response:
     try:
         first = await anext(chunks)
     except BaseException:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
+        await close_stream(chunks)
         raise
 
     async def stream() -> AsyncIterator[bytes | memoryview]:
@@ -131,9 +129,7 @@ async def backup_stream(ctx: RequestContext, shard_text: str) -> Response:
             async for chunk in chunks:
                 yield chunk
         finally:
-            close = getattr(chunks, "aclose", None)
-            if close is not None:
-                await close()
+            await close_stream(chunks)
 
     response = BodyResponse(stream(), status_code=200, headers={
         "Content-Type": "application/octet-stream",

@@ -21,6 +21,14 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 
+async def close_stream(chunks: AsyncIterator[bytes | memoryview]) -> None:
+    """End a body stream early or late (an async generator's ``aclose``; a plain async
+    iterator has nothing to end)."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
 class BodyResponse(Response):
     def __init__(
         self,
@@ -43,6 +51,4 @@ class BodyResponse(Response):
                             "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            close = getattr(self._chunks, "aclose", None)
-            if close is not None:
-                await close()
+            await close_stream(self._chunks)
