@@ -217,6 +217,11 @@ def _saved_model_errors() -> tuple[type[BaseException], ...]:
 
 
 async def read_object(storage: StorageClient, version: ObjectVersion, size_max: int) -> bytes:
+    if version.customer_key is not None:
+        # The server never keeps an SSE-C key: it cannot read this object, ever.
+        raise InvalidArgument(f"s3://{version.bucket}/{version.key} is encrypted with a "
+                              "customer-provided key (SSE-C), which the server does not keep: "
+                              "it cannot be loaded; store it without SSE-C")
     if version.size_bytes > size_max:
         raise InvalidArgument(f"s3://{version.bucket}/{version.key} is {version.size_bytes} "
                               f"bytes; at most {size_max} can be loaded")
