@@ -91,9 +91,10 @@ CUSTOMER_KEY_ECHO_OPERATIONS = frozenset({
 CUSTOMER_ALGORITHM_HEADER = "x-amz-server-side-encryption-customer-algorithm"
 CUSTOMER_KEY_HEADER = "x-amz-server-side-encryption-customer-key"
 CUSTOMER_KEY_MD5_HEADER = "x-amz-server-side-encryption-customer-key-md5"
-COPY_SOURCE_PREFIX = "x-amz-copy-source-"
 _CUSTOMER_HEADERS = (CUSTOMER_ALGORITHM_HEADER, CUSTOMER_KEY_HEADER, CUSTOMER_KEY_MD5_HEADER)
-_COPY_SOURCE_CUSTOMER_HEADERS = tuple(COPY_SOURCE_PREFIX + name for name in _CUSTOMER_HEADERS)
+# A copy's source: x-amz-copy-source-server-side-encryption-customer-algorithm, ...
+_COPY_SOURCE_CUSTOMER_HEADERS = tuple(name.replace("x-amz-", "x-amz-copy-source-", 1)
+                                      for name in _CUSTOMER_HEADERS)
 # The names AWS's errors and responses spell them with.
 _SPELLED = {CUSTOMER_ALGORITHM_HEADER: CUSTOMER_ALGORITHM_HEADER,
             CUSTOMER_KEY_HEADER: CUSTOMER_KEY_HEADER,
@@ -149,13 +150,13 @@ def _customer_argument_error(message: str, name: str, value: str | None = None) 
     return error
 
 
-def parse_customer_key(headers: Mapping[str, str], prefix: str = "") -> api.CustomerKey | None:
-    """The key of the three SSE-C headers (with ``prefix``: a copy source's), None when
-    none is there; 400 InvalidArgument, with AWS's message, when one is missing or wrong.
-    The key itself never appears in an error."""
-    algorithm = headers.get(prefix + CUSTOMER_ALGORITHM_HEADER)
-    encoded = headers.get(prefix + CUSTOMER_KEY_HEADER)
-    digest = headers.get(prefix + CUSTOMER_KEY_MD5_HEADER)
+def parse_customer_key(headers: Mapping[str, str], *, copy_source: bool = False
+                       ) -> api.CustomerKey | None:
+    """The key of the three SSE-C headers (``copy_source``: of the x-amz-copy-source-
+    ones), None when none is there; 400 InvalidArgument, with AWS's message, when one is
+    missing or wrong. The key itself never appears in an error."""
+    names = _COPY_SOURCE_CUSTOMER_HEADERS if copy_source else _CUSTOMER_HEADERS
+    algorithm, encoded, digest = (headers.get(name) for name in names)
     if algorithm is None and encoded is None and digest is None:
         return None
     if algorithm is None or algorithm.strip() != api.SSE_CUSTOMER_ALGORITHM:
@@ -194,7 +195,7 @@ def requested_customer_keys(headers: Mapping[str, str], operation: str, *, secur
     if not secure and not over_http_allowed:
         raise S3Error("InvalidRequest", INSECURE_MESSAGE, 400)
     target = parse_customer_key(headers)
-    source = (parse_customer_key(headers, COPY_SOURCE_PREFIX)
+    source = (parse_customer_key(headers, copy_source=True)
               if operation in COPY_SOURCE_KEY_OPERATIONS else None)
     if target is not None and SSE_HEADER in headers:
         raise S3Error("InvalidArgument", _INCOMPATIBLE_MESSAGE, 400, ArgumentName=SSE_HEADER,

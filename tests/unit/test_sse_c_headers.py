@@ -24,17 +24,22 @@ KEY_MD5 = base64.b64encode(hashlib.md5(RAW_KEY).digest()).decode()
 ALGORITHM = "x-amz-server-side-encryption-customer-algorithm"
 KEY = "x-amz-server-side-encryption-customer-key"
 MD5 = "x-amz-server-side-encryption-customer-key-md5"
-SOURCE = "x-amz-copy-source-"
+# A copy source's headers, spelled out (not derived: the derivation is what is tested).
+SOURCE_NAMES = {ALGORITHM: "x-amz-copy-source-server-side-encryption-customer-algorithm",
+                KEY: "x-amz-copy-source-server-side-encryption-customer-key",
+                MD5: "x-amz-copy-source-server-side-encryption-customer-key-md5"}
 
 
-def sse_c(prefix: str = "", **overrides: str | None) -> dict[str, str]:
-    headers = {prefix + ALGORITHM: "AES256", prefix + KEY: KEY_B64, prefix + MD5: KEY_MD5}
+def sse_c(source: bool = False, **overrides: str | None) -> dict[str, str]:
+    headers = {ALGORITHM: "AES256", KEY: KEY_B64, MD5: KEY_MD5}
     for name, value in overrides.items():
         header = {"algorithm": ALGORITHM, "key": KEY, "md5": MD5}[name]
         if value is None:
-            del headers[prefix + header]
+            del headers[header]
         else:
-            headers[prefix + header] = value
+            headers[header] = value
+    if source:
+        return {SOURCE_NAMES[name]: value for name, value in headers.items()}
     return headers
 
 
@@ -44,9 +49,9 @@ def indexed(headers: dict[str, str]) -> IndexedHeaders:
     return IndexedHeaders({"type": "http", "headers": raw})
 
 
-def refused(headers: dict[str, str], prefix: str = "") -> S3Error:
+def refused(headers: dict[str, str]) -> S3Error:
     with pytest.raises(S3Error) as raised:
-        encryption.parse_customer_key(headers, prefix)
+        encryption.parse_customer_key(headers)
     return raised.value
 
 
@@ -60,9 +65,10 @@ def test_no_headers_no_key() -> None:
 def test_a_valid_key() -> None:
     key = encryption.parse_customer_key(sse_c())
     assert key is not None and key.key == RAW_KEY and key.key_md5 == KEY_MD5
-    source = encryption.parse_customer_key(sse_c(SOURCE), SOURCE)
+    source = encryption.parse_customer_key(sse_c(source=True), copy_source=True)
     assert source == key
-    assert encryption.parse_customer_key(sse_c(SOURCE)) is None  # not the copy's own
+    assert encryption.parse_customer_key(sse_c(source=True)) is None  # not the copy's own
+    assert encryption.parse_customer_key(sse_c(), copy_source=True) is None
 
 
 @pytest.mark.parametrize(("overrides", "message", "argument"), [
@@ -155,7 +161,7 @@ def test_other_operations_ignore_the_headers(operation: str) -> None:
 
 
 def test_copy_source_keys_on_copies_only() -> None:
-    both = indexed({**sse_c(SOURCE), **sse_c(key=base64.b64encode(bytes(32)).decode(),
+    both = indexed({**sse_c(source=True), **sse_c(key=base64.b64encode(bytes(32)).decode(),
                                              md5=base64.b64encode(
                                                  hashlib.md5(bytes(32)).digest()).decode())})
     for operation in ("CopyObject", "UploadPartCopy"):
@@ -163,7 +169,7 @@ def test_copy_source_keys_on_copies_only() -> None:
                                                   over_http_allowed=False)
         assert keys.source is not None and keys.source.key == RAW_KEY
         assert keys.target is not None and keys.target.key == bytes(32)
-    only_source = indexed(sse_c(SOURCE))
+    only_source = indexed(sse_c(source=True))
     assert encryption.requested_customer_keys(only_source, "PutObject", secure=False,
                                               over_http_allowed=False) == \
         encryption.NO_CUSTOMER_KEYS
@@ -171,7 +177,7 @@ def test_copy_source_keys_on_copies_only() -> None:
         encryption.requested_customer_keys(only_source, "CopyObject", secure=False,
                                            over_http_allowed=False)
     with pytest.raises(S3Error) as raised:
-        encryption.requested_customer_keys(indexed(sse_c(SOURCE, md5="x")), "UploadPartCopy",
+        encryption.requested_customer_keys(indexed(sse_c(True, md5="x")), "UploadPartCopy",
                                            secure=True, over_http_allowed=False)
     assert raised.value.code == "InvalidArgument"
 
@@ -184,7 +190,7 @@ def test_sse_s3_beside_sse_c_is_incompatible() -> None:
     assert (raised.value.code, raised.value.status) == ("InvalidArgument", 400)
     assert "incompatible" in raised.value.message
     # A copy may read an SSE-C source and write an SSE-S3 object.
-    copy = indexed({**sse_c(SOURCE), "x-amz-server-side-encryption": "AES256"})
+    copy = indexed({**sse_c(source=True), "x-amz-server-side-encryption": "AES256"})
     assert encryption.requested_customer_keys(copy, "CopyObject", secure=True,
                                               over_http_allowed=False).source is not None
 
