@@ -287,3 +287,35 @@ def test_verify_checks_sse_c_bodies_by_size_and_calls_them_healthy(
     assert report.problems == []
     assert report.customer_key_bodies == 1
     assert report.bodies_hashed == 1  # the plain body only
+
+
+# --- a model object stored with SSE-C ----------------------------------------------------------
+
+
+def test_a_model_object_stored_with_sse_c_is_a_clear_error(tmp_path: pathlib.Path) -> None:
+    """The server never has the key, so a tensorflow function whose model (or labels)
+    is an SSE-C object cannot load it: InvalidArgument naming the object and why, before
+    any read (the function's write is then refused with that message, not a crash)."""
+    import asyncio
+
+    from storage.api import InvalidArgument
+    from storage.client import open_embedded
+    from triggers.config import ObjectRef
+    from triggers.models import ModelCache
+
+    async def scenario() -> str:
+        storage = await open_embedded(tmp_path, durable=False, lifecycle=None)
+        try:
+            await storage.create_bucket("models", "owner")
+            record = CUSTOMER.new_record()
+            async with storage.open_upload("models", "m.keras", CUSTOMER) as upload:
+                await upload.write(b"not really a model")
+                await upload.commit(PutSpec(etag="0" * 32, customer_key=record))
+            with pytest.raises(InvalidArgument) as raised:
+                await ModelCache(storage).get(ObjectRef("models", "m.keras"))
+            return str(raised.value)
+        finally:
+            await storage.close()
+
+    message = asyncio.run(scenario())
+    assert "s3://models/m.keras" in message and "customer-provided key (SSE-C)" in message
