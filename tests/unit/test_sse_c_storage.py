@@ -295,13 +295,14 @@ def test_verify_checks_sse_c_bodies_by_size_and_calls_them_healthy(
 def test_a_model_object_stored_with_sse_c_is_a_clear_error(tmp_path: pathlib.Path) -> None:
     """The server never has the key, so a tensorflow function whose model (or labels)
     is an SSE-C object cannot load it: InvalidArgument naming the object and why, before
-    any read (the function's write is then refused with that message, not a crash)."""
+    any read, at registration (``resolve``) and at load (a write it judges is then
+    refused with that message, not a crash)."""
     import asyncio
 
     from storage.api import InvalidArgument
     from storage.client import open_embedded
     from triggers.config import ObjectRef
-    from triggers.models import ModelCache
+    from triggers.models import ModelCache, resolve
 
     async def scenario() -> str:
         storage = await open_embedded(tmp_path, durable=False, lifecycle=None)
@@ -313,6 +314,8 @@ def test_a_model_object_stored_with_sse_c_is_a_clear_error(tmp_path: pathlib.Pat
                 await upload.commit(PutSpec(etag="0" * 32, customer_key=record))
             with pytest.raises(InvalidArgument) as raised:
                 await ModelCache(storage).get(ObjectRef("models", "m.keras"))
+            with pytest.raises(InvalidArgument, match="SSE-C"):  # what registration checks
+                await resolve(storage, ObjectRef("models", "m.keras"))
             return str(raised.value)
         finally:
             await storage.close()
