@@ -123,7 +123,10 @@ def apply_create(
     spec: PutSpec,
     checksum_algorithm: str,
     checksum_type: str,
+    upload_random: bytes | None = None,
 ) -> MultipartUploadInfo:
+    """``upload_random``: the upload id's random part, chosen before a replicated entry
+    is logged (every replica makes the same id); None draws it here."""
     from storage.engine.store import checked_tags  # store imports this module
 
     info = engine._bucket(txn, bucket)
@@ -131,7 +134,10 @@ def apply_create(
         # Refused at Create, as AWS does, not when the parts are already uploaded.
         raise ObjectLockNotEnabled("Bucket is missing Object Lock Configuration")
     bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
-    raw_id = keys.new_upload_id_raw(engine.clock.tick(), os.urandom(keys.UPLOAD_ID_RANDOM_BYTES))
+    if upload_random is None:
+        upload_random = os.urandom(keys.UPLOAD_ID_RANDOM_BYTES)
+    assert len(upload_random) == keys.UPLOAD_ID_RANDOM_BYTES
+    raw_id = keys.new_upload_id_raw(engine.clock.tick(), upload_random)
     upload_key = keys.upload_key(bucket_raw, key_raw, raw_id)
     if len(upload_key) > engine.key_size_max:
         raise KeyTooLong(f"encoded key is {len(upload_key)} bytes; LMDB allows fewer")

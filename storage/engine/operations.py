@@ -137,11 +137,12 @@ def delete_object(
 
 
 def create_multipart_upload(
-    bucket: str, key: str, spec: PutSpec, checksum_algorithm: str, checksum_type: str
+    bucket: str, key: str, spec: PutSpec, checksum_algorithm: str, checksum_type: str,
+    upload_random: bytes | None = None,
 ) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: multipart.apply_create(
-            engine, txn, bucket, key, spec, checksum_algorithm, checksum_type
+            engine, txn, bucket, key, spec, checksum_algorithm, checksum_type, upload_random
         ),
         name="create_multipart_upload",
         changes=((bucket, CHANGES_OBJECTS),),

@@ -63,6 +63,7 @@ Rules and theory of operation:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import os
 import pathlib
@@ -178,11 +179,15 @@ class Engine:
         map_size_bytes: int = limits.lmdb_map_size_bytes,
         outbox_entries_max: int = limits.outbox_entries_max,
         cipher: ChunkCipher | None = None,
+        collect_staging_at_open: bool = True,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.durable = durable
         self.cipher = cipher
-        self._now_ms = now_ms
+        self._clock_ms = now_ms
+        # While the writer applies a replicated entry: the time the entry carries (the
+        # leader's clock when it logged it), read instead of the clock (``_now_ms``).
+        self._entry_time_ms: int | None = None
         self.env = lmdb.open(
             str(data_dir),
             map_size=map_size_bytes,
@@ -213,8 +218,28 @@ class Engine:
         except BaseException:
             self.env.close()
             raise
-        self.clock = HybridLogicalClock(now_ms, self._read_last_hlc())
-        self.staging_blobs_collected = self.collect_staging_garbage()
+        self.clock = HybridLogicalClock(self._now_ms, self._read_last_hlc())
+        # A replica must not drop staged blobs on its own (the others would keep them, and
+        # a later commit of one would then succeed on them and fail here): see ``entries``.
+        self.staging_blobs_collected = (
+            self.collect_staging_garbage() if collect_staging_at_open else 0)
+
+    def _now_ms(self) -> int:
+        """The time every write reads (creation times, Object Lock checks, the HLC): the
+        applied entry's while one is applied (``entries.apply_entry``), else the clock."""
+        entry_time_ms = self._entry_time_ms
+        return self._clock_ms() if entry_time_ms is None else entry_time_ms
+
+    @contextlib.contextmanager
+    def entry_time(self, now_ms: int) -> Iterator[None]:
+        """Apply what runs inside at ``now_ms`` instead of the clock (writer thread only)."""
+        assert self._entry_time_ms is None, "entries are applied one at a time"
+        assert now_ms >= 0
+        self._entry_time_ms = now_ms
+        try:
+            yield
+        finally:
+            self._entry_time_ms = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -650,6 +675,7 @@ class Engine:
     # --- object writes (writer thread only) --------------------------------------------
 
     def new_blob_id(self) -> bytes:
+        assert self._entry_time_ms is None, "an entry's blob id is drawn when it is made"
         return keys.new_blob_id(self.clock.tick(), os.urandom(keys.BLOB_ID_BYTES - 8))
 
     def apply_stage_chunk(
