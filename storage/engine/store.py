@@ -191,7 +191,7 @@ class Engine:
         self.env = lmdb.open(
             str(data_dir),
             map_size=map_size_bytes,
-            max_dbs=len(SUB_DATABASES),
+            max_dbs=len(SUB_DATABASES) + 1,  # + a replica's log (engine.replica)
             max_readers=limits.lmdb_readers_max,
             sync=durable,
             metasync=durable,
