@@ -13,6 +13,11 @@ Rules and theory of operation:
   propose concurrently (both saw a failure) cannot both win: the second finds the epoch
   moved and gets ``StaleView`` with the view that won, so epochs strictly increase and
   every node applies the same sequence of views.
+* The replicated state also holds every shard's *carrier set* (``core``: the members
+  that hold every acknowledged write of the shard). A proposal that would leave a
+  shard's carrier set empty is refused inside the state machine (``CarriersLost``), on
+  every node alike, whoever proposed it; ``confirm_ready`` records a shard leader's
+  ``ViewReady`` (the carrier set becomes the view's members) for the current epoch only.
 * Who proposes what is decided elsewhere (a failure detector, an operator); this module
   only agrees. Listeners registered with ``on_view`` hear every installed view, in epoch
   order, on pysyncobj's thread (asyncio users hop with ``loop.call_soon_threadsafe``).
@@ -36,16 +41,28 @@ import pathlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from storage import limits
 from storage.api import StorageError
+from storage.membership.core import (
+    Carriers,
+    carriers_after_ready,
+    carriers_after_view,
+    first_carriers,
+)
 from storage.placement import View
 
 
 class NoQuorum(StorageError):
     """A proposal was not agreed in time: no leader, or no majority reachable."""
+
+
+class CarriersLost(StorageError):
+    """The proposed view would leave a shard with no member holding every acknowledged
+    write: refused (wait for a carrier to come back)."""
 
 
 class StaleView(StorageError):
@@ -61,6 +78,14 @@ ViewListener = Callable[[View], None]
 # The shape a view has inside the replicated log (plain tuples: cheap to pickle, and
 # independent of the View class's layout).
 _ViewTuple = tuple[int, tuple[tuple[str, ...], ...]]
+_CarrierTuple = tuple[tuple[str, ...], ...]
+# install's answer: the current view after the command, and whether the carrier-set
+# rule refused the proposal.
+_InstallResult = tuple[int, tuple[tuple[str, ...], ...], bool]
+
+
+def _carrier_tuple(carriers: Carriers) -> _CarrierTuple:
+    return tuple(tuple(sorted(kept)) for kept in carriers)
 
 
 def _as_tuple(view: View) -> _ViewTuple:
@@ -76,15 +101,36 @@ class _ViewLog(SyncObjConsumer):
         self._listener = listener
         super().__init__()
         self.epoch, self.shards = _as_tuple(initial)
+        self.carriers = _carrier_tuple(first_carriers(initial))
 
     @replicated
-    def install(self, epoch: int, shards: tuple[tuple[str, ...], ...]) -> _ViewTuple:
+    def install(self, epoch: int, shards: tuple[tuple[str, ...], ...]) -> _InstallResult:
         """Compare-and-set: returns the current view after the command, which is the
-        proposed one only if it was the next epoch."""
+        proposed one only if it was the next epoch and kept every shard's carriers."""
+        refused = False
         if epoch == self.epoch + 1:
-            self.epoch, self.shards = epoch, shards
-            self._listener(View(epoch, shards))
-        return self.epoch, self.shards
+            carriers = carriers_after_view(self.current_carriers(), View(epoch, shards))
+            if carriers is None:
+                refused = True
+            else:
+                self.epoch, self.shards = epoch, shards
+                self.carriers = _carrier_tuple(carriers)
+                self._listener(View(epoch, shards))
+        return self.epoch, self.shards, refused
+
+    @replicated
+    def ready(self, epoch: int, shard: int) -> bool:
+        """The leader of ``shard`` in ``epoch`` reported ViewReady: every member holds
+        every committed entry. Only the current epoch counts."""
+        if epoch != self.epoch or not 0 <= shard < len(self.shards):
+            return False
+        current = self.current()
+        self.carriers = _carrier_tuple(carriers_after_ready(self.current_carriers(), current,
+                                                            shard))
+        return True
+
+    def current_carriers(self) -> Carriers:
+        return tuple(frozenset(kept) for kept in self.carriers)
 
     def current(self) -> View:
         return View(self.epoch, self.shards)
@@ -148,6 +194,10 @@ class ViewAgreement:
         return self._log.current()
 
     @property
+    def carriers(self) -> Carriers:
+        return self._log.current_carriers()
+
+    @property
     def leader(self) -> str | None:
         """The Raft leader's address as this node knows it (None: an election runs)."""
         leader = self._raft._getLeader()  # pysyncobj has no public accessor but getStatus()
@@ -175,27 +225,41 @@ class ViewAgreement:
 
         Raises ``StaleView`` (carrying the winner) if another view took that epoch, and
         ``NoQuorum`` if no majority agreed within the proposal timeout."""
-        loop = asyncio.get_running_loop()
-        decided: asyncio.Future[_ViewTuple] = loop.create_future()
-
-        def settle(result: _ViewTuple | None, error: int) -> None:  # pysyncobj's thread
-            loop.call_soon_threadsafe(_settle, decided, result, error)
-
         epoch, shards = _as_tuple(view)
-        self._log.install(epoch, shards, callback=settle)
-        timeout_s = self._settings.propose_timeout_ms / 1000
-        try:
-            async with asyncio.timeout(timeout_s):
-                current_epoch, current_shards = await decided
-        except TimeoutError:
-            raise NoQuorum(f"view epoch {view.epoch} was not agreed within "
-                           f"{self._settings.propose_timeout_ms} ms (no majority "
-                           "reachable?)") from None
+        current_epoch, current_shards, refused = await self._agree(
+            self._log.install, f"view epoch {view.epoch}", epoch, shards)
         current = View(current_epoch, current_shards)
+        if refused:
+            raise CarriersLost(f"epoch {view.epoch} would leave a shard with no member that "
+                               "holds every acknowledged write; the view stays at epoch "
+                               f"{current.epoch}")
         if current != view:
             raise StaleView(f"epoch {view.epoch} was not next: the cluster is at "
                             f"epoch {current.epoch}", current)
         return current
+
+    async def confirm_ready(self, shard: int, epoch: int) -> bool:
+        """Record a shard leader's ViewReady; False if ``epoch`` is no longer current."""
+        confirmed: bool = await self._agree(self._log.ready, f"ready of shard {shard}",
+                                            epoch, shard)
+        return confirmed
+
+    async def _agree(self, command: Callable[..., object], what: str, *arguments: object
+                     ) -> Any:
+        loop = asyncio.get_running_loop()
+        decided: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: object, error: int) -> None:  # pysyncobj's thread
+            loop.call_soon_threadsafe(_settle, decided, result, error)
+
+        command(*arguments, callback=settle)
+        try:
+            async with asyncio.timeout(self._settings.propose_timeout_ms / 1000):
+                return await decided
+        except TimeoutError:
+            raise NoQuorum(f"{what} was not agreed within "
+                           f"{self._settings.propose_timeout_ms} ms (no majority "
+                           "reachable?)") from None
 
     async def wait_for_epoch(self, epoch: int, timeout_ms: int) -> View:
         """The first view of at least ``epoch`` this node applies (already applied: now)."""
@@ -223,7 +287,7 @@ class ViewAgreement:
         self._raft.destroy_synchronous()
 
 
-def _settle(decided: asyncio.Future[_ViewTuple], result: _ViewTuple | None, error: int) -> None:
+def _settle(decided: asyncio.Future[Any], result: object, error: int) -> None:
     if decided.done():  # the proposal timed out first
         return
     if error == FAIL_REASON.SUCCESS and result is not None:

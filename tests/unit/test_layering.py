@@ -51,3 +51,19 @@ def test_the_check_sees_imports() -> None:
     assert "storage.api" in set(_imports(ROOT / "gateway" / "app.py")) | set(
         _imports(ROOT / "gateway" / "s3" / "objects.py")
     )
+
+
+# The sans-I/O cores (STYLE.md): time is ticks, ids and randomness are injected.
+CORE_MODULES = ("storage/membership/core.py", "storage/replication/core.py")
+CORE_FORBIDDEN = ("asyncio", "socket", "time", "random", "uuid", "os", "lmdb", "pyverbs",
+                  "threading", "selectors")
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_cores_do_no_io(module: str) -> None:
+    path = ROOT / module
+    if not path.exists():
+        pytest.skip(f"{module} is not written yet")
+    imported = set(_imports(path))
+    assert not [name for name in imported
+                if any(name == bad or name.startswith(bad + ".") for bad in CORE_FORBIDDEN)]
