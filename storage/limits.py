@@ -164,3 +164,10 @@ metrics_token_chars_min = 16  # squall serve --metrics-token-file: a guessable t
 # --- membership: the view agreed through Raft (storage/membership/agreement.py)
 membership_propose_timeout_ms = 5_000  # a view proposal not agreed by then -> NoQuorum
 membership_commands_queued_max = 64  # proposals waiting in pysyncobj's queue; more -> NoQuorum
+
+# --- a replicated cluster (storage/cluster_config.py, storage/replication/driver.py) ----
+cluster_nodes_max = 64  # nodes one cluster file may name
+cluster_shards_max = 256  # shards one cluster may have
+cluster_secret_chars_min = 16  # a shorter cluster secret is refused
+membership_tick_ms = 100  # the failure detector's tick (heartbeats are sent this often)
+membership_suspect_after_ticks = 10  # silent this many ticks -> suspected (1 s)
