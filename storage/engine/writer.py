@@ -127,12 +127,14 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="squall-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, operation: WriteOperation) -> Future[Any]:
+    def submit(self, operation: WriteOperation, bounded: bool = True) -> Future[Any]:
+        """``bounded=False``: past the queue's bound too, for a caller that bounds what it
+        has in flight itself and must not be refused (a replica's log and applies)."""
         pending = _Pending(operation)
         with self._condition:
             if self._closing:
                 raise WriterClosed("the storage writer is closed")
-            if len(self._queue) >= self._queue_length_max:
+            if bounded and len(self._queue) >= self._queue_length_max:
                 raise Overloaded(f"write queue full ({self._queue_length_max} operations)")
             self._queue.append(pending)
             self._condition.notify()

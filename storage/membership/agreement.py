@@ -102,6 +102,8 @@ class _ViewLog(SyncObjConsumer):
         super().__init__()
         self.epoch, self.shards = _as_tuple(initial)
         self.carriers = _carrier_tuple(first_carriers(initial))
+        # (shard, node) pairs reported caught up in the current epoch (cleared by install).
+        self.caught_up: tuple[tuple[int, str], ...] = ()
 
     @replicated
     def install(self, epoch: int, shards: tuple[tuple[str, ...], ...]) -> _InstallResult:
@@ -115,6 +117,7 @@ class _ViewLog(SyncObjConsumer):
             else:
                 self.epoch, self.shards = epoch, shards
                 self.carriers = _carrier_tuple(carriers)
+                self.caught_up = ()
                 self._listener(View(epoch, shards))
         return self.epoch, self.shards, refused
 
@@ -127,6 +130,15 @@ class _ViewLog(SyncObjConsumer):
         current = self.current()
         self.carriers = _carrier_tuple(carriers_after_ready(self.current_carriers(), current,
                                                             shard))
+        return True
+
+    @replicated
+    def report_caught_up(self, epoch: int, shard: int, node: str) -> bool:
+        """A shard leader's ``CaughtUp``: ``node`` holds what it committed in ``epoch``."""
+        if epoch != self.epoch or (shard, node) in self.caught_up:
+            return False
+        if len(self.caught_up) < limits.membership_caught_up_reports_max:
+            self.caught_up = (*self.caught_up, (shard, node))
         return True
 
     def current_carriers(self) -> Carriers:
@@ -243,6 +255,17 @@ class ViewAgreement:
         confirmed: bool = await self._agree(self._log.ready, f"ready of shard {shard}",
                                             epoch, shard)
         return confirmed
+
+    async def report_caught_up(self, shard: int, node: str, epoch: int) -> None:
+        await self._agree(self._log.report_caught_up, f"caught-up report of {node}", epoch,
+                          shard, node)
+
+    def caught_up(self) -> dict[int, frozenset[str]]:
+        """Per shard, the nodes reported caught up in the current epoch."""
+        reports: dict[int, set[str]] = {}
+        for shard, node in self._log.caught_up:
+            reports.setdefault(shard, set()).add(node)
+        return {shard: frozenset(nodes) for shard, nodes in reports.items()}
 
     async def _agree(self, command: Callable[..., object], what: str, *arguments: object
                      ) -> Any:

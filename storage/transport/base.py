@@ -51,6 +51,10 @@ class Operation(enum.Enum):
     OUTBOX_READ = "outbox_read"
     OUTBOX_ACK = "outbox_ack"
     OUTBOX_WAIT = "outbox_wait"
+    # A replicated cluster (storage/cluster_node.py): node to node and gateway to node.
+    REPLICATE = "replicate"  # payload: the carried entries' payloads
+    PING = "ping"
+    GET_VIEW = "get_view"
 
 
 Payload = bytes | bytearray | memoryview
