@@ -1,0 +1,289 @@
+"""One way to open a store over each transport, for the conformance suite.
+
+Every kind runs the same ``ShardedStorageClient`` over real ``StorageNode``s; the client
+is given no owned nodes, so every call goes through the transport (no shortcut through a
+node's local change counters). ``tcp`` serves each node with a ``TcpNodeServer`` on
+127.0.0.1 in this process; ``rdma`` skips with the transport's own reason where it
+cannot run (no pyverbs, no device).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import pathlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from storage import limits
+from storage.api import (
+    NOTIFICATION_CONFIG,
+    BucketAlreadyOwnedByYou,
+    BucketNotEmpty,
+    CompletedPart,
+    DefaultRetention,
+    DeleteResult,
+    EventOrigin,
+    ListedVersion,
+    NoSuchKey,
+    NotificationConfiguration,
+    NotificationRule,
+    ObjectLocked,
+    ObjectLockUpdate,
+    ObjectVersion,
+    OutboxEvent,
+    PreCommitHook,
+    PutSpec,
+    WriteConditions,
+)
+from storage.client import ShardedStorageClient
+from storage.node import StorageNode
+from storage.placement import View
+from storage.transport.base import Transport
+from storage.transport.local import LocalTransport
+
+TRANSPORT_KINDS = ("local", "tcp", "rdma")
+
+
+def skip_if_unavailable(kind: str) -> None:
+    if kind == "rdma":
+        from storage.transport import rdma
+
+        reason = rdma.unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"rdma: {reason}")
+
+
+@dataclass
+class Store:
+    client: ShardedStorageClient
+    nodes: tuple[StorageNode, ...]
+    transport: Transport
+    servers: list[Any] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    kind: str,
+    data_dir: pathlib.Path,
+    *,
+    shards: int = 1,
+    pre_commit_hook: PreCommitHook | None = None,
+    durable: bool = False,
+) -> AsyncIterator[Store]:
+    nodes = tuple(
+        StorageNode.open(f"n{i}", data_dir / f"n{i}", durable=durable,
+                         pre_commit_hook=pre_commit_hook)
+        for i in range(shards)
+    )
+    view = View(epoch=1, shards=tuple((node.node_id,) for node in nodes))
+    servers: list[Any] = []
+    transport: Transport
+    try:
+        if kind == "local":
+            transport = LocalTransport({node.node_id: node for node in nodes})
+        elif kind == "tcp":
+            from storage.transport.tcp import TcpNodeServer, TcpTransport
+
+            servers = [TcpNodeServer(node) for node in nodes]
+            addresses = {node.node_id: await server.start()
+                         for node, server in zip(nodes, servers, strict=True)}
+            transport = TcpTransport(addresses)
+        elif kind == "rdma":
+            from storage.transport.rdma import RdmaNodeServer, RdmaTransport
+
+            servers = [RdmaNodeServer(node) for node in nodes]
+            addresses = {node.node_id: await server.start()
+                         for node, server in zip(nodes, servers, strict=True)}
+            transport = RdmaTransport(addresses)
+        else:
+            raise AssertionError(f"unknown transport kind {kind!r}")
+        client = ShardedStorageClient(view, transport)
+        try:
+            yield Store(client, nodes, transport, servers)
+        finally:
+            await client.close()
+    finally:
+        for server in servers:  # servers before nodes: a server may hold views of a map
+            await server.close()
+        for node in nodes:
+            await node.close()
+
+
+def run_over(
+    kind: str,
+    data_dir: pathlib.Path,
+    scenario: Callable[[Store], Any],
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    **options: Any,
+) -> None:
+    """Run ``scenario(store)`` on a fresh store over ``kind`` in a fresh event loop."""
+    skip_if_unavailable(kind)
+
+    async def main() -> None:
+        async with open_store(kind, data_dir, **options) as store:
+            await scenario(store)
+
+    if loop_factory is None:
+        asyncio.run(main())
+    else:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main())
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait (bounded) until ``predicate()`` holds: for effects a network transport
+    delivers asynchronously (a cancelled stream's slot coming back)."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def deep_equal(left: object, right: object) -> bool:
+    """Equality that also checks types (a tuple is not a list, bytes not a memoryview)
+    and the fields that dataclass equality skips (``compare=False``: inline_body)."""
+    if type(left) is not type(right):
+        return False
+    if dataclasses.is_dataclass(left) and not isinstance(left, type):
+        return all(deep_equal(getattr(left, f.name), getattr(right, f.name))
+                   for f in dataclasses.fields(left))
+    if isinstance(left, tuple | list):
+        assert isinstance(right, tuple | list)
+        return len(left) == len(right) and all(
+            deep_equal(a, b) for a, b in zip(left, right, strict=True))
+    if isinstance(left, dict):
+        assert isinstance(right, dict)
+        return left.keys() == right.keys() and all(deep_equal(left[k], right[k]) for k in left)
+    return left == right
+
+
+# --- every operation, through the client ---------------------------------------------------
+
+QUEUE_ARN = "arn:squall:sqs::hooks:webhook"
+ORIGIN = EventOrigin("principal-1", "10.0.0.1", "request-1", "host-1")
+PART_BYTES = limits.part_size_bytes_min
+
+
+async def put_object(client: ShardedStorageClient, bucket: str, key: str, body: bytes,
+                     piece_bytes: int = 65536, **spec: Any) -> ObjectVersion:
+    async with client.open_upload(bucket, key) as upload:
+        for offset in range(0, len(body), piece_bytes):
+            await upload.write(memoryview(body)[offset:offset + piece_bytes])
+        return await upload.commit(PutSpec(etag=hashlib.md5(body).hexdigest(), **spec),
+                                   origin=ORIGIN)
+
+
+async def read_all(client: ShardedStorageClient, version: ObjectVersion, start: int = 0,
+                   end: int | None = None) -> bytes:
+    return b"".join([bytes(piece) async for piece in client.read_body(version, start, end)])
+
+
+async def exercise_every_operation(store: Store) -> None:
+    """Every ``Operation`` at least once, with arguments and results of every record type
+    the client sends or gets (the codec's walk and the conformance suite share it)."""
+    client = store.client
+    await client.create_bucket("ops", "owner-1")
+    await client.create_bucket("locked", "owner-1", object_lock_enabled=True)
+    assert [b.name for b in await client.list_buckets("owner-1")] == ["locked", "ops"]
+    assert (await client.get_bucket("ops")).owner_id == "owner-1"
+    await client.set_bucket_versioning("ops", "Enabled")
+    info = await client.put_object_lock_configuration(
+        "locked", DefaultRetention("GOVERNANCE", days=1))
+    assert info.default_retention == DefaultRetention("GOVERNANCE", days=1)
+    notification = NotificationConfiguration(
+        (NotificationRule("queue", "q1", QUEUE_ARN, ("s3:ObjectCreated:*",),
+                          (("prefix", "n/"),)),))
+    await client.put_bucket_config("ops", NOTIFICATION_CONFIG, notification.to_json(), ORIGIN)
+    assert await client.get_bucket_config("ops", NOTIFICATION_CONFIG) == notification.to_json()
+
+    body = bytes(range(256)) * 5000  # 1.2 chunks: one staged chunk and a tail
+    written = await put_object(client, "ops", "n/one", body, content_type="text/plain",
+                               user_metadata={"colour": "blue"}, tags={"t": "1"},
+                               checksums={"CRC32": "AAAAAA=="}, acl=b"<acl/>")
+    version = await client.get_version("ops", "n/one", inline_body_bytes_max=1 << 20)
+    assert version.inline_body is None  # over a chunk: streamed, not inline
+    small = await put_object(client, "ops", "small", b"tiny")
+    inline = await client.get_version("ops", "small", inline_body_bytes_max=1024)
+    assert inline.inline_body == b"tiny" and inline.bucket_versioning == "Enabled"
+    assert inline.version_id == small.version_id
+    assert await read_all(client, version) == body
+    assert await read_all(client, version, 10, 70000) == body[10:70000]
+    assert version.version_id == written.version_id and version.user_metadata == {
+        "colour": "blue"}
+    tagged = await client.replace_tags("ops", "n/one", version.version_id, {"t": "2"},
+                                       origin=ORIGIN)
+    assert tagged.tags == {"t": "2"}
+    acl = await client.replace_acl("ops", "n/one", version.version_id, b"<acl2/>", ORIGIN)
+    assert acl.acl == b"<acl2/>"
+    locked = await put_object(client, "locked", "k", b"keep")
+    assert locked.lock_mode == "GOVERNANCE"
+    held = await client.update_object_lock(
+        "locked", "k", locked.version_id, ObjectLockUpdate(retention=None, legal_hold=True))
+    assert held.legal_hold
+    page = await client.list_objects("ops", prefix="n/", delimiter="/")
+    assert [entry.key for entry in page.objects] == ["n/one"]
+    assert isinstance(page.objects, tuple) and isinstance(page.objects[0], ListedVersion)
+    versions = await client.list_object_versions("ops")
+    assert {entry.key for entry in versions.versions} == {"n/one", "small"}
+    deleted = await client.delete_object("ops", "small", origin=ORIGIN)
+    assert deleted.delete_marker
+    with pytest.raises(ObjectLocked):  # the legal hold: no bypass lifts it
+        await client.delete_object("locked", "k", locked.version_id, bypass_governance=True)
+    await client.update_object_lock("locked", "k", locked.version_id,
+                                    ObjectLockUpdate(legal_hold=False))
+    with pytest.raises(ObjectLocked):  # the default GOVERNANCE retention
+        await client.delete_object("locked", "k", locked.version_id)
+    removed = await client.delete_object("locked", "k", locked.version_id,
+                                         bypass_governance=True)
+    assert removed == DeleteResult(False, locked.s3_version_id)
+
+    upload = await client.create_multipart_upload(
+        "ops", "n/multi", PutSpec(etag="", user_metadata={"m": "1"}), "CRC32", "COMPOSITE")
+    parts = []
+    for number, size in ((1, PART_BYTES), (2, 1000)):
+        part_body = bytes([number]) * size
+        async with client.upload_part("ops", "n/multi", upload.upload_id, number) as part:
+            await part.write(part_body)
+            parts.append(await part.commit(hashlib.md5(part_body).hexdigest(), "AAAAAA=="))
+    listed = await client.list_parts("ops", "n/multi", upload.upload_id)
+    assert listed.parts == tuple(parts) and listed.upload.spec.user_metadata == {"m": "1"}
+    uploads = await client.list_multipart_uploads("ops")
+    assert [u.upload_id for u in uploads.uploads] == [upload.upload_id]
+    other = await client.create_multipart_upload("ops", "n/other", PutSpec(etag=""))
+    await client.abort_multipart_upload("ops", "n/other", other.upload_id)
+    completed = await client.complete_multipart_upload(
+        "ops", "n/multi", upload.upload_id,
+        [CompletedPart(p.part_number, p.etag, p.checksum) for p in parts], "etag-2",
+        {"CRC32": "BBBBBB=="}, WriteConditions(if_none_match_any=True), ORIGIN)
+    assert completed.part_sizes == (PART_BYTES, 1000)
+    assert await read_all(client, completed) == b"\x01" * PART_BYTES + b"\x02" * 1000
+
+    async with client.open_upload("ops", "n/abandoned") as abandoned:
+        await abandoned.write(b"a" * (limits.chunk_size_bytes + 1))  # one chunk staged
+    with pytest.raises(NoSuchKey):
+        await client.get_version("ops", "n/abandoned")
+    await client.create_bucket("gone", "owner-1")
+    with pytest.raises(BucketAlreadyOwnedByYou):
+        await client.create_bucket("gone", "owner-1")
+    await client.delete_bucket("gone")
+    with pytest.raises(BucketNotEmpty):
+        await client.delete_bucket("ops")
+
+    statuses = await client.outbox_status()
+    assert [s.shard for s in statuses] == list(range(client.shard_count))
+    assert any(s.depth for s in statuses)
+    for shard in range(client.shard_count):
+        assert await client.outbox_wait(shard, 0, 10) is (statuses[shard].depth > 0)
+        events = await client.outbox_read(shard, 0, 100, [QUEUE_ARN])
+        assert all(isinstance(e, OutboxEvent) and e.target_arn == QUEUE_ARN
+                   for e in events.events)
+        await client.outbox_ack(shard, [e.sequence for e in events.events])
+    assert sum(s.depth for s in await client.outbox_status()) == 0
+    backup = b"".join([bytes(piece) async for piece in client.snapshot(0)])
+    assert len(backup) > 0
