@@ -79,7 +79,12 @@ CLIENT_RECEIVES = frozenset({FrameKind.REPLY, FrameKind.ERROR, FrameKind.STREAM_
 
 class FrameError(Exception):
     """The peer sent bytes that are not a frame this end accepts (garbled, oversized, an
-    unknown kind). The connection cannot be trusted past them and must be closed."""
+    unknown kind). The connection cannot be trusted past them and must be closed; the
+    frames completed before them in the same read are in ``frames``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.frames: list[Frame] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +159,8 @@ class FrameReader:
 
     def buffer_updated(self, nbytes: int) -> list[Frame]:
         """``nbytes`` were written where ``get_buffer`` said: the frames now complete.
-        FrameError when the bytes are not acceptable frames (the reader stays failed)."""
+        FrameError when the bytes are not acceptable frames (the reader stays failed),
+        carrying the frames completed before them."""
         assert nbytes > 0
         frames: list[Frame] = []
         if self._section is not None:
@@ -171,6 +177,7 @@ class FrameReader:
             self._parse_staged(frames)
         except FrameError as error:
             self._failed = error
+            error.frames = frames
             raise
         return frames
 

@@ -59,7 +59,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from storage import limits
 from storage.api import InvalidArgument, NodeUnavailable, Overloaded, StorageError
@@ -100,12 +100,16 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.closed = False
         self.close_reason = ""
         self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # While holding, frames already received wait here, in order, and the transport
+        # reads nothing more (pause_reading): what one read brought in, at most.
+        self.holding = False
+        self._backlog: deque[Frame] = deque()
 
     # --- asyncio callbacks ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # (uvloop's TCP transport implements asyncio.Transport without subclassing it.)
+        self._transport = cast(asyncio.Transport, transport)
         # Paused whenever anything is left in the transport's buffer, resumed when it is
         # empty: "drained" then means the transport holds no reference to our buffers.
         transport.set_write_buffer_limits(high=0)
@@ -119,12 +123,40 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         try:
             frames = self._reader.buffer_updated(nbytes)
         except FrameError as error:
-            self.protocol_error(str(error))
+            self._frames_received(error.frames)  # what came before the bad bytes
+            if not self.closed:
+                self.protocol_error(str(error))
             return
-        for frame in frames:
+        self._frames_received(frames)
+
+    def _frames_received(self, frames: list[Frame]) -> None:
+        for index, frame in enumerate(frames):
             if self.closed:
                 return
+            if self.holding:
+                self._backlog.extend(frames[index:])
+                return
             self.frame_received(frame)
+
+    def hold(self) -> None:
+        """Handle no more frames (and read no more bytes) until ``release``."""
+        assert self._transport is not None
+        if not self.holding and not self.closed:
+            self.holding = True
+            self._transport.pause_reading()
+
+    def release(self) -> None:
+        """Handle the frames held back, then read again (unless held again meanwhile)."""
+        assert self._transport is not None
+        if not self.holding or self.closed:
+            return
+        self.holding = False
+        # Before reading resumes: a held frame's control is a view of the staging buffer,
+        # which the next read reuses.
+        while self._backlog and not self.holding and not self.closed:
+            self.frame_received(self._backlog.popleft())
+        if not self.holding and not self.closed:
+            self._transport.resume_reading()
 
     def eof_received(self) -> bool:
         self.close_reason = self.close_reason or "the peer closed the connection"
@@ -521,7 +553,7 @@ class TcpTransport:
         for connection in connections:
             connection.abort("the transport is closed")
         for connection in connections:
-            await connection.wait_lost()
+            await connection.wait_lost()  # soon after abort(): the loop's next steps
 
 
 # --- node side ---------------------------------------------------------------------------
@@ -585,7 +617,6 @@ class _NodeConnection(_FrameProtocol):
         self._streams: dict[int, _StreamCredit] = {}
         self._calls_in_flight = 0
         self._bytes_in_flight = 0
-        self._reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -665,24 +696,16 @@ class _NodeConnection(_FrameProtocol):
         """A request was read: it counts as in flight until answered (and drained)."""
         self._calls_in_flight += 1
         self._bytes_in_flight += size_bytes
-        if not self._reading_paused and not self.closed and (
-            self._calls_in_flight >= limits.transport_calls_in_flight_per_connection_max
-            or self._bytes_in_flight >= limits.transport_request_bytes_in_flight_max
-        ):
-            assert self._transport is not None
-            self._transport.pause_reading()
-            self._reading_paused = True
+        if (self._calls_in_flight >= limits.transport_calls_in_flight_per_connection_max
+                or self._bytes_in_flight >= limits.transport_request_bytes_in_flight_max):
+            self.hold()
 
     def _release(self, size_bytes: int) -> None:
         self._calls_in_flight -= 1
         self._bytes_in_flight -= size_bytes
-        if self._reading_paused and not self.closed and (
-            self._calls_in_flight < limits.transport_calls_in_flight_per_connection_max
-            and self._bytes_in_flight < limits.transport_request_bytes_in_flight_max
-        ):
-            assert self._transport is not None
-            self._transport.resume_reading()
-            self._reading_paused = False
+        if (self._calls_in_flight < limits.transport_calls_in_flight_per_connection_max
+                and self._bytes_in_flight < limits.transport_request_bytes_in_flight_max):
+            self.release()
 
     # --- serving -------------------------------------------------------------------------
 

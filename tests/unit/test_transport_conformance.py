@@ -1,7 +1,8 @@
 """One suite, every transport: the client's behaviours over ``local``, ``tcp`` and ``rdma``.
 
 Each test runs the same ``ShardedStorageClient`` scenario over every transport kind
-(``transport_harness.open_store``); ``rdma`` skips where it cannot run, with the reason.
+(``transport_harness.open_store``: ``tcp`` twice, on asyncio's own loop and on uvloop);
+``rdma`` skips where it cannot run, with the reason.
 What may differ between transports, and only this: a stream that a node refuses
 (Overloaded, NoSuchVersion) is refused by ``read_body`` itself in-process, and on its
 first step over a network; either way before any byte. The tests accept both.
@@ -49,6 +50,7 @@ from tests.unit.transport_harness import (
     open_store,
     put_object,
     read_all,
+    run_async,
     run_over,
     skip_if_unavailable,
 )
@@ -228,7 +230,7 @@ def test_typed_errors_arrive_as_the_same_class_and_message(
             async with open_store(name, tmp_path / f"{index}-{name}") as store:
                 results[name if index == 0 else "other"] = await _failures(store.client)
 
-    asyncio.run(main())
+    run_async(kind, main)
     expected_types = [NoSuchBucket, BucketAlreadyOwnedByYou, Exception, BucketNotEmpty,
                       NoSuchKey, NoSuchVersion, NoSuchBucket, InvalidArgument, NoSuchVersion,
                       NoSuchUpload, Exception, InvalidPartOrder, InvalidPart, EntityTooSmall,
@@ -453,8 +455,7 @@ def test_results_are_deep_equal_to_in_process(kind: str, tmp_path: pathlib.Path)
             assert deep_equal(await client.list_buckets("owner"),
                               await direct.list_buckets("owner"))
 
-    skip_if_unavailable(kind)
-    asyncio.run(main())
+    run_async(kind, main)
 
 
 def dataclasses_replace_none(version: Any, like: Any) -> Any:

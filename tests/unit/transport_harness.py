@@ -14,11 +14,12 @@ import contextlib
 import dataclasses
 import hashlib
 import pathlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import uvloop
 
 from storage import limits
 from storage.api import (
@@ -47,7 +48,9 @@ from storage.placement import View
 from storage.transport.base import Transport
 from storage.transport.local import LocalTransport
 
-TRANSPORT_KINDS = ("local", "tcp", "rdma")
+# tcp-uvloop: the TCP transport on uvloop, the loop ``squall serve`` runs (its transports
+# keep references to written buffers, where the stdlib loop of 3.11 copies them).
+TRANSPORT_KINDS = ("local", "tcp", "tcp-uvloop", "rdma")
 
 
 def skip_if_unavailable(kind: str) -> None:
@@ -87,7 +90,7 @@ async def open_store(
     try:
         if kind == "local":
             transport = LocalTransport({node.node_id: node for node in nodes})
-        elif kind == "tcp":
+        elif kind in ("tcp", "tcp-uvloop"):
             from storage.transport.tcp import TcpNodeServer, TcpTransport
 
             servers = [TcpNodeServer(node) for node in nodes]
@@ -115,26 +118,23 @@ async def open_store(
             await node.close()
 
 
-def run_over(
-    kind: str,
-    data_dir: pathlib.Path,
-    scenario: Callable[[Store], Any],
-    *,
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-    **options: Any,
-) -> None:
-    """Run ``scenario(store)`` on a fresh store over ``kind`` in a fresh event loop."""
+def run_async(kind: str, main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main()`` in a fresh event loop of the kind's choice."""
     skip_if_unavailable(kind)
+    loop_factory = uvloop.new_event_loop if kind == "tcp-uvloop" else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())  # type: ignore[arg-type]
+
+
+def run_over(kind: str, data_dir: pathlib.Path, scenario: Callable[[Store], Any],
+             **options: Any) -> None:
+    """Run ``scenario(store)`` on a fresh store over ``kind`` in a fresh event loop."""
 
     async def main() -> None:
         async with open_store(kind, data_dir, **options) as store:
             await scenario(store)
 
-    if loop_factory is None:
-        asyncio.run(main())
-    else:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(main())
+    run_async(kind, main)
 
 
 async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
