@@ -109,12 +109,12 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's TCP transport implements asyncio.Transport without subclassing it.)
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = stream = cast(asyncio.Transport, transport)
         # Paused whenever anything is left in the transport's buffer, resumed when it is
         # empty: "drained" then means the transport holds no reference to our buffers.
-        transport.set_write_buffer_limits(high=0)
+        stream.set_write_buffer_limits(high=0)
         # The base class's writelines joins its buffers (one copy of the payload).
-        self._vectored = type(transport).writelines is not asyncio.WriteTransport.writelines
+        self._vectored = type(stream).writelines is not asyncio.WriteTransport.writelines
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._reader.get_buffer()
