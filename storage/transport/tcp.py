@@ -259,6 +259,15 @@ def _payload_view(payload: Payload | None) -> memoryview | None:
     return view
 
 
+def _request_control(request: Request, *extra: object) -> bytes:
+    control = codec.encode_request(request.operation, request.arguments, *extra)
+    if len(control) > limits.transport_request_control_bytes_max:
+        raise InvalidArgument(
+            f"{request.operation.value}: {len(control)} bytes of arguments; at most "
+            f"{limits.transport_request_control_bytes_max} travel in one request")
+    return control
+
+
 class _ClientConnection(_FrameProtocol):
     def __init__(self, node_id: str) -> None:
         super().__init__(FrameReader(CLIENT_RECEIVES, limits.transport_response_control_bytes_max,
@@ -275,28 +284,41 @@ class _ClientConnection(_FrameProtocol):
     def unavailable(self) -> NodeUnavailable:
         return NodeUnavailable(f"node {self.node_id}: {self.close_reason}")
 
+    async def ready(self) -> None:
+        """Called once connected, before the first call (a sibling sets up its data
+        path here); nothing to do over plain TCP."""
+
     async def call(self, request: Request) -> Any:
-        control = codec.encode_request(request.operation, request.arguments)
-        if len(control) > limits.transport_request_control_bytes_max:
-            raise InvalidArgument(
-                f"{request.operation.value}: {len(control)} bytes of arguments; at most "
-                f"{limits.transport_request_control_bytes_max} travel in one request")
+        control = _request_control(request)
         payload = _payload_view(request.payload)
         async with self._call_slots:
-            if self.closed:
-                raise self.unavailable()
-            request_id = next(self._request_ids)
-            reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._calls[request_id] = reply
-            try:
-                self.send(FrameKind.REQUEST, request_id, control, payload)
-                try:
-                    await self.drained()
-                except ConnectionResetError:
-                    raise self.unavailable() from None
-                return await reply
-            finally:
-                del self._calls[request_id]
+            return await self.round_trip(FrameKind.REQUEST, request, control, payload)
+
+    async def round_trip(self, kind: FrameKind, request: Request | None, control: bytes,
+                         payload: memoryview | None = None) -> Any:
+        """Send one frame that a REPLY or an ERROR answers, and wait for the answer."""
+        if self.closed:
+            raise self.unavailable()
+        request_id = next(self._request_ids)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[request_id] = reply
+        try:
+            await self.send_request(kind, request_id, request, control, payload)
+            return await reply
+        finally:
+            del self._calls[request_id]
+
+    async def send_request(self, kind: FrameKind, request_id: int, request: Request | None,
+                           control: bytes, payload: memoryview | None) -> None:
+        """Send a request's frame, its payload inside it; return once it left."""
+        self.send(kind, request_id, control, payload)
+        await self.drained_or_unavailable()
+
+    async def drained_or_unavailable(self) -> None:
+        try:
+            await self.drained()
+        except ConnectionResetError:
+            raise self.unavailable() from None
 
     def open_stream(self, stream: _RemoteStream, request: Request) -> int:
         """Send STREAM_OPEN for ``stream``; its request id."""
@@ -305,14 +327,24 @@ class _ClientConnection(_FrameProtocol):
         if len(self._streams) >= limits.transport_streams_per_connection_max:
             raise Overloaded(f"{limits.transport_streams_per_connection_max} streams already "
                              f"open to node {self.node_id}")
-        control = codec.encode_request(request.operation, request.arguments,
-                                       limits.transport_stream_window_pieces)
         request_id = next(self._request_ids)
+        control = _request_control(request, *self.stream_window(request_id))
         self._streams[request_id] = stream
         self.send(FrameKind.STREAM_OPEN, request_id, control)
         return request_id
 
-    def grant_credit(self, request_id: int) -> None:
+    def stream_window(self, request_id: int) -> list[Any]:
+        """What STREAM_OPEN adds to [operation, arguments]: the window, in pieces."""
+        return [limits.transport_stream_window_pieces]
+
+    def stream_piece(self, frame: Frame) -> memoryview:
+        """The piece a STREAM_DATA frame brings: its payload."""
+        if frame.payload is None:
+            raise FrameError("a STREAM_DATA frame without its payload")
+        return frame.payload
+
+    def grant_credit(self, request_id: int, piece: memoryview) -> None:
+        """The consumer is done with ``piece``: the node may send one more."""
         self.send(FrameKind.STREAM_CREDIT, request_id, codec.encode(1))
 
     def cancel_stream(self, request_id: int) -> None:
@@ -323,6 +355,10 @@ class _ClientConnection(_FrameProtocol):
     def forget_stream(self, request_id: int) -> None:
         self._streams.pop(request_id, None)
 
+    def stream_released(self, request_id: int) -> None:
+        """The node has let go of stream ``request_id`` (STREAM_END or ERROR, also the
+        one it answers a STREAM_CANCEL with): nothing to do over plain TCP."""
+
     def frame_received(self, frame: Frame) -> None:
         kind = frame.kind
         if kind is FrameKind.REPLY or kind is FrameKind.ERROR:
@@ -330,13 +366,18 @@ class _ClientConnection(_FrameProtocol):
         elif kind is FrameKind.STREAM_DATA:
             stream = self._streams.get(frame.request_id)
             if stream is not None:
-                assert frame.payload is not None  # the reader checked the flag
-                if not stream.deliver(frame.payload):
+                try:
+                    piece = self.stream_piece(frame)
+                except (FrameError, codec.CodecError) as error:
+                    self.protocol_error(f"stream {frame.request_id}: {error}")
+                    return
+                if not stream.deliver(piece):
                     self.protocol_error(f"stream {frame.request_id}: more pieces than credited")
         elif kind is FrameKind.STREAM_END:
             stream = self._streams.pop(frame.request_id, None)
             if stream is not None:
                 stream.end(None)
+            self.stream_released(frame.request_id)
         else:
             assert kind is FrameKind.GOAWAY
             self._goaway(frame)
@@ -344,6 +385,8 @@ class _ClientConnection(_FrameProtocol):
     def _answer(self, frame: Frame) -> None:
         reply = self._calls.get(frame.request_id)
         stream = None if reply is not None else self._streams.pop(frame.request_id, None)
+        if reply is None and frame.kind is FrameKind.ERROR:
+            self.stream_released(frame.request_id)
         if reply is None and stream is None:
             return  # the answer to a call that timed out: nobody waits for it
         try:
@@ -398,7 +441,7 @@ class _RemoteStream:
         self._ended = False  # STREAM_END, an ERROR or the connection's loss arrived
         self._error: BaseException | None = None
         self._closed = False
-        self._owes_credit = False  # the consumer took a piece since the last credit
+        self._last_piece: memoryview | None = None  # taken by the consumer, not yet credited
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __aiter__(self) -> _RemoteStream:
@@ -414,9 +457,9 @@ class _RemoteStream:
             except BaseException:
                 self._closed = True  # a refused stream is over
                 raise
-        elif self._owes_credit and not self._ended:
-            connection.grant_credit(self._request_id)
-        self._owes_credit = False
+        elif self._last_piece is not None and not self._ended:
+            connection.grant_credit(self._request_id, self._last_piece)
+        self._last_piece = None
         if not self._pieces and not self._ended:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -430,8 +473,8 @@ class _RemoteStream:
             finally:
                 self._waiter = None
         if self._pieces:
-            self._owes_credit = True
-            return self._pieces.popleft()
+            self._last_piece = self._pieces.popleft()
+            return self._last_piece
         self._closed = True
         if self._error is not None:
             raise self._error
@@ -475,6 +518,7 @@ class _RemoteStream:
             return
         self._closed = True
         self._pieces.clear()
+        self._last_piece = None
         if self._connection is not None:
             if self._ended:
                 self._connection.forget_stream(self._request_id)
@@ -494,6 +538,8 @@ class _RemoteStream:
 
 class TcpTransport:
     """``Transport`` over TCP to nodes at ``addresses`` ({node id: (host, port)})."""
+
+    connection_class: type[_ClientConnection] = _ClientConnection
 
     def __init__(self, addresses: Mapping[str, tuple[str, int]]) -> None:
         self._addresses = dict(addresses)
@@ -534,11 +580,15 @@ class TcpTransport:
                 return connection
             host, port = address
             loop = asyncio.get_running_loop()
+            connection = None
             try:
                 async with asyncio.timeout(limits.transport_connect_timeout_ms / 1000):
                     _, connection = await loop.create_connection(
-                        lambda: _ClientConnection(node_id), host, port)
-            except OSError as error:  # TimeoutError is one
+                        lambda: self.connection_class(node_id), host, port)
+                    await connection.ready()
+            except (OSError, StorageError) as error:  # TimeoutError is an OSError
+                if connection is not None:
+                    connection.abort(f"set-up failed: {error!r}")
                 raise NodeUnavailable(
                     f"cannot connect to node {node_id} at {host}:{port}: {error!r}") from None
             self._connections[node_id] = connection
@@ -560,15 +610,19 @@ class TcpTransport:
 
 
 class _StreamCredit:
-    """How many pieces a stream may still send, and whether its reader cancelled it."""
+    """The pieces a stream may still send (one grant each: None over plain TCP, where
+    the piece itself carries the bytes), and whether its reader cancelled it."""
 
-    def __init__(self, window: int) -> None:
-        self._credit = window
+    def __init__(self, grants: list[Any]) -> None:
+        self._grants: deque[Any] = deque(grants)
         self.cancelled = False
         self._waiter: asyncio.Future[None] | None = None
 
-    def grant(self, pieces: int) -> None:
-        self._credit = min(self._credit + pieces, limits.transport_stream_window_pieces)
+    def grant(self, grants: list[Any]) -> None:
+        """More grants from the reader; FrameError if it grants beyond its window."""
+        if len(self._grants) + len(grants) > limits.transport_stream_window_pieces:
+            raise FrameError("credit beyond the stream's window")
+        self._grants.extend(grants)
         self._wake()
 
     def cancel(self) -> None:
@@ -579,12 +633,12 @@ class _StreamCredit:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def take(self) -> bool:
-        """Wait for one piece of credit (False: the reader cancelled). Overloaded when the
-        reader grants none for ``limits.transport_stream_idle_ms_max``."""
+    async def take(self) -> tuple[bool, Any]:
+        """Wait for one grant: (True, grant), or (False, None) if the reader cancelled.
+        Overloaded when the reader grants none for ``limits.transport_stream_idle_ms_max``."""
         try:
             async with asyncio.timeout(limits.transport_stream_idle_ms_max / 1000):
-                while self._credit == 0 and not self.cancelled:
+                while not self._grants and not self.cancelled:
                     self._waiter = asyncio.get_running_loop().create_future()
                     try:
                         await self._waiter
@@ -594,9 +648,8 @@ class _StreamCredit:
             raise Overloaded(f"the stream's reader took nothing for "
                              f"{limits.transport_stream_idle_ms_max} ms") from None
         if self.cancelled:
-            return False
-        self._credit -= 1
-        return True
+            return False, None
+        return True, self._grants.popleft()
 
 
 async def _close_stream(stream: AsyncIterator[Any]) -> None:
@@ -641,14 +694,11 @@ class _NodeConnection(_FrameProtocol):
         if kind is FrameKind.STREAM_CREDIT:
             credit = self._streams.get(frame.request_id)
             try:
-                pieces = codec.decode(frame.control)
-            except codec.CodecError as error:
+                grants = self.credit_grants(codec.decode(frame.control))
+                if credit is not None:
+                    credit.grant(grants)
+            except (codec.CodecError, FrameError) as error:
                 self.protocol_error(f"STREAM_CREDIT: {error}")
-                return
-            if type(pieces) is not int or pieces < 1:
-                self.protocol_error(f"STREAM_CREDIT of {pieces!r}")
-            elif credit is not None:
-                credit.grant(pieces)
         elif kind is FrameKind.STREAM_CANCEL:
             credit = self._streams.get(frame.request_id)
             if credit is not None:
@@ -665,12 +715,14 @@ class _NodeConnection(_FrameProtocol):
         request_id = frame.request_id
         size_bytes = len(frame.control) + (0 if frame.payload is None else len(frame.payload))
         request: Request | BaseException
-        window = 0
+        grants: list[Any] = []
         try:
             operation, arguments, extra = codec.decode_request(frame.control)
-            request = Request(operation, arguments, frame.payload)
             if frame.kind is FrameKind.STREAM_OPEN:
-                window = _window(extra)
+                grants = self.stream_grants(extra)
+                request = Request(operation, arguments)
+            else:
+                request = Request(operation, arguments, self.request_payload(frame, extra))
         except codec.CodecError as error:
             request = error
         self._request_ids.add(request_id)  # until its task ends
@@ -678,12 +730,38 @@ class _NodeConnection(_FrameProtocol):
         if frame.kind is FrameKind.REQUEST or isinstance(request, BaseException):
             coroutine = self._serve_call(request_id, request, size_bytes)
         else:
-            credit = _StreamCredit(window)
+            credit = _StreamCredit(grants)
             self._streams[request_id] = credit
             coroutine = self._serve_stream(request_id, request, credit, size_bytes)
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    # --- what a sibling transport changes ----------------------------------------------
+
+    def request_payload(self, frame: Frame, extra: list[Any]) -> memoryview | None:
+        """A request's payload: the frame's own (plain TCP adds nothing to a request)."""
+        if extra:
+            raise codec.CodecError("a request is [operation, arguments]")
+        return frame.payload
+
+    def stream_grants(self, extra: list[Any]) -> list[Any]:
+        """The grants a STREAM_OPEN brings: its window, in pieces."""
+        return [None] * _window(extra)
+
+    def credit_grants(self, decoded: Any) -> list[Any]:
+        """The grants a STREAM_CREDIT brings: a number of pieces."""
+        if type(decoded) is not int or not 1 <= decoded <= limits.transport_stream_window_pieces:
+            raise codec.CodecError(f"a credit of {decoded!r} pieces")
+        return [None] * decoded
+
+    async def send_piece(self, request_id: int, piece: memoryview, grant: Any) -> None:
+        """Send one piece of a stream, and return once the transport holds no reference
+        to it (the piece may be a view of the memory map)."""
+        self.send(FrameKind.STREAM_DATA, request_id, b"", piece)
+        await self.drained()
+
+    # --- tasks and bounds ----------------------------------------------------------------
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -772,11 +850,12 @@ class _NodeConnection(_FrameProtocol):
         async for piece in stream:
             view = memoryview(piece)
             for offset in range(0, max(len(view), 1), piece_bytes_max):
-                if not await credit.take():
-                    return  # cancelled by the reader
-                self.send(FrameKind.STREAM_DATA, request_id, b"",
-                          view[offset:offset + piece_bytes_max])
-                await self.drained()
+                granted, grant = await credit.take()
+                if not granted:  # cancelled by the reader: it waits for this END
+                    self.send(FrameKind.STREAM_END, request_id, b"")
+                    return
+                await self.send_piece(request_id, view[offset:offset + piece_bytes_max],
+                                      grant)
         self.send(FrameKind.STREAM_END, request_id, b"")
 
 
@@ -790,6 +869,8 @@ class TcpNodeServer:
     """Serves ``node`` over TCP at ``host``:``port`` (0: any free port; ``address`` tells
     which once started). The node belongs to the caller: close this server first."""
 
+    connection_class: type[_NodeConnection] = _NodeConnection
+
     def __init__(self, node: StorageNode, host: str = "127.0.0.1", port: int = 0) -> None:
         self.node = node
         self._host = host
@@ -801,7 +882,7 @@ class TcpNodeServer:
 
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _NodeConnection(self), self._host,
+        self._server = await loop.create_server(lambda: self.connection_class(self), self._host,
                                                 self._port, reuse_address=True)
         host, port = self._server.sockets[0].getsockname()[:2]
         self.address = (host, port)
