@@ -75,6 +75,13 @@ transport_connect_timeout_ms = 5_000
 transport_call_timeout_ms = 60_000
 transport_node_connections_max = 1024  # connections one node server accepts at once
 transport_codec_nesting_depth_max = 32  # records and tuples inside one another, on decode
+# RDMA (storage/transport/rdma.py; untested on hardware): registered memory per connection
+# and end, in slots of transport_payload_bytes_max (one chunk): what a peer may RDMA-write
+# into (receive) and what this end copies a payload into before writing it (send).
+rdma_receive_slots_per_connection = 64  # 64 MiB: 16 streams' windows, or 64 staged chunks
+rdma_send_slots_per_connection = 16
+rdma_work_requests_max = 64  # RDMA writes outstanding on one queue pair
+rdma_completion_poll_interval_us = 50  # the completion queue is polled this often while busy
 
 # --- lifecycle sweeper (storage/lifecycle.py) ------------------------------------------
 lifecycle_rules_max = 1000  # AWS: a lifecycle configuration has at most 1000 rules

@@ -66,6 +66,7 @@ class FrameKind(enum.IntEnum):
     STREAM_CREDIT = 7  # client -> node: control: pieces the node may send in addition
     STREAM_CANCEL = 8  # client -> node: stop the stream and release it
     GOAWAY = 9  # either way, request id 0: control: why the sender closes the connection
+    SETUP = 10  # client -> node: control: a data path's set-up (rdma.py); REPLY/ERROR answer
 
 
 # Kinds whose frames may carry a payload.

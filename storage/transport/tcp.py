@@ -320,7 +320,7 @@ class _ClientConnection(_FrameProtocol):
         except ConnectionResetError:
             raise self.unavailable() from None
 
-    def open_stream(self, stream: _RemoteStream, request: Request) -> int:
+    async def open_stream(self, stream: _RemoteStream, request: Request) -> int:
         """Send STREAM_OPEN for ``stream``; its request id."""
         if self.closed:
             raise self.unavailable()
@@ -328,12 +328,14 @@ class _ClientConnection(_FrameProtocol):
             raise Overloaded(f"{limits.transport_streams_per_connection_max} streams already "
                              f"open to node {self.node_id}")
         request_id = next(self._request_ids)
-        control = _request_control(request, *self.stream_window(request_id))
+        control = _request_control(request, *await self.stream_window(request_id))
+        if self.closed:
+            raise self.unavailable()
         self._streams[request_id] = stream
         self.send(FrameKind.STREAM_OPEN, request_id, control)
         return request_id
 
-    def stream_window(self, request_id: int) -> list[Any]:
+    async def stream_window(self, request_id: int) -> list[Any]:
         """What STREAM_OPEN adds to [operation, arguments]: the window, in pieces."""
         return [limits.transport_stream_window_pieces]
 
@@ -353,7 +355,12 @@ class _ClientConnection(_FrameProtocol):
         self.send(FrameKind.STREAM_CANCEL, request_id, b"")
 
     def forget_stream(self, request_id: int) -> None:
+        """The consumer is done with a stream that the node ended."""
         self._streams.pop(request_id, None)
+
+    def call_answered(self, request_id: int) -> None:
+        """A REPLY or an ERROR for ``request_id`` arrived, awaited or not (a late answer
+        to a call that timed out): the node is done with the request."""
 
     def stream_released(self, request_id: int) -> None:
         """The node has let go of stream ``request_id`` (STREAM_END or ERROR, also the
@@ -383,6 +390,7 @@ class _ClientConnection(_FrameProtocol):
             self._goaway(frame)
 
     def _answer(self, frame: Frame) -> None:
+        self.call_answered(frame.request_id)
         reply = self._calls.get(frame.request_id)
         stream = None if reply is not None else self._streams.pop(frame.request_id, None)
         if reply is None and frame.kind is FrameKind.ERROR:
@@ -476,6 +484,7 @@ class _RemoteStream:
             self._last_piece = self._pieces.popleft()
             return self._last_piece
         self._closed = True
+        connection.forget_stream(self._request_id)  # the consumer is done with it
         if self._error is not None:
             raise self._error
         raise StopAsyncIteration
@@ -484,10 +493,10 @@ class _RemoteStream:
         try:
             async with asyncio.timeout(limits.transport_call_timeout_ms / 1000):
                 connection = await self._transport.connection(self._node_id)
+                self._request_id = await connection.open_stream(self, self._request)
         except TimeoutError:
-            raise NodeUnavailable(f"node {self._node_id}: no connection within "
+            raise NodeUnavailable(f"node {self._node_id}: stream not opened within "
                                   f"{limits.transport_call_timeout_ms} ms") from None
-        self._request_id = connection.open_stream(self, self._request)
         self._connection = connection
         self._loop = asyncio.get_running_loop()
         return connection
@@ -659,8 +668,11 @@ async def _close_stream(stream: AsyncIterator[Any]) -> None:
 
 
 class _NodeConnection(_FrameProtocol):
+    accepted_kinds = NODE_RECEIVES
+
     def __init__(self, server: TcpNodeServer) -> None:
-        super().__init__(FrameReader(NODE_RECEIVES, limits.transport_request_control_bytes_max,
+        super().__init__(FrameReader(self.accepted_kinds,
+                                     limits.transport_request_control_bytes_max,
                                      limits.transport_payload_bytes_max,
                                      limits.transport_receive_buffer_bytes))
         self._server = server

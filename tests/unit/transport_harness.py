@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,77 @@ from storage.transport.local import LocalTransport
 
 # tcp-uvloop: the TCP transport on uvloop, the loop ``squall serve`` runs (its transports
 # keep references to written buffers, where the stdlib loop of 3.11 copies them).
-TRANSPORT_KINDS = ("local", "tcp", "tcp-uvloop", "rdma")
+# rdma-emulated: rdma.py's protocol (SETUP, slots, credits, payloads placed by "remote
+# writes") over an emulated queue pair, a memcpy between the two ends in this process.
+# It tests that protocol, not one verbs call: the real "rdma" kind skips without pyverbs
+# or a device.
+TRANSPORT_KINDS = ("local", "tcp", "tcp-uvloop", "rdma-emulated", "rdma")
+
+
+class _EmulatedRegion:
+    def __init__(self, slot_count: int) -> None:
+        self.slot_count = slot_count
+        self._view = memoryview(bytearray(slot_count * limits.transport_payload_bytes_max))
+
+    def slot(self, index: int, length: int = limits.transport_payload_bytes_max) -> memoryview:
+        assert 0 <= index < self.slot_count and 0 <= length <= limits.transport_payload_bytes_max
+        start = index * limits.transport_payload_bytes_max
+        return self._view[start:start + length]
+
+
+class EmulatedQueuePair:
+    """``rdma._QueuePair``'s interface without pyverbs: ``write`` copies into the peer's
+    receive region, found through this process's table of pairs (both ends of the
+    conformance suite run here), after yielding once (a completion never comes at
+    once). It counts writes, so tests can see payloads did not travel in frames."""
+
+    pairs: dict[int, EmulatedQueuePair] = {}
+    numbers = itertools.count(1)
+    writes = 0
+
+    def __init__(self, device_name: str | None, port: int, gid_index: int) -> None:
+        self.number = next(self.numbers)
+        self.pairs[self.number] = self
+        self.receive = _EmulatedRegion(limits.rdma_receive_slots_per_connection)
+        self.remote_slot_count = 0
+        self._peer: EmulatedQueuePair | None = None
+
+    def endpoint(self) -> dict[str, Any]:
+        return {"qp_number": self.number, "psn": 0, "lid": 0, "gid": "emulated",
+                "address": 0, "rkey": 0, "slots": self.receive.slot_count,
+                "slot_bytes": limits.transport_payload_bytes_max}
+
+    def connect(self, remote: dict[str, Any]) -> None:
+        self._peer = self.pairs[remote["qp_number"]]
+        self.remote_slot_count = remote["slots"]
+
+    async def write(self, payload: memoryview, remote_slot: int) -> None:
+        assert self._peer is not None and 0 <= remote_slot < self.remote_slot_count
+        await asyncio.sleep(0)
+        self._peer.receive.slot(remote_slot, len(payload))[:] = payload
+        EmulatedQueuePair.writes += 1
+
+    def close(self) -> None:
+        self.pairs.pop(self.number, None)
+
+
+def emulated_rdma_classes() -> tuple[type[Any], type[Any]]:
+    """RdmaNodeServer and RdmaTransport whose connections use ``EmulatedQueuePair``."""
+    from storage.transport import rdma
+
+    class Client(rdma._RdmaClientConnection):
+        queue_pair_factory = EmulatedQueuePair
+
+    class Node(rdma._RdmaNodeConnection):
+        queue_pair_factory = EmulatedQueuePair
+
+    class Server(rdma.RdmaNodeServer):
+        connection_class = Node
+
+    class Transport(rdma.RdmaTransport):
+        connection_class = Client
+
+    return Server, Transport
 
 
 def skip_if_unavailable(kind: str) -> None:
@@ -97,13 +168,15 @@ async def open_store(
             addresses = {node.node_id: await server.start()
                          for node, server in zip(nodes, servers, strict=True)}
             transport = TcpTransport(addresses)
-        elif kind == "rdma":
+        elif kind in ("rdma", "rdma-emulated"):
             from storage.transport.rdma import RdmaNodeServer, RdmaTransport
 
-            servers = [RdmaNodeServer(node) for node in nodes]
+            server_class, transport_class = ((RdmaNodeServer, RdmaTransport) if kind == "rdma"
+                                             else emulated_rdma_classes())
+            servers = [server_class(node) for node in nodes]
             addresses = {node.node_id: await server.start()
                          for node, server in zip(nodes, servers, strict=True)}
-            transport = RdmaTransport(addresses)
+            transport = transport_class(addresses)
         else:
             raise AssertionError(f"unknown transport kind {kind!r}")
         client = ShardedStorageClient(view, transport)
