@@ -413,17 +413,21 @@ class _RdmaClientConnection(_ClientConnection):
 
     def cancel_stream(self, request_id: int) -> None:
         super().cancel_stream(request_id)
-        self._consumer_done.add(request_id)  # its slots wait for the node's STREAM_END
-        self._maybe_free_stream(request_id)
+        self._consumer_done_with(request_id)  # its slots wait for the node's STREAM_END
 
     def forget_stream(self, request_id: int) -> None:
         super().forget_stream(request_id)
-        self._consumer_done.add(request_id)
-        self._maybe_free_stream(request_id)
+        self._consumer_done_with(request_id)
+
+    def _consumer_done_with(self, request_id: int) -> None:
+        if request_id in self._stream_slots:
+            self._consumer_done.add(request_id)
+            self._maybe_free_stream(request_id)
 
     def stream_released(self, request_id: int) -> None:
-        self._node_let_go.add(request_id)
-        self._maybe_free_stream(request_id)
+        if request_id in self._stream_slots:  # (not a late error for a call)
+            self._node_let_go.add(request_id)
+            self._maybe_free_stream(request_id)
 
     def _maybe_free_stream(self, request_id: int) -> None:
         if request_id in self._node_let_go and request_id in self._consumer_done:

@@ -11,8 +11,10 @@ Rules and theory of operation:
   STREAM_CREDIT (the client grants one when its consumer asks for the next piece), and
   ends with STREAM_END or ERROR. STREAM_CANCEL (``aclose``, or the iterator being
   collected) stops it; the node then closes its ``BodyStream``, so the read slot and the
-  read transaction come back. A slow reader thus holds at most ``limits
-  .transport_stream_window_pieces`` pieces on the client and none queued on the node.
+  read transaction come back, and answers STREAM_END (the reader knows the node let go).
+  A slow reader thus holds at most ``limits.transport_stream_window_pieces`` pieces on
+  the client and none queued on the node. A node whose body fits in the window sends it
+  all and gives its slot back before the reader has read it.
   A stream opens on its first step: a refusal (Overloaded, NoSuchVersion) is raised
   there, not by ``open_stream`` itself as the in-process transport does.
 * Bounds (``storage.limits``, ``transport_*``): control and payload sizes per frame
@@ -26,6 +28,11 @@ Rules and theory of operation:
   frames close the connection after a GOAWAY frame naming the reason; a control message
   that does not decode fails only its own request. A node never dies of a peer's bytes,
   and never stores more than one bounded section of a frame ahead of handling it.
+* A sibling transport (``rdma``) changes only where payload bytes travel. Its seams:
+  on the client ``ready``, ``send_request``, ``stream_window``, ``stream_piece``,
+  ``grant_credit``, ``call_answered``, ``stream_released``, ``forget_stream`` and
+  ``cancel_stream``; on the node the methods under "what a sibling transport changes".
+  The rest (frames, ids, errors, timeouts, bounds) is shared.
 * Flow control: both ends set the transport's high-water mark to 0, so the protocol is
   paused whenever a write was not wholly taken by the kernel, and resumed once the
   transport's buffer is empty. A writer awaits that (``drained``) after each frame with a
@@ -535,12 +542,14 @@ class _RemoteStream:
                 self._connection.cancel_stream(self._request_id)
 
     def __del__(self) -> None:
-        # Dropped unclosed (a consumer that stopped iterating): tell the node, from the
-        # loop's thread (the collector may run anywhere).
-        if self._closed or self._ended or self._connection is None or self._loop is None:
+        # Dropped unclosed (a consumer that stopped iterating): tell the node, or the
+        # connection if the node had ended it, from the loop's thread (the collector may
+        # run anywhere).
+        if self._closed or self._connection is None or self._loop is None:
             return
+        done = self._connection.forget_stream if self._ended else self._connection.cancel_stream
         try:
-            self._loop.call_soon_threadsafe(self._connection.cancel_stream, self._request_id)
+            self._loop.call_soon_threadsafe(done, self._request_id)
         except RuntimeError:  # the loop is closed: so is the connection
             pass
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import gc
 import pathlib
 
 import pytest
@@ -66,6 +67,12 @@ def test_payloads_go_by_remote_write_and_every_slot_comes_back(tmp_path: pathlib
                          limits.transport_stream_window_pieces)
         for stream in streams[3:]:
             assert b"".join([bytes(p) async for p in stream]) == body[CHUNK:]
+        await eventually(lambda: len(connection._free_slots) == slots)
+        dropped = client.read_body(version)  # ended by the node, dropped by its consumer
+        await anext(dropped)
+        await eventually(lambda: connection._node_let_go != set())
+        del dropped
+        gc.collect()
         await eventually(lambda: len(connection._free_slots) == slots)
         assert connection._stream_slots == {} and connection._delivered == {}
         # Every node slot came back with its answer.
