@@ -74,6 +74,7 @@ from gateway.s3.common import (
     KeyAccess,
     Principal,
     RequestContext,
+    is_secure_transport,
     owner_for,
 )
 from gateway.users import UserDirectory
@@ -550,7 +551,7 @@ class Gateway:
             query=query,
             headers=request.headers,
             source_ip=client.host if client is not None else "",
-            secure_transport=request.scope.get("scheme") == "https",
+            secure_transport=is_secure_transport(request),
             now_seconds=time.time(),
         )
 
@@ -637,6 +638,9 @@ class Gateway:
         handler = HANDLERS[endpoint.operation]
         at_rest = self.config.encryption_at_rest
         if endpoint.operation in encryption.OPERATIONS:
+            ctx.customer_key, ctx.copy_source_customer_key = encryption.requested_customer_keys(
+                ctx.request.headers, endpoint.operation, secure=ctx.secure_transport,
+                over_http_allowed=self.config.sse_c_over_http)
             encryption.check_encryption(ctx.request.headers, at_rest)
         try:
             response = await handler(ctx)
@@ -645,7 +649,8 @@ class Gateway:
             assert ctx.object_checked or authz.REQUIREMENTS[
                 endpoint.operation].resource != authz.OBJECT, (
                 f"{endpoint.operation} answered without authz.check_object")
-            encryption.say_encrypted(response, endpoint.operation, at_rest)
+            encryption.say_encrypted(response, endpoint.operation, at_rest,
+                                     ctx.answered_customer_key)
             return response
         except api.WriteDiscarded as discarded:
             # A function answered and discarded the object: success, nothing stored.

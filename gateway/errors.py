@@ -123,6 +123,20 @@ _STORAGE_ERRORS: dict[type[api.StorageError], tuple[str, int, str]] = {
     api.NodeUnavailable: ("ServiceUnavailable", 503, "Reduce your request rate."),
     # A retention or legal hold protects the version: AWS answers a plain AccessDenied.
     api.ObjectLocked: ("AccessDenied", 403, "Access Denied"),
+    # SSE-C (gateway/s3/encryption.py checks keys before storage, with each operation's
+    # own words; these are the answers when storage is the one to tell).
+    api.CustomerKeyRequired: (
+        "InvalidRequest",
+        400,
+        "The object was stored using a form of Server Side Encryption. The correct "
+        "parameters must be provided to retrieve the object.",
+    ),
+    api.CustomerKeyMismatch: ("AccessDenied", 403, "Access Denied"),
+    api.CustomerKeyNotApplicable: (
+        "InvalidRequest",
+        400,
+        "The encryption parameters are not applicable to this object.",
+    ),
     # A pre-commit function refused the object (the message names it and its verdict).
     api.WriteRejected: ("RejectedByFunction", 403, ""),
     # Handled by the gateway as a 200 with the verdict; reaching this table is a bug.

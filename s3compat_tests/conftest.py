@@ -49,6 +49,7 @@ def s3_endpoint(tmp_path_factory) -> Iterator[Endpoint]:
             vhost_domain=vhost_domain,
             alt_access_key=os.environ.get("S3COMPAT_ALT_ACCESS_KEY", ""),
             alt_secret_key=os.environ.get("S3COMPAT_ALT_SECRET_KEY", ""),
+            sse_c_over_http=os.environ.get("S3COMPAT_SSE_C_OVER_HTTP", "") == "1",
         )
         return
     key_file = tmp_path_factory.mktemp("squall-key") / "squall.key"
@@ -62,10 +63,12 @@ def _squall_endpoint(data_dir: Path, region: str, vhost_domain: str,
     # Squall's own launcher (squall/launcher.py): a child process on a free port, its
     # output in a file (never a pipe that could fill up), SIGTERM at the end. Its store
     # encrypts at rest, as AWS encrypts every new object (SSE-S3): every test of the
-    # suite goes through the encrypted data path (docs/encryption.md).
+    # suite goes through the encrypted data path (docs/encryption.md). It speaks plain
+    # HTTP, so it is told to take SSE-C keys there (test_sse_c.py), as behind a TLS proxy.
     server = ServerProcess(data_dir, access_key=squall_root_user,
                            secret_key=squall_root_password,
-                           extra_args=("--encryption-key-file", str(key_file)))
+                           extra_args=("--encryption-key-file", str(key_file),
+                                       "--allow-sse-c-over-http"))
     try:
         server.start()
     except RuntimeError as error:
@@ -82,6 +85,7 @@ def _squall_endpoint(data_dir: Path, region: str, vhost_domain: str,
             vhost_domain=vhost_domain,
             alt_access_key=squall_alt_user,
             alt_secret_key=squall_alt_password,
+            sse_c_over_http=True,
         )
     finally:
         server.close()

@@ -50,6 +50,14 @@ class Endpoint:
     # A second, unprivileged user, for cross-account tests; empty when none is configured.
     alt_access_key: str = ""
     alt_secret_key: str = ""
+    # The endpoint takes SSE-C keys over plain HTTP (a server told it sits behind a
+    # TLS-terminating proxy: squall serve --allow-sse-c-over-http). AWS takes them over
+    # HTTPS only, so the SSE-C tests need this or an https:// url.
+    sse_c_over_http: bool = False
+
+    @property
+    def takes_sse_c(self) -> bool:
+        return self.url.startswith("https://") or self.sse_c_over_http
 
     @property
     def host(self) -> str:

@@ -247,6 +247,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                 delivery=hook if webhooks and isinstance(hook, EventDelivery) else None,
                 lifecycle_day_ms=lifecycle.day_ms,
                 encryption_at_rest=cipher is not None,
+                sse_c_over_http=args.allow_sse_c_over_http,
                 metrics_access=metrics_access,
                 metrics_sources=(hook,) if isinstance(hook, MetricsSource) else (),
             ),
@@ -481,6 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
         "base64: openssl rand -base64 32 > FILE), and honour SSE-S3 requests "
         "(x-amz-server-side-encryption: AES256); a store that holds data opens only with "
         "the key it is encrypted with (or SQUALL_ENCRYPTION_KEY_FILE)",
+    )
+    serve.add_argument(
+        "--allow-sse-c-over-http",
+        action="store_true",
+        default=os.environ.get("SQUALL_ALLOW_SSE_C_OVER_HTTP", "") == "1",
+        help="accept SSE-C requests (x-amz-server-side-encryption-customer-key) over plain "
+        "HTTP. AWS refuses them (400 InvalidRequest): a key sent in clear text is a key "
+        "given away. Only for a server behind a TLS-terminating proxy that clients reach "
+        "over HTTPS, or for tests (or SQUALL_ALLOW_SSE_C_OVER_HTTP=1)",
     )
     serve.add_argument(
         "--users",
@@ -727,6 +737,9 @@ def _verify_command(args: argparse.Namespace) -> int:
           f"bodies checked, {report.bodies_hashed} MD5s compared with their ETags")
     if report.md5_skipped:
         print(f"MD5s not compared: {report.md5_skipped}")
+    if report.customer_key_bodies:
+        print(f"{report.customer_key_bodies} SSE-C bodies (a customer's key, not kept by the "
+              "store): sizes checked, MD5s not")
     for problem in report.problems[:_PROBLEMS_SHOWN_MAX]:
         print(f"PROBLEM {problem}")
     if len(report.problems) > _PROBLEMS_SHOWN_MAX:

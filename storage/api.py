@@ -16,8 +16,12 @@ Rules:
 
 from __future__ import annotations
 
+import base64
 import bisect
+import hashlib
+import hmac
 import json
+import os
 import re
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +79,13 @@ __all__ = [
     "ObjectLockNotEnabled",
     "ObjectLocked",
     "NodeUnavailable",
+    "SSE_CUSTOMER_ALGORITHM",
+    "CustomerKey",
+    "CustomerKeyRecord",
+    "check_customer_key",
+    "CustomerKeyRequired",
+    "CustomerKeyMismatch",
+    "CustomerKeyNotApplicable",
     "limits",
     # pre-commit hook (ML triggers)
     "OBJECT_CREATED_EVENTS",
@@ -132,6 +143,92 @@ class BucketInfo:
     default_retention: DefaultRetention | None = None
 
 
+# --- SSE-C: server-side encryption with customer-provided keys ---------------------------
+#
+# A client may give a 32-byte AES-256 key with a request (the
+# x-amz-server-side-encryption-customer-* headers). The key travels with the write or the
+# read from the gateway to the engine, which encrypts (or decrypts) the object's chunks
+# with keys derived from it (``storage.engine.cipher``), and is then forgotten: storage
+# keeps only a ``CustomerKeyRecord`` (a salted HMAC of the key, which proves a key given
+# later is the same one, and the key's MD5, which S3 answers with). Losing the key loses
+# the object: nothing in the store can decrypt it.
+
+SSE_CUSTOMER_ALGORITHM = "AES256"  # the one algorithm SSE-C takes
+CUSTOMER_KEY_BYTES = 32
+CUSTOMER_KEY_SALT_BYTES = 16
+_CUSTOMER_KEY_CHECK_LABEL = b"squall sse-c key check\x00"
+_CUSTOMER_ETAG_LABEL = b"squall sse-c etag\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerKeyRecord:
+    """What the store keeps of an SSE-C key: never the key itself.
+
+    ``verifier`` is HMAC-SHA256(key, label || ``salt``) with a random salt per object
+    (per multipart upload: its parts and its object share it), so a key given later is
+    checked without keeping it, and two objects under the same key are not linkable by
+    their records. ``key_md5`` (base64 MD5 of the key) is what S3 echoes in
+    x-amz-server-side-encryption-customer-key-MD5."""
+
+    key_md5: str
+    salt: bytes
+    verifier: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerKey:
+    """An SSE-C key given with one request. Never stored and never shown (``repr``
+    leaves it out); ``key_md5`` is the base64 MD5 the client sent with it, which the
+    gateway checked against the key."""
+
+    key: bytes = field(repr=False)
+    key_md5: str
+
+    def __post_init__(self) -> None:
+        assert len(self.key) == CUSTOMER_KEY_BYTES, "an SSE-C key is 32 bytes"
+
+    @classmethod
+    def of(cls, key: bytes) -> CustomerKey:
+        digest = hashlib.md5(key, usedforsecurity=False).digest()
+        return cls(bytes(key), base64.b64encode(digest).decode("ascii"))
+
+    def _verifier(self, salt: bytes) -> bytes:
+        return hmac.new(self.key, _CUSTOMER_KEY_CHECK_LABEL + salt, hashlib.sha256).digest()
+
+    def new_record(self) -> CustomerKeyRecord:
+        """A record of this key with a fresh random salt (a new object or upload)."""
+        salt = os.urandom(CUSTOMER_KEY_SALT_BYTES)
+        return CustomerKeyRecord(self.key_md5, salt, self._verifier(salt))
+
+    def opens(self, record: CustomerKeyRecord) -> bool:
+        """Whether this is the key ``record`` was made of (constant-time comparison)."""
+        return hmac.compare_digest(self._verifier(record.salt), record.verifier)
+
+    def etag(self, record: CustomerKeyRecord, md5_digest: bytes) -> str:
+        """The ETag of a body (or part) written under this key: 32 hex digits, like an
+        MD5, but keyed, so it does not give away the MD5 of the plaintext (AWS: an SSE-C
+        object's ETag is not the MD5 of its data). Deterministic for a given body and
+        record, so a part's ETag at UploadPart is the one CompleteMultipartUpload names."""
+        return hmac.new(self.key, _CUSTOMER_ETAG_LABEL + record.salt + md5_digest,
+                        hashlib.sha256).hexdigest()[:32]
+
+
+def check_customer_key(record: CustomerKeyRecord | None, key: CustomerKey | None) -> None:
+    """That ``key`` (given with a request, or None) opens what ``record`` (None: the data
+    is not SSE-C) protects: CustomerKeyRequired, CustomerKeyMismatch or
+    CustomerKeyNotApplicable otherwise."""
+    if record is None:
+        if key is not None:
+            raise CustomerKeyNotApplicable("the data is not encrypted with a customer key")
+        return
+    if key is None:
+        raise CustomerKeyRequired("the data is encrypted with a customer-provided key "
+                                  "(SSE-C): the request must give it")
+    if not key.opens(record):
+        raise CustomerKeyMismatch("the customer-provided key is not the one the data is "
+                                  "encrypted with")
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectVersion:
     """One immutable version of one key (an object or a delete marker)."""
@@ -176,6 +273,9 @@ class ObjectVersion:
     lock_mode: str = ""
     lock_retain_until_ms: int = 0
     legal_hold: bool = False
+    # SSE-C: the record of the customer key its body is encrypted with; None when the
+    # body is not (reading it then takes that key: ``read_body``).
+    customer_key: CustomerKeyRecord | None = None
     # Set only on the version a commit returns when a pre-commit function judged it (the
     # judgement itself is stored as 'squall-*' user metadata when the function annotates).
     verdict: Verdict | None = None
@@ -238,6 +338,9 @@ class PutSpec:
     lock_mode: str = ""
     lock_retain_until_ms: int = 0
     legal_hold: bool = False
+    # SSE-C: the record of the key the body is written with (the same key must be given
+    # to ``open_upload``, or for an upload to every ``upload_part``); None: no SSE-C.
+    customer_key: CustomerKeyRecord | None = None
 
     @property
     def asks_for_lock(self) -> bool:
@@ -313,6 +416,11 @@ class MultipartUploadInfo:
     checksum_algorithm: str = ""
     # '' or 'COMPOSITE' | 'FULL_OBJECT' (x-amz-checksum-type), set with the algorithm.
     checksum_type: str = ""
+
+    @property
+    def customer_key(self) -> CustomerKeyRecord | None:
+        """SSE-C: the record of the key every part must be written with (from Create)."""
+        return self.spec.customer_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,6 +674,18 @@ class NodeUnavailable(StorageError):
     caller's decision."""
 
 
+class CustomerKeyRequired(StorageError):
+    """The data is encrypted with a customer-provided key (SSE-C) and none was given."""
+
+
+class CustomerKeyMismatch(StorageError):
+    """The customer-provided key given is not the one the data is encrypted with."""
+
+
+class CustomerKeyNotApplicable(StorageError):
+    """A customer-provided key was given for data that is not encrypted with one."""
+
+
 # --- protocols ---------------------------------------------------------------------------
 
 
@@ -671,7 +791,13 @@ class StorageClient(Protocol):
         ...
 
     # objects
-    def open_upload(self, bucket: str, key: str) -> Upload: ...
+    def open_upload(self, bucket: str, key: str, customer_key: CustomerKey | None = None
+                    ) -> Upload:
+        """Stage a body for ``bucket/key``; with ``customer_key`` (SSE-C) its chunks are
+        encrypted with keys derived from it, and the commit's ``spec.customer_key`` must
+        be a record of that key (CustomerKeyMismatch / CustomerKeyRequired /
+        CustomerKeyNotApplicable otherwise)."""
+        ...
 
     async def get_version(
         self,
@@ -692,9 +818,12 @@ class StorageClient(Protocol):
         ...
 
     def read_body(
-        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None
+        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> AsyncIterator[bytes | memoryview]:
-        """Stream ``[start, end_exclusive)`` of a version's body, chunk by chunk."""
+        """Stream ``[start, end_exclusive)`` of a version's body, chunk by chunk. An SSE-C
+        version needs its ``customer_key`` (``check_customer_key``'s errors, raised before
+        any byte)."""
         ...
 
     # backups
@@ -769,8 +898,11 @@ class StorageClient(Protocol):
         checksum_type: str = "",
     ) -> MultipartUploadInfo: ...
 
-    def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int) -> PartUpload:
-        """Stage one part's body; NoSuchUpload surfaces at ``commit``."""
+    def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int,
+                    customer_key: CustomerKey | None = None) -> PartUpload:
+        """Stage one part's body; NoSuchUpload surfaces at ``commit``, and so do the
+        errors of ``check_customer_key`` when ``customer_key`` does not open the upload's
+        (SSE-C: every part is written with the key given at Create)."""
         ...
 
     async def complete_multipart_upload(
@@ -783,11 +915,17 @@ class StorageClient(Protocol):
         checksums: Mapping[str, str] | None = None,
         conditions: WriteConditions | None = None,
         origin: EventOrigin | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectVersion:
         """Make the named parts, in order, the key's new version without copying them
         (the version's body is the list of their blobs); parts not named are freed.
         ``etag`` and ``checksums`` are the object's, computed by the caller from the
-        parts. Raises NoSuchUpload, InvalidPart, InvalidPartOrder, EntityTooSmall."""
+        parts. Raises NoSuchUpload, InvalidPart, InvalidPartOrder, EntityTooSmall.
+
+        An SSE-C upload completes without its key; given (``customer_key``), it must be
+        the upload's, and pre-commit functions read the parts in plaintext with it.
+        Without it, functions cannot read the body: CustomerKeyRequired, and the upload
+        stays as it was."""
         ...
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None: ...

@@ -15,6 +15,11 @@ Rules and theory of operation:
   a multipart upload is staged the same way (``ClientPartUpload``); multipart
   operations route by ``bucket/key`` like object operations, so an upload's parts and
   its completed object live on one shard.
+* SSE-C: an upload (or part, or body read) opened with a customer key sends it with
+  every staging request, its commit and the read, as a control argument: the node
+  encrypts or decrypts with it and keeps only its record. The key lives as long as the
+  request that gave it (the in-process transport passes it by reference; a network
+  transport must only ever carry it over an encrypted link).
 * Bucket configuration documents are cached against the bucket's configuration change
   counter (``get_bucket_config``), read before the document: a write that changes it
   bumps the counter before it is acknowledged, so the next read after the
@@ -39,6 +44,7 @@ from storage.api import (
     CHANGES_CONFIGURATION,
     BucketInfo,
     CompletedPart,
+    CustomerKey,
     DefaultRetention,
     DeleteResult,
     EventOrigin,
@@ -202,8 +208,10 @@ class ShardedStorageClient:
 
     # --- objects -----------------------------------------------------------------------
 
-    def open_upload(self, bucket: str, key: str) -> ClientUpload:
-        return ClientUpload(self._transport, self._object_leader(bucket, key), bucket, key)
+    def open_upload(self, bucket: str, key: str, customer_key: CustomerKey | None = None
+                    ) -> ClientUpload:
+        return ClientUpload(self._transport, self._object_leader(bucket, key), bucket, key,
+                            customer_key)
 
     async def get_version(
         self,
@@ -224,14 +232,16 @@ class ShardedStorageClient:
         )
 
     def read_body(
-        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None
+        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> AsyncIterator[BodyPiece]:
         """Chunks as memoryviews of the node's memory map (local transport): each is
         valid until the iterator is exhausted or closed (``aclose``); copy to keep."""
-        request = Request(
-            Operation.READ_BODY,
-            {"version": version, "start": start, "end_exclusive": end_exclusive},
-        )
+        arguments: dict[str, Any] = {"version": version, "start": start,
+                                     "end_exclusive": end_exclusive}
+        if customer_key is not None:
+            arguments["customer_key"] = customer_key
+        request = Request(Operation.READ_BODY, arguments)
         node_id = self._object_leader(version.bucket, version.key)
         return self._transport.open_stream(node_id, request)
 
@@ -373,10 +383,12 @@ class ShardedStorageClient:
         )
 
     def upload_part(
-        self, bucket: str, key: str, upload_id: str, part_number: int
+        self, bucket: str, key: str, upload_id: str, part_number: int,
+        customer_key: CustomerKey | None = None,
     ) -> ClientPartUpload:
         node_id = self._object_leader(bucket, key)
-        return ClientPartUpload(self._transport, node_id, bucket, key, upload_id, part_number)
+        return ClientPartUpload(self._transport, node_id, bucket, key, upload_id, part_number,
+                                customer_key)
 
     async def complete_multipart_upload(
         self,
@@ -388,6 +400,7 @@ class ShardedStorageClient:
         checksums: Mapping[str, str] | None = None,
         conditions: WriteConditions | None = None,
         origin: EventOrigin | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectVersion:
         return await self._call(
             self._object_leader(bucket, key),
@@ -400,6 +413,7 @@ class ShardedStorageClient:
             checksums=dict(checksums or {}),
             conditions=conditions,
             origin=origin,
+            customer_key=customer_key,
         )
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
@@ -572,11 +586,14 @@ class _StagedBody:
     """A body staged chunk by chunk as it is written; subclasses say what commit makes
     of it. Stages full chunks as they fill; commit sends the tail."""
 
-    def __init__(self, transport: Transport, node_id: str, bucket: str, key: str) -> None:
+    def __init__(self, transport: Transport, node_id: str, bucket: str, key: str,
+                 customer_key: CustomerKey | None = None) -> None:
         self._transport = transport
         self._node_id = node_id
         self.bucket = bucket
         self.key = key
+        # SSE-C: sent with every chunk and the commit (the node encrypts with it).
+        self._customer_key = customer_key
         self._buffer = bytearray()
         self._blob_id: bytes | None = None
         self._chunks_staged = 0
@@ -613,11 +630,11 @@ class _StagedBody:
             self._blob_id = await self._transport.call(
                 self._node_id, Request(Operation.NEW_BLOB_ID)
             )
-        request = Request(
-            Operation.STAGE_CHUNK,
-            {"blob_id": self._blob_id, "chunk_index": self._chunks_staged},
-            payload=chunk,
-        )
+        arguments: dict[str, Any] = {"blob_id": self._blob_id,
+                                     "chunk_index": self._chunks_staged}
+        if self._customer_key is not None:
+            arguments["customer_key"] = self._customer_key
+        request = Request(Operation.STAGE_CHUNK, arguments, payload=chunk)
         self._chunks_staged += 1
         self._in_flight.append(asyncio.ensure_future(self._transport.call(self._node_id, request)))
         while len(self._in_flight) >= limits.upload_chunks_in_flight_max:
@@ -642,6 +659,8 @@ class _StagedBody:
             "size_bytes": self._size_bytes,
             "tail_chunk_index": self._chunks_staged,
         }
+        if self._customer_key is not None:
+            arguments["customer_key"] = self._customer_key
         tail = self._buffer if self._buffer else None
         try:
             result = await self._transport.call(
@@ -713,8 +732,9 @@ class ClientPartUpload(_StagedBody):
         key: str,
         upload_id: str,
         part_number: int,
+        customer_key: CustomerKey | None = None,
     ) -> None:
-        super().__init__(transport, node_id, bucket, key)
+        super().__init__(transport, node_id, bucket, key, customer_key)
         self.upload_id = upload_id
         self.part_number = part_number
 

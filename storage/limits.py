@@ -197,3 +197,7 @@ outbox_wait_ms_max = 30_000  # longest outbox_wait (a commit that adds events wa
 event_outbox_log_period_seconds = 30.0  # depth log line period while events are pending
 webhooks_max = 100  # --webhook targets
 metrics_token_chars_min = 16  # squall serve --metrics-token-file: a guessable token is refused
+
+# --- membership: the view agreed through Raft (storage/membership/agreement.py)
+membership_propose_timeout_ms = 5_000  # a view proposal not agreed by then -> NoQuorum
+membership_commands_queued_max = 64  # proposals waiting in pysyncobj's queue; more -> NoQuorum

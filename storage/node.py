@@ -18,7 +18,11 @@ Rules and theory of operation:
   opens zero-copy views of the staged body (``StagedBody``), awaits the verdict (bounded
   by ``limits.trigger_judge_timeout_ms``), closes the views, and applies the verdict:
   reject/discard abort the staged body and raise; a route commits under the new
-  bucket/key; annotations join the user metadata of the SAME version record.
+  bucket/key; annotations join the user metadata of the SAME version record. An SSE-C
+  write carries its customer key here (checked against the record it commits before
+  any function reads): functions read its plaintext. A CompleteMultipartUpload of an
+  SSE-C upload that functions judge must carry the key too (CustomerKeyRequired
+  otherwise: the body cannot be read, and the upload is left as it was).
 * Post-commit events: the write operations carry the event name and the request's
   ``EventOrigin``; the engine decides from the bucket's notification document which
   events the write makes and writes them to its outbox in the write's own transaction.
@@ -40,6 +44,8 @@ from typing import Any
 from storage.api import (
     BucketInfo,
     CompletedPart,
+    CustomerKey,
+    CustomerKeyRequired,
     DefaultRetention,
     DeleteResult,
     EventOrigin,
@@ -63,6 +69,7 @@ from storage.api import (
     WriteEvent,
     WriteRejected,
     annotation_tags,
+    check_customer_key,
     limits,
 )
 from storage.engine import (
@@ -299,9 +306,10 @@ class StorageNode:
         return self.engine.new_blob_id()
 
     async def stage_chunk(
-        self, blob_id: bytes, chunk_index: int, payload: bytes | bytearray | memoryview
+        self, blob_id: bytes, chunk_index: int, payload: bytes | bytearray | memoryview,
+        customer_key: CustomerKey | None = None,
     ) -> None:
-        await self._write(operations.stage_chunk(blob_id, chunk_index, payload))
+        await self._write(operations.stage_chunk(blob_id, chunk_index, payload, customer_key))
 
     async def abort_upload(self, blob_id: bytes) -> None:
         await self._write(operations.abort_upload(blob_id))
@@ -318,7 +326,10 @@ class StorageNode:
         payload: bytes | bytearray | memoryview | None = None,
         event_name: str = "s3:ObjectCreated:Put",
         origin: EventOrigin | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectVersion:
+        # Before any function reads the body through this key (the commit checks again).
+        check_customer_key(spec.customer_key, customer_key)
         verdict = None
         if self.pre_commit_hook is not None:
             functions = await self.pre_commit_hook.bindings(bucket, key, event_name)
@@ -328,7 +339,7 @@ class StorageNode:
                 staged = [(blob_id, tail_chunk_index)] if blob_id is not None else []
                 try:
                     verdict = _stored_or_raise(await self._judge(event, functions, staged,
-                                                                 payload))
+                                                                 payload, customer_key))
                 except (WriteRejected, WriteDiscarded):
                     # Nothing is stored, whether the verdict said so or the hook raised
                     # it: the staged body is freed here (the client counts on it).
@@ -353,6 +364,7 @@ class StorageNode:
             tail=tail,
             event_name=event_name,
             origin=origin,
+            customer_key=customer_key,
         )
         version: ObjectVersion = await self._write(operation)
         return version if verdict is None else dataclasses.replace(version, verdict=verdict)
@@ -363,9 +375,10 @@ class StorageNode:
         functions: Sequence[str],
         blobs: Sequence[tuple[bytes, int]],
         tail: bytes | bytearray | memoryview | None,
+        customer_key: CustomerKey | None = None,
     ) -> Verdict:
         assert self.pre_commit_hook is not None
-        with StagedBody(self.engine, blobs, tail) as staged:
+        with StagedBody(self.engine, blobs, tail, customer_key) as staged:
             event = dataclasses.replace(event, body=staged.views)
             try:  # a timeout scope, not wait_for: no extra task per judgement
                 async with asyncio.timeout(limits.trigger_judge_timeout_ms / 1000):
@@ -413,6 +426,7 @@ class StorageNode:
         checksum: str = "",
         tail_chunk_index: int = 0,
         payload: bytes | bytearray | memoryview | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> PartInfo:
         tail = None if not payload else StagedTail(tail_chunk_index, payload)
         operation = operations.commit_part(
@@ -425,6 +439,7 @@ class StorageNode:
             etag=etag,
             checksum=checksum,
             tail=tail,
+            customer_key=customer_key,
         )
         return await self._write(operation)
 
@@ -438,6 +453,7 @@ class StorageNode:
         checksums: Mapping[str, str] | None = None,
         conditions: WriteConditions | None = None,
         origin: EventOrigin | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectVersion:
         event_name = "s3:ObjectCreated:CompleteMultipartUpload"
         verdict = None
@@ -450,12 +466,20 @@ class StorageNode:
                 # Judged like a PUT, on views of the named parts' stored chunks.
                 upload, segments = multipart.judged_parts(self.engine, bucket, key, upload_id,
                                                           parts)
+                if upload.customer_key is not None and customer_key is None:
+                    raise CustomerKeyRequired(
+                        f"functions {', '.join(functions)} judge {bucket}/{key} before it "
+                        "is completed, and its parts are encrypted with a customer-provided "
+                        "key (SSE-C): CompleteMultipartUpload must carry that key (the "
+                        "x-amz-server-side-encryption-customer-* headers) for them to read it")
+                check_customer_key(upload.customer_key, customer_key)
                 event = WriteEvent(bucket, key, event_name, sum(s for _, s in segments),
                                    upload.content_type, upload.user_metadata, ())
                 chunk = limits.chunk_size_bytes
                 blobs = [(blob, -(-size // chunk)) for blob, size in segments if blob]
                 try:
-                    verdict = _stored_or_raise(await self._judge(event, functions, blobs, None))
+                    verdict = _stored_or_raise(await self._judge(event, functions, blobs, None,
+                                                                 customer_key))
                 except (WriteRejected, WriteDiscarded):
                     # Nothing is stored: the upload and its parts are freed, as a
                     # rejected PUT frees its staged body.
@@ -480,6 +504,7 @@ class StorageNode:
             destination=destination,
             extra_user_metadata=annotations,
             retag=retag,
+            customer_key=customer_key,
         )
         version: ObjectVersion = await self._write(operation)
         return version if verdict is None else dataclasses.replace(version, verdict=verdict)
@@ -544,11 +569,12 @@ class StorageNode:
         return self.engine.list_object_versions(bucket, **query)
 
     def read_body(
-        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None
+        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> BodyStream:
         self._stream_slots.acquire()
         try:
-            reader = self.engine.open_body(version, start, end_exclusive)
+            reader = self.engine.open_body(version, start, end_exclusive, customer_key)
         except BaseException:
             self._stream_slots.release()
             raise

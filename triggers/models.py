@@ -216,7 +216,17 @@ def _saved_model_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, OSError, TypeError, KeyError, DecodeError, tf.errors.OpError)
 
 
+def check_readable(version: ObjectVersion) -> None:
+    """InvalidArgument for an object the server can never read: one stored with SSE-C
+    (the server does not keep customer keys)."""
+    if version.customer_key is not None:
+        raise InvalidArgument(f"s3://{version.bucket}/{version.key} is encrypted with a "
+                              "customer-provided key (SSE-C), which the server does not keep: "
+                              "it cannot be loaded; store it without SSE-C")
+
+
 async def read_object(storage: StorageClient, version: ObjectVersion, size_max: int) -> bytes:
+    check_readable(version)
     if version.size_bytes > size_max:
         raise InvalidArgument(f"s3://{version.bucket}/{version.key} is {version.size_bytes} "
                               f"bytes; at most {size_max} can be loaded")
@@ -240,6 +250,7 @@ async def resolve(storage: StorageClient, ref: ObjectRef) -> ObjectVersion:
         raise InvalidArgument(f"{ref.uri()} does not exist") from None
     if version.is_delete_marker:
         raise InvalidArgument(f"{ref.uri()} is deleted")
+    check_readable(version)  # refused at registration already, not at the first write
     return version
 
 

@@ -8,6 +8,7 @@ nothing else, with no body read. The version is chosen as GetObject chooses it (
 
 Rules, as AWS documents them:
 - The header is required; an empty list or an unknown name is 400 InvalidArgument.
+- An SSE-C object's attributes need its key, checked as HeadObject checks it.
 - The ETag is shown WITHOUT quotes (unlike every other S3 response).
 - Checksum: the stored whole-object checksums and their type (COMPOSITE for a
   multipart object's '<base64>-<parts>' value, else FULL_OBJECT); left out when the
@@ -28,6 +29,7 @@ from starlette.responses import Response
 
 from gateway.errors import invalid_argument
 from gateway.s3.common import RequestContext
+from gateway.s3.encryption import check_object_key
 from gateway.s3.objects import bucket_has_versioning_state, check_key, readable_version
 from gateway.xml import Node, bool_text, http_date, render
 from storage import api
@@ -107,6 +109,7 @@ async def get_object_attributes(ctx: RequestContext) -> Response:
     marker = _header_integer(ctx, "x-amz-part-number-marker", 0,
                              api.limits.parts_per_upload_max)
     version = await readable_version(ctx, send_body=False)
+    check_object_key(version.customer_key, ctx.customer_key)  # SSE-C: as HeadObject
     headers = {"Last-Modified": http_date(version.last_modified_ms)}
     if version.s3_version_id != "null" or await bucket_has_versioning_state(ctx, version):
         headers["x-amz-version-id"] = version.s3_version_id

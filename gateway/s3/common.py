@@ -89,9 +89,19 @@ class GatewayConfig:
     # The store encrypts object data at rest (``squall serve --encryption-key-file``):
     # SSE-S3 requests are honoured and object responses say AES256 (gateway/s3/encryption.py).
     encryption_at_rest: bool = False
+    # SSE-C keys are taken over plain HTTP too (``squall serve --allow-sse-c-over-http``:
+    # a TLS-terminating proxy in front); AWS refuses them there (400 InvalidRequest).
+    sse_c_over_http: bool = False
     # Not a setting: the process's cache of lifecycle rules (gateway/s3/expiration.py),
     # here because every handler that answers x-amz-expiration is given the config.
     lifecycle_rules: LifecycleRulesCache = field(default_factory=LifecycleRulesCache)
+
+
+def is_secure_transport(request: Request) -> bool:
+    """Whether a request came over TLS: what bucket policies see as
+    ``aws:SecureTransport``, and what SSE-C requires (``squall serve`` behind a
+    TLS-terminating proxy sees plain HTTP: X-Forwarded-Proto is not believed)."""
+    return request.scope.get("scheme") == "https"
 
 
 # DeleteObjects asks it per key: may this request delete (key, version id)?
@@ -126,6 +136,17 @@ class RequestContext:
     # The gateway's bucket policies, for a handler that decides after reading the body
     # (POST Object: its credentials and key are form fields).
     policies: PolicyCache | None = None
+    # SSE-C (gateway/s3/encryption.py): the customer keys the request gave, for the
+    # object it writes or reads and for a copy's source, checked by ``_dispatch``; and
+    # the record of the key of the object the response describes, which the response
+    # then echoes (its MD5) instead of saying SSE-S3.
+    customer_key: api.CustomerKey | None = None
+    copy_source_customer_key: api.CustomerKey | None = None
+    answered_customer_key: api.CustomerKeyRecord | None = None
+
+    @property
+    def secure_transport(self) -> bool:
+        return is_secure_transport(self.request)
 
     @property
     def headers(self) -> Headers:

@@ -15,6 +15,12 @@ an upload created with ``x-amz-checksum-algorithm`` gets that checksum of every 
   skips its response validation for such a value (it is not plain base64).
 * FULL_OBJECT (the only type for CRC64NVME; allowed for CRC32, CRC32C): the CRC of the
   whole body, obtained by combining the part CRCs (awscrt's ``combine_*``), no suffix.
+
+SSE-C (``gateway/s3/encryption.py``): an upload created with a customer key keeps its
+record; every UploadPart and UploadPartCopy must give that key (``check_upload_key``),
+its parts are encrypted with it and their ETags are keyed; CompleteMultipartUpload needs
+no key (given, it must be the upload's, and pre-commit functions then read the body).
+An UploadPartCopy's source is read with the copy-source key.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from gateway.s3.common import (
     metadata_from_headers,
     precondition_failed,
 )
+from gateway.s3.encryption import body_etag, check_upload_key, new_key_record
 from gateway.s3.listing import request_encoder
 from gateway.s3.object_lock import requested_lock, wall_clock_ms
 from gateway.s3.objects import (
@@ -125,15 +132,17 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     tags = requested_tags(ctx)
     lock_mode, retain_until_ms, legal_hold = requested_lock(ctx.headers, wall_clock_ms())
     owner_id, acl = await requested_object_acl(ctx, await ctx.storage.get_bucket(ctx.bucket))
-    # The tag set, the Object Lock state, the owner and the ACL are kept with the upload
-    # and become the object's at Complete (storage refuses lock state for a bucket
-    # without Object Lock).
+    # The tag set, the Object Lock state, the owner, the ACL and the SSE-C key's record
+    # are kept with the upload and become the object's at Complete (storage refuses lock
+    # state for a bucket without Object Lock).
     spec = api.PutSpec(etag="", content_type=content_type, system_metadata=system,
                        user_metadata=user, tags=tags, lock_mode=lock_mode,
                        lock_retain_until_ms=retain_until_ms, legal_hold=legal_hold,
-                       owner_id=owner_id, acl=acl)
+                       owner_id=owner_id, acl=acl,
+                       customer_key=new_key_record(ctx.customer_key))
     upload = await ctx.storage.create_multipart_upload(ctx.bucket, ctx.key, spec, algorithm,
                                                        checksum_type)
+    ctx.answered_customer_key = upload.customer_key
     headers = {}
     if algorithm:
         headers = {"x-amz-checksum-algorithm": algorithm, "x-amz-checksum-type": checksum_type}
@@ -174,14 +183,18 @@ async def upload_part(ctx: RequestContext) -> Response:
                       MaxSizeAllowed=str(api.limits.part_size_bytes_max))
     wanted = integrity.parse_request(ctx.headers)
     upload = await _upload_info(ctx, upload_id)
+    check_upload_key(upload.customer_key, ctx.customer_key)
     algorithms = _part_algorithms(wanted, upload)
     checksummer = Checksummer(algorithms)
-    async with ctx.storage.upload_part(ctx.bucket, ctx.key, upload_id, part_number) as part:
+    async with ctx.storage.upload_part(ctx.bucket, ctx.key, upload_id, part_number,
+                                       ctx.customer_key) as part:
         await stage_body(part, ctx.body.pieces(), checksummer)
         integrity.verify(wanted, checksummer, ctx.body.trailers)
         checksums = stored_checksums(checksummer, algorithms)
         stored = checksums.get(upload.checksum_algorithm, "")
-        info = await part.commit(checksummer.md5_digest().hex(), stored)
+        info = await part.commit(
+            body_etag(checksummer.md5_digest(), ctx.customer_key, upload.customer_key), stored)
+    ctx.answered_customer_key = upload.customer_key
     return Response(status_code=200,
                     headers={"ETag": f'"{info.etag}"', **_checksum_headers(checksums)})
 
@@ -217,15 +230,20 @@ async def upload_part_copy(ctx: RequestContext) -> Response:
                       f"allowable size for a copy source: {api.limits.part_size_bytes_max}",
                       400)
     upload = await _upload_info(ctx, upload_id)
+    check_upload_key(upload.customer_key, ctx.customer_key)
     algorithm = _algorithm(upload.checksum_algorithm)
     algorithms = frozenset() if algorithm is None else frozenset({algorithm})
     checksummer = Checksummer(algorithms)
-    async with ctx.storage.upload_part(ctx.bucket, ctx.key, upload_id, part_number) as part:
+    async with ctx.storage.upload_part(ctx.bucket, ctx.key, upload_id, part_number,
+                                       ctx.customer_key) as part:
         if end > start:
-            await stage_body(part, ctx.storage.read_body(source, start, end), checksummer)
+            await stage_body(part, ctx.storage.read_body(
+                source, start, end, ctx.copy_source_customer_key), checksummer)
         checksums = stored_checksums(checksummer, algorithms)
-        info = await part.commit(checksummer.md5_digest().hex(),
-                                 checksums.get(upload.checksum_algorithm, ""))
+        info = await part.commit(
+            body_etag(checksummer.md5_digest(), ctx.customer_key, upload.customer_key),
+            checksums.get(upload.checksum_algorithm, ""))
+    ctx.answered_customer_key = upload.customer_key
     result: list[Node] = [("LastModified", iso8601_ms(info.last_modified_ms)),
                           ("ETag", f'"{info.etag}"')]
     result += [(f"Checksum{name}", value) for name, value in checksums.items()]
@@ -332,11 +350,17 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
                                         _checksum_type_of(completed.checksums))
     if etag is None:
         raise api.InvalidPart("a part ETag is not an MD5 in hex")
+    if ctx.customer_key is not None:  # none is needed; given, it must be the upload's
+        check_upload_key(listing.upload.customer_key, ctx.customer_key)
     checked, checksums = _completion_checksums(ctx, named, listing)
-    version = await ctx.storage.complete_multipart_upload(
-        ctx.bucket, ctx.key, upload_id, checked, etag, checksums, conditions,
-        origin=ctx.event_origin(),
-    )
+    try:
+        version = await ctx.storage.complete_multipart_upload(
+            ctx.bucket, ctx.key, upload_id, checked, etag, checksums, conditions,
+            origin=ctx.event_origin(), customer_key=ctx.customer_key,
+        )
+    except api.CustomerKeyRequired as error:
+        # Functions judge this upload and need its key to read it (storage's words).
+        raise S3Error("InvalidRequest", str(error), 400) from error
     return await _complete_response(ctx, version, checksums, listing.upload.checksum_type)
 
 
@@ -379,6 +403,7 @@ async def _complete_response(
     if version.verdict is not None:
         headers.update(verdict_headers(version.verdict))
     headers.update(await expiration_headers(ctx, version))
+    ctx.answered_customer_key = version.customer_key  # (not echoed: it says not SSE-S3)
     return _xml_response("CompleteMultipartUploadResult", result, headers)
 
 

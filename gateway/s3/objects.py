@@ -4,6 +4,11 @@ Each handler translates HTTP to storage calls and back, nothing more. Bodies str
 a PUT is hashed and staged piece by piece as it arrives, a GET is sent chunk by chunk
 from the store's memory map, and no handler holds a whole object.
 
+SSE-C (``gateway/s3/encryption.py``): a write with a customer key stages through an
+upload opened with it and commits a record of it (the ETag is then keyed, not the MD5
+of the plaintext); a read checks the key against the version's record before anything
+else about the object is answered, and streams through it.
+
 Version ids in headers follow AWS: a write to a bucket that is not versioning-Enabled
 answers no ``x-amz-version-id``; a GET/HEAD of a null version answers
 ``x-amz-version-id: null`` once the bucket has a versioning state (Enabled or
@@ -32,6 +37,7 @@ from gateway.s3.common import (
     object_headers,
     precondition_failed,
 )
+from gateway.s3.encryption import SSE_HEADER, body_etag, check_object_key, new_key_record
 from gateway.s3.object_lock import (
     bypass_governance,
     check_write_allowed,
@@ -123,12 +129,14 @@ async def put_object(ctx: RequestContext) -> Response:
     check_write_allowed(info, lock_mode, legal_hold, ctx.headers, uploads_body=True)
     owner_id, acl = await requested_object_acl(ctx, info)
     checksummer = Checksummer(wanted.algorithms)
-    async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
+    customer_key = ctx.customer_key
+    key_record = new_key_record(customer_key)
+    async with ctx.storage.open_upload(ctx.bucket, ctx.key, customer_key) as upload:
         await stage_body(upload, ctx.body.pieces(), checksummer)
         integrity.verify(wanted, checksummer, ctx.body.trailers)
         checksums = stored_checksums(checksummer, wanted.algorithms)
         spec = api.PutSpec(
-            etag=checksummer.md5_digest().hex(),
+            etag=body_etag(checksummer.md5_digest(), customer_key, key_record),
             content_type=content_type,
             system_metadata=system,
             user_metadata=user,
@@ -139,8 +147,10 @@ async def put_object(ctx: RequestContext) -> Response:
             lock_mode=lock_mode,
             lock_retain_until_ms=retain_until_ms,
             legal_hold=legal_hold,
+            customer_key=key_record,
         )
         version = await upload.commit(spec, conditions, origin=ctx.event_origin())
+    ctx.answered_customer_key = version.customer_key
     headers = written_headers(version, checksums)
     headers.update(await expiration_headers(ctx, version))
     return Response(status_code=200, headers=headers)
@@ -288,6 +298,8 @@ def _part_number(ctx: RequestContext, version: api.ObjectVersion) -> ByteRange |
 async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
     check_key(ctx.key)
     version = await readable_version(ctx, send_body=send_body)
+    check_object_key(version.customer_key, ctx.customer_key)  # before anything is told
+    ctx.answered_customer_key = version.customer_key
     checksum_mode = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(version, checksum_mode=checksum_mode)
     if version.s3_version_id == "null" and await bucket_has_versioning_state(ctx, version):
@@ -328,8 +340,8 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
         # Read with the version, in its snapshot: already bytes, one message to send.
         return Response(body if end - start == len(body) else body[start:end],
                         status_code=status, headers=headers)
-    return BodyResponse(ctx.storage.read_body(version, start, end), status_code=status,
-                        headers=headers)
+    return BodyResponse(ctx.storage.read_body(version, start, end, ctx.customer_key),
+                        status_code=status, headers=headers)
 
 
 async def get_object(ctx: RequestContext) -> Response:
@@ -391,6 +403,7 @@ async def copy_source_version(ctx: RequestContext) -> api.ObjectVersion:
                           "specifically refer to a delete marker by version id.", 400)
         raise S3Error("NoSuchKey", "The specified key does not exist.", 404, Key=key)
     await authz.check_object(ctx, version, READ)  # the source's READ (AWS: s3:GetObject)
+    check_object_key(version.customer_key, ctx.copy_source_customer_key)
     return version
 
 
@@ -404,7 +417,11 @@ def _copy_metadata(
     if directive == "REPLACE":
         return metadata_from_headers(ctx.headers)
     is_self_copy = (source.bucket, source.key) == (ctx.bucket, ctx.key)
-    if is_self_copy and "x-amz-storage-class" not in ctx.headers:
+    # A copy onto itself that changes the encryption is allowed (AWS's message says so):
+    # SSE-C given for the copy or taken off the source (key rotation), or SSE asked for.
+    changes_encryption = (ctx.customer_key is not None or source.customer_key is not None
+                          or SSE_HEADER in ctx.headers)
+    if is_self_copy and "x-amz-storage-class" not in ctx.headers and not changes_encryption:
         raise S3Error(
             "InvalidRequest",
             "This copy request is illegal because it is trying to copy an object to itself "
@@ -448,12 +465,15 @@ async def copy_object(ctx: RequestContext) -> Response:
     owner_id, acl = await requested_object_acl(ctx, info)
     algorithms = _copy_checksum_algorithms(ctx, source)
     checksummer = Checksummer(algorithms)
-    async with ctx.storage.open_upload(ctx.bucket, ctx.key) as upload:
-        await stage_body(upload, ctx.storage.read_body(source), checksummer)
+    customer_key = ctx.customer_key  # the copy's: another key, or none, may be given
+    key_record = new_key_record(customer_key)
+    async with ctx.storage.open_upload(ctx.bucket, ctx.key, customer_key) as upload:
+        await stage_body(upload, ctx.storage.read_body(
+            source, customer_key=ctx.copy_source_customer_key), checksummer)
         checksums = stored_checksums(checksummer, algorithms)
         version = await upload.commit(
             api.PutSpec(
-                etag=checksummer.md5_digest().hex(),
+                etag=body_etag(checksummer.md5_digest(), customer_key, key_record),
                 content_type=content_type,
                 system_metadata=system,
                 user_metadata=user,
@@ -464,11 +484,13 @@ async def copy_object(ctx: RequestContext) -> Response:
                 lock_mode=lock_mode,
                 lock_retain_until_ms=retain_until_ms,
                 legal_hold=legal_hold,
+                customer_key=key_record,
             ),
             write_conditions(ctx),
             event_name="s3:ObjectCreated:Copy",
             origin=ctx.event_origin(),
         )
+    ctx.answered_customer_key = version.customer_key
     result: list = [("LastModified", iso8601_ms(version.last_modified_ms)),
                     ("ETag", f'"{version.etag}"')]
     result += [(f"Checksum{algorithm}", value) for algorithm, value in checksums.items()]

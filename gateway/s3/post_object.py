@@ -64,7 +64,12 @@ from gateway.s3.common import (
     RequestContext,
     check_user_metadata_size,
 )
-from gateway.s3.encryption import check_encryption
+from gateway.s3.encryption import (
+    body_etag,
+    check_encryption,
+    new_key_record,
+    requested_customer_keys,
+)
 from gateway.s3.objects import check_key, stored_checksums, written_headers
 from gateway.s3.policy import public_policy_restricted
 from gateway.s3.tagging import parse_tagging_xml
@@ -164,7 +169,7 @@ async def _authorize(ctx: RequestContext, fields: Mapping[str, str], key: str,
             if access_key is not None else ANONYMOUS,
             access_key=access_key, auth=None, query=ctx.query, headers=headers,
             source_ip=client.host if client is not None else "",
-            secure_transport=ctx.request.scope.get("scheme") == "https",
+            secure_transport=ctx.secure_transport,
             now_seconds=time.time(), authentication_type=POST_AUTHENTICATION_TYPE,
             extra_keys=request_tags,
         )  # fmt: skip
@@ -194,7 +199,8 @@ def _expanded_key(fields: Mapping[str, str], filename: str | None) -> str:
 
 
 def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str],
-                 owner: tuple[str, bytes | None] = ("", None)) -> api.PutSpec:
+                 owner: tuple[str, bytes | None] = ("", None),
+                 customer_key: api.CustomerKeyRecord | None = None) -> api.PutSpec:
     content_type = fields.get("content-type") or "binary/octet-stream"
     system = {name: fields[name.lower()] for name in SYSTEM_METADATA_HEADERS
               if name.lower() in fields}
@@ -207,7 +213,7 @@ def _object_spec(fields: Mapping[str, str], etag: str, checksums: dict[str, str]
     return api.PutSpec(etag=etag, content_type=content_type, system_metadata=system,
                        user_metadata=user, checksums=checksums, tags=tags,
                        storage_class=fields.get("x-amz-storage-class", "STANDARD"),
-                       owner_id=owner[0], acl=owner[1])
+                       owner_id=owner[0], acl=owner[1], customer_key=customer_key)
 
 
 def _check_fields(fields: Mapping[str, str], encryption_at_rest: bool) -> None:
@@ -227,13 +233,17 @@ async def _store_file(
     fields: Mapping[str, str],
     policy: Policy | None,
 ) -> tuple[api.ObjectVersion, dict[str, str]]:
+    # SSE-C: the form's fields carry the key as a PUT's headers do (HTTPS only).
+    customer_key = requested_customer_keys(fields, OPERATION, secure=ctx.secure_transport,
+                                           over_http_allowed=ctx.config.sse_c_over_http).target
+    key_record = new_key_record(customer_key)
     _check_fields(fields, ctx.config.encryption_at_rest)
     wanted = integrity.parse_request({n: fields[n] for n in _CHECKSUM_FIELDS if n in fields})
     bucket = await ctx.storage.get_bucket(ctx.bucket)  # fail before staging any byte
     canned = {"x-amz-acl": fields["acl"]} if "acl" in fields else {}
     owner = await requested_object_acl(ctx, bucket, canned)
     checksummer = Checksummer(wanted.algorithms)
-    async with ctx.storage.open_upload(ctx.bucket, key) as upload:
+    async with ctx.storage.open_upload(ctx.bucket, key, customer_key) as upload:
         size_bytes = 0
         async for piece in reader.file_pieces():
             size_bytes += len(piece)
@@ -243,7 +253,8 @@ async def _store_file(
         check_size(policy, size_bytes, complete=True)
         integrity.verify(wanted, checksummer)
         checksums = stored_checksums(checksummer, wanted.algorithms)
-        spec = _object_spec(fields, checksummer.md5_digest().hex(), checksums, owner)
+        spec = _object_spec(fields, body_etag(checksummer.md5_digest(), customer_key, key_record),
+                            checksums, owner, key_record)
         try:
             version = await upload.commit(spec, None, event_name=EVENT_NAME,
                                           origin=ctx.event_origin())
@@ -252,6 +263,7 @@ async def _store_file(
             # answers 200 with its verdict), so read the rest of the form first.
             await reader.drain(api.limits.post_form_trailing_bytes_max)
             raise
+    ctx.answered_customer_key = version.customer_key
     return version, checksums
 
 

@@ -17,6 +17,12 @@ Rules and theory of operation:
   and 8 random bytes), so no two blobs share a key stream. Chunk ``i``'s counter block
   is ``i`` (8 bytes) || the 16-byte block index within the chunk (8 bytes), so every
   (blob, chunk, block) has its own counter and a read can start at any offset.
+* SSE-C (a customer-provided key, ``api.CustomerKey``): the blobs of such an object are
+  encrypted with ``ChunkCipher.for_customer_key(key)`` INSTEAD of the master key's (not
+  both: the customer key alone protects them), with blob keys
+  HMAC-SHA256(customer key, "squall customer chunk key" || blob id), so the raw key
+  encrypts nothing itself and no two blobs share a key stream. The engine never keeps
+  the customer key: a version records only ``api.CustomerKeyRecord``.
 * CTR keeps sizes: a stored chunk is exactly as long as the data, so offsets, sizes and
   staging checks are unchanged. It is not authenticated: it protects data on a disk or
   a backup that leaves the host (the threat SSE-S3 answers), not against someone who
@@ -40,6 +46,7 @@ KEY_BYTES = 32
 _BLOCK_BYTES = 16
 _COUNTER = struct.Struct(">QQ")
 _BLOB_KEY_LABEL = b"squall chunk key\x00"
+_CUSTOMER_BLOB_KEY_LABEL = b"squall customer chunk key\x00"
 _KEY_ID_LABEL = b"squall key id\x00"
 
 
@@ -48,19 +55,26 @@ class KeyFileError(ValueError):
 
 
 class ChunkCipher:
-    def __init__(self, master_key: bytes) -> None:
+    def __init__(self, master_key: bytes, *, blob_key_label: bytes = _BLOB_KEY_LABEL) -> None:
         if len(master_key) != KEY_BYTES:
             raise KeyFileError(f"an encryption key is {KEY_BYTES} bytes, not {len(master_key)}")
         self._master_key = bytes(master_key)
+        self._blob_key_label = blob_key_label
         # Names the key in the store and in errors without revealing it.
         self.key_id = hmac.new(self._master_key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
+
+    @classmethod
+    def for_customer_key(cls, customer_key: bytes) -> ChunkCipher:
+        """The cipher of an SSE-C object's blobs (see the module's rules)."""
+        return cls(customer_key, blob_key_label=_CUSTOMER_BLOB_KEY_LABEL)
 
     def apply(self, blob_id: bytes, chunk_index: int, data: bytes | bytearray | memoryview,
               offset: int = 0) -> bytes:
         """Encrypt, or decrypt (CTR is its own inverse), ``data`` found at ``offset`` in
         chunk ``chunk_index`` of blob ``blob_id``."""
         block, skip = divmod(offset, _BLOCK_BYTES)
-        blob_key = hmac.new(self._master_key, _BLOB_KEY_LABEL + blob_id, hashlib.sha256).digest()
+        blob_key = hmac.new(self._master_key, self._blob_key_label + blob_id,
+                            hashlib.sha256).digest()
         stream = Cipher(AES(blob_key), CTR(_COUNTER.pack(chunk_index, block))).encryptor()
         if skip:
             stream.update(bytes(skip))  # the part of the first block before ``offset``

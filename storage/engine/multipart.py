@@ -10,6 +10,11 @@ Rules and theory of operation:
   fresh blob); ``apply_commit_part`` takes the blob out of staging and into the part
   record. Uploading a part number again replaces the record and frees the old blob in
   the same transaction.
+* SSE-C: an upload created with a customer key's record (``PutSpec.customer_key``)
+  keeps it; every part must be committed with that key (``check_customer_key``: its
+  chunks are encrypted with it), and the completed version keeps the record. Complete
+  itself needs no key (it copies and decrypts nothing); given one, it must be the
+  upload's.
 * ``apply_complete`` copies no byte: the new version's body is the list of the named
   parts' blobs (``VersionRecord.segments``). Ownership of those blobs moves from the
   part records to the version; the blobs of parts not named are freed; the upload and
@@ -33,6 +38,7 @@ import lmdb
 
 from storage.api import (
     CompletedPart,
+    CustomerKey,
     EntityTooSmall,
     EventOrigin,
     InvalidArgument,
@@ -48,6 +54,7 @@ from storage.api import (
     PartInfo,
     PutSpec,
     WriteConditions,
+    check_customer_key,
     limits,
 )
 from storage.engine import keys
@@ -142,6 +149,7 @@ def apply_create(
         lock_mode=spec.lock_mode,
         lock_retain_until_ms=spec.lock_retain_until_ms,
         legal_hold=spec.legal_hold,
+        customer_key=spec.customer_key,
     )
     written = txn.put(upload_key, pack_upload(record), db=engine.uploads, overwrite=False)
     assert written, "an upload id was handed out twice"
@@ -162,18 +170,21 @@ def apply_commit_part(
     checksum: str,
     tail_chunk_index: int = 0,
     tail: bytes | bytearray | memoryview | None = None,
+    customer_key: CustomerKey | None = None,
 ) -> PartInfo:
-    """Make a staged body (plus ``tail``) the upload's part ``part_number``."""
+    """Make a staged body (plus ``tail``) the upload's part ``part_number``; its chunks
+    were staged with ``customer_key``, which must open the upload's (SSE-C)."""
     _check_part_number(part_number)
     if size_bytes > limits.part_size_bytes_max:
         raise InvalidArgument(f"a part is at most {limits.part_size_bytes_max} bytes")
-    _, upload_id_raw, _ = _upload(engine, txn, bucket, key, upload_id)
+    _, upload_id_raw, upload = _upload(engine, txn, bucket, key, upload_id)
+    check_customer_key(upload.customer_key, customer_key)
     chunk_count = -(-size_bytes // limits.chunk_size_bytes)
     if chunk_count and blob_id is None:
         blob_id = engine.new_blob_id()
     if tail:
         assert blob_id is not None
-        engine.apply_stage_chunk(txn, blob_id, tail_chunk_index, tail)
+        engine.apply_stage_chunk(txn, blob_id, tail_chunk_index, tail, customer_key)
     if chunk_count:
         assert blob_id is not None
         engine._take_staged_blob(txn, blob_id, chunk_count, size_bytes)
@@ -271,13 +282,17 @@ def apply_complete(
     destination: tuple[str, str] | None = None,
     extra_user_metadata: Mapping[str, str] | None = None,
     retag: Callable[[Mapping[str, str]], dict[str, str]] | None = None,
+    customer_key: CustomerKey | None = None,
 ) -> ObjectVersion:
     """``destination`` (bucket, key), ``extra_user_metadata`` and ``retag`` (the upload's
     tags -> the version's: ``api.annotation_tags``) carry a pre-commit function's route
-    and annotations: the version is written there, with them."""
+    and annotations: the version is written there, with them. ``customer_key``, when
+    given, must open the upload's SSE-C key record (none is needed)."""
     from storage.engine.store import check_conditions  # store imports this module
 
     upload_key, upload_id_raw, upload = _upload(engine, txn, bucket, key, upload_id)
+    if customer_key is not None:
+        check_customer_key(upload.customer_key, customer_key)
     segments = _checked_segments(engine, txn, upload_id_raw, parts)
     part_checksums = _part_checksums(engine, txn, upload_id_raw, parts)
     bucket, key = destination or (bucket, key)
@@ -312,6 +327,7 @@ def apply_complete(
         lock_retain_until_ms=lock_retain_until_ms,
         legal_hold=legal_hold,
         part_checksums=part_checksums,
+        customer_key=upload.customer_key,
     )
     engine._put_version(txn, bucket_raw, key_raw, record)
     engine.outbox.add_events(

@@ -14,6 +14,7 @@ from storage.api import (
     CHANGES_CONFIGURATION,
     CHANGES_OBJECTS,
     CompletedPart,
+    CustomerKey,
     DefaultRetention,
     EventOrigin,
     ObjectLockUpdate,
@@ -70,10 +71,12 @@ def put_bucket_config(
 
 
 def stage_chunk(
-    blob_id: bytes, chunk_index: int, data: bytes | bytearray | memoryview
+    blob_id: bytes, chunk_index: int, data: bytes | bytearray | memoryview,
+    customer_key: CustomerKey | None = None,
 ) -> WriteOperation:
     return WriteOperation(
-        lambda engine, txn: engine.apply_stage_chunk(txn, blob_id, chunk_index, data),
+        lambda engine, txn: engine.apply_stage_chunk(txn, blob_id, chunk_index, data,
+                                                     customer_key),
         payload_bytes=len(data),
         name="stage_chunk",
         changes=(),
@@ -96,6 +99,7 @@ def commit_version(
     tail: StagedTail | None = None,
     event_name: str = "s3:ObjectCreated:Put",
     origin: EventOrigin | None = None,
+    customer_key: CustomerKey | None = None,
 ) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: engine.apply_commit(
@@ -109,6 +113,7 @@ def commit_version(
             tail=tail,
             event_name=event_name,
             origin=origin,
+            customer_key=customer_key,
         ),
         payload_bytes=0 if tail is None else len(tail.data),
         name="commit_version",
@@ -154,6 +159,7 @@ def commit_part(
     etag: str,
     checksum: str,
     tail: StagedTail | None = None,
+    customer_key: CustomerKey | None = None,
 ) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: multipart.apply_commit_part(
@@ -169,6 +175,7 @@ def commit_part(
             checksum=checksum,
             tail_chunk_index=0 if tail is None else tail.chunk_index,
             tail=None if tail is None else tail.data,
+            customer_key=customer_key,
         ),
         payload_bytes=0 if tail is None else len(tail.data),
         name="commit_part",
@@ -189,6 +196,7 @@ def complete_multipart_upload(
     destination: tuple[str, str] | None = None,
     extra_user_metadata: Mapping[str, str] | None = None,
     retag: Callable[[Mapping[str, str]], dict[str, str]] | None = None,
+    customer_key: CustomerKey | None = None,
 ) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: multipart.apply_complete(
@@ -205,6 +213,7 @@ def complete_multipart_upload(
             destination=destination,
             extra_user_metadata=extra_user_metadata,
             retag=retag,
+            customer_key=customer_key,
         ),
         name="complete_multipart_upload",
         changes=((bucket, CHANGES_OBJECTS), ((destination or (bucket,))[0], CHANGES_OBJECTS)),

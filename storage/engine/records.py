@@ -11,14 +11,16 @@ Where a body lives: a body written in one piece is ONE blob (``blob_id``,
 version's without a byte copied. Each segment's blob is chunked from its own offset 0.
 
 Records are stored as msgpack arrays (positional, compact); the first element is the
-record format number so the layout can evolve. Format 5 (written now) appends to
-format 4 the version's owner (the canonical id of its writer) and its ACL (the gateway's
+record format number so the layout can evolve. Format 6 (written now) appends to
+format 5 the record of the SSE-C key the body is encrypted with (``[key MD5, salt,
+verifier]``, ``api.CustomerKeyRecord``; nil when the body is not SSE-C). Format 5
+appended to format 4 the version's owner (the canonical id of its writer) and its ACL (the gateway's
 document, opaque here; None for the default, private to the owner). Format 4 appended
 to format 3 (the tag set and the segment list) the Object Lock state (retention mode,
 retain-until ms, legal hold) and each part's own checksum (``part_checksums``, for
 GetObjectAttributes; empty when the parts had none). Formats 1 (single blob, no tags),
-2 (with segments, no tags), 3 (no lock state, no part checksums: read as none) and 4
-(no owner, no ACL: read as owner '' and ACL None) are still read.
+2 (with segments, no tags), 3 (no lock state, no part checksums: read as none), 4
+(no owner, no ACL: read as owner '' and ACL None) and 5 (no SSE-C) are still read.
 
 Listings read a version record with ``listed_version``: the msgpack array as it comes
 (one C call), then the few fields a listing shows into an ``api.ListedVersion``, with no
@@ -36,21 +38,24 @@ Multipart records: an upload (``uploads``: key prefix + upload id -> metadata gi
 at Create) and its parts (``parts``: upload id + part number -> blob, size, ETag,
 checksum, time). Upload format 2 adds the tag set given at Create (``x-amz-tagging``),
 which Complete gives the new version; format 3 appends the Object Lock state asked for
-at Create; format 4 (written now) the initiator's owner id and the ACL given at Create,
-which Complete gives the new version; formats 1 (no tags), 2 (no lock state) and 3 (no
-owner, no ACL) are still read.
+at Create; format 4 the initiator's owner id and the ACL given at Create, which Complete
+gives the new version; format 5 (written now) the record of the SSE-C key given at
+Create (every part is encrypted with that key; the completed version keeps the record);
+formats 1 (no tags), 2 (no lock state), 3 (no owner, no ACL) and 4 (no SSE-C) are still
+read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
 
 from storage.api import (
     BucketInfo,
+    CustomerKeyRecord,
     DefaultRetention,
     ListedVersion,
     MultipartUploadInfo,
@@ -60,17 +65,17 @@ from storage.api import (
 )
 from storage.versions import LOGICAL_BITS, encode_version_id, hlc_to_ms
 
-VERSION_RECORD_FORMAT = 5
-_VERSION_RECORD_FORMATS_READ = (1, 2, 3, 4, 5)
+VERSION_RECORD_FORMAT = 6
+_VERSION_RECORD_FORMATS_READ = (1, 2, 3, 4, 5, 6)
 BUCKET_RECORD_FORMAT = 2
 _BUCKET_RECORD_FORMATS_READ = (1, 2)
-UPLOAD_RECORD_FORMAT = 4
-_UPLOAD_RECORD_FORMATS_READ = (1, 2, 3, 4)
+UPLOAD_RECORD_FORMAT = 5
+_UPLOAD_RECORD_FORMATS_READ = (1, 2, 3, 4, 5)
 PART_RECORD_FORMAT = 1
 
 Segment = tuple[bytes | None, int]  # (blob id, or None for an empty part; size in bytes)
 
-# Positions in a version record's msgpack array, the same in formats 1 to 5.
+# Positions in a version record's msgpack array, the same in formats 1 to 6.
 _FIELD_FORMAT = 0
 _FIELD_SIZE_BYTES = 1
 _FIELD_ETAG = 2
@@ -90,6 +95,8 @@ _FIELD_PART_CHECKSUMS = 17
 # Format 5 only: the owner and the ACL.
 _FIELD_OWNER_ID = 18
 _FIELD_ACL = 19
+# Format 6 only: the SSE-C key's record.
+_FIELD_CUSTOMER_KEY = 20
 _new_tuple = tuple.__new__
 
 
@@ -117,6 +124,7 @@ class VersionRecord:
     part_checksums: tuple[str, ...] = ()
     owner_id: str = ""  # the writer's canonical id; '' in records older than format 5
     acl: bytes | None = None  # the gateway's ACL document; None: private to the owner
+    customer_key: CustomerKeyRecord | None = None  # SSE-C; None in records before format 6
 
     @property
     def version_id(self) -> str:
@@ -159,6 +167,7 @@ class VersionRecord:
             legal_hold=self.legal_hold,
             owner_id=self.owner_id,
             acl=self.acl,
+            customer_key=self.customer_key,
             bucket_versioning=bucket_versioning,
             inline_body=inline_body,
         )
@@ -195,9 +204,25 @@ def pack_version(record: VersionRecord) -> bytes:
             list(record.part_checksums),
             record.owner_id,
             record.acl,
+            pack_customer_key(record.customer_key),
         ],
         use_bin_type=True,
     )
+
+
+def pack_customer_key(record: CustomerKeyRecord | None) -> list[Any] | None:
+    return None if record is None else [record.key_md5, record.salt, record.verifier]
+
+
+def unpack_customer_key(fields: list[Any] | None) -> CustomerKeyRecord | None:
+    return None if fields is None else CustomerKeyRecord(fields[0], fields[1], fields[2])
+
+
+def fields_customer_key(fields: list[Any]) -> CustomerKeyRecord | None:
+    """Format 6's SSE-C key record; None for the older formats (no SSE-C then)."""
+    if fields[_FIELD_FORMAT] >= 6:
+        return unpack_customer_key(fields[_FIELD_CUSTOMER_KEY])
+    return None
 
 
 def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
@@ -231,6 +256,7 @@ def unpack_version(hlc: int, packed: bytes | memoryview) -> VersionRecord:
         part_checksums=_part_checksums(fields),
         owner_id=owner_id,
         acl=acl,
+        customer_key=fields_customer_key(fields),
     )
 
 
@@ -322,6 +348,7 @@ def fields_object_version(
         legal_hold=legal_hold,
         owner_id=owner_id,
         acl=acl,
+        customer_key=fields_customer_key(fields),
         bucket_versioning=bucket_versioning,
         inline_body=inline_body,
     )
@@ -403,6 +430,7 @@ class UploadRecord:
     legal_hold: bool = False
     owner_id: str = ""  # the initiator's canonical id: the completed version's owner
     acl: bytes | None = None  # the completed version's ACL (None: private)
+    customer_key: CustomerKeyRecord | None = None  # SSE-C: the parts' and the version's
 
     def to_info(self, bucket: str, key: str, upload_id: str) -> MultipartUploadInfo:
         spec = PutSpec(
@@ -417,6 +445,7 @@ class UploadRecord:
             legal_hold=self.legal_hold,
             owner_id=self.owner_id,
             acl=self.acl,
+            customer_key=self.customer_key,
         )
         return MultipartUploadInfo(
             bucket=bucket,
@@ -446,6 +475,7 @@ def pack_upload(record: UploadRecord) -> bytes:
             record.legal_hold,
             record.owner_id,
             record.acl,
+            pack_customer_key(record.customer_key),
         ],
         use_bin_type=True,
     )
@@ -455,8 +485,11 @@ def unpack_upload(packed: bytes | memoryview) -> UploadRecord:
     fields = msgpack.unpackb(packed, raw=False)
     assert fields[0] in _UPLOAD_RECORD_FORMATS_READ, f"unknown upload record format {fields[0]}"
     # Format 1 ends after the checksum type; format 2 appends the tag set; format 3 the
-    # Object Lock state; format 4 the owner id and the ACL.
-    return UploadRecord(*fields[1:14])
+    # Object Lock state; format 4 the owner id and the ACL; format 5 the SSE-C key record.
+    record = UploadRecord(*fields[1:14])
+    if fields[0] >= 5 and fields[14] is not None:
+        return replace(record, customer_key=unpack_customer_key(fields[14]))
+    return record
 
 
 @dataclass(frozen=True, slots=True)

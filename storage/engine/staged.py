@@ -3,7 +3,8 @@
 A ``StagedBody`` holds ONE read transaction open for its life and hands out the staged
 chunks as memoryviews of LMDB's memory map, plus the tail chunk that the commit itself
 carries (still in the caller's buffer). Nothing is copied, except in an encrypted store
-(``cipher``), whose staged chunks are decrypted into copies. Views are valid until
+(``cipher``) or for an SSE-C body (the customer key's cipher, which the write carries),
+whose staged chunks are decrypted into copies. Views are valid until
 ``close``; the staging entry cannot be collected meanwhile (only an abort or the commit
 removes it, and both come after the judgement).
 """
@@ -14,22 +15,25 @@ from collections.abc import Sequence
 
 import lmdb
 
-from storage.api import InvalidArgument
+from storage.api import CustomerKey, InvalidArgument
 from storage.engine import keys
 from storage.engine.store import Engine
 
 
 class StagedBody:
     """``blobs``: (blob id, chunk count) in body order — one staged blob for a PUT, the
-    named parts' blobs for a CompleteMultipartUpload."""
+    named parts' blobs for a CompleteMultipartUpload; ``customer_key``: the SSE-C key they
+    are encrypted with (checked by the caller against the record)."""
 
     def __init__(
         self,
         engine: Engine,
         blobs: Sequence[tuple[bytes, int]],
         tail: bytes | bytearray | memoryview | None,
+        customer_key: CustomerKey | None = None,
     ) -> None:
         self._txn: lmdb.Transaction | None = engine.env.begin(buffers=True)
+        cipher = engine.blob_cipher(customer_key)
         views: list[memoryview] = []
         try:
             for blob_id, chunk_count in blobs:
@@ -38,10 +42,10 @@ class StagedBody:
                                           db=engine.chunks)
                     if chunk is None:
                         raise InvalidArgument("the staged body is missing chunks")
-                    if engine.cipher is None:
+                    if cipher is None:
                         views.append(memoryview(chunk))
                     else:  # a decrypted copy, not a view
-                        views.append(memoryview(engine.cipher.apply(blob_id, chunk_index, chunk)))
+                        views.append(memoryview(cipher.apply(blob_id, chunk_index, chunk)))
         except BaseException:
             self.close()
             raise

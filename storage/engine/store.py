@@ -35,6 +35,13 @@ Rules and theory of operation:
 * With a ``cipher`` (``cipher.ChunkCipher``) every chunk is stored encrypted and every
   reader decrypts: see ``cipher`` for the rules, and ``_check_encryption`` for why a
   store opens only with the key it was created with.
+* SSE-C: a write or read may carry a customer key (``api.CustomerKey``); the blobs of
+  such a version are encrypted with it instead (``blob_cipher``), whether or not the
+  store has a master key. The version keeps only the key's record
+  (``api.CustomerKeyRecord``); every write checks that the key it was given opens the
+  record it commits (``api.check_customer_key``), every body read that the key it is
+  given opens the version's, and a GET's inline body is never read for such a version
+  (it could not be decrypted without the key).
 * A version is immutable except for its tag set, its Object Lock state (retention,
   legal hold) and its ACL, which ``apply_replace_tags``, ``apply_update_object_lock``
   and ``apply_replace_acl`` rewrite in place (same LMDB key, same HLC): none is a new
@@ -73,6 +80,7 @@ from storage.api import (
     BucketAlreadyOwnedByYou,
     BucketInfo,
     BucketNotEmpty,
+    CustomerKey,
     DefaultRetention,
     DeleteResult,
     EventOrigin,
@@ -90,6 +98,7 @@ from storage.api import (
     PutSpec,
     StorageError,
     WriteConditions,
+    check_customer_key,
     limits,
 )
 from storage.engine import keys, listing, locks, multipart
@@ -97,6 +106,7 @@ from storage.engine.cipher import ChunkCipher
 from storage.engine.outbox import Outbox
 from storage.engine.records import (
     VersionRecord,
+    fields_customer_key,
     fields_object_version,
     fields_single_blob,
     pack_bucket,
@@ -458,6 +468,7 @@ class Engine:
             inline_body = None
             if (
                 not found.is_delete_marker
+                and found.customer_key is None
                 and found.size_bytes <= inline_body_bytes_max
                 and found.size_bytes <= limits.chunk_size_bytes
                 and not found.segments
@@ -489,7 +500,7 @@ class Engine:
         fields = version_fields(cursor.value())
         inline_body = None
         blob = fields_single_blob(fields)
-        if blob is not None:
+        if blob is not None and fields_customer_key(fields) is None:
             blob_id, size_bytes = blob
             if size_bytes <= inline_body_bytes_max and size_bytes <= limits.chunk_size_bytes:
                 inline_body = self._chunk_zero(txn, blob_id)
@@ -624,9 +635,17 @@ class Engine:
         return None if record is None else record.hlc
 
     def open_body(
-        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None
+        self, version: ObjectVersion, start: int = 0, end_exclusive: int | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> BodyReader:
-        return BodyReader(self, version, start, end_exclusive)
+        return BodyReader(self, version, start, end_exclusive, customer_key)
+
+    def blob_cipher(self, customer_key: CustomerKey | None) -> ChunkCipher | None:
+        """The cipher of a blob written or read with ``customer_key`` (SSE-C: keys derived
+        from it, instead of the master key's), else the store's (None: plain)."""
+        if customer_key is None:
+            return self.cipher
+        return ChunkCipher.for_customer_key(customer_key.key)
 
     # --- object writes (writer thread only) --------------------------------------------
 
@@ -639,11 +658,13 @@ class Engine:
         blob_id: bytes,
         chunk_index: int,
         data: bytes | bytearray | memoryview,
+        customer_key: CustomerKey | None = None,
     ) -> None:
         if not 0 < len(data) <= limits.chunk_size_bytes:
             raise InvalidArgument(f"a chunk must have 1..{limits.chunk_size_bytes} bytes")
-        if self.cipher is not None:
-            data = self.cipher.apply(blob_id, chunk_index, data)
+        cipher = self.blob_cipher(customer_key)
+        if cipher is not None:
+            data = cipher.apply(blob_id, chunk_index, data)
         txn.put(blob_id, pack_staging(self._now_ms()), db=self.staging, overwrite=False)
         txn.put(keys.chunk_key(blob_id, chunk_index), data, db=self.chunks)
 
@@ -667,9 +688,13 @@ class Engine:
         tail: StagedTail | None = None,
         event_name: str = "s3:ObjectCreated:Put",
         origin: EventOrigin | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectVersion:
         """Make a staged body (plus ``tail``) the key's new version, atomically, with the
-        ``event_name`` events the bucket's notification configuration asks for."""
+        ``event_name`` events the bucket's notification configuration asks for.
+        ``customer_key``: the SSE-C key the body was staged with, of which
+        ``spec.customer_key`` must be a record."""
+        check_customer_key(spec.customer_key, customer_key)
         info = self._bucket(txn, bucket)
         bucket_raw, key_raw = keys.bucket_bytes(bucket), keys.object_key_bytes(key)
         keys.checked_version_key(bucket_raw, key_raw, 0, self.key_size_max)
@@ -680,7 +705,7 @@ class Engine:
             blob_id = self.new_blob_id()
         if tail is not None:
             assert blob_id is not None
-            self.apply_stage_chunk(txn, blob_id, tail.chunk_index, tail.data)
+            self.apply_stage_chunk(txn, blob_id, tail.chunk_index, tail.data, customer_key)
         if blob_id is not None:
             self._take_staged_blob(txn, blob_id, chunk_count, size_bytes)
         lock_mode, lock_retain_until_ms, legal_hold = self.new_version_lock(
@@ -707,6 +732,7 @@ class Engine:
             lock_mode=lock_mode,
             lock_retain_until_ms=lock_retain_until_ms,
             legal_hold=legal_hold,
+            customer_key=spec.customer_key,
         )
         self._put_version(txn, bucket_raw, key_raw, record)
         self.outbox.add_events(
@@ -977,15 +1003,19 @@ class BodyReader:
     here, before any byte is sent. Chunks are yielded as memoryviews of LMDB's memory
     map: no copy. A yielded view is valid until ``close`` (or exhaustion): a consumer that
     keeps bytes longer must copy them. Only the chunks overlapping the range are read; a
-    multipart version's body is read across its segments (one blob per part).
+    multipart version's body is read across its segments (one blob per part). In an
+    encrypted store, or for an SSE-C version (read with its ``customer_key``, checked
+    here against the record before any byte), the chunks are decrypted copies.
     """
 
     def __init__(
-        self, engine: Engine, version: ObjectVersion, start: int, end_exclusive: int | None
+        self, engine: Engine, version: ObjectVersion, start: int, end_exclusive: int | None,
+        customer_key: CustomerKey | None = None,
     ) -> None:
         self._txn: lmdb.Transaction | None = engine.env.begin(buffers=True)
         try:
             self._record = self._find_record(engine, version)
+            check_customer_key(self._record.customer_key, customer_key)
         except BaseException:
             self.close()
             raise
@@ -996,7 +1026,7 @@ class BodyReader:
         self.start = start
         self.end_exclusive = min(end, self._record.size_bytes)
         self._chunks = engine.chunks
-        self._cipher = engine.cipher
+        self._cipher = engine.blob_cipher(customer_key)
         # The body as (blob, size) segments: one for a single-blob version, one per part
         # for a multipart one (empty parts have no blob and are skipped here).
         self._segments = [

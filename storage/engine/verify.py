@@ -13,7 +13,9 @@ Rules and theory of operation:
   back must be the ETag: the bytes are the ones that were written. A multipart ETag is
   an MD5 of the parts' MD5s, which the record does not keep, so a multipart body gets
   the size checks only. In an encrypted store the MD5 needs the key (the chunks are
-  decrypted first); without it only sizes are checked, and the report says so.
+  decrypted first); without it only sizes are checked, and the report says so. An SSE-C
+  body (encrypted with a customer's key, which the store never keeps) gets the size
+  checks only, whatever key is given; its ETag is not an MD5 of its bytes anyway.
 * Problems are collected, never repaired: each names the bucket, key and version.
 """
 
@@ -49,6 +51,8 @@ class VerifyError(StorageError):
 class VerifyReport:
     versions: int = 0
     bodies_hashed: int = 0  # single-blob bodies whose MD5 was compared with the ETag
+    # SSE-C bodies: sizes checked, MD5 not (the customer's key is not in the store).
+    customer_key_bodies: int = 0
     bytes_checked: int = 0
     problems: list[str] = field(default_factory=list)
     # Why MD5s were not compared ('' when they were): an encrypted store without its key.
@@ -140,12 +144,15 @@ def _check_version(reader: _Reader, record: VersionRecord, where: str,
                 report.problems.append(f"{where}: part {number}: {problem}")
             report.bytes_checked += size
         return
+    if record.customer_key is not None:
+        report.customer_key_bodies += 1
     if record.size_bytes == 0:
         return
     if record.blob_id is None:
         report.problems.append(f"{where}: {record.size_bytes} bytes but no blob")
         return
-    hashed = reader.hash_bodies and bool(_MD5_ETAG.match(record.etag))
+    hashed = (reader.hash_bodies and record.customer_key is None
+              and bool(_MD5_ETAG.match(record.etag)))
     digest = hashlib.md5() if hashed else None
     problem = reader.blob(record.blob_id, record.size_bytes, digest)
     report.bytes_checked += record.size_bytes

@@ -66,6 +66,8 @@ _RECORD_TYPES: tuple[type, ...] = (
     api.OutboxEvent,
     api.OutboxPage,
     api.OutboxStatus,
+    api.CustomerKeyRecord,
+    api.CustomerKey,  # an SSE-C key: only over an encrypted link (encode's rule)
 )
 
 
@@ -92,6 +94,10 @@ class CodecError(ValueError):
     control message it wrote."""
 
 
+class CustomerKeyRefused(CodecError):
+    """An SSE-C key was to be encoded for a link that is not encrypted."""
+
+
 class RemoteError(RuntimeError):
     """A node failed with an error that is not a typed ``StorageError`` (a bug there, or
     one this end does not know): carried as its class name and message."""
@@ -100,29 +106,44 @@ class RemoteError(RuntimeError):
 # --- encoding ----------------------------------------------------------------------------
 
 
-def _default(value: object) -> msgpack.ExtType:
-    cls = type(value)
-    record = _FIELDS_BY_TYPE.get(cls)
-    if record is not None:
-        name, fields = record
-        return msgpack.ExtType(_EXT_RECORD,
-                               _pack([name, *[getattr(value, field) for field in fields]]))
-    if cls is tuple:
-        return msgpack.ExtType(_EXT_TUPLE, _pack(list(value)))  # type: ignore[call-overload]
-    raise CodecError(f"cannot encode a value of type {cls.__module__}.{cls.__qualname__}: "
-                     "not a type the transport codec carries")
+def _packer(customer_keys: bool) -> Callable[[object], bytes]:
+    """msgpack's packb with this codec's types; ``customer_keys``: whether a CustomerKey
+    may be encoded (only for a link that is encrypted)."""
+
+    def default(value: object) -> msgpack.ExtType:
+        cls = type(value)
+        if cls is api.CustomerKey and not customer_keys:
+            raise CustomerKeyRefused("an SSE-C customer key is sent only over an encrypted "
+                                     "link")
+        record = _FIELDS_BY_TYPE.get(cls)
+        if record is not None:
+            name, fields = record
+            return msgpack.ExtType(_EXT_RECORD,
+                                   pack([name, *[getattr(value, field) for field in fields]]))
+        if cls is tuple:
+            return msgpack.ExtType(_EXT_TUPLE, pack(list(value)))  # type: ignore[call-overload]
+        raise CodecError(f"cannot encode a value of type {cls.__module__}.{cls.__qualname__}: "
+                         "not a type the transport codec carries")
+
+    def pack(value: object) -> bytes:
+        # strict_types: subclasses (a NamedTuple, a dict subclass; bool is exact) and
+        # tuples go to default instead of being flattened into msgpack's nearest type.
+        packed: bytes = msgpack.packb(value, default=default, strict_types=True,
+                                      use_bin_type=True)
+        return packed
+
+    return pack
 
 
-def _pack(value: object) -> bytes:
-    # strict_types: subclasses (a NamedTuple, a dict subclass, bool is exact) and tuples
-    # go to _default instead of being flattened into msgpack's nearest type.
-    packed: bytes = msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
-    return packed
+_PACK = _packer(customer_keys=False)
+_PACK_WITH_CUSTOMER_KEYS = _packer(customer_keys=True)
 
 
-def encode(value: object) -> bytes:
+def encode(value: object, *, customer_keys: bool = False) -> bytes:
+    """``value`` as a control message. CustomerKeyRefused if it holds an SSE-C key and
+    ``customer_keys`` is not set (the link is not encrypted)."""
     try:
-        return _pack(value)
+        return (_PACK_WITH_CUSTOMER_KEYS if customer_keys else _PACK)(value)
     except CodecError:
         raise
     except (TypeError, ValueError, OverflowError, RecursionError) as error:
@@ -173,9 +194,11 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
 _OPERATIONS = {operation.value: operation for operation in Operation}
 
 
-def encode_request(operation: Operation, arguments: Mapping[str, Any], *extra: object) -> bytes:
-    """``[operation, arguments, *extra]`` (a stream adds its window)."""
-    return encode([operation.value, dict(arguments), *extra])
+def encode_request(operation: Operation, arguments: Mapping[str, Any], *extra: object,
+                   customer_keys: bool = False) -> bytes:
+    """``[operation, arguments, *extra]`` (a stream adds its window); ``customer_keys``
+    as for ``encode``."""
+    return encode([operation.value, dict(arguments), *extra], customer_keys=customer_keys)
 
 
 def decode_request(data: bytes | bytearray | memoryview) -> tuple[Operation, dict[str, Any],
@@ -243,6 +266,9 @@ _ERROR_TYPES: tuple[type[api.StorageError], ...] = (
     api.WriteRejected,
     api.WriteDiscarded,
     api.NodeUnavailable,
+    api.CustomerKeyRequired,
+    api.CustomerKeyMismatch,
+    api.CustomerKeyNotApplicable,
     WriterClosed,
     BackupError,
     VerifyError,

@@ -341,12 +341,13 @@ class _RdmaClientConnection(_ClientConnection):
         if payload is None or request is None or self._pair is None:
             await super().send_request(kind, request_id, request, control, payload)
             return
-        control = _request_control(request, 0, len(payload))  # CodecError before a write
+        # CodecError (or InvalidArgument) before anything is written.
+        control = _request_control(request, 0, len(payload), encrypted=self.encrypted)
         slot = await self._take_node_slot()
         self._node_slot_of_call[request_id] = slot  # freed by the answer, even a late one
         try:
             await self._pair.write(payload, slot)
-            control = _request_control(request, slot, len(payload))
+            control = _request_control(request, slot, len(payload), encrypted=self.encrypted)
         except BaseException:
             self.call_answered(request_id)  # no frame went out: no answer will free it
             raise

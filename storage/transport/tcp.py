@@ -63,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -102,6 +103,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._reader = reader
         self._transport: asyncio.Transport | None = None
         self._vectored = True
+        self.encrypted = False
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
@@ -122,6 +124,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         stream.set_write_buffer_limits(high=0)
         # The base class's writelines joins its buffers (one copy of the payload).
         self._vectored = type(stream).writelines is not asyncio.WriteTransport.writelines
+        self.encrypted = stream.get_extra_info("ssl_object") is not None  # TLS
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._reader.get_buffer()
@@ -266,8 +269,17 @@ def _payload_view(payload: Payload | None) -> memoryview | None:
     return view
 
 
-def _request_control(request: Request, *extra: object) -> bytes:
-    control = codec.encode_request(request.operation, request.arguments, *extra)
+def _request_control(request: Request, *extra: object, encrypted: bool) -> bytes:
+    """A request's control message. An SSE-C customer key goes only over an encrypted
+    (TLS) connection: over another, InvalidArgument says so before anything is sent."""
+    try:
+        control = codec.encode_request(request.operation, request.arguments, *extra,
+                                       customer_keys=encrypted)
+    except codec.CustomerKeyRefused:
+        raise InvalidArgument(
+            f"{request.operation.value}: an SSE-C customer key is not sent to a storage node "
+            "over an unencrypted connection (give the transport and the node server a TLS "
+            "context)") from None
     if len(control) > limits.transport_request_control_bytes_max:
         raise InvalidArgument(
             f"{request.operation.value}: {len(control)} bytes of arguments; at most "
@@ -296,7 +308,7 @@ class _ClientConnection(_FrameProtocol):
         path here); nothing to do over plain TCP."""
 
     async def call(self, request: Request) -> Any:
-        control = _request_control(request)
+        control = _request_control(request, encrypted=self.encrypted)
         payload = _payload_view(request.payload)
         async with self._call_slots:
             return await self.round_trip(FrameKind.REQUEST, request, control, payload)
@@ -335,7 +347,8 @@ class _ClientConnection(_FrameProtocol):
             raise Overloaded(f"{limits.transport_streams_per_connection_max} streams already "
                              f"open to node {self.node_id}")
         request_id = next(self._request_ids)
-        control = _request_control(request, *await self.stream_window(request_id))
+        control = _request_control(request, *await self.stream_window(request_id),
+                                   encrypted=self.encrypted)
         if self.closed:
             raise self.unavailable()
         self._streams[request_id] = stream
@@ -555,12 +568,16 @@ class _RemoteStream:
 
 
 class TcpTransport:
-    """``Transport`` over TCP to nodes at ``addresses`` ({node id: (host, port)})."""
+    """``Transport`` over TCP to nodes at ``addresses`` ({node id: (host, port)}); over
+    TLS with ``ssl_context`` (a client context that verifies the nodes' certificates,
+    for their host names), which SSE-C customer keys require."""
 
     connection_class: type[_ClientConnection] = _ClientConnection
 
-    def __init__(self, addresses: Mapping[str, tuple[str, int]]) -> None:
+    def __init__(self, addresses: Mapping[str, tuple[str, int]], *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._addresses = dict(addresses)
+        self._ssl_context = ssl_context
         self._connections: dict[str, _ClientConnection] = {}
         self._connect_locks: dict[str, asyncio.Lock] = {}
         self._closed = False
@@ -602,7 +619,9 @@ class TcpTransport:
             try:
                 async with asyncio.timeout(limits.transport_connect_timeout_ms / 1000):
                     _, connection = await loop.create_connection(
-                        lambda: self.connection_class(node_id), host, port)
+                        lambda: self.connection_class(node_id), host, port,
+                        ssl=self._ssl_context,
+                        server_hostname=host if self._ssl_context is not None else None)
                     await connection.ready()
             except (OSError, StorageError) as error:  # TimeoutError is an OSError
                 if connection is not None:
@@ -888,12 +907,15 @@ def _window(extra: list[Any]) -> int:
 
 class TcpNodeServer:
     """Serves ``node`` over TCP at ``host``:``port`` (0: any free port; ``address`` tells
-    which once started). The node belongs to the caller: close this server first."""
+    which once started); over TLS with ``ssl_context`` (a server context with the node's
+    certificate). The node belongs to the caller: close this server first."""
 
     connection_class: type[_NodeConnection] = _NodeConnection
 
-    def __init__(self, node: StorageNode, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, node: StorageNode, host: str = "127.0.0.1", port: int = 0, *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.node = node
+        self._ssl_context = ssl_context
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
@@ -903,8 +925,11 @@ class TcpNodeServer:
 
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: self.connection_class(self), self._host,
-                                                self._port, reuse_address=True)
+        self._server = await loop.create_server(
+            lambda: self.connection_class(self), self._host, self._port, reuse_address=True,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=limits.transport_connect_timeout_ms / 1000
+            if self._ssl_context is not None else None)
         host, port = self._server.sockets[0].getsockname()[:2]
         self.address = (host, port)
         return self.address

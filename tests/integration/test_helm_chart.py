@@ -83,7 +83,8 @@ ALL_OPTIONS: dict[str, Any] = {
     "backup": {"schedule": "0 2 * * *", "keep": 3, "caSecret": "store-ca",
                "persistence": {"size": "100Gi", "storageClass": "slow"}},
     "tls": {"enabled": True, "secretName": "store-tls",
-            "serviceMonitorTlsConfig": {"serverName": "store-squall"}},
+            "serviceMonitorTlsConfig": {"serverName": "store-squall"},
+            "sseCustomerKeysOverHttp": True},
     "metrics": {"token": {"enabled": True, "value": "a-metrics-token-0123456789"},
                 "public": True,
                 "serviceMonitor": {"enabled": True, "interval": "15s",
@@ -198,7 +199,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert parsed.metrics_token_file == "/etc/squall/metrics/token"
     assert not parsed.metrics_public and parsed.functions is None and parsed.webhook == []
     assert not parsed.volatile and parsed.encryption_key_file is None
-    assert parsed.tls_cert_file is None
+    assert parsed.tls_cert_file is None and not parsed.allow_sse_c_over_http
     assert container(objects)["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
 
 
@@ -273,6 +274,7 @@ def test_every_option(tmp_path: Path) -> None:
     assert (parsed.tls_cert_file, parsed.tls_key_file) == ("/etc/squall/tls/tls.crt",
                                                            "/etc/squall/tls/tls.key")
     assert mounts(objects)["/etc/squall/tls"] == "tls"
+    assert parsed.allow_sse_c_over_http
     backup_pod = only(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     backup_env = {e["name"]: e.get("value") for e in backup_pod["containers"][0]["env"]}
     assert backup_env["SQUALL_ENDPOINT"] == "https://store-squall:19000"

@@ -14,6 +14,7 @@ import pytest
 
 from storage.api import (
     CompletedPart,
+    CustomerKey,
     EntityTooSmall,
     InvalidArgument,
     InvalidPart,
@@ -265,14 +266,14 @@ def test_deleting_a_bucket_aborts_its_uploads(store: Store) -> None:
 def test_older_record_formats_still_read(store: Store) -> None:
     """Records written by earlier formats read as before: format 1 (single blob, no
     tags), format 2 (segments at [12], no tags), format 3 (tags, segments, no Object
-    Lock state, no part checksums) and format 4 (no owner, no ACL); new records are
-    format 5."""
+    Lock state, no part checksums), format 4 (no owner, no ACL) and format 5 (no SSE-C
+    key record); new records are format 6."""
     version = store.put("b", "plain", b"abc")
     with store.engine.env.begin() as txn:
         cursor = txn.cursor(db=store.engine.versions)
         assert cursor.set_range(keys.key_prefix(b"b", b"plain"))
         fields = msgpack.unpackb(cursor.value(), raw=False)
-    assert fields[0] == 5 and len(fields) == 20
+    assert fields[0] == 6 and len(fields) == 21 and fields[20] is None
     assert version.part_sizes == ()
     format_1 = [1, *fields[1:12]]
     old = unpack_version(0, msgpack.packb(format_1, use_bin_type=True))
@@ -297,6 +298,11 @@ def test_older_record_formats_still_read(store: Store) -> None:
     owned = unpack_version(0, msgpack.packb(format_5, use_bin_type=True))
     assert (owned.tags, owned.legal_hold, owned.owner_id, owned.acl) == (
         {"t": "v"}, True, "owner", b"{}")
+    assert owned.customer_key is None
+    record = CustomerKey.of(bytes(32)).new_record()
+    format_6 = [6, *format_5[1:], [record.key_md5, record.salt, record.verifier]]
+    sealed = unpack_version(0, msgpack.packb(format_6, use_bin_type=True))
+    assert (sealed.owner_id, sealed.customer_key) == ("owner", record)
 
 
 def test_tags_given_at_create_are_the_completed_versions(store: Store) -> None:
@@ -312,15 +318,17 @@ def test_tags_given_at_create_are_the_completed_versions(store: Store) -> None:
         create(store, spec=PutSpec(etag="", tags=too_many))
 
 
-@pytest.mark.parametrize("old_format", [1, 2])
+@pytest.mark.parametrize("old_format", [1, 2, 4])
 def test_older_upload_records_still_read(store: Store, old_format: int) -> None:
-    """Upload format 1 (no tags) and 2 (no Object Lock state) complete as before."""
+    """Upload format 1 (no tags), 2 (no Object Lock state) and 4 (no SSE-C key record)
+    complete as before."""
     upload_id = create(store)
     upload_key = keys.upload_key(b"b", b"k", keys.decode_upload_id(upload_id))
     with store.engine.env.begin() as txn:
         fields = msgpack.unpackb(txn.get(upload_key, db=store.engine.uploads), raw=False)
-    assert fields[0] == 4 and len(fields) == 14
-    old_fields = [1, *fields[1:8]] if old_format == 1 else [2, *fields[1:9]]
+    assert fields[0] == 5 and len(fields) == 15 and fields[14] is None
+    old_fields = {1: [1, *fields[1:8]], 2: [2, *fields[1:9]],
+                  4: [4, *fields[1:14]]}[old_format]
     with store.engine.env.begin(write=True) as txn:
         txn.put(upload_key, msgpack.packb(old_fields, use_bin_type=True), db=store.engine.uploads)
     upload_part(store, upload_id, 1, b"old")

@@ -42,11 +42,15 @@ from storage.api import (
     WriteRejected,
 )
 from tests.unit.transport_harness import (
+    CUSTOMER_KEY,
+    CUSTOMER_KEY_KINDS,
     TRANSPORT_KINDS,
     Store,
     deep_equal,
     eventually,
+    exercise_customer_keys,
     exercise_every_operation,
+    first_piece,
     open_store,
     put_object,
     read_all,
@@ -64,18 +68,33 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def first_piece(open_stream: Any) -> bytes:
-    """The first piece of ``open_stream()``: raises whatever refuses the stream, whether
-    the opening call or its first step does."""
-    stream = open_stream()
-    try:
-        return bytes(await anext(stream))
-    finally:
-        await stream.aclose()
-
-
 def test_every_operation(kind: str, tmp_path: pathlib.Path) -> None:
     run_over(kind, tmp_path, exercise_every_operation)
+
+
+def test_customer_keys_travel_only_over_encrypted_links(
+    kind: str, tmp_path: pathlib.Path
+) -> None:
+    """SSE-C works in-process and over TLS; a plain network link refuses to carry the key
+    (InvalidArgument, before anything is sent) and stores nothing."""
+    if kind in CUSTOMER_KEY_KINDS:
+        run_over(kind, tmp_path, exercise_customer_keys)
+        return
+
+    async def scenario(store: Store) -> None:
+        client = store.client
+        await client.create_bucket("sse", "owner")
+        with pytest.raises(InvalidArgument, match="unencrypted connection"):
+            async with client.open_upload("sse", "k", CUSTOMER_KEY) as upload:
+                await upload.write(b"s" * (CHUNK + 1))
+                await upload.commit(PutSpec(etag="e", customer_key=CUSTOMER_KEY.new_record()))
+        counts = store.nodes[0].engine.entry_counts()
+        assert (counts["staging"], counts["chunks"], counts["versions"]) == (0, 0, 0)
+        version = await put_object(client, "sse", "plain", b"plain")
+        with pytest.raises(InvalidArgument, match="unencrypted connection"):
+            await first_piece(lambda: client.read_body(version, customer_key=CUSTOMER_KEY))
+
+    run_over(kind, tmp_path, scenario)
 
 
 def test_every_operation_over_three_shards(kind: str, tmp_path: pathlib.Path) -> None:

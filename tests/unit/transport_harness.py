@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import hashlib
+import ipaddress
 import itertools
 import pathlib
+import ssl
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +32,9 @@ from storage.api import (
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
     CompletedPart,
+    CustomerKey,
+    CustomerKeyMismatch,
+    CustomerKeyRequired,
     DefaultRetention,
     DeleteResult,
     EventOrigin,
@@ -51,11 +58,57 @@ from storage.transport.local import LocalTransport
 
 # tcp-uvloop: the TCP transport on uvloop, the loop ``squall serve`` runs (its transports
 # keep references to written buffers, where the stdlib loop of 3.11 copies them).
+# tcp-tls: the TCP transport over TLS (a self-signed certificate made here), which SSE-C
+# customer keys require.
 # rdma-emulated: rdma.py's protocol (SETUP, slots, credits, payloads placed by "remote
 # writes") over an emulated queue pair, a memcpy between the two ends in this process.
 # It tests that protocol, not one verbs call: the real "rdma" kind skips without pyverbs
 # or a device.
-TRANSPORT_KINDS = ("local", "tcp", "tcp-uvloop", "rdma-emulated", "rdma")
+TRANSPORT_KINDS = ("local", "tcp", "tcp-uvloop", "tcp-tls", "rdma-emulated", "rdma")
+# Kinds whose links are encrypted: SSE-C keys travel over them (and in-process).
+CUSTOMER_KEY_KINDS = ("local", "tcp-tls")
+
+
+_certificates: tempfile.TemporaryDirectory[str] | None = None
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts for 127.0.0.1: a self-signed certificate made once
+    per test process; the client verifies it (host name included)."""
+    global _certificates
+    if _certificates is None:
+        _certificates = tempfile.TemporaryDirectory(prefix="squall-transport-tls-")
+        _self_signed(pathlib.Path(_certificates.name))
+    directory = pathlib.Path(_certificates.name)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(directory / "node.crt", directory / "node.key")
+    client = ssl.create_default_context(cafile=str(directory / "node.crt"))
+    return server, client
+
+
+def _self_signed(directory: pathlib.Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "squall node")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "node.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / "node.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
 
 
 class _EmulatedRegion:
@@ -161,13 +214,14 @@ async def open_store(
     try:
         if kind == "local":
             transport = LocalTransport({node.node_id: node for node in nodes})
-        elif kind in ("tcp", "tcp-uvloop"):
+        elif kind in ("tcp", "tcp-uvloop", "tcp-tls"):
             from storage.transport.tcp import TcpNodeServer, TcpTransport
 
-            servers = [TcpNodeServer(node) for node in nodes]
+            server_tls, client_tls = tls_contexts() if kind == "tcp-tls" else (None, None)
+            servers = [TcpNodeServer(node, ssl_context=server_tls) for node in nodes]
             addresses = {node.node_id: await server.start()
                          for node, server in zip(nodes, servers, strict=True)}
-            transport = TcpTransport(addresses)
+            transport = TcpTransport(addresses, ssl_context=client_tls)
         elif kind in ("rdma", "rdma-emulated"):
             from storage.transport.rdma import RdmaNodeServer, RdmaTransport
 
@@ -360,3 +414,48 @@ async def exercise_every_operation(store: Store) -> None:
     assert sum(s.depth for s in await client.outbox_status()) == 0
     backup = b"".join([bytes(piece) async for piece in client.snapshot(0)])
     assert len(backup) > 0
+
+
+async def first_piece(open_stream: Callable[[], AsyncIterator[Any]]) -> bytes:
+    """The first piece of ``open_stream()``: raises whatever refuses the stream, whether
+    the opening call or its first step does."""
+    stream = open_stream()
+    try:
+        return bytes(await anext(stream))
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+CUSTOMER_KEY = CustomerKey.of(bytes(range(100, 132)))
+OTHER_CUSTOMER_KEY = CustomerKey.of(bytes(range(200, 232)))
+
+
+async def exercise_customer_keys(store: Store) -> None:
+    """SSE-C through the client: a PUT, a multipart upload and reads with the key, and
+    the typed refusals of a missing or wrong key. Over links that are encrypted."""
+    client = store.client
+    await client.create_bucket("sse", "owner-1")
+    body = bytes(range(256)) * (limits.chunk_size_bytes // 256) + b"tail"
+    async with client.open_upload("sse", "one", CUSTOMER_KEY) as upload:
+        await upload.write(body)
+        version = await upload.commit(PutSpec(etag=hashlib.md5(body).hexdigest(),
+                                              customer_key=CUSTOMER_KEY.new_record()))
+    assert version.customer_key is not None
+    assert version.customer_key.key_md5 == CUSTOMER_KEY.key_md5
+    assert b"".join([bytes(p) async for p in client.read_body(
+        version, customer_key=CUSTOMER_KEY)]) == body
+    with pytest.raises(CustomerKeyRequired):
+        await first_piece(lambda: client.read_body(version))
+    with pytest.raises(CustomerKeyMismatch):
+        await first_piece(lambda: client.read_body(version, customer_key=OTHER_CUSTOMER_KEY))
+    upload_info = await client.create_multipart_upload(
+        "sse", "multi", PutSpec(etag="", customer_key=CUSTOMER_KEY.new_record()))
+    async with client.upload_part("sse", "multi", upload_info.upload_id, 1,
+                                  CUSTOMER_KEY) as part:
+        await part.write(b"p" * 1000)
+        info = await part.commit("part-etag")
+    completed = await client.complete_multipart_upload(
+        "sse", "multi", upload_info.upload_id, [CompletedPart(1, info.etag)], "etag-1",
+        customer_key=CUSTOMER_KEY)
+    assert b"".join([bytes(p) async for p in client.read_body(
+        completed, 10, 20, customer_key=CUSTOMER_KEY)]) == b"p" * 10
