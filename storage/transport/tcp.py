@@ -28,6 +28,9 @@ Rules and theory of operation:
   frames close the connection after a GOAWAY frame naming the reason; a control message
   that does not decode fails only its own request. A node never dies of a peer's bytes,
   and never stores more than one bounded section of a frame ahead of handling it.
+* TLS: with an ``ssl_context`` on both ends the connection is encrypted. An SSE-C
+  customer key (a control argument) is sent only over such a connection: over another
+  the call fails with InvalidArgument before anything is sent (``codec`` refuses it).
 * A sibling transport (``rdma``) changes only where payload bytes travel. Its seams:
   on the client ``ready``, ``send_request``, ``stream_window``, ``stream_piece``,
   ``grant_credit``, ``call_answered``, ``stream_released``, ``forget_stream`` and
@@ -55,7 +58,8 @@ Where copies remain (honestly):
   payload wholly in that read is copied whole. The node gets a memoryview of the buffer.
 * The kernel copies between user space and the socket both ways (no MSG_ZEROCOPY), the
   node copies a staged chunk into LMDB (as in-process), and control messages are
-  serialized (msgpack), including a version's inline body.
+  serialized (msgpack), including a version's inline body. Over TLS, encryption copies
+  everything (and asyncio's TLS layer feeds a buffered protocol by copying).
 """
 
 from __future__ import annotations
