@@ -58,8 +58,9 @@ Where copies remain (honestly):
   payload wholly in that read is copied whole. The node gets a memoryview of the buffer.
 * The kernel copies between user space and the socket both ways (no MSG_ZEROCOPY), the
   node copies a staged chunk into LMDB (as in-process), and control messages are
-  serialized (msgpack), including a version's inline body. Over TLS, encryption copies
-  everything (and asyncio's TLS layer feeds a buffered protocol by copying).
+  serialized (msgpack), including a version's inline body. Over TLS every byte is encrypted
+  into a new buffer on the way out; on the way in asyncio's TLS layer decrypts straight
+  into the protocol's buffer.
 """
 
 from __future__ import annotations
