@@ -118,6 +118,9 @@ _STORAGE_ERRORS: dict[type[api.StorageError], tuple[str, int, str]] = {
         400,
         "Bucket is missing Object Lock Configuration",
     ),
+    # The node holding the object is unreachable (network transports): AWS's 503 for a
+    # service that cannot handle the request now.
+    api.NodeUnavailable: ("ServiceUnavailable", 503, "Service is unable to handle request."),
     # A retention or legal hold protects the version: AWS answers a plain AccessDenied.
     api.ObjectLocked: ("AccessDenied", 403, "Access Denied"),
     # SSE-C (gateway/s3/encryption.py checks keys before storage, with each operation's

@@ -11,6 +11,11 @@ uvloop's transport keeps a *reference* to the buffer it was given while the sock
 busy (measured: data mutated after ``write`` returned was sent mutated). Once the read
 transaction ends, LMDB may reuse those pages for a new write; the copy (about 0.1 ms per
 MiB) is what makes the bytes on the wire the bytes of the version that was read.
+
+``first_piece`` reads a stream's first piece before the status line is chosen: over a
+network transport a stream the node refuses (``Overloaded``, ``NoSuchVersion``, a node
+that is down) fails on its first step, and that must become an S3 error response, not a
+200 cut short after its headers.
 """
 
 from __future__ import annotations
@@ -29,6 +34,18 @@ async def close_stream(chunks: AsyncIterator[bytes | memoryview]) -> None:
         await close()
 
 
+async def first_piece(chunks: AsyncIterator[bytes | memoryview]) -> bytes | memoryview | None:
+    """The stream's first piece (None: it is empty); a stream that fails is closed and its
+    error raised, before anything was answered."""
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except BaseException:
+        await close_stream(chunks)
+        raise
+
+
 class BodyResponse(Response):
     def __init__(
         self,
@@ -36,9 +53,12 @@ class BodyResponse(Response):
         *,
         status_code: int,
         headers: Mapping[str, str],
+        first: bytes | memoryview | None = None,
     ) -> None:
+        """``first``: a piece already read from ``chunks`` (``first_piece``), sent first."""
         super().__init__(None, status_code=status_code, headers=headers)
         self._chunks = chunks
+        self._first = first
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -46,6 +66,10 @@ class BodyResponse(Response):
                 {"type": "http.response.start", "status": self.status_code,
                  "headers": self.raw_headers}
             )
+            if self._first is not None:
+                await send({"type": "http.response.body", "body": bytes(self._first),
+                            "more_body": True})
+                self._first = None
             async for chunk in self._chunks:
                 await send({"type": "http.response.body", "body": bytes(chunk),
                             "more_body": True})

@@ -78,6 +78,7 @@ __all__ = [
     "InvalidBucketState",
     "ObjectLockNotEnabled",
     "ObjectLocked",
+    "NodeUnavailable",
     "SSE_CUSTOMER_ALGORITHM",
     "CustomerKey",
     "CustomerKeyRecord",
@@ -664,6 +665,13 @@ class ObjectLockNotEnabled(StorageError):
 class ObjectLocked(StorageError):
     """A retention or legal hold forbids removing this version, or shortening,
     weakening or removing its retention."""
+
+
+class NodeUnavailable(StorageError):
+    """A storage node could not be reached, its connection broke with the call in
+    flight, or it did not answer in time (network transports). A write's outcome is then
+    unknown: it may have been committed. S3 ServiceUnavailable (503); retrying is the
+    caller's decision."""
 
 
 class CustomerKeyRequired(StorageError):

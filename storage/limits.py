@@ -46,6 +46,43 @@ staging_gc_deletes_per_txn_max = 10_000  # start-up cleanup of crashed uploads, 
 change_counters_max = 100_000  # (bucket, scope) change counters kept; beyond, all reset at once
 bucket_records_decoded_max = 10_000  # decoded bucket records kept per engine; beyond, all dropped
 
+# --- network transports (storage/transport/frames.py, tcp.py, rdma.py) ------------------
+# A frame's control message (msgpack) is bounded per direction. Requests are small: the
+# largest is a configuration document (gateway-bounded to 1 MiB) or a CompleteMultipartUpload
+# list of 10,000 parts (~1 MiB). Replies carry listing pages (1000 entries of keys up to
+# 1 KiB), 10,000 buckets, an outbox page, or a version with its inline body.
+transport_request_control_bytes_max = 4 * 1024 * 1024
+transport_response_control_bytes_max = 16 * 1024 * 1024
+transport_payload_bytes_max = chunk_size_bytes  # one frame's payload: at most one body chunk
+# Per connection, headers and small frames are received into one staging buffer of this
+# size; a section (control or payload) that is not complete in it gets its own buffer of
+# exactly its announced size, into which the rest is received directly.
+transport_receive_buffer_bytes = 32 * 1024
+transport_calls_in_flight_per_connection_max = 256  # client: more unary calls wait their turn
+# Node: the control + payload bytes of one connection's requests being handled; beyond it,
+# the node stops reading that connection (TCP pushes back on the client) until some finish.
+transport_request_bytes_in_flight_max = 256 * 1024 * 1024
+transport_streams_per_connection_max = read_streams_max + snapshots_concurrent_max
+transport_stream_window_pieces = 4  # pieces a node may send ahead of a stream's reader
+# A stream whose reader grants no credit (or whose node sends nothing) for this long is
+# ended with Overloaded on the node and NodeUnavailable on the client: its slot (and read
+# transaction) comes back.
+transport_stream_idle_ms_max = 120_000
+transport_connect_timeout_ms = 5_000
+# A unary call (connect, wait for a slot, send, answer) that takes longer fails with
+# NodeUnavailable. Longer than the longest legitimate call: outbox_wait (30 s) and a judged
+# commit (trigger_judge_timeout_ms, 30 s, then the commit itself).
+transport_call_timeout_ms = 60_000
+transport_node_connections_max = 1024  # connections one node server accepts at once
+transport_codec_nesting_depth_max = 32  # records and tuples inside one another, on decode
+# RDMA (storage/transport/rdma.py; untested on hardware): registered memory per connection
+# and end, in slots of transport_payload_bytes_max (one chunk): what a peer may RDMA-write
+# into (receive) and what this end copies a payload into before writing it (send).
+rdma_receive_slots_per_connection = 64  # 64 MiB: 16 streams' windows, or 64 staged chunks
+rdma_send_slots_per_connection = 16
+rdma_work_requests_max = 64  # RDMA writes outstanding on one queue pair
+rdma_completion_poll_interval_us = 50  # the completion queue is polled this often while busy
+
 # --- lifecycle sweeper (storage/lifecycle.py) ------------------------------------------
 lifecycle_rules_max = 1000  # AWS: a lifecycle configuration has at most 1000 rules
 lifecycle_rules_cached_buckets_max = 10_000  # buckets whose rules the gateway keeps (x-amz-expiration)

@@ -27,7 +27,7 @@ from gateway import authz
 from gateway import checksums as integrity
 from gateway.checksums import Checksummer
 from gateway.errors import S3Error, error_for_storage, invalid_argument
-from gateway.responses import BodyResponse
+from gateway.responses import BodyResponse, first_piece
 from gateway.s3.acl import READ, check_canned_acl_name, requested_object_acl
 from gateway.s3.as_of import requested_as_of_ms
 from gateway.s3.common import (
@@ -340,8 +340,9 @@ async def _read_response(ctx: RequestContext, *, send_body: bool) -> Response:
         # Read with the version, in its snapshot: already bytes, one message to send.
         return Response(body if end - start == len(body) else body[start:end],
                         status_code=status, headers=headers)
-    return BodyResponse(ctx.storage.read_body(version, start, end, ctx.customer_key),
-                        status_code=status, headers=headers)
+    chunks = ctx.storage.read_body(version, start, end, ctx.customer_key)
+    first = await first_piece(chunks)  # a refused stream is an error response, not a 200
+    return BodyResponse(chunks, status_code=status, headers=headers, first=first)
 
 
 async def get_object(ctx: RequestContext) -> Response:
