@@ -216,14 +216,27 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
     metrics_access = _metrics_access(args)
     webhooks = parse_webhooks(args.webhook)
     users_file = load_users_file(Path(args.users)) if args.users else []
-    # The pre-commit hook is named by an import string: storage never imports triggers.
-    hook = _build_hook(args, webhooks)
-    cipher = _cipher(args.encryption_key_file)
+    if args.cluster:
+        _check_cluster_gateway(args, webhooks)
+        # A cluster runs no pre-commit functions and no notifications (docs/cluster.md):
+        # the gateway then refuses their configurations with its usual messages.
+        hook = cipher = None
+    else:
+        # The pre-commit hook is named by an import string: storage never imports triggers.
+        hook = _build_hook(args, webhooks)
+        cipher = _cipher(args.encryption_key_file)
     try:
-        storage = await open_embedded(
-            Path(args.data_dir), durable=not args.volatile, lifecycle=lifecycle,
-            pre_commit_hook=hook, outbox_entries_max=args.outbox_entries_max, cipher=cipher,
-        )
+        if args.cluster:
+            from storage.cluster_client import open_cluster_client
+            from storage.cluster_config import load_cluster_config
+
+            storage = await open_cluster_client(load_cluster_config(Path(args.cluster)))
+        else:
+            storage = await open_embedded(
+                Path(args.data_dir), durable=not args.volatile, lifecycle=lifecycle,
+                pre_commit_hook=hook, outbox_entries_max=args.outbox_entries_max,
+                cipher=cipher,
+            )
     except StorageError as error:  # e.g. the store was created with another key
         raise SystemExit(f"squall: {error}") from None
     if cipher is not None:
@@ -328,6 +341,63 @@ def _metrics_access(args: argparse.Namespace) -> Any:
             raise SystemExit(f"squall: --metrics-token-file: a token of at least "
                              f"{limits.metrics_token_chars_min} characters, please")
     return MetricsAccess(public=args.metrics_public, bearer_token=token)
+
+
+def _check_cluster_gateway(args: argparse.Namespace, webhooks: dict[str, str]) -> None:
+    """``squall serve --cluster``: refuse what a replicated cluster does not run yet."""
+    refused = [name for name, given in (
+        ("--webhook", bool(webhooks)), ("--functions", bool(args.functions)),
+        ("--encryption-key-file", bool(args.encryption_key_file)),
+        ("--volatile", args.volatile)) if given]
+    if refused:
+        raise SystemExit(f"squall: {', '.join(refused)} cannot be used with --cluster: a "
+                         "replicated cluster runs no pre-commit functions, no bucket "
+                         "notifications and no encryption at rest yet (docs/cluster.md)")
+
+
+def _node_command(args: argparse.Namespace) -> int:
+    from storage.cluster_config import ClusterConfigError, load_cluster_config, split_address
+
+    try:
+        config = load_cluster_config(Path(args.cluster))
+        listen = split_address(args.listen) if args.listen else None
+        config.node(args.node_id)
+    except ClusterConfigError as error:
+        print(f"squall: {error}", file=sys.stderr)
+        return 2
+    print(f"Squall node {args.node_id}: shards {list(config.shards_of(args.node_id))}, data "
+          f"{Path(args.data_dir).resolve()}", flush=True)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_run_node(args, config, listen))
+    else:
+        uvloop.run(_run_node(args, config, listen))
+    return 0
+
+
+async def _run_node(args: argparse.Namespace, config: Any, listen: Any) -> None:
+    import signal
+
+    from storage.cluster_node import ClusterNode
+
+    node = ClusterNode(config, args.node_id, Path(args.data_dir), listen=listen,
+                       raft=args.raft, durable=not args.volatile)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await node.start()
+    print(f"ready {node.node_id}", flush=True)
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await node.close()
+    if node.failure is not None:
+        raise SystemExit(f"squall: node stopped: {node.failure}")
 
 
 def _serve_command(args: argparse.Namespace) -> int:
@@ -499,7 +569,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="store the users of FILE (a JSON or YAML list of {access_key, secret_key, "
         "display_name}) at start-up, replacing any with the same access key",
     )
+    serve.add_argument(
+        "--cluster",
+        default=None,
+        metavar="FILE",
+        help="serve a replicated cluster (the nodes of the cluster file, started with "
+        "squall node) instead of an embedded store; --data-dir is then unused",
+    )
     serve.set_defaults(run=_serve_command)
+    node = commands.add_parser("node", help="run one storage node of a replicated cluster")
+    node.add_argument("--node-id", required=True, help="this node's id in the cluster file")
+    node.add_argument("--data-dir", required=True)
+    node.add_argument("--cluster", required=True, metavar="FILE",
+                      help="the cluster file (docs/cluster.md); the cluster secret comes "
+                      "from SQUALL_CLUSTER_SECRET or the file's secret_file")
+    node.add_argument("--listen", default=None, metavar="HOST:PORT",
+                      help="the storage transport's address (default: the cluster file's)")
+    node.add_argument("--raft", default=None, metavar="HOST:PORT",
+                      help="the membership (Raft) address (default: the cluster file's)")
+    node.add_argument("--volatile", action="store_true",
+                      help="do not fsync (tests only: a crash may lose acknowledged writes)")
+    node.set_defaults(run=_node_command)
     _add_function_commands(commands)
     _add_user_commands(commands)
     _add_store_commands(commands)

@@ -79,6 +79,8 @@ __all__ = [
     "ObjectLockNotEnabled",
     "ObjectLocked",
     "NodeUnavailable",
+    "NotShardLeader",
+    "ReplicationUnavailable",
     "SSE_CUSTOMER_ALGORITHM",
     "CustomerKey",
     "CustomerKeyRecord",
@@ -672,6 +674,21 @@ class NodeUnavailable(StorageError):
     flight, or it did not answer in time (network transports). A write's outcome is then
     unknown: it may have been committed. S3 ServiceUnavailable (503); retrying is the
     caller's decision."""
+
+
+class NotShardLeader(NodeUnavailable):
+    """A cluster node does not lead the shard (or is not ready to): nothing was done.
+    ``leader`` names the leader it knows. A cluster client sends the request there; one
+    that reaches the gateway is ServiceUnavailable (503)."""
+
+    def __init__(self, message: str, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class ReplicationUnavailable(Overloaded):
+    """A write was not acknowledged by every replica of its shard in time, or could not
+    be logged (the message says whether it may still be stored): SlowDown (503)."""
 
 
 class CustomerKeyRequired(StorageError):

@@ -30,11 +30,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from storage import limits
-from storage.api import NodeUnavailable, StorageError
+from storage.api import NodeUnavailable, NotShardLeader, ReplicationUnavailable, StorageError
 from storage.client import ShardedStorageClient
 from storage.cluster_config import ClusterConfig
 from storage.placement import View
-from storage.replication.driver import NotShardLeader, ReplicationUnavailable
 from storage.transport.base import BodyPiece, Operation, Request
 from storage.transport.tcp import TcpTransport
 

@@ -25,7 +25,7 @@ Rules and theory of operation:
   proposes it (compare-and-set on the epoch; the carrier-set rule is enforced inside the
   agreement). A minority side has no Raft leader able to commit, so it installs nothing.
 * Not in a cluster (refused or absent, see docs/architecture.md "Cluster"): SSE-C
-  (``EntryRefused``), pre-commit functions and notifications (no hook; the gateway
+  (``InvalidArgument``), pre-commit functions and notifications (no hook; the gateway
   refuses the configurations), the lifecycle sweeper (not started: its removals would
   be made by every replica on its own clock), the outbox operations.
 """
@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from storage import limits
-from storage.api import InvalidArgument, StorageError
+from storage.api import InvalidArgument, NotShardLeader, StorageError
 from storage.cluster_config import ClusterConfig, split_address
 from storage.engine import Engine
 from storage.engine.backup import Snapshot
@@ -56,7 +56,7 @@ from storage.membership.core import FailureDetector, plan_next_view
 from storage.node import StorageNode
 from storage.placement import View
 from storage.replication import core
-from storage.replication.driver import NotShardLeader, ReplicaFailed, ShardDriver
+from storage.replication.driver import ReplicaFailed, ShardDriver
 from storage.replication.messages import decode_message, encode_message
 from storage.transport.base import Operation, Request
 from storage.transport.tcp import TcpNodeServer, TcpTransport

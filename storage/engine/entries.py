@@ -19,7 +19,7 @@ Rules and theory of operation:
   Blob ids of replicated uploads do not tick the engine's clock (a leader that ticked it
   for them would run ahead of its replicas).
 * What is not replicable is refused when the entry is made, with the reason
-  (``EntryRefused``): an SSE-C customer key (it would be written to every replica's log
+  (``InvalidArgument``): an SSE-C customer key (it would be written to every replica's log
   in the clear), and the pre-commit functions' verdicts (routes and annotations are made
   on a leader before the entry; a cluster does not run functions yet).
 * The embedded store does not make entries: its writes stay the direct
@@ -45,10 +45,6 @@ from storage.engine.store import Engine, StagedTail
 from storage.engine.writer import WriteOperation
 
 Payload = bytes | bytearray | memoryview
-
-
-class EntryRefused(InvalidArgument):
-    """This write cannot be made a replicated entry (the message says why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +147,11 @@ def make_entry(
     now_ms: int | None = None,
 ) -> WriteEntry:
     """The entry of one node write (a request's operation name and arguments), with what
-    it would draw at random drawn now; EntryRefused for what cannot be replicated."""
+    it would draw at random drawn now; InvalidArgument for what cannot be replicated."""
     if operation not in _BUILDERS:
-        raise EntryRefused(f"{operation} is not a replicable write")
+        raise InvalidArgument(f"{operation} is not a replicable write")
     if arguments.get("customer_key") is not None:
-        raise EntryRefused("SSE-C (customer-provided keys) is not supported by a replicated "
+        raise InvalidArgument("SSE-C (customer-provided keys) is not supported by a replicated "
                            "cluster yet: the key would be written to every replica's log")
     now_ms = wall_clock_ms() if now_ms is None else now_ms
     arguments = {name: value for name, value in arguments.items() if name != "customer_key"}

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from storage import limits
-from storage.api import Overloaded, StorageError
+from storage.api import NotShardLeader, Overloaded, ReplicationUnavailable, StorageError
 from storage.engine.entries import WriteEntry
 from storage.engine.replica import (
     Applied,
@@ -69,18 +69,6 @@ from storage.replication.core import LogEntry, Term
 from storage.replication.messages import entry_size_bytes
 
 _log = logging.getLogger(__name__)
-
-
-class NotShardLeader(StorageError):
-    """This node does not lead the shard; ``leader`` does, as far as it knows."""
-
-    def __init__(self, message: str, leader: str | None = None) -> None:
-        super().__init__(message)
-        self.leader = leader
-
-
-class ReplicationUnavailable(Overloaded):
-    """The write was not acknowledged by every replica in time (SlowDown, 503)."""
 
 
 class ReplicaFailed(RuntimeError):

@@ -266,6 +266,8 @@ _ERROR_TYPES: tuple[type[api.StorageError], ...] = (
     api.WriteRejected,
     api.WriteDiscarded,
     api.NodeUnavailable,
+    api.NotShardLeader,
+    api.ReplicationUnavailable,
     api.CustomerKeyRequired,
     api.CustomerKeyMismatch,
     api.CustomerKeyNotApplicable,
@@ -278,6 +280,9 @@ _ERROR_BUILDERS: dict[str, tuple[type[BaseException], _ErrorBuilder]] = {
 }
 _ERROR_BUILDERS["WriteRejected"] = (api.WriteRejected, _write_rejected)
 _ERROR_BUILDERS["WriteDiscarded"] = (api.WriteDiscarded, _write_discarded)
+_ERROR_BUILDERS["NotShardLeader"] = (
+    api.NotShardLeader,
+    lambda message, fields: api.NotShardLeader(message, fields.get("leader")))
 assert len(_ERROR_BUILDERS) == len(_ERROR_TYPES), "two error types share a name"
 _ERROR_TYPE_SET = frozenset(_ERROR_TYPES)
 
@@ -294,6 +299,8 @@ def encode_error(error: BaseException) -> bytes:
     verdict = getattr(error, "verdict", None)
     if isinstance(error, api.WriteRejected | api.WriteDiscarded):
         fields["verdict"] = verdict
+    if isinstance(error, api.NotShardLeader):
+        fields["leader"] = error.leader
     return encode([name, str(error), fields])
 
 

@@ -21,6 +21,7 @@ from storage.api import (
     NOTIFICATION_CONFIG,
     CompletedPart,
     EventOrigin,
+    InvalidArgument,
     NotificationConfiguration,
     NotificationRule,
     ObjectLockUpdate,
@@ -31,7 +32,6 @@ from storage.api import (
 from storage.engine import Engine, GroupCommitWriter
 from storage.engine.entries import (
     EntryCodecError,
-    EntryRefused,
     WriteEntry,
     decode_write_entry,
     encode_write_entry,
@@ -266,10 +266,10 @@ def test_entries_refuse_what_cannot_be_replicated() -> None:
     from storage.api import CustomerKey
 
     key = CustomerKey.of(b"k" * 32)
-    with pytest.raises(EntryRefused, match="SSE-C"):
+    with pytest.raises(InvalidArgument, match="SSE-C"):
         make_entry("stage_chunk", {"blob_id": b"b" * 16, "chunk_index": 0,
                                    "customer_key": key}, b"x")
-    with pytest.raises(EntryRefused, match="not a replicable write"):
+    with pytest.raises(InvalidArgument, match="not a replicable write"):
         make_entry("get_version", {"bucket": "b", "key": "k"})
 
 
