@@ -342,6 +342,11 @@ class Gateway:
         except S3Error as error:
             response = error_response(error, request_id=request_id,
                                       resource=_resource(raw_path), method=request.method)
+        except api.StorageError as error:
+            # Raised outside an operation's own handling (the user directory's refresh
+            # before it): an unreachable store is still 503, not a bug.
+            response = error_response(error_for_storage(error), request_id=request_id,
+                                      resource=_resource(raw_path), method=request.method)
         except Exception:  # a bug: logged with its traceback, answered as S3 does
             resource = _resource(raw_path)
             log.exception("internal error in request %s %s", request.method, resource)

@@ -230,7 +230,8 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
             from storage.cluster_client import open_cluster_client
             from storage.cluster_config import load_cluster_config
 
-            storage = await open_cluster_client(load_cluster_config(Path(args.cluster)))
+            storage = await open_cluster_client(load_cluster_config(Path(args.cluster)),
+                                                retry_ms=args.cluster_retry_ms)
         else:
             storage = await open_embedded(
                 Path(args.data_dir), durable=not args.volatile, lifecycle=lifecycle,
@@ -382,7 +383,8 @@ async def _run_node(args: argparse.Namespace, config: Any, listen: Any) -> None:
     from storage.cluster_node import ClusterNode
 
     node = ClusterNode(config, args.node_id, Path(args.data_dir), listen=listen,
-                       raft=args.raft, durable=not args.volatile)
+                       raft=args.raft, durable=not args.volatile,
+                       write_timeout_ms=args.write_timeout_ms)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -576,6 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a replicated cluster (the nodes of the cluster file, started with "
         "squall node) instead of an embedded store; --data-dir is then unused",
     )
+    serve.add_argument(
+        "--cluster-retry-ms",
+        type=int,
+        default=limits.cluster_retry_ms,
+        help="with --cluster: how long a request is retried on a shard's new leader during "
+        "a failover before the client gets 503",
+    )
     serve.set_defaults(run=_serve_command)
     node = commands.add_parser("node", help="run one storage node of a replicated cluster")
     node.add_argument("--node-id", required=True, help="this node's id in the cluster file")
@@ -589,6 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the membership (Raft) address (default: the cluster file's)")
     node.add_argument("--volatile", action="store_true",
                       help="do not fsync (tests only: a crash may lose acknowledged writes)")
+    node.add_argument("--write-timeout-ms", type=int,
+                      default=limits.replication_write_timeout_ms,
+                      help="a write not acknowledged by every replica by then is answered "
+                      "503 SlowDown (it may still be stored)")
     node.set_defaults(run=_node_command)
     _add_function_commands(commands)
     _add_user_commands(commands)

@@ -12,7 +12,7 @@ Rules and theory of operation:
   (``NodeUnavailable``), and a write the replicas could not acknowledge in time
   (``ReplicationUnavailable``), make the transport ask every node for its view
   (``GET_VIEW``), keep the newest epoch, wait ``limits.cluster_retry_backoff_ms`` and try
-  again, for at most ``limits.cluster_retry_ms``; then the last error is raised (503).
+  again, for at most ``limits.cluster_retry_ms`` (``retry_ms``); then the last error is raised (503).
 * What a retry costs: a request whose answer was lost may have been carried out. Reads
   are harmless; a write may then be stored twice (one more version of a PUT); a write is
   never acknowledged unless every replica of the view holds it, so no acknowledged write
@@ -47,8 +47,11 @@ def route_view(shard_count: int) -> View:
 
 
 class ClusterTransport:
-    def __init__(self, config: ClusterConfig, inner: TcpTransport | None = None) -> None:
+    def __init__(self, config: ClusterConfig, inner: TcpTransport | None = None,
+                 retry_ms: int = limits.cluster_retry_ms) -> None:
+        assert retry_ms >= 0
         self._config = config
+        self._retry_ms = retry_ms
         self._inner = inner or TcpTransport(config.addresses())
         self.view = config.first_view()
         self.retries = 0  # requests sent again (for tests and metrics)
@@ -61,7 +64,7 @@ class ClusterTransport:
         shard = self._shard(route)
         routed = Request(request.operation, {**request.arguments, "shard": shard},
                          request.payload)
-        deadline = time.monotonic() + limits.cluster_retry_ms / 1000
+        deadline = time.monotonic() + self._retry_ms / 1000
         target = self.view.leader(shard)
         while True:
             try:
@@ -107,7 +110,7 @@ class ClusterTransport:
     async def _stream(self, route: str, request: Request) -> AsyncIterator[BodyPiece]:
         shard = self._shard(route)
         routed = Request(request.operation, {**request.arguments, "shard": shard})
-        deadline = time.monotonic() + limits.cluster_retry_ms / 1000
+        deadline = time.monotonic() + self._retry_ms / 1000
         target = self.view.leader(shard)
         while True:
             stream = self._inner.open_stream(target, routed)
@@ -128,7 +131,8 @@ class ClusterTransport:
         await self._inner.close()
 
 
-async def open_cluster_client(config: ClusterConfig) -> ShardedStorageClient:
-    transport = ClusterTransport(config)
+async def open_cluster_client(config: ClusterConfig, retry_ms: int = limits.cluster_retry_ms
+                              ) -> ShardedStorageClient:
+    transport = ClusterTransport(config, retry_ms=retry_ms)
     await transport.refresh_view()
     return ShardedStorageClient(route_view(config.shard_count), transport)  # type: ignore[arg-type]

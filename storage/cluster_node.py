@@ -149,7 +149,8 @@ class ClusterPeers:
 class ClusterNode:
     def __init__(self, config: ClusterConfig, node_id: str, data_dir: pathlib.Path, *,
                  listen: tuple[str, int] | None = None, raft: str | None = None,
-                 durable: bool = True) -> None:
+                 durable: bool = True,
+                 write_timeout_ms: int = limits.replication_write_timeout_ms) -> None:
         self.config = config
         self.node_id = node_id
         self.me = config.node(node_id)
@@ -157,6 +158,7 @@ class ClusterNode:
         self._listen = listen or split_address(self.me.address)
         self._raft_address = raft or self.me.raft
         self._durable = durable
+        self._write_timeout_ms = write_timeout_ms
         self.shards: dict[int, ShardHolder] = {}
         self.drivers: dict[int, ShardDriver] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -178,13 +180,17 @@ class ClusterNode:
         for shard in self.config.shards_of(self.node_id):
             holder = ShardHolder(self.node_id, self._data_dir / f"shard-{shard}", self._durable)
             self.shards[shard] = holder
-            self.drivers[shard] = ShardDriver(self.node_id, shard, holder, self.peers, self)
+            self.drivers[shard] = ShardDriver(self.node_id, shard, holder, self.peers, self,
+                                              write_timeout_ms=self._write_timeout_ms)
         settings = AgreementSettings(self._raft_address, tuple(n.raft for n in others),
                                      self.config.secret, self._data_dir / "raft")
         self.agreement = ViewAgreement(settings, self.config.first_view())
         loop = asyncio.get_running_loop()
-        self.agreement.on_view(lambda view: loop.call_soon_threadsafe(self._view_installed,
-                                                                      view))
+
+        def heard(view: View) -> None:  # pysyncobj's thread
+            loop.call_soon_threadsafe(self._view_installed, view)
+
+        self.agreement.on_view(heard)
         view = self.agreement.view
         for shard, driver in self.drivers.items():
             self._tasks.append(asyncio.create_task(self._run_driver(driver, view),

@@ -136,7 +136,9 @@ class ShardDriver:
         settings: core.Settings = core.DEFAULT_SETTINGS,
         tick_ms: int = limits.replication_tick_ms,
         events_max: int = limits.replication_driver_events_max,
+        write_timeout_ms: int = limits.replication_write_timeout_ms,
     ) -> None:
+        assert write_timeout_ms > 0 and tick_ms > 0
         self.node_id = node_id
         self.shard = shard
         self._store = store
@@ -144,6 +146,7 @@ class ShardDriver:
         self._membership = membership
         self._settings = settings
         self._tick_ms = tick_ms
+        self._write_timeout_ms = write_timeout_ms
         self._state = ReplicaState(store.node.engine)
         self.core = core.ReplicaCore(node_id, shard, recovered_of(self._state.recover()),
                                      settings)
@@ -193,12 +196,12 @@ class ShardDriver:
             raise Overloaded(f"shard {self.shard}: replication queue full") from None
         self._waits[write_id] = wait
         try:
-            async with asyncio.timeout(limits.replication_write_timeout_ms / 1000):
+            async with asyncio.timeout(self._write_timeout_ms / 1000):
                 outcome = await wait.outcome
         except TimeoutError:
             raise ReplicationUnavailable(
                 f"shard {self.shard}: the write was not acknowledged by every replica within "
-                f"{limits.replication_write_timeout_ms} ms; it may still be stored") from None
+                f"{self._write_timeout_ms} ms; it may still be stored") from None
         finally:
             self._waits.pop(write_id, None)
         if isinstance(outcome, core.Committed):

@@ -64,7 +64,7 @@ def encode_message(message: core.Message) -> tuple[bytes, bytes | None]:
     return control, (b"".join(payloads) if payloads else None)
 
 
-def decode_message(control: bytes | memoryview, payload: bytes | memoryview | None
+def decode_message(control: bytes | memoryview, payload: bytes | bytearray | memoryview | None
                    ) -> core.Message:
     try:
         kind, *fields = msgpack.unpackb(control, raw=False, use_list=True)
