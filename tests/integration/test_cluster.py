@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import pathlib
@@ -233,7 +234,7 @@ class Writer:
             time.sleep(0.05)
 
     def longest_gap_s(self) -> float:
-        return max((b - a for a, b in zip(self.ack_times, self.ack_times[1:])), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(self.ack_times)), default=0.0)
 
 
 def _check_readable(s3: Any, acknowledged: dict[str, bytes]) -> None:
