@@ -619,7 +619,9 @@ class StorageNode:
     def start_lifecycle(self, settings: SweeperSettings) -> LifecycleSweeper:
         """Start the object lifecycle sweeper (see ``storage.lifecycle``); from a coroutine.
 
-        TODO(replication): with replicas, only a shard's leader should sweep."""
+        TODO(replication): with replicas, only a shard's leader may sweep, and its removals
+        must go through the shard's log. A cluster node (``storage.cluster_node``) does not
+        start the sweeper at all (docs/architecture.md, "Cluster")."""
         assert self.lifecycle is None and not self._closed
         self.lifecycle = LifecycleSweeper(self.engine, self._write, settings)
         self.lifecycle.start()
