@@ -25,8 +25,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from squall.launcher import ServerProcess
+from tests.certificates import self_signed
 from tests.integration import triggers_support as support
-from tests.integration.test_tls import self_signed
 
 pytestmark = pytest.mark.slow
 

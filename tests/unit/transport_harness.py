@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import hashlib
-import ipaddress
 import itertools
 import pathlib
 import ssl
@@ -55,6 +53,7 @@ from storage.node import StorageNode
 from storage.placement import View
 from storage.transport.base import Transport
 from storage.transport.local import LocalTransport
+from tests.certificates import self_signed
 
 # tcp-uvloop: the TCP transport on uvloop, the loop ``squall serve`` runs (its transports
 # keep references to written buffers, where the stdlib loop of 3.11 copies them).
@@ -78,7 +77,7 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     global _certificates
     if _certificates is None:
         _certificates = tempfile.TemporaryDirectory(prefix="squall-transport-tls-")
-        _self_signed(pathlib.Path(_certificates.name))
+        self_signed(pathlib.Path(_certificates.name), "node")
     directory = pathlib.Path(_certificates.name)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(directory / "node.crt", directory / "node.key")
@@ -86,29 +85,6 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
-def _self_signed(directory: pathlib.Path) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "squall node")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (directory / "node.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "node.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
 
 
 class _EmulatedRegion:
