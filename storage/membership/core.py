@@ -66,8 +66,12 @@ def first_carriers(view: View) -> Carriers:
 
 
 def carriers_after_view(carriers: Carriers, new_view: View) -> Carriers | None:
-    """K ∩ members per shard; None if that would leave a shard's K empty (refuse)."""
-    assert len(carriers) == new_view.shard_count
+    """K ∩ members per shard; None if that would leave a shard's K empty (refuse).
+
+    A view with another shard count (an operator resharding: no data moves with it, the
+    replication contract does not cover it) starts the carrier sets afresh."""
+    if len(carriers) != new_view.shard_count:
+        return first_carriers(new_view)
     after = tuple(kept & frozenset(members) for kept, members in zip(carriers, new_view.shards,
                                                                       strict=True))
     return None if any(not kept for kept in after) else after

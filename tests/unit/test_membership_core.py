@@ -79,6 +79,8 @@ def test_carrier_sets_shrink_with_views_and_reset_on_ready() -> None:
     after = carriers_after_view(after, grown)
     assert after is not None and after[0] == {"a"}
     assert carriers_after_ready(after, grown, 0)[0] == {"a", "b"}
+    resharded = View(4, (("c",), ("a",), ("b",)))
+    assert carriers_after_view(after, resharded) == first_carriers(resharded)
 
 
 def _free_port() -> int:
