@@ -384,7 +384,8 @@ async def _run_node(args: argparse.Namespace, config: Any, listen: Any) -> None:
 
     node = ClusterNode(config, args.node_id, Path(args.data_dir), listen=listen,
                        raft=args.raft, durable=not args.volatile,
-                       write_timeout_ms=args.write_timeout_ms)
+                       write_timeout_ms=args.write_timeout_ms,
+                       log_entries_max=args.replication_log_entries_max)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -602,6 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
                       default=limits.replication_write_timeout_ms,
                       help="a write not acknowledged by every replica by then is answered "
                       "503 SlowDown (it may still be stored)")
+    node.add_argument("--replication-log-entries-max", type=int,
+                      default=limits.replication_log_entries_max,
+                      help="applied entries a shard keeps in its log for replicas that fall "
+                      "behind; one further behind gets a snapshot instead")
     node.set_defaults(run=_node_command)
     _add_function_commands(commands)
     _add_user_commands(commands)

@@ -83,17 +83,21 @@ class ShardHolder:
 
     def __init__(self, node_id: str, data_dir: pathlib.Path, durable: bool) -> None:
         self._node_id = node_id
-        self.data_dir = data_dir
+        self._data_dir = data_dir
         self._durable = durable
         self._node = self._open()
 
     def _open(self) -> StorageNode:
-        engine = Engine(self.data_dir, durable=self._durable, collect_staging_at_open=False)
+        engine = Engine(self._data_dir, durable=self._durable, collect_staging_at_open=False)
         return StorageNode(self._node_id, engine)
 
     @property
     def node(self) -> StorageNode:
         return self._node
+
+    @property
+    def data_dir(self) -> pathlib.Path:
+        return self._data_dir
 
     async def reopen(self, replace: Callable[[], None]) -> StorageNode:
         await self._node.close()
@@ -150,7 +154,8 @@ class ClusterNode:
     def __init__(self, config: ClusterConfig, node_id: str, data_dir: pathlib.Path, *,
                  listen: tuple[str, int] | None = None, raft: str | None = None,
                  durable: bool = True,
-                 write_timeout_ms: int = limits.replication_write_timeout_ms) -> None:
+                 write_timeout_ms: int = limits.replication_write_timeout_ms,
+                 log_entries_max: int = limits.replication_log_entries_max) -> None:
         self.config = config
         self.node_id = node_id
         self.me = config.node(node_id)
@@ -159,6 +164,7 @@ class ClusterNode:
         self._raft_address = raft or self.me.raft
         self._durable = durable
         self._write_timeout_ms = write_timeout_ms
+        self._settings = core.Settings(log_entries_max=log_entries_max)
         self.shards: dict[int, ShardHolder] = {}
         self.drivers: dict[int, ShardDriver] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -181,6 +187,7 @@ class ClusterNode:
             holder = ShardHolder(self.node_id, self._data_dir / f"shard-{shard}", self._durable)
             self.shards[shard] = holder
             self.drivers[shard] = ShardDriver(self.node_id, shard, holder, self.peers, self,
+                                              settings=self._settings,
                                               write_timeout_ms=self._write_timeout_ms)
         settings = AgreementSettings(self._raft_address, tuple(n.raft for n in others),
                                      self.config.secret, self._data_dir / "raft")
@@ -202,8 +209,12 @@ class ClusterNode:
     async def _run_driver(self, driver: ShardDriver, view: View) -> None:
         try:
             await driver.run(view)
-        except ReplicaFailed as failure:
-            _log.critical("%s", failure)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as failure:  # ReplicaFailed, or a bug (an assertion)
+            # The shard's replica cannot go on: the node stops (restarting recovers from
+            # what is durable), rather than serve with a dead shard.
+            _log.critical("shard %d stopped", driver.shard, exc_info=failure)
             self.failure = failure
             self.failed.set()
 

@@ -93,6 +93,9 @@ class ShardStore(Protocol):
     @property
     def node(self) -> StorageNode: ...
 
+    @property
+    def data_dir(self) -> pathlib.Path: ...
+
     async def reopen(self, replace: Callable[[], None]) -> StorageNode: ...
 
 
@@ -161,7 +164,7 @@ class ShardDriver:
         self._reporting: set[tuple[str, int]] = set()
         self._failure: BaseException | None = None
         self.view: View | None = None
-        self.staged_dir = store.node.engine.env.path() + ".staged"
+        self.staged_dir = pathlib.Path(f"{store.data_dir}.staged")
 
     # --- what the node calls -------------------------------------------------------------
 
@@ -321,7 +324,7 @@ class ShardDriver:
         self._spawn(self._fetch_snapshot(action.source, action.epoch))
 
     async def _fetch_snapshot(self, source: str, epoch: int) -> None:
-        staged = pathlib.Path(self.staged_dir)
+        staged = self.staged_dir
         shutil.rmtree(staged, ignore_errors=True)
         try:
             await self._peers.fetch_snapshot(source, self.shard, staged)
@@ -334,19 +337,21 @@ class ShardDriver:
         self._push_internal(core.SnapshotFetched(epoch, index, Term(*term)))
 
     async def _do_InstallSnapshot(self, action: core.InstallSnapshot) -> None:
-        staged = pathlib.Path(self.staged_dir)
+        staged = self.staged_dir
         local = self._state.recover()
 
         def replace() -> None:
             position = prepare_snapshot(staged, local, action.keep_log_tail)
             assert position == (action.index, (action.term.epoch, action.term.round)), \
                 (position, action)
-            install_snapshot(staged, pathlib.Path(self._store.node.engine.env.path()))
+            install_snapshot(staged, self._store.data_dir)
 
         node = await self._store.reopen(replace)
         self._state = ReplicaState(node.engine)
         recovered = self._state.recover()
         assert recovered.applied_index == action.index
+        _log.info("shard %d: installed a snapshot up to index %d (term %s)", self.shard,
+                  action.index, action.term)
 
     def _do_DiscardSnapshot(self, action: core.DiscardSnapshot) -> None:
         shutil.rmtree(self.staged_dir, ignore_errors=True)

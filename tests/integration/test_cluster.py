@@ -7,7 +7,8 @@ PUT/GET/list/multipart; every replica holds the same versions; kill -9 a followe
 a writer acknowledges PUTs continuously: writes go on after the view change; restart it:
 it catches up and is back in the view; kill -9 a shard leader the same way: a new
 leader, and every acknowledged write is readable byte for byte; restart it: it catches
-up and every replica holds the same versions again; stop (SIGSTOP) two nodes: the remaining one is a minority and
+up (from a snapshot: it missed more entries than a log keeps) and every replica holds
+the same versions again; stop (SIGSTOP) two nodes: the remaining one is a minority and
 takes no write and installs no view; resume them: writes flow again.
 """
 
@@ -46,6 +47,7 @@ ROOT_USER, ROOT_PASSWORD = "clusteradmin", "clusteradminsecret"
 BUCKET = "replicated"
 WRITE_TIMEOUT_MS = 3000
 RETRY_MS = 8000
+LOG_ENTRIES_MAX = 16
 
 
 def _free_ports(count: int) -> list[int]:
@@ -88,7 +90,10 @@ class Cluster:
     def start_node(self, node: str) -> None:
         self._spawn(node, ["node", "--node-id", node, "--data-dir", str(self.root / node),
                            "--cluster", str(self.config_path),
-                           "--write-timeout-ms", str(WRITE_TIMEOUT_MS)])
+                           "--write-timeout-ms", str(WRITE_TIMEOUT_MS),
+                           # A short log, so a node that comes back after missing more
+                           # writes than that is given a snapshot (checked below).
+                           "--replication-log-entries-max", str(LOG_ENTRIES_MAX)])
 
     def start_gateway(self) -> None:
         self._spawn("gateway", ["serve", "--cluster", str(self.config_path), "--port",
@@ -310,6 +315,8 @@ def test_a_replicated_cluster_survives_kill_9(cluster: Cluster) -> None:
     cluster.wait_for_view(lambda shards: all(len(m) == 3 for m in shards), timeout_s=40)
     # (a write answered 503 during the leader kill may have been stored all the same)
     assert cluster.wait_for_equal_replicas(NODES) >= len(objects) + len(acknowledged)
+    # It missed more entries than the leaders keep: it was brought back by snapshot.
+    assert "installed a snapshot up to index" in cluster.log(leader)
 
     # --- a minority side cannot take writes -------------------------------------------
     with Writer(cluster, "before-partition") as writer:  # both shards take writes again
