@@ -14,7 +14,9 @@ Rules and theory of operation:
   does not lead the shard (or leads it but is not READY) answers ``NotShardLeader``
   naming the leader it knows, for writes and for reads alike: reads are served by the
   shard's leader only, from its applied state, so a client reads what it was told is
-  written.
+  written, and only while it holds a read lease (``ShardDriver.serves_reads``: it heard
+  from every member lately), so a leader cut off from its members stops serving reads
+  before a newer view can exist.
 * ``REPLICATE`` carries one replication message to a shard's driver; ``PING`` answers
   the failure detector of whichever node asks; ``GET_VIEW`` tells the gateway the view
   this node knows; ``SNAPSHOT`` (with a shard) streams a consistent copy of the shard's
@@ -27,7 +29,8 @@ Rules and theory of operation:
 * Not in a cluster (refused or absent, see docs/architecture.md "Cluster"): SSE-C
   (``InvalidArgument``), pre-commit functions and notifications (no hook; the gateway
   refuses the configurations), the lifecycle sweeper (not started: its removals would
-  be made by every replica on its own clock), the outbox operations.
+  be made by every replica on its own clock), the outbox operations but
+  ``OUTBOX_STATUS`` (the gateway's health probe asks it of every shard leader).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ _READS = frozenset({
     Operation.GET_BUCKET, Operation.LIST_BUCKETS, Operation.GET_BUCKET_CONFIG,
     Operation.GET_VERSION, Operation.LIST_OBJECTS, Operation.LIST_OBJECT_VERSIONS,
     Operation.LIST_PARTS, Operation.LIST_MULTIPART_UPLOADS,
+    Operation.OUTBOX_STATUS,  # the gateway's health probe: every shard leader answers
 })
 
 
@@ -304,14 +308,17 @@ class ClusterNode:
             driver.received(arguments["sender"],
                             decode_message(arguments["message"], request.payload))
             return None
+        if operation in _READS:
+            if not driver.serves_reads():
+                raise NotShardLeader(f"node {self.node_id} does not lead shard {driver.shard}, "
+                                     "or has not heard from its members lately", driver.leader)
+            return await self.shards[driver.shard].node.handle(Request(operation, arguments))
         self._check_leader(driver)
         if operation is Operation.NEW_BLOB_ID:
             return new_entry_blob_id(wall_clock_ms())
         if operation in _WRITES:
             payload = None if request.payload is None else bytes(request.payload)
             return await driver.write(make_entry(operation.value, arguments, payload))
-        if operation in _READS:
-            return await self.shards[driver.shard].node.handle(Request(operation, arguments))
         raise InvalidArgument(f"{operation.value} is not served by a cluster node")
 
     def open_stream(self, request: Request) -> AsyncIterator[bytes | memoryview]:
@@ -325,7 +332,9 @@ class ClusterNode:
             return _snapshot_stream(holder.node)
         if request.operation is not Operation.READ_BODY:
             raise InvalidArgument(f"not a stream operation: {request.operation}")
-        self._check_leader(driver)
+        if not driver.serves_reads():
+            raise NotShardLeader(f"node {self.node_id} does not serve reads of shard "
+                                 f"{driver.shard}", driver.leader)
         return holder.node.read_body(**arguments)
 
     def _check_leader(self, driver: ShardDriver) -> None:

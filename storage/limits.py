@@ -208,6 +208,10 @@ cluster_shards_max = 256  # shards one cluster may have
 cluster_secret_chars_min = 16  # a shorter cluster secret is refused
 membership_tick_ms = 100  # the failure detector's tick (heartbeats are sent this often)
 membership_suspect_after_ticks = 10  # silent this many ticks -> suspected (1 s)
+# A shard leader serves reads only while it heard from every member this recently: less
+# than the suspicion time above, so it stops before a view without it can be agreed.
+replication_read_lease_ms = 500
+assert replication_read_lease_ms < membership_suspect_after_ticks * membership_tick_ms
 replication_driver_events_max = 4096  # ticks, peer messages and client writes queued per shard
 replication_write_timeout_ms = 10_000  # a client write not acknowledged by then -> SlowDown
 replication_sends_in_flight_max = 64  # replication messages in flight to one peer; more dropped

@@ -140,8 +140,9 @@ class ShardDriver:
         tick_ms: int = limits.replication_tick_ms,
         events_max: int = limits.replication_driver_events_max,
         write_timeout_ms: int = limits.replication_write_timeout_ms,
+        read_lease_ms: int = limits.replication_read_lease_ms,
     ) -> None:
-        assert write_timeout_ms > 0 and tick_ms > 0
+        assert write_timeout_ms > 0 and tick_ms > 0 and read_lease_ms > 0
         self.node_id = node_id
         self.shard = shard
         self._store = store
@@ -150,6 +151,8 @@ class ShardDriver:
         self._settings = settings
         self._tick_ms = tick_ms
         self._write_timeout_ms = write_timeout_ms
+        self._read_lease_ms = read_lease_ms
+        self._last_heard: dict[str, float] = {}  # peer -> loop time of its last message
         self._state = ReplicaState(store.node.engine)
         self.core = core.ReplicaCore(node_id, shard, recovered_of(self._state.recover()),
                                      settings)
@@ -172,6 +175,19 @@ class ShardDriver:
     def is_ready_leader(self) -> bool:
         return self.core.role is core.Role.READY
 
+    def serves_reads(self) -> bool:
+        """A READY leader that heard from every member of its view within
+        ``read_lease_ms`` (members answer every heartbeat). A leader cut off from them
+        stops serving reads before the others can have suspected it and agreed a view
+        without it (``limits.replication_read_lease_ms`` < the suspicion time), so it
+        never serves a read older than a write acknowledged by a newer leader."""
+        if not self.is_ready_leader or self.view is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        lease_s = self._read_lease_ms / 1000
+        return all(now - self._last_heard.get(member, -lease_s - 1) <= lease_s
+                   for member in self.view.members(self.shard) if member != self.node_id)
+
     @property
     def leader(self) -> str | None:
         return None if self.view is None else self.view.leader(self.shard)
@@ -181,6 +197,7 @@ class ShardDriver:
         self._push_internal(core.ViewInstalled(view))
 
     def received(self, sender: str, message: core.Message) -> None:
+        self._last_heard[sender] = asyncio.get_running_loop().time()
         try:
             self._external.put_nowait(core.Received(sender, message))
         except asyncio.QueueFull:

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -121,6 +123,14 @@ class Cluster:
             aws_access_key_id=ROOT_USER, aws_secret_access_key=ROOT_PASSWORD,
             region_name="us-east-1",
             config=Config(retries={"max_attempts": 1}, read_timeout=60, connect_timeout=5))
+
+    def health(self) -> int:
+        url = f"http://127.0.0.1:{self.gateway_port}/_squall/health"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
 
     def views(self, nodes: tuple[str, ...] = NODES) -> dict[str, tuple[int, tuple[Any, ...]]]:
         """Each reachable node's view, asked over the storage transport."""
@@ -255,6 +265,7 @@ def _shard_leaders(cluster: Cluster) -> tuple[str, ...]:
 @pytest.mark.slow
 def test_a_replicated_cluster_survives_kill_9(cluster: Cluster) -> None:
     s3 = cluster.s3()
+    assert cluster.health() == 200  # every shard leader answers
     # --- the S3 surface through the cluster ---------------------------------------------
     s3.create_bucket(Bucket=BUCKET)
     objects = {f"obj-{i}": os.urandom(i * 7000) for i in range(12)}
@@ -337,6 +348,7 @@ def test_a_replicated_cluster_survives_kill_9(cluster: Cluster) -> None:
         refused_after_s = time.monotonic() - began
         assert refused_after_s < 3 * (RETRY_MS + WRITE_TIMEOUT_MS) / 1000
         assert cluster.views((alone,))[alone][0] == epoch_before  # no view installed
+        assert cluster.health() == 503
     finally:
         for node in stopped:
             cluster.processes[node].send_signal(signal.SIGCONT)
