@@ -14,9 +14,11 @@ Rules and theory of operation:
   (``GET_VIEW``), keep the newest epoch, wait ``limits.cluster_retry_backoff_ms`` and try
   again, for at most ``limits.cluster_retry_ms`` (``retry_ms``); then the last error is raised (503).
 * What a retry costs: a request whose answer was lost may have been carried out. Reads
-  are harmless; a write may then be stored twice (one more version of a PUT); a write is
-  never acknowledged unless every replica of the view holds it, so no acknowledged write
-  is lost by a failover.
+  are harmless; a write may then be stored twice (one more version of a PUT, one more
+  delete marker). Commits of staged bodies and multipart completions are not sent again
+  after a lost answer (``_NOT_REPEATED``): 503, and the client repeats the whole
+  request. A write is never acknowledged unless every replica of the view holds it, so
+  no acknowledged write is lost by a failover.
 * A body stream is routed the same way when it opens; one cut off mid-body by a failover
   fails (the client retries the GET).
 """
@@ -40,6 +42,20 @@ from storage.transport.tcp import TcpTransport
 _log = logging.getLogger(__name__)
 _ROUTE_PREFIX = "shard-"
 _RETRIED = (NodeUnavailable, ReplicationUnavailable)
+# Operations NOT sent again after an answer was lost (NodeUnavailable,
+# ReplicationUnavailable: the first attempt may have been stored), because a second
+# apply could not succeed: a commit of a staged body (its chunks were taken by the first)
+# and the completion of a multipart upload (the upload is gone). The client gets 503 and
+# PUTs again. A redirect (NotShardLeader: nothing was done) is always followed.
+_NOT_REPEATED = frozenset({Operation.COMPLETE_MULTIPART_UPLOAD})
+_NOT_REPEATED_WITH_BLOB = frozenset({Operation.COMMIT_VERSION, Operation.COMMIT_PART})
+
+
+def _repeatable(request: Request) -> bool:
+    if request.operation in _NOT_REPEATED:
+        return False
+    return not (request.operation in _NOT_REPEATED_WITH_BLOB
+                and request.arguments.get("blob_id") is not None)
 
 
 def route_view(shard_count: int) -> View:
@@ -69,7 +85,11 @@ class ClusterTransport:
         while True:
             try:
                 return await self._inner.call(target, routed)
-            except (NotShardLeader, *_RETRIED) as error:
+            except NotShardLeader as error:
+                target = await self._next_target(shard, error, target, deadline)
+            except _RETRIED as error:
+                if not _repeatable(request):
+                    raise
                 target = await self._next_target(shard, error, target, deadline)
             self.retries += 1
 

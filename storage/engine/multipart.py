@@ -190,6 +190,7 @@ def apply_commit_part(
         blob_id = engine.new_blob_id()
     if tail:
         assert blob_id is not None
+        engine.check_still_staged(txn, blob_id, tail_chunk_index)
         engine.apply_stage_chunk(txn, blob_id, tail_chunk_index, tail, customer_key)
     if chunk_count:
         assert blob_id is not None

@@ -731,6 +731,7 @@ class Engine:
             blob_id = self.new_blob_id()
         if tail is not None:
             assert blob_id is not None
+            self.check_still_staged(txn, blob_id, tail.chunk_index)
             self.apply_stage_chunk(txn, blob_id, tail.chunk_index, tail.data, customer_key)
         if blob_id is not None:
             self._take_staged_blob(txn, blob_id, chunk_count, size_bytes)
@@ -872,6 +873,14 @@ class Engine:
             txn, info, key, event_name, hlc=self.clock.tick(), size_bytes=None,
             etag=record.etag, s3_version_id=record.s3_version_id, origin=origin,
         )  # fmt: skip
+
+    def check_still_staged(self, txn: lmdb.Transaction, blob_id: bytes,
+                           tail_chunk_index: int) -> None:
+        """Before a commit stages its tail after earlier chunks: those must still be
+        staged. A commit sent twice (a retry whose first attempt was stored) would
+        otherwise stage the tail afresh and take chunks a committed version owns."""
+        if tail_chunk_index > 0 and txn.get(blob_id, db=self.staging) is None:
+            raise InvalidArgument("the upload was aborted or never staged")
 
     def _take_staged_blob(
         self, txn: lmdb.Transaction, blob_id: bytes, chunk_count: int, size_bytes: int

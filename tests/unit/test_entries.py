@@ -28,6 +28,7 @@ from storage.api import (
     PutSpec,
     StorageError,
     WriteConditions,
+    limits,
 )
 from storage.engine import Engine, GroupCommitWriter
 from storage.engine.entries import (
@@ -288,3 +289,27 @@ def test_the_entry_codec_refuses_what_is_not_an_entry() -> None:
                         ["Verdict", "allow"]))}])):
         with pytest.raises(EntryCodecError):
             decode_write_entry(garbage, None)
+
+
+def test_a_commit_applied_twice_cannot_take_a_committed_blob(tmp_path: pathlib.Path) -> None:
+    """A retried commit whose first attempt was stored (a failover lost its answer): the
+    second must fail, not make a second version owning the first one's chunks."""
+    replica = Replica(tmp_path / "r", 8)
+    try:
+        blob_id = new_entry_blob_id(START_MS)
+        spec = PutSpec(etag="e")
+        first = b"a" * limits.chunk_size_bytes
+        size_bytes = len(first) + 4
+        commit = make_entry("commit_version", {
+            "bucket": "b", "key": "k", "blob_id": blob_id, "size_bytes": size_bytes,
+            "spec": spec, "tail_chunk_index": 1}, b"tail", now_ms=START_MS + 2)
+        outcomes = replica.apply([
+            make_entry("create_bucket", {"name": "b", "owner_id": "o"}, now_ms=START_MS),
+            make_entry("stage_chunk", {"blob_id": blob_id, "chunk_index": 0}, first,
+                       now_ms=START_MS + 1),
+            commit, commit])
+        assert outcomes[2].size_bytes == size_bytes
+        assert outcomes[3] == ("InvalidArgument", "the upload was aborted or never staged")
+        assert replica.engine.entry_counts()["versions"] == 1
+    finally:
+        replica.close()
