@@ -262,6 +262,7 @@ async def _serve(args: argparse.Namespace, access_key: str, secret_key: str) -> 
                 lifecycle_day_ms=lifecycle.day_ms,
                 encryption_at_rest=cipher is not None,
                 sse_c_over_http=args.allow_sse_c_over_http,
+                cluster=bool(args.cluster),
                 metrics_access=metrics_access,
                 metrics_sources=(hook,) if isinstance(hook, MetricsSource) else (),
             ),

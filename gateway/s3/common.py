@@ -92,6 +92,9 @@ class GatewayConfig:
     # SSE-C keys are taken over plain HTTP too (``squall serve --allow-sse-c-over-http``:
     # a TLS-terminating proxy in front); AWS refuses them there (400 InvalidRequest).
     sse_c_over_http: bool = False
+    # Serving a replicated cluster (``squall serve --cluster``): functions and
+    # notifications are not available there, and their configurations say so.
+    cluster: bool = False
     # Not a setting: the process's cache of lifecycle rules (gateway/s3/expiration.py),
     # here because every handler that answers x-amz-expiration is given the config.
     lifecycle_rules: LifecycleRulesCache = field(default_factory=LifecycleRulesCache)

@@ -150,10 +150,16 @@ def render_configuration(configuration: api.NotificationConfiguration) -> bytes:
     return render("NotificationConfiguration", body)
 
 
+CLUSTER_REFUSAL = ("A replicated cluster runs no pre-commit functions and delivers no "
+                   "bucket notifications yet (docs/cluster.md).")
+
+
 def _check_webhooks(ctx: RequestContext, configuration: api.NotificationConfiguration) -> None:
     for rule in configuration.rules:
         if rule.kind == "function":
             continue
+        if ctx.config.cluster:
+            raise S3Error("NotImplemented", CLUSTER_REFUSAL, 501)
         target = api.webhook_target_id(rule.arn)
         if target is None:
             raise invalid_argument(
@@ -178,6 +184,8 @@ async def _check_functions(ctx: RequestContext, configuration: api.NotificationC
             raise invalid_argument(
                 "Unable to validate the following destination configurations: a function "
                 f"ARN must be {FUNCTION_ARN_PREFIX}NAME", rule.arn, "Invalid ARN")
+        if ctx.config.cluster:
+            raise S3Error("NotImplemented", CLUSTER_REFUSAL, 501)
         if ctx.config.functions is None:
             raise S3Error("NotImplemented", "Functions are not enabled on this server "
                           "(start it with a pre-commit hook).", 501)

@@ -282,6 +282,15 @@ def test_a_replicated_cluster_survives_kill_9(cluster: Cluster) -> None:
         "Parts": [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(etags)]})
     objects["multi"] = b"".join(parts)
     _check_readable(s3, objects)
+    for configuration in (
+            {"QueueConfigurations": [{"QueueArn": "arn:squall:sqs::hook:webhook",
+                                      "Events": ["s3:ObjectCreated:*"]}]},
+            {"LambdaFunctionConfigurations": [{
+                "LambdaFunctionArn": "arn:squall:function:labeller",
+                "Events": ["s3:ObjectCreated:*"]}]}):
+        with pytest.raises(ClientError, match="runs no pre-commit functions"):
+            s3.put_bucket_notification_configuration(
+                Bucket=BUCKET, NotificationConfiguration=configuration)
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert listed == sorted(objects)
     assert cluster.wait_for_equal_replicas(NODES) == len(objects)
