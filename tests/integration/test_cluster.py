@@ -9,7 +9,8 @@ it catches up and is back in the view; kill -9 a shard leader the same way: a ne
 leader, and every acknowledged write is readable byte for byte; restart it: it catches
 up (from a snapshot: it missed more entries than a log keeps) and every replica holds
 the same versions again; stop (SIGSTOP) two nodes: the remaining one is a minority and
-takes no write and installs no view; resume them: writes flow again.
+takes no write and installs no view; resume them: writes flow again; kill -9 all three
+and restart them: every acknowledged write is still there.
 """
 
 from __future__ import annotations
@@ -364,4 +365,12 @@ def test_a_replicated_cluster_survives_kill_9(cluster: Cluster) -> None:
     with Writer(cluster, "after-partition") as writer:
         writer.wait_for_acks(5, timeout_s=40)
     _check_readable(s3, writer.acknowledged)
+    acknowledged |= writer.acknowledged
     print(f"minority write refused after {refused_after_s:.1f} s")
+
+    # --- the whole cluster killed -9 and restarted: everything acknowledged is there ------
+    for node in NODES:
+        cluster.kill(node)
+    for node in NODES:
+        cluster.start_node(node)
+    _check_readable(s3, acknowledged | objects)
