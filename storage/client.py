@@ -43,6 +43,7 @@ from typing import Any, Self, TypeVar
 from storage.api import (
     CHANGES_CONFIGURATION,
     BucketInfo,
+    BucketNotEmpty,
     CompletedPart,
     CustomerKey,
     DefaultRetention,
@@ -131,6 +132,13 @@ class ShardedStorageClient:
         return results[0]
 
     async def delete_bucket(self, name: str) -> None:
+        if self._view.shard_count > 1:
+            # Shard by shard is not atomic: a shard holding objects would refuse after the
+            # others had dropped the bucket. So every shard is asked first (a write that
+            # races this check can still split it: docs/architecture.md, "Cluster").
+            page = await self.list_object_versions(name, max_keys=1)
+            if page.versions:
+                raise BucketNotEmpty(f"bucket {name} is not empty")
         await self._call_all(Operation.DELETE_BUCKET, name=name)
 
     async def get_bucket(self, name: str) -> BucketInfo:

@@ -11,6 +11,7 @@ import pytest
 
 from storage import limits
 from storage.api import (
+    BucketNotEmpty,
     InvalidArgument,
     NoSuchBucket,
     NoSuchKey,
@@ -315,3 +316,33 @@ def test_cached_bucket_configs_follow_every_change(tmp_path: pathlib.Path) -> No
         assert await client.get_bucket_config("cfg", "cors") is None
 
     run(tmp_path, scenario)
+
+
+def test_deleting_a_non_empty_bucket_leaves_it_on_every_shard(tmp_path: pathlib.Path) -> None:
+    """With several shards, a bucket whose objects live on one shard only must not be
+    dropped from the others before that one refuses."""
+    async def main() -> None:
+        nodes = tuple(
+            StorageNode.open(f"n{i}", tmp_path / f"n{i}", durable=False) for i in range(3)
+        )
+        view = View(epoch=1, shards=tuple((node.node_id,) for node in nodes))
+        client = ShardedStorageClient(view, LocalTransport({n.node_id: n for n in nodes}), nodes)
+        try:
+            await client.create_bucket("b", "owner")
+            key = next(f"k{i}" for i in range(100) if view.shard_for_object("b", f"k{i}") == 2)
+            async with client.open_upload("b", key) as upload:
+                await upload.write(b"x")
+                await upload.commit(PutSpec(etag=hashlib.md5(b"x").hexdigest()))
+            with pytest.raises(BucketNotEmpty):
+                await client.delete_bucket("b")
+            for node in nodes:  # still there on every shard
+                assert (await node.get_bucket("b")).name == "b"
+            await client.delete_object("b", key)
+            await client.delete_bucket("b")
+            for node in nodes:
+                with pytest.raises(NoSuchBucket):
+                    await node.get_bucket("b")
+        finally:
+            await client.close()
+
+    asyncio.run(main())
