@@ -382,11 +382,15 @@ async def _run_node(args: argparse.Namespace, config: Any, listen: Any) -> None:
     import signal
 
     from storage.cluster_node import ClusterNode
+    from storage.lifecycle import SweeperSettings
 
+    lifecycle = SweeperSettings(period_seconds=args.lifecycle_period_seconds,
+                                day_ms=round(args.lifecycle_day_seconds * 1000))
     node = ClusterNode(config, args.node_id, Path(args.data_dir), listen=listen,
                        raft=args.raft, durable=not args.volatile,
                        write_timeout_ms=args.write_timeout_ms,
-                       log_entries_max=args.replication_log_entries_max)
+                       log_entries_max=args.replication_log_entries_max,
+                       lifecycle=lifecycle)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -608,6 +612,12 @@ def build_parser() -> argparse.ArgumentParser:
                       default=limits.replication_log_entries_max,
                       help="applied entries a shard keeps in its log for replicas that fall "
                       "behind; one further behind gets a snapshot instead")
+    node.add_argument("--lifecycle-period-seconds", type=_positive_seconds,
+                      default=limits.lifecycle_sweep_period_seconds,
+                      help="how often a shard leader applies its buckets' expiry rules")
+    node.add_argument("--lifecycle-day-seconds", type=_positive_seconds, default=DAY_SECONDS,
+                      help="length of a 'day' in lifecycle rules (tests only; give the "
+                      "gateway the same)")
     node.set_defaults(run=_node_command)
     _add_function_commands(commands)
     _add_user_commands(commands)

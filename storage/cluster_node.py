@@ -28,9 +28,12 @@ Rules and theory of operation:
   agreement). A minority side has no Raft leader able to commit, so it installs nothing.
 * Not in a cluster (refused or absent, see docs/architecture.md "Cluster"): SSE-C
   (``InvalidArgument``), pre-commit functions and notifications (no hook; the gateway
-  refuses the configurations), the lifecycle sweeper (not started: its removals would
-  be made by every replica on its own clock), the outbox operations but
-  ``OUTBOX_STATUS`` (the gateway's health probe asks it of every shard leader).
+  refuses the configurations), the outbox operations but ``OUTBOX_STATUS`` (the
+  gateway's health probe asks it of every shard leader).
+* Lifecycle (``squall node --lifecycle-period-seconds``): each shard has a sweeper that
+  runs only while this node is the shard's READY leader; it decides by its own clock
+  and its removals are entries of the shard's log (``entries.lifecycle_entries``), which
+  re-check their reason at the commit point on every replica alike.
 """
 
 from __future__ import annotations
@@ -47,7 +50,14 @@ from storage.api import InvalidArgument, NotShardLeader, StorageError
 from storage.cluster_config import ClusterConfig, split_address
 from storage.engine import Engine
 from storage.engine.backup import Snapshot
-from storage.engine.entries import make_entry, new_entry_blob_id, wall_clock_ms
+from storage.engine.entries import (
+    lifecycle_entries,
+    make_entry,
+    new_entry_blob_id,
+    wall_clock_ms,
+)
+from storage.engine.writer import WriteOperation
+from storage.lifecycle import LifecycleSweeper, SweeperSettings
 from storage.membership.agreement import (
     AgreementSettings,
     CarriersLost,
@@ -159,7 +169,8 @@ class ClusterNode:
                  listen: tuple[str, int] | None = None, raft: str | None = None,
                  durable: bool = True,
                  write_timeout_ms: int = limits.replication_write_timeout_ms,
-                 log_entries_max: int = limits.replication_log_entries_max) -> None:
+                 log_entries_max: int = limits.replication_log_entries_max,
+                 lifecycle: SweeperSettings | None = None) -> None:
         self.config = config
         self.node_id = node_id
         self.me = config.node(node_id)
@@ -169,6 +180,8 @@ class ClusterNode:
         self._durable = durable
         self._write_timeout_ms = write_timeout_ms
         self._settings = core.Settings(log_entries_max=log_entries_max)
+        self._lifecycle = lifecycle
+        self.sweepers: list[LifecycleSweeper] = []
         self.shards: dict[int, ShardHolder] = {}
         self.drivers: dict[int, ShardDriver] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -208,6 +221,9 @@ class ClusterNode:
                                                    name=f"shard-{shard}"))
         self.server = TcpNodeServer(self, *self._listen)  # type: ignore[arg-type]
         await self.server.start()
+        if self._lifecycle is not None:
+            for shard, driver in self.drivers.items():
+                self._start_sweeper(self.shards[shard], driver, self._lifecycle)
         self._tasks.append(asyncio.create_task(self._membership_forever(), name="membership"))
 
     async def _run_driver(self, driver: ShardDriver, view: View) -> None:
@@ -222,12 +238,32 @@ class ClusterNode:
             self.failure = failure
             self.failed.set()
 
+    def _start_sweeper(self, holder: ShardHolder, driver: ShardDriver,
+                       settings: SweeperSettings) -> None:
+        """The shard's lifecycle sweeper: it sweeps while this node is the shard's ready
+        leader, deciding by its clock, and its removals go through the shard's log as
+        entries (every replica applies them alike)."""
+        async def apply_batch(bucket: str, actions: tuple[Any, ...]) -> Any:
+            return await driver.write(lifecycle_entries(bucket, actions))
+
+        async def refuse_direct_write(operation: WriteOperation) -> Any:
+            raise AssertionError("a replica's sweeper writes through its log only")
+
+        sweeper = LifecycleSweeper(holder.node.engine, refuse_direct_write, settings,
+                                   apply_batch=apply_batch,
+                                   active=lambda: driver.is_ready_leader,
+                                   engine_of=lambda: holder.node.engine)
+        sweeper.start()
+        self.sweepers.append(sweeper)
+
     def _view_installed(self, view: View) -> None:
         _log.info("view %d installed: %s", view.epoch, view.shards)
         for driver in self.drivers.values():
             driver.view_installed(view)
 
     async def close(self) -> None:
+        for sweeper in self.sweepers:
+            await sweeper.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -56,7 +56,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from storage.api import (
@@ -250,16 +249,34 @@ class SweeperStats:
 
 
 WriteFunction = Callable[[WriteOperation], Awaitable[Any]]
+# A replicated shard's way to apply a batch: (bucket, actions) -> the batch's outcome,
+# through the shard's log (``storage.cluster_node``); None: the node's own writer.
+BatchFunction = Callable[[str, tuple[Any, ...]], Awaitable[Any]]
 
 
 class LifecycleSweeper:
-    def __init__(self, engine: Engine, write: WriteFunction, settings: SweeperSettings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        write: WriteFunction,
+        settings: SweeperSettings,
+        *,
+        apply_batch: BatchFunction | None = None,
+        active: Callable[[], bool] | None = None,
+        engine_of: Callable[[], Engine] | None = None,
+    ) -> None:
+        """``apply_batch``: how a batch is applied instead of a writer operation (a
+        cluster's log); ``active``: a pass runs only while it says so (a cluster: the
+        shard's ready leader); ``engine_of``: the engine to read, when it can be
+        replaced under the sweeper (a replica that installs a snapshot)."""
         assert settings.period_seconds > 0 and settings.day_ms > 0
         assert settings.deletes_per_second_max > 0 and settings.deletes_per_txn_max > 0
         assert settings.scan_versions_per_page_max > 0
         assert settings.scan_uploads_per_page_max > 0
         assert 0 < settings.overloaded_retry_delay_ms_min <= settings.overloaded_retry_delay_ms_max
-        self._engine = engine
+        self._engine_of = engine_of or (lambda: engine)
+        self._apply_batch = apply_batch
+        self._active = active or (lambda: True)
         self._last_overloaded_log = -float("inf")
         self._write = write
         self.settings = settings
@@ -294,10 +311,15 @@ class LifecycleSweeper:
         if not task.cancelled() and task.exception() is not None:
             _log.error("lifecycle sweeper stopped", exc_info=task.exception())
 
+    @property
+    def _engine(self) -> Engine:
+        return self._engine_of()
+
     async def _run(self) -> None:
         while True:
             try:
-                await self.sweep_once()
+                if self._active():
+                    await self.sweep_once()
             except Exception as error:
                 # Logged with its traceback; the next period tries again (a failure
                 # here must not take the node's reads and writes down with it).
@@ -349,19 +371,21 @@ class LifecycleSweeper:
                     planner = KeyPlanner(rules, now_ms, version.key, self.settings.day_ms)
                 _append(batch, planner.consume(version))
                 if len(batch) >= self.settings.deletes_per_txn_max:
-                    applied += await self._flush(batch, partial(expire, bucket))
+                    applied += await self._flush(bucket, batch, expire)
             if page.resume_after is None:
                 break
             resume_after = page.resume_after
             await asyncio.sleep(0)  # let requests run between pages
         _append(batch, planner.finish() if planner is not None else None)
-        applied += await self._flush(batch, partial(expire, bucket))
+        applied += await self._flush(bucket, batch, expire)
         return applied
 
     async def _flush(
-        self, batch: list[Action], operation_for: Callable[[tuple[Action, ...]], WriteOperation]
+        self, bucket: str, batch: list[Action],
+        operation_for: Callable[[str, tuple[Action, ...]], WriteOperation],
     ) -> int:
-        """Apply a batch of actions in writer operations (``operation_for(actions)``),
+        """Apply a batch of actions in writer operations (``operation_for(bucket,
+        actions)``, or ``apply_batch``),
         empty the batch, then pause for the rate bound. Returns how many were applied.
         While the outbox (or the writer's queue) is full, waits and retries what was not
         applied: a sweep pauses, it never drops an event."""
@@ -376,7 +400,8 @@ class LifecycleSweeper:
         while pending:
             reason = "the notification outbox is full"
             try:
-                outcome: BatchOutcome[Action] = await self._write(operation_for(pending))
+                outcome: BatchOutcome[Action] = await self._submit(bucket, operation_for,
+                                                                   pending)
             except NoSuchBucket:
                 return applied
             except Overloaded as error:  # refused whole, e.g. the writer's queue is full
@@ -392,6 +417,15 @@ class LifecycleSweeper:
         # The rate bound: this many deletes may not come faster than deletes_per_second.
         await asyncio.sleep(len(actions) / self.settings.deletes_per_second_max)
         return applied
+
+    async def _submit(self, bucket: str,
+                      operation_for: Callable[[str, tuple[Action, ...]], WriteOperation],
+                      pending: tuple[Action, ...]) -> BatchOutcome[Action]:
+        if self._apply_batch is None:
+            outcome: BatchOutcome[Action] = await self._write(operation_for(bucket, pending))
+            return outcome
+        replicated: BatchOutcome[Action] = await self._apply_batch(bucket, pending)
+        return replicated
 
     def _log_overloaded(self, reason: str, pending_count: int) -> None:
         now = time.monotonic()
@@ -427,13 +461,13 @@ class LifecycleSweeper:
                                  self.settings.day_ms):
                     batch.append(UploadAbort(upload.key, upload.upload_id))
                 if len(batch) >= self.settings.deletes_per_txn_max:
-                    applied += await self._flush(batch, partial(abort_uploads, bucket))
+                    applied += await self._flush(bucket, batch, abort_uploads)
             if not page.is_truncated:
                 break
             assert page.next_key_marker is not None and page.next_upload_id_marker is not None
             key_marker, upload_id_marker = page.next_key_marker, page.next_upload_id_marker
             await asyncio.sleep(0)  # let requests run between pages
-        applied += await self._flush(batch, partial(abort_uploads, bucket))
+        applied += await self._flush(bucket, batch, abort_uploads)
         return applied
 
 

@@ -619,9 +619,8 @@ class StorageNode:
     def start_lifecycle(self, settings: SweeperSettings) -> LifecycleSweeper:
         """Start the object lifecycle sweeper (see ``storage.lifecycle``); from a coroutine.
 
-        TODO(replication): with replicas, only a shard's leader may sweep, and its removals
-        must go through the shard's log. A cluster node (``storage.cluster_node``) does not
-        start the sweeper at all (docs/architecture.md, "Cluster")."""
+        The embedded store's: a cluster node runs its own per shard, sweeping only on the
+        shard's leader and through the shard's log (``storage.cluster_node``)."""
         assert self.lifecycle is None and not self._closed
         self.lifecycle = LifecycleSweeper(self.engine, self._write, settings)
         self.lifecycle.start()

@@ -40,7 +40,7 @@ import msgpack
 
 from storage import api
 from storage.api import InvalidArgument
-from storage.engine import keys, operations
+from storage.engine import expiry, keys, operations
 from storage.engine.store import Engine, StagedTail
 from storage.engine.writer import WriteOperation
 
@@ -89,6 +89,17 @@ def _complete(a: Mapping[str, Any], _: Payload | None) -> WriteOperation:
         origin=a.get("origin"))
 
 
+def _lifecycle_expire(a: Mapping[str, Any], _: Payload | None) -> WriteOperation:
+    actions = tuple(expiry.ExpiryAction(expiry.ExpiryKind(kind), key, version_id)
+                    for kind, key, version_id in a["actions"])
+    return expiry.expire(a["bucket"], actions, a["request_id_prefix"])
+
+
+def _lifecycle_abort_uploads(a: Mapping[str, Any], _: Payload | None) -> WriteOperation:
+    aborts = tuple(expiry.UploadAbort(key, upload_id) for key, upload_id in a["aborts"])
+    return expiry.abort_uploads(a["bucket"], aborts)
+
+
 _Builder = Callable[[Mapping[str, Any], Payload | None], WriteOperation]
 
 # Entry operation -> how to make the engine's write of it. The names are the node's
@@ -124,6 +135,10 @@ _BUILDERS: dict[str, _Builder] = {
     "update_object_lock": lambda a, _: operations.update_object_lock(
         a["bucket"], a["key"], a["version_id"], a["update"]),
     "outbox_ack": lambda a, _: operations.outbox_ack(a["sequences"]),
+    # The lifecycle sweeper of a shard's leader (``lifecycle_entries``): actions as
+    # (kind, key, version id) and (key, upload id) tuples.
+    "lifecycle_expire": _lifecycle_expire,
+    "lifecycle_abort_uploads": _lifecycle_abort_uploads,
 }
 ENTRY_OPERATIONS = frozenset(_BUILDERS)
 
@@ -157,12 +172,24 @@ def make_entry(
     arguments = {name: value for name, value in arguments.items() if name != "customer_key"}
     if operation == "create_multipart_upload" and "upload_random" not in arguments:
         arguments["upload_random"] = new_upload_random()
+    if operation == "lifecycle_expire" and "request_id_prefix" not in arguments:
+        arguments["request_id_prefix"] = expiry.new_request_id_prefix()
     if operation in ("commit_version", "commit_part") and arguments.get("blob_id") is None \
             and arguments.get("size_bytes", 0) > 0:
         # A body that fits in the commit's tail still gets a blob (the engine would
         # draw its id inside the apply).
         arguments["blob_id"] = new_entry_blob_id(now_ms)
     return WriteEntry(operation, arguments, payload, now_ms)
+
+
+def lifecycle_entries(bucket: str, actions: tuple[Any, ...]) -> WriteEntry:
+    """The entry of one batch of the lifecycle sweeper (``ExpiryAction``s or
+    ``UploadAbort``s), made on the shard leader that decided it."""
+    if actions and isinstance(actions[0], expiry.UploadAbort):
+        return make_entry("lifecycle_abort_uploads", {
+            "bucket": bucket, "aborts": tuple((a.key, a.upload_id) for a in actions)})
+    return make_entry("lifecycle_expire", {"bucket": bucket, "actions": tuple(
+        (a.kind.value, a.key, a.version_id) for a in actions)})
 
 
 def operation_for_entry(entry: WriteEntry) -> WriteOperation:

@@ -137,11 +137,14 @@ def scan_versions(
 
 
 def apply_expiry_actions(
-    engine: Engine, txn: lmdb.Transaction, bucket: str, actions: tuple[ExpiryAction, ...]
+    engine: Engine, txn: lmdb.Transaction, bucket: str, actions: tuple[ExpiryAction, ...],
+    request_id_prefix: str | None = None,
 ) -> BatchOutcome[ExpiryAction]:
     """Apply the actions whose reason still holds until one's events do not fit in the
-    outbox: it and the rest come back ``deferred``."""
-    request_id_prefix = os.urandom(4).hex().upper()
+    outbox: it and the rest come back ``deferred``. ``request_id_prefix``: of the events'
+    request ids, drawn before a replicated entry is made (None: drawn here)."""
+    if request_id_prefix is None:
+        request_id_prefix = new_request_id_prefix()
     origins = [lifecycle_origin(f"{request_id_prefix}{index:08X}")
                for index in range(len(actions))]
     if engine.outbox.has_room_for_changes(txn, bucket, len(actions)):
@@ -167,10 +170,16 @@ def apply_expiry_actions(
     return BatchOutcome(applied)
 
 
-def expire(bucket: str, actions: tuple[ExpiryAction, ...]) -> WriteOperation:
+def new_request_id_prefix() -> str:
+    return os.urandom(4).hex().upper()
+
+
+def expire(bucket: str, actions: tuple[ExpiryAction, ...],
+           request_id_prefix: str | None = None) -> WriteOperation:
     """The writer operation that applies ``actions`` in one (child) transaction."""
     return WriteOperation(
-        lambda engine, txn: apply_expiry_actions(engine, txn, bucket, actions),
+        lambda engine, txn: apply_expiry_actions(engine, txn, bucket, actions,
+                                                 request_id_prefix),
         name="lifecycle_expire",
         changes=((bucket, CHANGES_OBJECTS),),
     )

@@ -3,7 +3,8 @@
 nodes, driven by boto3.
 
 One scenario (processes take seconds to start, and the failures build on each other):
-PUT/GET/list/multipart; every replica holds the same versions; kill -9 a follower while
+PUT/GET/list/multipart; every replica holds the same versions; lifecycle expiry (a day
+of one second) removes objects on every replica; kill -9 a follower while
 a writer acknowledges PUTs continuously: writes go on after the view change; restart it:
 it catches up and is back in the view; kill -9 a shard leader the same way: a new
 leader, and every acknowledged write is readable byte for byte; restart it: it catches
@@ -96,11 +97,15 @@ class Cluster:
                            "--write-timeout-ms", str(WRITE_TIMEOUT_MS),
                            # A short log, so a node that comes back after missing more
                            # writes than that is given a snapshot (checked below).
-                           "--replication-log-entries-max", str(LOG_ENTRIES_MAX)])
+                           "--replication-log-entries-max", str(LOG_ENTRIES_MAX),
+                           # A lifecycle day of one second, swept twice a second.
+                           "--lifecycle-day-seconds", "1",
+                           "--lifecycle-period-seconds", "0.5"])
 
     def start_gateway(self) -> None:
         self._spawn("gateway", ["serve", "--cluster", str(self.config_path), "--port",
-                                str(self.gateway_port), "--cluster-retry-ms", str(RETRY_MS)])
+                                str(self.gateway_port), "--cluster-retry-ms", str(RETRY_MS),
+                                "--lifecycle-day-seconds", "1"])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(
@@ -295,6 +300,20 @@ def test_a_replicated_cluster_survives_kill_9(cluster: Cluster) -> None:
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert listed == sorted(objects)
     assert cluster.wait_for_equal_replicas(NODES) == len(objects)
+
+    # --- lifecycle expiry: decided by each shard's leader, applied through its log ------
+    s3.create_bucket(Bucket="expiring")
+    s3.put_bucket_lifecycle_configuration(Bucket="expiring", LifecycleConfiguration={
+        "Rules": [{"ID": "soon", "Status": "Enabled", "Filter": {"Prefix": ""},
+                   "Expiration": {"Days": 1}}]})
+    for i in range(6):
+        s3.put_object(Bucket="expiring", Key=f"gone-{i}", Body=b"short-lived")
+    deadline = time.monotonic() + 20
+    while s3.list_objects_v2(Bucket="expiring").get("KeyCount", 0):
+        assert time.monotonic() < deadline, "the lifecycle expired nothing in 20 s"
+        time.sleep(0.3)
+    assert cluster.wait_for_equal_replicas(NODES) == len(objects)  # gone on every replica
+    s3.delete_bucket(Bucket="expiring")
 
     # --- kill -9 a follower of both shards --------------------------------------------
     leaders = _shard_leaders(cluster)

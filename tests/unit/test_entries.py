@@ -36,10 +36,12 @@ from storage.engine.entries import (
     WriteEntry,
     decode_write_entry,
     encode_write_entry,
+    lifecycle_entries,
     make_entry,
     new_entry_blob_id,
     operation_for_entry,
 )
+from storage.engine.expiry import ExpiryAction, ExpiryKind
 from storage.engine.store import SUB_DATABASES
 
 BUCKETS = ("alpha", "beta")
@@ -97,6 +99,11 @@ def two_replicas(groups: tuple[int, int]) -> Iterator[tuple[Replica, Replica]]:
             second.close()
 
 
+def lifecycle_at(now_ms: int, bucket: str, actions: tuple[ExpiryAction, ...]) -> WriteEntry:
+    entry = lifecycle_entries(bucket, actions)
+    return WriteEntry(entry.operation, entry.arguments, entry.payload, now_ms)
+
+
 class Scenario:
     """Draws entries that make sense against the state so far (version ids, upload ids
     and blob ids returned by the first replica, which the second must then make too)."""
@@ -127,7 +134,7 @@ class Scenario:
         kind = self.draw(st.sampled_from((
             "bucket", "versioning", "notify", "put", "put", "staged_put", "delete",
             "delete_version", "tags", "acl", "lock", "upload", "part", "part", "complete",
-            "abort", "outbox_ack")))
+            "abort", "outbox_ack", "expire", "expire")))
         if self.draw(st.integers(0, 30)) == 0:
             return [self.entry("delete_bucket", name=self.draw(st.sampled_from(BUCKETS)))]
         bucket, key = self.draw(st.sampled_from(BUCKETS)), self.draw(st.sampled_from(KEYS))
@@ -147,6 +154,12 @@ class Scenario:
         if kind == "outbox_ack":
             sequences = self.draw(st.lists(st.integers(0, 20), max_size=3))
             return [self.entry("outbox_ack", sequences=sequences)]
+        if kind == "expire" and self.versions:
+            bucket, key, version_id = self.draw(st.sampled_from(self.versions))
+            kinds = self.draw(st.lists(st.sampled_from(list(ExpiryKind)), min_size=1,
+                                       max_size=2))
+            return [lifecycle_at(self.tick(), bucket, tuple(
+                ExpiryAction(kind, key, version_id) for kind in kinds))]
         if kind in ("delete_version", "tags", "acl", "lock") and self.versions:
             bucket, key, version_id = self.draw(st.sampled_from(self.versions))
             if kind == "delete_version":
