@@ -30,6 +30,9 @@ Rules and theory of operation:
   (``InvalidArgument``), pre-commit functions and notifications (no hook; the gateway
   refuses the configurations), the outbox operations but ``OUTBOX_STATUS`` (the
   gateway's health probe asks it of every shard leader).
+* Staged bodies: a replica never drops them on its own (``Engine(collect_staging_at_open=
+  False)``); the shard's leader drops those staged more than ``limits.staging_age_ms_max``
+  ago with a ``collect_staging`` entry every ``limits.staging_collect_period_seconds``.
 * Lifecycle (``squall node --lifecycle-period-seconds``): each shard has a sweeper that
   runs only while this node is the shard's READY leader; it decides by its own clock
   and its removals are entries of the shard's log (``entries.lifecycle_entries``), which
@@ -224,6 +227,9 @@ class ClusterNode:
         if self._lifecycle is not None:
             for shard, driver in self.drivers.items():
                 self._start_sweeper(self.shards[shard], driver, self._lifecycle)
+        for shard, driver in self.drivers.items():
+            self._tasks.append(asyncio.create_task(self._collect_staging_forever(driver),
+                                                   name=f"staging-{shard}"))
         self._tasks.append(asyncio.create_task(self._membership_forever(), name="membership"))
 
     async def _run_driver(self, driver: ShardDriver, view: View) -> None:
@@ -255,6 +261,25 @@ class ClusterNode:
                                    engine_of=lambda: holder.node.engine)
         sweeper.start()
         self.sweepers.append(sweeper)
+
+    async def _collect_staging_forever(self, driver: ShardDriver) -> None:
+        """On the shard's leader: drop bodies staged longer than
+        ``limits.staging_age_ms_max`` ago (uploads abandoned by a crashed gateway), through
+        the log, so that every replica drops the same ones."""
+        while True:
+            await asyncio.sleep(limits.staging_collect_period_seconds)
+            if not driver.is_ready_leader:
+                continue
+            before_ms = wall_clock_ms() - limits.staging_age_ms_max
+            try:
+                collected = await driver.write(make_entry(
+                    "collect_staging", {"staged_before_ms": before_ms}))
+            except StorageError as error:  # not the leader any more, or too slow: later
+                _log.info("shard %d: staging not collected: %s", driver.shard, error)
+                continue
+            if collected:
+                _log.info("shard %d: %d abandoned staged bodies dropped", driver.shard,
+                          collected)
 
     def _view_installed(self, view: View) -> None:
         _log.info("view %d installed: %s", view.epoch, view.shards)

@@ -43,6 +43,11 @@ read_streams_max = 512  # concurrently open GET body streams; more -> Overloaded
 snapshots_concurrent_max = 1  # backups streamed by a node at once; more -> Overloaded
 upload_chunks_in_flight_max = 4  # staged chunks of one upload awaiting the writer
 staging_gc_deletes_per_txn_max = 10_000  # start-up cleanup of crashed uploads, per txn
+staging_collect_blobs_max = 1000  # staged blobs one replicated collection looks at
+# A cluster's shard leader drops bodies staged longer ago than this (abandoned uploads),
+# every staging_collect_period_seconds, through the shard's log.
+staging_age_ms_max = 24 * 3600 * 1000
+staging_collect_period_seconds = 600.0
 change_counters_max = 100_000  # (bucket, scope) change counters kept; beyond, all reset at once
 bucket_records_decoded_max = 10_000  # decoded bucket records kept per engine; beyond, all dropped
 

@@ -135,6 +135,8 @@ _BUILDERS: dict[str, _Builder] = {
     "update_object_lock": lambda a, _: operations.update_object_lock(
         a["bucket"], a["key"], a["version_id"], a["update"]),
     "outbox_ack": lambda a, _: operations.outbox_ack(a["sequences"]),
+    # A shard leader's collection of bodies staged too long ago (abandoned uploads).
+    "collect_staging": lambda a, _: operations.collect_staging(a["staged_before_ms"]),
     # The lifecycle sweeper of a shard's leader (``lifecycle_entries``): actions as
     # (kind, key, version id) and (key, upload id) tuples.
     "lifecycle_expire": _lifecycle_expire,

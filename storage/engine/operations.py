@@ -268,6 +268,12 @@ def update_object_lock(
     )
 
 
+def collect_staging(staged_before_ms: int) -> WriteOperation:
+    return WriteOperation(
+        lambda engine, txn: engine.apply_collect_staging(txn, staged_before_ms),
+        name="collect_staging", changes=())
+
+
 def outbox_ack(sequences: Sequence[int]) -> WriteOperation:
     return WriteOperation(
         lambda engine, txn: engine.outbox.apply_ack(txn, tuple(sequences)), name="outbox_ack",

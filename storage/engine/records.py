@@ -411,6 +411,12 @@ def pack_staging(started_ms: int) -> bytes:
     return msgpack.packb([started_ms])
 
 
+def unpack_staging(packed: bytes | memoryview) -> int:
+    """When the staging of a blob began (``pack_staging``)."""
+    started_ms: int = msgpack.unpackb(packed)[0]
+    return started_ms
+
+
 # --- multipart uploads ------------------------------------------------------------------
 
 

@@ -112,6 +112,7 @@ from storage.engine.records import (
     fields_single_blob,
     pack_bucket,
     pack_staging,
+    unpack_staging,
     pack_version,
     unpack_bucket,
     unpack_version,
@@ -304,6 +305,42 @@ class Engine:
                 if self._delete_blob_chunks(txn, blob_id, deletes_max):
                     txn.delete(blob_id, db=self.staging)
                     blobs_collected += 1
+
+    def apply_collect_staging(self, txn: lmdb.Transaction, staged_before_ms: int,
+                              deletes_max: int = limits.staging_gc_deletes_per_txn_max,
+                              blobs_max: int = limits.staging_collect_blobs_max) -> int:
+        """Delete the staged blobs (chunks + entry) whose staging began before
+        ``staged_before_ms``: at most ``blobs_max`` blobs and ``deletes_max`` chunks in
+        all (the next entry goes on); returns how many blobs.
+        A replicated shard's leader makes this an entry (uploads abandoned by a crashed
+        gateway): the staging times come from entries, so every replica drops the same."""
+        collected = 0
+        budget = deletes_max
+        cursor = txn.cursor(db=self.staging)
+        found = cursor.first()
+        old: list[bytes] = []
+        while found and len(old) < blobs_max:
+            if unpack_staging(cursor.value()) < staged_before_ms:
+                old.append(bytes(cursor.key()))
+            found = cursor.next()
+        for blob_id in old:
+            chunks = self._count_blob_chunks(txn, blob_id)
+            if chunks > budget:
+                break
+            budget -= chunks
+            assert self._delete_blob_chunks(txn, blob_id, chunks)
+            txn.delete(blob_id, db=self.staging)
+            collected += 1
+        return collected
+
+    def _count_blob_chunks(self, txn: lmdb.Transaction, blob_id: bytes) -> int:
+        cursor = txn.cursor(db=self.chunks)
+        count = 0
+        found = cursor.set_range(blob_id)
+        while found and bytes(cursor.key()[: keys.BLOB_ID_BYTES]) == blob_id:
+            count += 1
+            found = cursor.next()
+        return count
 
     def _delete_blob_chunks(self, txn: lmdb.Transaction, blob_id: bytes, deletes_max: int) -> bool:
         """Delete up to ``deletes_max`` chunks of a blob; True when none is left."""

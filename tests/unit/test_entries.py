@@ -134,7 +134,10 @@ class Scenario:
         kind = self.draw(st.sampled_from((
             "bucket", "versioning", "notify", "put", "put", "staged_put", "delete",
             "delete_version", "tags", "acl", "lock", "upload", "part", "part", "complete",
-            "abort", "outbox_ack", "expire", "expire")))
+            "abort", "outbox_ack", "expire", "expire", "collect")))
+        if kind == "collect":
+            age_ms = self.draw(st.sampled_from((0, 5, 2000)))
+            return [self.entry("collect_staging", staged_before_ms=self.now_ms - age_ms)]
         if self.draw(st.integers(0, 30)) == 0:
             return [self.entry("delete_bucket", name=self.draw(st.sampled_from(BUCKETS)))]
         bucket, key = self.draw(st.sampled_from(BUCKETS)), self.draw(st.sampled_from(KEYS))
@@ -324,5 +327,29 @@ def test_a_commit_applied_twice_cannot_take_a_committed_blob(tmp_path: pathlib.P
         assert outcomes[2].size_bytes == size_bytes
         assert outcomes[3] == ("InvalidArgument", "the upload was aborted or never staged")
         assert replica.engine.entry_counts()["versions"] == 1
+    finally:
+        replica.close()
+
+
+def test_collect_staging_drops_only_bodies_staged_long_enough_ago(tmp_path: pathlib.Path
+                                                                  ) -> None:
+    replica = Replica(tmp_path / "r", 8)
+    try:
+        old, young = new_entry_blob_id(START_MS), new_entry_blob_id(START_MS + 1)
+        outcomes = replica.apply([
+            make_entry("stage_chunk", {"blob_id": old, "chunk_index": 0}, b"abandoned",
+                       now_ms=START_MS),
+            make_entry("stage_chunk", {"blob_id": old, "chunk_index": 1}, b"too",
+                       now_ms=START_MS + 5),
+            make_entry("stage_chunk", {"blob_id": young, "chunk_index": 0}, b"in flight",
+                       now_ms=START_MS + 1000),
+            make_entry("collect_staging", {"staged_before_ms": START_MS + 500},
+                       now_ms=START_MS + 2000),
+        ])
+        assert outcomes[3] == 1
+        counts = replica.engine.entry_counts()
+        assert (counts["staging"], counts["chunks"]) == (1, 1)
+        with replica.engine.env.begin() as txn:
+            assert txn.get(young, db=replica.engine.staging) is not None
     finally:
         replica.close()
