@@ -112,9 +112,9 @@ from storage.engine.records import (
     fields_single_blob,
     pack_bucket,
     pack_staging,
-    unpack_staging,
     pack_version,
     unpack_bucket,
+    unpack_staging,
     unpack_version,
     version_fields,
 )
