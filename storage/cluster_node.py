@@ -21,7 +21,7 @@ Rules and theory of operation:
   the failure detector of whichever node asks; ``GET_VIEW`` tells the gateway the view
   this node knows; ``SNAPSHOT`` (with a shard) streams a consistent copy of the shard's
   applied state to a replica that needs one.
-* Failure detection (``storage.membership.core``): every node pings every other node
+* Failure detection (``storage.membership.planner``): every node pings every other node
   each ``limits.membership_tick_ms``; the node that leads the Raft agreement plans the
   next view from what ITS detector suspects and from the caught-up reports, and
   proposes it (compare-and-set on the epoch; the carrier-set rule is enforced inside the
@@ -68,7 +68,7 @@ from storage.membership.agreement import (
     StaleView,
     ViewAgreement,
 )
-from storage.membership.core import FailureDetector, plan_next_view
+from storage.membership.planner import FailureDetector, plan_next_view
 from storage.node import StorageNode
 from storage.placement import View
 from storage.replication import core

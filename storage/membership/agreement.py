@@ -13,7 +13,7 @@ Rules and theory of operation:
   propose concurrently (both saw a failure) cannot both win: the second finds the epoch
   moved and gets ``StaleView`` with the view that won, so epochs strictly increase and
   every node applies the same sequence of views.
-* The replicated state also holds every shard's *carrier set* (``core``: the members
+* The replicated state also holds every shard's *carrier set* (``planner``: the members
   that hold every acknowledged write of the shard). A proposal that would leave a
   shard's carrier set empty is refused inside the state machine (``CarriersLost``), on
   every node alike, whoever proposed it; ``confirm_ready`` records a shard leader's
@@ -47,7 +47,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 
 from storage import limits
 from storage.api import StorageError
-from storage.membership.core import (
+from storage.membership.planner import (
     Carriers,
     carriers_after_ready,
     carriers_after_view,

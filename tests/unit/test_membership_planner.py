@@ -1,4 +1,4 @@
-"""Failure detection, view planning and the carrier-set rule (storage/membership/core.py),
+"""Failure detection, view planning and the carrier-set rule (storage/membership/planner.py),
 and the rule enforced inside the agreed state (agreement.py, one in-process Raft node)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from storage.membership.agreement import AgreementSettings, CarriersLost, ViewAgreement
-from storage.membership.core import (
+from storage.membership.planner import (
     FailureDetector,
     carriers_after_ready,
     carriers_after_view,
