@@ -167,6 +167,7 @@ class ShardDriver:
         self._reporting: set[tuple[str, int]] = set()
         self._failure: BaseException | None = None
         self.view: View | None = None
+        self._loop = asyncio.get_running_loop()  # constructed on the loop it runs on
         self.staged_dir = pathlib.Path(f"{store.data_dir}.staged")
 
     # --- what the node calls -------------------------------------------------------------
@@ -248,9 +249,6 @@ class ShardDriver:
         ticker = asyncio.create_task(self._tick_forever())
         try:
             while True:
-                if self._failure is not None:
-                    raise ReplicaFailed(f"shard {self.shard}: {self._failure!r}") \
-                        from self._failure
                 event = await self._next_event()
                 await self._perform(self.core.step(event))
         finally:
@@ -275,6 +273,9 @@ class ShardDriver:
 
     async def _next_event(self) -> core.Event:
         while True:
+            if self._failure is not None:  # set by a writer thread's callback (_check_disk)
+                raise ReplicaFailed(f"shard {self.shard}: {self._failure!r}") \
+                    from self._failure
             if self._internal:
                 return self._internal.popleft()
             if not self._external.empty():
@@ -414,10 +415,11 @@ class ShardDriver:
         return future
 
     def _check_disk(self, done: Future[Any]) -> None:
+        """On the writer's thread: a failed disk operation stops the driver."""
         error = done.exception()
         if error is not None and self._failure is None:
             self._failure = error
-            self._wake.set()
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

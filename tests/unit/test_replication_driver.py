@@ -185,3 +185,43 @@ def test_the_driver_replicates_survives_crashes_and_catches_up(
             shutil.rmtree(tmp_path, ignore_errors=True)
 
     asyncio.run(scenario())
+
+
+def test_a_failed_disk_operation_stops_the_driver(tmp_path: pathlib.Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Persist the writer could not make durable: the replica must not go on (its disk
+    no longer follows its log): run() raises ReplicaFailed, the waiting write is
+    answered ReplicationUnavailable."""
+    from storage.api import ReplicationUnavailable
+    from storage.engine.replica import ReplicaState
+    from storage.engine.writer import WriteOperation
+    from storage.replication.driver import ReplicaFailed
+
+    def failing_persist(self: ReplicaState, entries: Any) -> WriteOperation:
+        def apply(engine: Any, txn: Any) -> None:
+            raise OSError("disk full")
+        return WriteOperation(apply, name="persist", changes=())
+
+    async def scenario() -> None:
+        network = Network(tmp_path)
+        network.membership.view = View(0, (("a",),))
+        network.start("a")
+        try:
+            bucket = make_entry("create_bucket", {"name": "b", "owner_id": "o"})
+            async with asyncio.timeout(10):
+                while True:
+                    try:
+                        await network.drivers["a"].write(bucket)
+                        break
+                    except NotShardLeader:
+                        await asyncio.sleep(0.01)
+            monkeypatch.setattr(ReplicaState, "persist", failing_persist)
+            with pytest.raises(ReplicationUnavailable):
+                await network.drivers["a"].write(make_entry("delete_bucket", {"name": "b"}))
+            with pytest.raises(ReplicaFailed, match="disk full"):
+                async with asyncio.timeout(10):
+                    await network.tasks.pop("a")
+        finally:
+            await network.holders.pop("a").close()
+
+    asyncio.run(scenario())
