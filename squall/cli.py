@@ -423,7 +423,9 @@ def _serve_command(args: argparse.Namespace) -> int:
         return 2
     scheme = "https" if args.tls_cert_file else "http"
     endpoint = f"{scheme}://{args.host}:{args.port}"
-    print(f"Squall S3 endpoint: {endpoint}  (data: {Path(args.data_dir).resolve()})", flush=True)
+    where = (f"cluster: {Path(args.cluster).resolve()}" if args.cluster
+             else f"data: {Path(args.data_dir).resolve()}")
+    print(f"Squall S3 endpoint: {endpoint}  ({where})", flush=True)
     if is_dev_pair:
         print(
             "Development credentials (set SQUALL_ROOT_USER / SQUALL_ROOT_PASSWORD to change):\n"
