@@ -24,7 +24,8 @@ Rules (DESIGN.md, "The write path" and "Membership and failures")
    (``prev_index``/``prev_term``), so a log is always a copy of a leader's log.
 4. **Acknowledged = every member has it.** A member acknowledges the index up to which
    its log is durable (``Persisted``) and verified to match the leader's. The leader
-   commits an index once it and EVERY member of the view have it durable; then it
+   commits an index once it and EVERY member of the view have it durable, and the entry
+   there is of the leader's own term (older entries commit with it, as in Raft); then it
    applies the entry (``Apply``) and answers the client (``Reply(write_id,
    Committed(index))``). Members learn the commit index from later messages and apply.
 5. **Fencing.** Every message carries its epoch (inside its term). A message from an
@@ -43,26 +44,29 @@ Rules (DESIGN.md, "The write path" and "Membership and failures")
      truncating its own divergent, never-committed suffix.
    * SYNCING: that log is the *base*. The leader sends every member what it lacks (a
      member's divergent uncommitted suffix is truncated by the normal Append rule).
-   * READY: once every member holds the base durably, the base is committed, the leader
-     reports ``ViewReady(shard, epoch)`` to membership, and writes flow again. Writes
-     that arrived meanwhile waited (bounded). A pending write of this leader's from an
-     earlier view is committed if the base holds it, else it ends ``NotCommitted``.
+   * CONFIRMING: every member holds the base durably. The leader reports
+     ``ViewReady(shard, epoch)`` and waits for membership's ``ReadyConfirmed``: from
+     then on membership treats this view's members as the ones holding every committed
+     entry (the ready rule, below). Nothing is committed before that.
+   * READY: the leader appends a no-op entry of its own term after the base, then the
+     writes that waited (bounded); when every member holds the no-op, it and the base
+     commit. This leader's writes from an earlier view commit with it if the base holds
+     them; the others ("orphans") are answered ``NotCommitted`` once the no-op commits.
 
-   A leader that loses its leadership answers its pending writes ``Indeterminate`` (the
+   A leader that loses its leadership answers its logged writes ``Indeterminate`` (the
    new leader may still commit them) and its not-yet-logged ones ``NotCommitted``.
 7. **Outsiders.** A node that holds the shard but is not in the view (it was removed,
-   crashed, or partitioned) asks the leader to catch it up (``CatchUpRequest``). The
-   leader streams entries to it as a *learner* (not counted for commits). If the leader
-   trimmed the entries the outsider needs, it says so (``SnapshotNeeded``) and the
-   outsider fetches a snapshot of the leader's applied state (``FetchSnapshot`` ->
+   crashed, or partitioned) asks the leader to catch it up (``CatchUpRequest``). A
+   READY leader streams entries to it as a *learner* (not counted for commits). If the
+   leader trimmed the entries the outsider needs, it says so (``SnapshotNeeded``) and
+   the outsider fetches a snapshot of the leader's applied state (``FetchSnapshot`` ->
    ``SnapshotFetched`` -> ``InstallSnapshot``). When a learner holds everything the
    leader has committed, the leader reports ``CaughtUp(shard, node, epoch, index)``, which
    membership uses to add the node back in a next view.
 8. **Bounds** (``storage/limits.py``, ``Settings``): entries in flight per peer, entries
    and bytes per message, applied entries kept in the log (then trimmed: ``TrimLog``),
    client writes pending on a leader (count and bytes; more -> ``Overloaded``), learners
-   per leader. Nothing in the core grows without a bound except what its driver feeds it
-   faster than the bounds let through, and that is refused.
+   per leader. What a driver feeds faster than the bounds let through is refused.
 
 The driver's contract
 ---------------------
@@ -77,36 +81,42 @@ The driver's contract
 * ``Send`` is best effort: messages may be lost, duplicated, delayed or reordered.
 * Deliver ``Tick`` at a steady rate (``limits.replication_tick_ms``).
 
-The membership layer's contract (what makes an acknowledged write survive)
---------------------------------------------------------------------------
+The membership layer's contract: the ready rule
+-----------------------------------------------
 
-Per shard, membership keeps a *carrier set* K: the first view's members; when it decides
-a new view, K := K ∩ (new view's members), and it must not decide a view that leaves K
-empty (it waits instead, e.g. for a crashed carrier to restart); when the leader of the
-CURRENT view reports ``ViewReady`` for the current epoch, K := that view's members.
-(Adding a node back only after ``CaughtUp`` is for speed, not safety.)
+Per shard, membership remembers R, the members of the last view whose ``ViewReady`` it
+confirmed (at first: the first view's members). It confirms ``ViewReady(shard, epoch)``
+only while ``epoch`` is its current view, recording R before it answers. It never
+decides a view whose members for the shard include no member of R; when none of them is
+healthy it waits (or brings back one that is outside the view). Adding any other node
+is always allowed: adding only nodes reported ``CaughtUp`` makes the next sync short, it
+is not needed for safety.
 
-Why this is safe (the theory)
------------------------------
+Why this is safe (the theory, as for Raft with membership in place of elections)
+------------------------------------------------------------------------------------
 
 * Log matching: two logs holding an entry with the same (index, term) are equal up to
-  it, because one term has one leader, which puts one entry at each index, and an entry
-  is accepted only after a matching predecessor (rule 3). So the logs of the shard form
-  a tree, and "the longest" (highest last term, then last index) is well defined.
-* An entry is committed only in a READY view, with every member holding it durably;
-  from then on every member of K holds it (K only shrinks, or is reset to the members of
-  a view that became READY, all of which hold every committed entry).
-* A new view keeps a member of K, and its leader syncs to the longest log among ALL its
-  members. That log contains every committed entry: a longer log of the same last term
-  extends the carrier's (log matching); a log whose last term is later was extended by a
-  leader that had itself synced to such a longest log first (induction over views), and
-  nothing is truncated at or below a commit index (asserted). So the base contains every
-  acknowledged write at its index, and the base is what every member holds before the
-  view takes writes: an acknowledged write survives while one replica of its shard
-  (one member of K) survives.
-* A leader answers ``NotCommitted`` only for a write that can never commit: its index
-  is committed to another write, or the base of a view this leader made READY does not
-  hold it (the base is the longest log, so a later term already passed it).
+  it: a term has one leader (one leader per view, rounds promised durably), which puts
+  one entry at each index, and an entry is accepted only after a matching predecessor
+  (rule 3). So "the longest log" (highest last term, then last index) is well defined.
+* Commits: an entry commits when every member of a confirmed view holds it and an entry
+  of the leader's term at or after it. Let C be every committed entry. Every member of R
+  holds C: R's members all held the base (which held C) before R was confirmed, later
+  commits need all of them, and a later sync only truncates entries past C (the
+  truncating leader's base holds C, by the next point; asserted: nothing at or below a
+  node's commit index is ever truncated).
+* A new view holds a member r of R (the ready rule), and its leader syncs to the longest
+  log among ALL its members. That log holds C: if its last term is r's, it extends r's
+  log (log matching); if it is later, its last entry was made by a leader of a later,
+  confirmed view, whose base held C by induction; r's last term is at least that of C's
+  last commit, because each ready view commits its own no-op (without the no-op, a base
+  of old-term entries could commit and then lose to a log with a later last term:
+  Raft's "Figure 8", pinned by tests/unit/data/replication/noop_stamps_the_term.txt).
+  So every acknowledged write survives at its index while one member of the shard's
+  last ready view survives.
+* ``NotCommitted`` is final: a waiting write was never logged; an orphan's slot is
+  taken by an entry of the base or by the committed no-op, whose term is later than
+  the orphan's, so no log holding the orphan can ever be the committed one.
 
 The seeded simulation (``storage/replication/sim.py``, ``tests/unit/test_replication_sim.py``)
 checks these claims against crashes, partitions and view changes; the scripted tests
@@ -901,7 +911,10 @@ class ReplicaCore:
             self._emit(DiscardSnapshot(event.epoch))
             return
         self._snapshot_fetch = None
-        if event.index <= self._applied_index:
+        if event.index <= self._applied_index or event.term > self._promised:
+            # Nothing new; or the source moved on to a later term than this node has
+            # promised (its log could then hold entries the leader it follows lacks):
+            # the next SnapshotNeeded asks again.
             self._emit(DiscardSnapshot(event.epoch))
         else:
             self._install_snapshot(event.index, event.term)
@@ -1396,20 +1409,23 @@ class ReplicaCore:
 
     def _check_invariants(self) -> None:
         log = self._log
-        assert log.trimmed_index <= self._applied_index <= self._commit_index
-        assert self._applied_index <= self._durable_index <= log.last_index
-        assert self._commit_index <= log.last_index
+        assert log.trimmed_index <= self._applied_index <= self._commit_index, (
+            "trimmed <= applied <= committed")
+        assert self._applied_index <= self._durable_index <= log.last_index, (
+            "applied <= durable <= last")
+        assert self._commit_index <= log.last_index, "committed <= last"
         assert self._commit_index >= self._commit_floor, "the commit index never decreases"
         self._commit_floor = self._commit_index
-        assert log.last_term <= self._promised
+        assert log.last_term <= self._promised, "entries come from promised terms"
         assert len(self._pending_ids) == (
-            len(self._pending) + len(self._orphans) + len(self._waiting))
-        assert len(self._pending_ids) <= self.settings.pending_writes_max
-        assert len(self._learners) <= self.settings.learners_max
+            len(self._pending) + len(self._orphans) + len(self._waiting)), "pending ids"
+        assert len(self._pending_ids) <= self.settings.pending_writes_max, "pending bound"
+        assert len(self._learners) <= self.settings.learners_max, "learners bound"
         if self._role not in LEADER_ROLES:
-            assert not self._pending_ids and not self._peers and not self._learners
+            assert not self._pending_ids and not self._peers and not self._learners, (
+                "only a leader holds writes and peers")
         if self._pending:
-            assert next(iter(self._pending)) > self._commit_index
+            assert next(iter(self._pending)) > self._commit_index, "pending = not committed"
 
 
 def _well_formed(prev_index: int, prev_term: Term, entries: Sequence[LogEntry],

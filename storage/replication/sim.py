@@ -9,6 +9,7 @@ Rules of the simulation:
 * N nodes (3-5) hold S shards (1-2), R replicas each (2-3), each node running one
   ``ReplicaCore`` per shard it holds, with small limits (``SIM_SETTINGS``) so that
   trimming, snapshots, overload and flow control happen in a short run.
+* One node's clock may run slow (its ticks skipped at random) while faults are on.
 * The network delays every message 1..d ticks (so it reorders them), and while faults
   are on it drops and duplicates some, cuts single directed links for a while, and
   isolates nodes (a partition of one node from everyone, membership included).
@@ -100,6 +101,7 @@ class SimConfig:
     link_cut_ticks_max: int = 60
     leader_move_probability: float = 0.003
     early_add_probability: float = 0.002  # the oracle adds a node before it caught up
+    slow_clock_probability: float = 0.0  # per node and tick: its Tick is skipped (a pause)
     suspect_ticks: int = 15
     view_delay_ticks_max: int = 6
     snapshot_delay_ticks_max: int = 10
@@ -125,6 +127,10 @@ class SimConfig:
             isolate_probability=rng.choice((0.0, 0.004, 0.008)),
             link_cut_probability=rng.choice((0.0, 0.006)),
             message_delay_ticks_max=rng.randint(1, 6),
+            disk_delay_ticks_max=rng.randint(0, 5),
+            leader_move_probability=rng.choice((0.0, 0.003, 0.01)),
+            early_add_probability=rng.choice((0.0, 0.002, 0.01)),
+            slow_clock_probability=rng.choice((0.0, 0.0, 0.3)),
         )
 
 
@@ -245,6 +251,7 @@ class _Node:
     staged: dict[int, list[tuple[int, rc.Term, object]]] = field(default_factory=dict)
     alive: bool = True
     dead: bool = False  # for good
+    slow: bool = False  # its clock runs slow while faults are on
     incarnation: int = 0
 
 
@@ -386,6 +393,7 @@ class Simulation:
         self.actions: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.oracle = _Oracle(self, home, ready_rule)
+        self.nodes[self.rng.choice(self.node_ids)].slow = True
         for node_id in self.node_ids:
             self._start_cores(self.nodes[node_id])
 
@@ -423,7 +431,8 @@ class Simulation:
         self._deliver_snapshots()
         for node_id in self.node_ids:
             node = self.nodes[node_id]
-            if node.alive:
+            if node.alive and not (self.faulty and node.slow
+                                   and self.rng.random() < self.config.slow_clock_probability):
                 for shard in node.shards:
                     self._step(node, shard, rc.Tick())
         if self.faulty:
@@ -433,7 +442,11 @@ class Simulation:
         self.oracle.tick(self.faulty)
 
     def _step(self, node: _Node, shard: int, event: rc.Event) -> None:
-        actions = node.cores[shard].step(event)
+        try:
+            actions = node.cores[shard].step(event)
+        except AssertionError:
+            self.trace.append((self.now, node.node_id, shard, event, []))
+            raise
         if actions or not isinstance(event, rc.Tick):
             self.trace.append((self.now, node.node_id, shard, event, actions))
         for action in actions:
