@@ -180,3 +180,7 @@ replication_heartbeat_ticks = 5  # an idle leader sends an empty Append (the com
 replication_learner_idle_ticks_max = 200  # a learner silent this long is forgotten
 replication_caught_up_report_ticks = 50  # a caught-up learner is reported again this often
 replication_snapshot_wait_ticks = 500  # a peer told to fetch a snapshot is left alone this long
+
+# --- membership (storage/membership/core.py; time in the same ticks) -----------------------
+membership_suspect_ticks = 100  # a node not heard from for this long is removed from views
+membership_nodes_max = 1024  # nodes one membership group tracks

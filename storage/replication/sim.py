@@ -20,12 +20,14 @@ Rules of the simulation:
   disk); the node restarts later from what is on disk. At most one node dies for good
   (a lost disk), and only while each of its shards keeps another member of its last
   ready view.
-* An oracle stands in for membership (Raft): it suspects a node crashed or isolated for
-  ``suspect_ticks`` and installs a view without it, keeping the ready rule of
-  ``core.py`` (if no healthy member of the last ready view is left, it brings one back); it adds a node back when a leader reports ``CaughtUp``; now and then it
-  moves a shard's leadership to another member. A new leader is any surviving member,
-  not necessarily the one with the longest log. Views reach each node after 1..v ticks.
-* Clients write to the oracle's leader of a shard (sometimes to a stale or wrong one).
+* Membership is ``storage/membership/core.py`` (deciding alone, where the real thing
+  will decide through Raft): it hears a heartbeat per tick from every node that is up
+  and not isolated (some are lost), suspects a node after ``suspect_ticks`` of silence
+  and installs a view without it, keeping the ready rule; it adds a node back when a
+  leader reports ``CaughtUp``. The simulation also moves a shard's leadership to a
+  random member now and then, and adds nodes before they caught up: a new leader is
+  often not the member with the longest log. Views reach each node after 1..v ticks.
+* Clients write to membership's leader of a shard (sometimes to a stale or wrong one).
 
 What it checks (``SimulationFailure`` names the property, the seed and a trace):
 
@@ -52,6 +54,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from storage.membership import core as membership
 from storage.placement import View
 from storage.replication import core as rc
 from storage.replication import trace
@@ -59,6 +62,7 @@ from storage.replication import trace
 FAILURE_TRACE_LINES_MAX = 150  # the end of the trace a failure prints
 
 CoreFactory = Callable[[str, int, rc.Recovered, rc.Settings], rc.ReplicaCore]
+MembershipFactory = Callable[[View, tuple[tuple[str, ...], ...], int], membership.MembershipCore]
 
 # Small bounds, so that a run of a thousand ticks trims logs, fetches snapshots, fills the
 # pending queue and the send window.
@@ -256,96 +260,58 @@ class _Node:
 
 
 class _Oracle:
-    """Membership's stand-in: suspects, removes, adds back, moves leadership, and keeps
-    the ready rule of ``core.py``: every new view keeps a member of the shard's last view
-    whose readiness it confirmed (``ready_members``)."""
+    """Membership for the simulation: a ``MembershipCore`` (storage/membership/core.py)
+    fed with the heartbeats of the nodes it can hear, its actions carried out, plus the
+    simulation's own meddling: moving leadership and adding nodes early."""
 
     def __init__(self, sim: Simulation, home: tuple[tuple[str, ...], ...],
-                 ready_rule: bool) -> None:
+                 factory: MembershipFactory) -> None:
         self.sim = sim
         self.home = home
-        self.view = View(1, home)
+        self.core = factory(View(1, home), home, sim.config.suspect_ticks)
         self.views = 1
-        self.ready_rule = ready_rule
-        # Per shard: the members of its last confirmed ready view. At the start, the
-        # first view's (every log is empty, so nothing can be lost yet).
-        self.ready_members: list[list[str]] = [list(members) for members in home]
-        self.down_since: dict[str, int] = {}
+
+    @property
+    def view(self) -> View:
+        return self.core.view
+
+    def ready_members(self, shard: int) -> tuple[str, ...]:
+        return self.core.ready_members(shard)
 
     def tick(self, faulty: bool) -> None:
-        sim, now = self.sim, self.sim.now
-        for node_id in sim.node_ids:
-            if sim.down(node_id):
-                self.down_since.setdefault(node_id, now)
-            else:
-                self.down_since.pop(node_id, None)
-        suspected = [n for n, since in self.down_since.items()
-                     if now - since >= sim.config.suspect_ticks]
-        shards = [self._without(shard, members, suspected)
-                  for shard, members in enumerate(self.view.shards)]
-        if faulty and sim.rng.random() < sim.config.early_add_probability:
+        sim, core, config = self.sim, self.core, self.sim.config
+        for node_id in core.nodes:
+            if not sim.down(node_id) and not (faulty and sim.rng.random() < config.drop_probability):
+                self._perform(core.step(membership.Heartbeat(node_id)))
+        if faulty and sim.rng.random() < config.early_add_probability:
             # Safety must not depend on adding only caught-up nodes: now and then add a
             # healthy holder straight away, whatever its log.
-            shard = sim.rng.randrange(len(shards))
-            outside = [m for m in self.home[shard] if m not in shards[shard]
-                       and m not in suspected and not sim.down(m)]
+            shard = sim.rng.randrange(len(self.home))
+            outside = [m for m in self.home[shard] if m not in self.view.members(shard)
+                       and not sim.down(m)]
             if outside:
-                shards[shard] = (*shards[shard], sim.rng.choice(outside))
-        if faulty and sim.rng.random() < sim.config.leader_move_probability:
-            shard = sim.rng.randrange(len(shards))
-            candidates = [m for m in shards[shard][1:] if m not in suspected]
+                core.add_member(shard, sim.rng.choice(outside))
+        if faulty and sim.rng.random() < config.leader_move_probability:
+            shard = sim.rng.randrange(len(self.home))
+            candidates = [m for m in self.view.members(shard)[1:] if not sim.down(m)]
             if candidates:
-                leader = sim.rng.choice(candidates)
-                shards[shard] = (leader, *[m for m in shards[shard] if m != leader])
-        if tuple(shards) != self.view.shards:
-            self.install(tuple(shards))
-
-    def _without(self, shard: int, members: tuple[str, ...],
-                 suspected: list[str]) -> tuple[str, ...]:
-        keep = [m for m in members if m not in suspected]
-        ready = self.ready_members[shard]
-        if self.ready_rule and not any(m in ready for m in keep):
-            # No healthy member of the last ready view is left in the view: bring back
-            # those outside it (they hold every committed entry), or else keep the
-            # suspected ones and wait for them.
-            returning = [m for m in ready if m not in suspected and m not in keep]
-            keep = keep + returning if returning else [
-                m for m in members if m not in suspected or m in ready]
-        elif not keep:
-            # Without the rule (a broken membership, for the checkers' own test): keep the
-            # shard available with whichever of its holders are up.
-            keep = [m for m in self.home[shard] if m not in suspected]
-        if not keep:
-            return members
-        if keep[0] == members[0]:
-            return tuple(keep)
-        # The leader goes: any survivor may lead (not necessarily the longest log).
-        healthy = [m for m in keep if m not in suspected] or keep
-        leader = self.sim.rng.choice(healthy)
-        return (leader, *[m for m in keep if m != leader])
-
-    def install(self, shards: tuple[tuple[str, ...], ...]) -> None:
-        if self.ready_rule:
-            for shard, members in enumerate(shards):
-                assert any(m in self.ready_members[shard] for m in members), "the ready rule"
-        self.view = View(self.view.epoch + 1, shards)
-        self.views += 1
-        self.sim.announce_view(self.view)
+                core.move_leader(shard, sim.rng.choice(candidates))
+        self._perform(core.step(membership.Tick()))
 
     def view_ready(self, shard: int, epoch: int, node_id: str) -> None:
-        """Record it, then answer (the answer travels like a view: it may arrive late,
-        after a newer view, and then the leader refuses it)."""
-        if epoch == self.view.epoch and node_id == self.view.leader(shard):
-            self.ready_members[shard] = list(self.view.members(shard))
-            self.sim.confirm_ready(node_id, shard, epoch)
+        self._perform(self.core.step(membership.ViewReadyReported(shard, epoch, node_id)))
 
     def caught_up(self, shard: int, node_id: str, epoch: int) -> None:
-        members = self.view.members(shard)
-        if (epoch != self.view.epoch or node_id in members or node_id not in self.home[shard]
-                or self.sim.down(node_id)):
-            return
-        self.install(tuple((*m, node_id) if s == shard else m
-                           for s, m in enumerate(self.view.shards)))
+        self._perform(self.core.step(membership.CaughtUpReported(shard, node_id, epoch)))
+
+    def _perform(self, actions: list[membership.Action]) -> None:
+        for action in actions:
+            match action:
+                case membership.InstallView():
+                    self.views += 1
+                    self.sim.announce_view(action.view)
+                case membership.ConfirmReady():
+                    self.sim.confirm_ready(action.node, action.shard, action.epoch)
 
 
 class Simulation:
@@ -354,7 +320,7 @@ class Simulation:
         seed: int,
         config: SimConfig | None = None,
         core_factory: CoreFactory = rc.ReplicaCore,
-        ready_rule: bool = True,
+        membership_factory: MembershipFactory = membership.MembershipCore,
         trace_lines_max: int = 300,
     ) -> None:
         self.seed = seed
@@ -392,7 +358,7 @@ class Simulation:
         self.acked: dict[object, tuple[int, int]] = {}  # write id -> (shard, index)
         self.actions: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
-        self.oracle = _Oracle(self, home, ready_rule)
+        self.oracle = _Oracle(self, home, membership_factory)
         self.nodes[self.rng.choice(self.node_ids)].slow = True
         for node_id in self.node_ids:
             self._start_cores(self.nodes[node_id])
@@ -545,8 +511,8 @@ class Simulation:
             if earlier in self.acked:
                 self._fail(f"(a) {where}: acknowledged write {earlier} at index {index} lost:"
                            f" {write_id} applied there instead")
-            self._fail(f"(b) {where}: applied {write_id} at index {index}, where another"
-                       f" replica applied {earlier}")
+            self._fail(f"(b) {where}: applied {write_id} (term {term}) at index {index},"
+                       f" where another replica applied {earlier} (term {chosen[0]})")
 
     def _answer(self, shard: int, write_id: object, outcome: rc.Outcome) -> None:
         record = self.writes.get(str(write_id))
@@ -713,7 +679,8 @@ class Simulation:
     def _may_kill(self, node_id: str) -> bool:
         """Only while each shard of the node keeps a replica: another member of its last
         ready view that is not dead (at most one node dies, so it stays)."""
-        for shard, ready in enumerate(self.oracle.ready_members):
+        for shard in range(len(self.home)):
+            ready = self.oracle.ready_members(shard)
             if node_id in self.home[shard] and not any(
                 m != node_id and not self.nodes[m].dead for m in ready
             ):
@@ -841,6 +808,7 @@ class Simulation:
 
 def run_simulation(seed: int, config: SimConfig | None = None,
                    core_factory: CoreFactory = rc.ReplicaCore,
-                   ready_rule: bool = True) -> SimResult:
+                   membership_factory: MembershipFactory = membership.MembershipCore,
+                   ) -> SimResult:
     """One run; raises ``SimulationFailure`` (seed, property, trace) on any violation."""
-    return Simulation(seed, config, core_factory, ready_rule).run()
+    return Simulation(seed, config, core_factory, membership_factory).run()

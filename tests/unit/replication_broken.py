@@ -4,6 +4,7 @@ tests DO fail when a rule is missing (a check that cannot fail is a defect)."""
 
 from __future__ import annotations
 
+from storage.membership import core as membership
 from storage.replication import core as rc
 
 
@@ -59,3 +60,17 @@ class NoNoop(rc.ReplicaCore):
             super()._commit_and_answer()
         finally:
             self._term = own_term
+
+
+class AvailabilityFirstMembership(membership.MembershipCore):
+    """Membership without the ready rule: it removes every suspected member, and when a
+    shard would be left empty it takes whichever of the shard's holders are up."""
+
+    def _without_suspects(self, shard: int, members: tuple[str, ...]) -> tuple[str, ...]:
+        keep = [m for m in members if not self.suspected(m)]
+        if not keep:
+            keep = [m for m in self.holders[shard] if not self.suspected(m)]
+        return tuple(keep) if keep else members
+
+    def _check_invariants(self) -> None:
+        pass  # it breaks the ready rule on purpose

@@ -19,7 +19,11 @@ import pytest
 
 from storage.replication import core as rc
 from storage.replication.sim import Simulation, SimulationFailure, run_simulation
-from tests.unit.replication_broken import CommitOnLeaderDisk, OwnLogAsBase
+from tests.unit.replication_broken import (
+    AvailabilityFirstMembership,
+    CommitOnLeaderDisk,
+    OwnLogAsBase,
+)
 
 FIXED_SEEDS = range(60)  # about 0.1 s each
 FRESH_SEED_COUNT = 4
@@ -88,7 +92,8 @@ def test_a_lost_acknowledged_write_is_caught_when_the_leader_acks_alone() -> Non
 def test_a_lost_acknowledged_write_is_caught_when_membership_breaks_the_ready_rule() -> None:
     """A membership that may install a view without any member of the last ready view
     (keeping the shard available with whoever is up) loses acknowledged writes."""
-    failure = _first_failure(range(BROKEN_SEEDS_MAX), ready_rule=False)
+    failure = _first_failure(range(BROKEN_SEEDS_MAX),
+                             membership_factory=AvailabilityFirstMembership)
     assert failure.problem.startswith(("(a)", "(b)")), failure.problem
 
 
