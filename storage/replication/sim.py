@@ -132,8 +132,8 @@ class SimConfig:
             link_cut_probability=rng.choice((0.0, 0.006)),
             message_delay_ticks_max=rng.randint(1, 6),
             disk_delay_ticks_max=rng.randint(0, 5),
-            leader_move_probability=rng.choice((0.0, 0.003, 0.01)),
-            early_add_probability=rng.choice((0.0, 0.002, 0.01)),
+            leader_move_probability=rng.choice((0.0, 0.003, 0.01, 0.02)),
+            early_add_probability=rng.choice((0.0, 0.002, 0.01, 0.02)),
             slow_clock_probability=rng.choice((0.0, 0.0, 0.3)),
         )
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +63,20 @@ def test_fresh_seeds() -> None:
 def test_one_seed_reproduces_a_run() -> None:
     first, second = run_simulation(7), run_simulation(7)
     assert first.summary() == second.summary() and first.actions == second.actions
+
+
+def test_one_seed_reproduces_a_run_in_another_process() -> None:
+    """Nothing depends on string hashing (set order): two interpreters, two hash seeds."""
+    code = ("from storage.replication.sim import run_simulation;"
+            " r = run_simulation(11); print(r.summary(), sorted(r.actions.items()))")
+    root = Path(__file__).resolve().parents[2]
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], cwd=root, check=True, text=True,
+                       capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": hash_seed}).stdout
+        for hash_seed in ("1", "2")
+    }
+    assert len(outputs) == 1
 
 
 @pytest.mark.skipif(not SOAK_SEEDS, reason="opt-in: SQUALL_SIM_SOAK_SEEDS=N")
