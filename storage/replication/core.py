@@ -1104,11 +1104,11 @@ class ReplicaCore:
         state. The log's tail after it is kept only if it continues from that entry."""
         log = self._log
         keep_tail = log.term_at(index) == term
-        # A fetching leader's own pending writes that the snapshot covers: if its log
-        # continues from the snapshot's last entry, its entries up to there are the
-        # committed ones; if not, the branches parted somewhere below: unknown.
-        while self._pending and next(iter(self._pending)) <= index:
-            entry = self._pending.pop(next(iter(self._pending)))
+        # A fetching leader's own writes (pending or orphaned) that the snapshot covers:
+        # if its log continues from the snapshot's last entry, its entries up to there
+        # are the committed ones; if not, the branches parted somewhere below: unknown.
+        covered = [e for e in [*self._pending.values(), *self._orphans] if e.index <= index]
+        for entry in covered:
             if not keep_tail:
                 outcome: Outcome = Indeterminate("the log was replaced by a snapshot")
             elif log.term_at(entry.index) == entry.term:
@@ -1116,6 +1116,9 @@ class ReplicaCore:
             else:
                 outcome = NotCommitted("another write was committed at its index")
             self._finish(entry.write_id, entry.size_bytes, outcome)
+        if covered:
+            self._pending = {i: e for i, e in self._pending.items() if i > index}
+            self._orphans = [e for e in self._orphans if e.index > index]
         self._emit(InstallSnapshot(index, term, keep_tail))
         if keep_tail:
             log.trim_through(index)

@@ -23,6 +23,7 @@ def test_the_scripts_are_there() -> None:
     assert {p.stem for p in SCRIPTS} >= {
         "normal_write", "replica_down_view_change", "leader_crash_partial_write",
         "rejoin_catch_up", "stale_epoch_refused", "noop_stamps_the_term",
+        "leader_fetches_a_snapshot",
     }
 
 
