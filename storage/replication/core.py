@@ -699,6 +699,7 @@ class ReplicaCore:
         self._learners: dict[NodeId, _Progress] = {}
         self._states: dict[NodeId, StateReply] = {}
         self._fetch_source: NodeId | None = None
+        self._fetch_matched_index = 0  # our log matches the fetch source's up to here
         self._phase_sent_tick = 0
         self._base_index = 0
         self._pending: dict[int, LogEntry] = {}  # this leader's logged, unanswered writes
@@ -1133,6 +1134,8 @@ class ReplicaCore:
         if self._role is Role.FOLLOWER or self._role is Role.OUTSIDER:
             # The snapshot is committed state; the leader's log holds all of it.
             self._verified_index = max(self._verified_index, index)
+        elif self._role is Role.FETCHING:
+            self._fetch_matched_index = index  # the source's state, up to here
 
     def _after_snapshot(self) -> None:
         if self._role is Role.FOLLOWER and self._term.epoch == self._epoch:
@@ -1176,14 +1179,21 @@ class ReplicaCore:
         else:
             self._become(Role.FETCHING)
             self._fetch_source = longest
+            self._fetch_matched_index = 0
             self._send_fetch_request()
 
     def _send_fetch_request(self) -> None:
+        """Ask for what follows the point known to match the source's log (at first, our
+        log's end, which may not match: the source then starts after our commit index)."""
         assert self._fetch_source is not None
         self._phase_sent_tick = self._now
         log = self._log
+        last_index = self._fetch_matched_index
+        last_term = log.term_at(last_index)
+        if last_index == 0 or last_term is None:
+            last_index, last_term = log.last_index, log.last_term
         self._emit(Send(self._fetch_source, FetchRequest(
-            self._term, log.last_index, log.last_term, self._commit_index)))
+            self._term, last_index, last_term, self._commit_index)))
 
     def _on_fetch_reply(self, sender: NodeId, message: FetchReply) -> None:
         if message.term != self._term or sender != self._fetch_source:
@@ -1198,6 +1208,10 @@ class ReplicaCore:
         if not self._accept_entries(message.prev_index, message.prev_term, message.entries):
             self._fetch_snapshot(sender)  # our log ends before the source's first entry
             return
+        # Without this, a source starting again after our commit index would send the
+        # same first entries forever when the branches part further on (seed 104477).
+        self._fetch_matched_index = max(self._fetch_matched_index,
+                                        message.prev_index + len(message.entries))
         log = self._log
         if log.term_at(message.source_last_index) == message.source_last_term:
             # Our log now ends where the source's does (it was the longest, so ours
