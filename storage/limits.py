@@ -207,11 +207,37 @@ metrics_token_chars_min = 16  # squall serve --metrics-token-file: a guessable t
 membership_propose_timeout_ms = 5_000  # a view proposal not agreed by then -> NoQuorum
 membership_commands_queued_max = 64  # proposals waiting in pysyncobj's queue; more -> NoQuorum
 
+# --- shard replication (storage/replication/core.py) -----------------------------------
+# The core's clock is abstract ticks; the driver ticks it every replication_tick_ms.
+# Entries are the shard log's control records (a body travels apart, as staged chunks), so
+# the per-message bounds count entries first and bytes second.
+replication_tick_ms = 10  # one tick of the replication core's clock, in driver time
+replication_entries_in_flight_max = 256  # log entries sent to one peer and not yet acknowledged
+replication_entries_per_message_max = 64  # log entries in one Append / FetchReply message
+replication_message_bytes_max = 1024 * 1024  # entry bytes in one message (one entry always fits)
+# Applied entries a node keeps in its log for peers that fall behind; past this, the oldest
+# half is trimmed, and a peer that needs a trimmed entry is told to fetch a snapshot.
+replication_log_entries_max = 10_000
+replication_pending_writes_max = 1024  # client writes a leader holds unacknowledged; more -> Overloaded
+replication_pending_bytes_max = 64 * 1024 * 1024  # their entry bytes, all together; more -> Overloaded
+replication_learners_max = 8  # outsiders (nodes outside the view) one leader streams to at once
+replication_retransmit_ticks = 20  # silence after which a request or unacknowledged send is repeated
+replication_heartbeat_ticks = 5  # an idle leader sends an empty Append (the commit index) this often
+replication_learner_idle_ticks_max = 200  # a learner silent this long is forgotten
+replication_caught_up_report_ticks = 50  # a caught-up learner is reported again this often
+replication_snapshot_wait_ticks = 500  # a peer told to fetch a snapshot is left alone this long
+
+# --- membership (storage/membership/core.py; time in the same ticks) -----------------------
+membership_suspect_ticks = 100  # a node not heard from for this long is removed from views
+membership_nodes_max = 1024  # nodes one membership group tracks
+
 # --- a replicated cluster (storage/cluster_config.py, storage/replication/driver.py) ----
 cluster_nodes_max = 64  # nodes one cluster file may name
 cluster_shards_max = 256  # shards one cluster may have
 cluster_secret_chars_min = 16  # a shorter cluster secret is refused
 membership_tick_ms = 100  # the failure detector's tick (heartbeats are sent this often)
+# The cluster node's failure detector (storage/membership/planner.py) ticks on its own
+# clock; membership_suspect_ticks above is the simulation's MembershipCore's.
 membership_suspect_after_ticks = 10  # silent this many ticks -> suspected (1 s)
 # A shard leader serves reads only while it heard from every member this recently: less
 # than the suspicion time above, so it stops before a view without it can be agreed.
