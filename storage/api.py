@@ -681,7 +681,7 @@ class NotShardLeader(NodeUnavailable):
     ``leader`` names the leader it knows. A cluster client sends the request there; one
     that reaches the gateway is ServiceUnavailable (503)."""
 
-    def __init__(self, message: str, leader: str | None = None) -> None:
+    def __init__(self, message: str = "", leader: str | None = None) -> None:
         super().__init__(message)
         self.leader = leader
 
