@@ -603,7 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--listen", default=None, metavar="HOST:PORT",
                       help="the storage transport's address (default: the cluster file's)")
     node.add_argument("--raft", default=None, metavar="HOST:PORT",
-                      help="the membership (Raft) address (default: the cluster file's)")
+                      help="where membership (Raft) listens (default: the cluster file's "
+                      "raft address, which stays the node's identity to the others)")
     node.add_argument("--volatile", action="store_true",
                       help="do not fsync (tests only: a crash may lose acknowledged writes)")
     node.add_argument("--write-timeout-ms", type=int,

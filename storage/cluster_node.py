@@ -179,7 +179,10 @@ class ClusterNode:
         self.me = config.node(node_id)
         self._data_dir = data_dir
         self._listen = listen or split_address(self.me.address)
-        self._raft_address = raft or self.me.raft
+        # The Raft identity is always the file's address (the others know this node by it);
+        # ``raft`` only says where to listen (e.g. 0.0.0.0 behind a DNS name).
+        self._raft_address = self.me.raft
+        self._raft_bind = raft
         self._durable = durable
         self._write_timeout_ms = write_timeout_ms
         self._settings = core.Settings(log_entries_max=log_entries_max)
@@ -210,7 +213,8 @@ class ClusterNode:
                                               settings=self._settings,
                                               write_timeout_ms=self._write_timeout_ms)
         settings = AgreementSettings(self._raft_address, tuple(n.raft for n in others),
-                                     self.config.secret, self._data_dir / "raft")
+                                     self.config.secret, self._data_dir / "raft",
+                                     bind_address=self._raft_bind)
         self.agreement = ViewAgreement(settings, self.config.first_view())
         loop = asyncio.get_running_loop()
 

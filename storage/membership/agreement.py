@@ -159,6 +159,9 @@ class AgreementSettings:
     peer_addresses: tuple[str, ...]  # the other nodes' Raft endpoints
     secret: str  # the cluster secret: encrypts and authenticates Raft traffic
     journal_dir: pathlib.Path | None = None  # None: in memory (tests of a single run)
+    # Where to listen, when not at self_address (e.g. "0.0.0.0:9200" behind a DNS name):
+    # self_address stays this node's identity, the address the others know it by.
+    bind_address: str | None = None
     propose_timeout_ms: int = limits.membership_propose_timeout_ms
     # Raft timing, seconds (pysyncobj's units): election timeouts and heartbeat period.
     election_timeout_min_s: float = 0.4
@@ -195,6 +198,7 @@ class ViewAgreement:
             appendEntriesPeriod=settings.heartbeat_period_s,
             commandsQueueSize=limits.membership_commands_queued_max,
             dynamicMembershipChange=False,
+            bindAddress=settings.bind_address,
         )
         self._raft = SyncObj(settings.self_address, list(settings.peer_addresses), conf,
                              consumers=[self._log])
