@@ -18,6 +18,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,10 +34,17 @@ from botocore.exceptions import ClientError
 
 from gateway.router import HEALTH_PATH
 from squall.admin_client import AdminClient
-from squall.cli import DEV_ROOT_PASSWORD, DEV_ROOT_USER, build_parser, parse_webhooks
+from squall.cli import (
+    DEV_ROOT_PASSWORD,
+    DEV_ROOT_USER,
+    _check_cluster_gateway,
+    build_parser,
+    parse_webhooks,
+)
 from squall.launcher import ServerProcess
 from storage import limits
 from storage.api import InvalidArgument
+from storage.cluster_config import ClusterConfigError, load_cluster_config
 from tests.integration.triggers_support import s3_client
 from triggers.config import check_function_name
 
@@ -576,3 +585,379 @@ def test_scheduled_backups(tmp_path: Path) -> None:
                           aws_secret_access_key="chart-backup-secret-00000000000")
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="nightly")["Contents"]]
         assert keys == ["night-0", "night-1", "night-2"]
+
+
+# Cluster mode (cluster.enabled): node StatefulSet, gateway Deployment, the cluster file.
+
+CLUSTER: dict[str, Any] = {"cluster": {"enabled": True, "nodes": 3, "shards": 2,
+                                       "replicationFactor": 3}}
+CLUSTER_FILE_MOUNT = "/etc/squall/cluster"
+
+
+def cluster_values(**more: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"cluster": dict(CLUSTER["cluster"])}
+    for key, value in more.items():
+        if key == "cluster":
+            values["cluster"].update(value)
+        else:
+            values[key] = value
+    return values
+
+
+def pod_spec(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    spec: dict[str, Any] = only(objects, kind)["spec"]["template"]["spec"]
+    return spec
+
+
+def single_container(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [result] = pod_spec(objects, kind)["containers"]
+    assert isinstance(result, dict)
+    return result
+
+
+def env_sources(main: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("valueFrom", e.get("value")) for e in main["env"]}
+
+
+def test_lint_strict_in_cluster_mode(tmp_path: Path) -> None:
+    values = cluster_values(
+        tls={"enabled": True, "secretName": "store-tls"},
+        metrics={"public": True, "serviceMonitor": {"enabled": True}},
+        domains=["s3.example.test"], accessLog=True)
+    result = run_helm("lint", "--strict", str(CHART), "--values",
+                      str(values_file(tmp_path, values)))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cluster_objects(tmp_path: Path) -> None:
+    objects = render(tmp_path, cluster_values())
+    assert kinds(objects) == [
+        ("ConfigMap", "store-squall-cluster"),
+        ("Deployment", "store-squall-gateway"),
+        ("PodDisruptionBudget", "store-squall-node"),
+        ("Secret", "store-squall-cluster"),
+        ("Secret", "store-squall-metrics"), ("Secret", "store-squall-root"),
+        ("Service", "store-squall"), ("Service", "store-squall-nodes"),
+        ("StatefulSet", "store-squall-node"),
+    ]
+    nodes = only(objects, "StatefulSet")["spec"]
+    assert nodes["replicas"] == 3 and nodes["podManagementPolicy"] == "Parallel"
+    assert nodes["serviceName"] == "store-squall-nodes"
+    headless = only(objects, "Service", "store-squall-nodes")["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    assert {p["name"]: p["port"] for p in headless["ports"]} == {"storage": 9100, "raft": 9200}
+    node_labels = nodes["template"]["metadata"]["labels"]
+    assert headless["selector"].items() <= node_labels.items()
+    gateway = only(objects, "Deployment")["spec"]
+    assert gateway["replicas"] == 2
+    gateway_labels = gateway["template"]["metadata"]["labels"]
+    client = only(objects, "Service", "store-squall")
+    # S3 clients (and the ServiceMonitor, which selects this Service) reach the gateways
+    # only, never a node.
+    assert client["spec"]["selector"].items() <= gateway_labels.items()
+    assert not client["spec"]["selector"].items() <= node_labels.items()
+    assert not headless["selector"].items() <= gateway_labels.items()
+    claim = nodes["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert_no_development_credentials(objects)
+
+
+def test_cluster_node_arguments_and_probes(tmp_path: Path) -> None:
+    objects = render(tmp_path, cluster_values())
+    main = single_container(objects, "StatefulSet")
+    assert main["command"] == ["squall"]
+    parsed = build_parser().parse_args(main["args"])
+    assert parsed.command == "node" and parsed.data_dir == "/data"
+    assert parsed.cluster == f"{CLUSTER_FILE_MOUNT}/cluster.json"
+    assert (parsed.listen, parsed.raft) == ("0.0.0.0:9100", "0.0.0.0:9200")
+    assert not parsed.volatile
+    # The node id is the pod's name: Kubernetes expands $(SQUALL_NODE_ID) from the
+    # downward API, and the pod names are the ids of the cluster file.
+    assert parsed.node_id == "$(SQUALL_NODE_ID)"
+    env = env_sources(main)
+    assert env["SQUALL_NODE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["SQUALL_CLUSTER_SECRET"] == {
+        "secretKeyRef": {"name": "store-squall-cluster", "key": "secret"}}
+    assert "SQUALL_ROOT_PASSWORD" not in env  # nodes take no S3 requests
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert main[probe]["tcpSocket"] == {"port": "storage"}, probe
+    assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"storage": 9100,
+                                                                      "raft": 9200}
+    assert {m["mountPath"]: m["name"] for m in main["volumeMounts"]} == {
+        "/data": "data", "/tmp": "tmp", CLUSTER_FILE_MOUNT: "cluster"}
+    volumes_by_name = {v["name"]: v for v in pod_spec(objects, "StatefulSet")["volumes"]}
+    assert volumes_by_name["cluster"]["configMap"] == {"name": "store-squall-cluster"}
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_cluster_gateway_arguments_and_probes(tmp_path: Path) -> None:
+    objects = render(tmp_path, cluster_values(
+        tls={"enabled": True, "secretName": "store-tls"}, region="eu-west-3",
+        domains=["s3.example.test"], metrics={"public": True}, cluster={"gateway": {
+            "replicas": 4}}))
+    main = single_container(objects, "Deployment")
+    assert only(objects, "Deployment")["spec"]["replicas"] == 4
+    assert main["command"] == ["squall"]
+    parsed = build_parser().parse_args(main["args"])
+    assert (parsed.command, parsed.host, parsed.port) == ("serve", "0.0.0.0", 9000)
+    assert parsed.cluster == f"{CLUSTER_FILE_MOUNT}/cluster.json"
+    assert parsed.region == "eu-west-3" and "s3.example.test" in parsed.domain
+    assert parsed.metrics_token_file == "/etc/squall/metrics/token" and parsed.metrics_public
+    assert (parsed.tls_cert_file, parsed.tls_key_file) == ("/etc/squall/tls/tls.crt",
+                                                           "/etc/squall/tls/tls.key")
+    assert parsed.functions is None and parsed.webhook == []
+    assert parsed.encryption_key_file is None and not parsed.volatile
+    env = env_sources(main)
+    assert env["SQUALL_ROOT_USER"] == {
+        "secretKeyRef": {"name": "store-squall-root", "key": "SQUALL_ROOT_USER"}}
+    assert env["SQUALL_CLUSTER_SECRET"] == {
+        "secretKeyRef": {"name": "store-squall-cluster", "key": "secret"}}
+    assert main["readinessProbe"]["httpGet"] == {"path": HEALTH_PATH, "port": "http",
+                                                 "scheme": "HTTPS"}
+    assert main["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert {m["mountPath"]: m["name"] for m in main["volumeMounts"]} == {
+        "/tmp": "tmp", CLUSTER_FILE_MOUNT: "cluster", "/etc/squall/metrics": "metrics-token",
+        "/etc/squall/tls": "tls"}
+
+
+def test_the_cluster_file_is_squalls_format(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rendered cluster.json, loaded by storage/cluster_config.py: node i is the pod
+    store-squall-node-i at its stable DNS name; the secret is not in the file."""
+    objects = render(tmp_path, cluster_values(cluster={"nodes": 5, "shards": 7,
+                                                       "replicationFactor": 3,
+                                                       "storagePort": 7100,
+                                                       "raftPort": 7200}))
+    path = tmp_path / "cluster.json"
+    path.write_text(only(objects, "ConfigMap")["data"]["cluster.json"])
+    secret = secret_data(objects, "store-squall-cluster")["secret"]
+    assert len(secret) == 40 and secret not in path.read_text()
+    monkeypatch.delenv("SQUALL_CLUSTER_SECRET", raising=False)
+    with pytest.raises(ClusterConfigError, match="no cluster secret"):
+        load_cluster_config(path)
+    monkeypatch.setenv("SQUALL_CLUSTER_SECRET", secret)
+    config = load_cluster_config(path)
+    assert (config.shard_count, config.replication_factor, config.secret) == (7, 3, secret)
+    domain = "store-squall-nodes.objects.svc.cluster.local"
+    assert [(n.node_id, n.address, n.raft) for n in config.nodes] == [
+        (f"store-squall-node-{i}", f"store-squall-node-{i}.{domain}:7100",
+         f"store-squall-node-{i}.{domain}:7200") for i in range(5)]
+    statefulset = only(objects, "StatefulSet")
+    pods = [f"{statefulset['metadata']['name']}-{i}" for i in range(statefulset["spec"]["replicas"])]
+    assert [n.node_id for n in config.nodes] == pods  # each pod's name is its node id
+    assert only(objects, "Service", "store-squall-nodes")["metadata"]["name"] == (
+        statefulset["spec"]["serviceName"])
+
+
+def test_cluster_nodes_in_ordinal_order(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve nodes: node-10 comes after node-9, not after node-1 (the order decides the
+    shards' homes)."""
+    objects = render(tmp_path, cluster_values(cluster={"nodes": 12}))
+    path = tmp_path / "cluster.json"
+    path.write_text(only(objects, "ConfigMap")["data"]["cluster.json"])
+    monkeypatch.setenv("SQUALL_CLUSTER_SECRET", "x" * limits.cluster_secret_chars_min)
+    ids = [n.node_id for n in load_cluster_config(path).nodes]
+    assert ids == [f"store-squall-node-{i}" for i in range(12)]
+
+
+@pytest.mark.parametrize(("nodes", "factor", "unavailable"),
+                         [(3, 3, 1), (5, 3, 2), (5, 2, 1), (4, 4, 1), (1, 1, 0), (7, 5, 3)])
+def test_the_disruption_budget_keeps_a_majority_and_a_copy(
+        tmp_path: Path, nodes: int, factor: int, unavailable: int) -> None:
+    objects = render(tmp_path, cluster_values(cluster={"nodes": nodes,
+                                                       "replicationFactor": factor}))
+    budget = only(objects, "PodDisruptionBudget")["spec"]
+    assert budget["maxUnavailable"] == unavailable
+    assert nodes - unavailable > nodes // 2 and unavailable < factor
+    labels = only(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_cluster_existing_secret_and_no_budget(tmp_path: Path) -> None:
+    objects = render(tmp_path, cluster_values(cluster={
+        "secret": {"existingSecret": "my-cluster", "existingSecretKey": "s"},
+        "podDisruptionBudget": {"enabled": False}}))
+    assert ("Secret", "store-squall-cluster") not in kinds(objects)
+    assert "PodDisruptionBudget" not in [kind for kind, _ in kinds(objects)]
+    for kind in ("StatefulSet", "Deployment"):
+        assert env_sources(single_container(objects, kind))["SQUALL_CLUSTER_SECRET"] == {
+            "secretKeyRef": {"name": "my-cluster", "key": "s"}}
+
+
+def test_cluster_without_persistence(tmp_path: Path) -> None:
+    objects = render(tmp_path, cluster_values(persistence={"enabled": False}))
+    assert "volumeClaimTemplates" not in only(objects, "StatefulSet")["spec"]
+    volumes_by_name = {v["name"]: v for v in pod_spec(objects, "StatefulSet")["volumes"]}
+    assert volumes_by_name["data"] == {"name": "data", "emptyDir": {}}
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"functions": {"x": {"kind": "python", "entry_point": "m:f"}}}, "pre-commit functions"),
+    ({"functionsConfigMap": "cm"}, "pre-commit functions"),
+    ({"webhooks": {"audit": "http://audit/"}}, "webhooks"),
+    ({"encryption": {"enabled": True}}, "encryption at rest"),
+    ({"volatile": True}, "volatile"),
+    ({"backup": {"schedule": "17 3 * * *"}}, "backup.schedule"),
+    ({"cluster": {"nodes": 0}}, "cluster.nodes"),
+    ({"cluster": {"nodes": 65}}, "cluster.nodes"),
+    ({"cluster": {"nodes": 2.5}}, "cluster.nodes"),
+    ({"cluster": {"nodes": "3"}}, "cluster.nodes"),
+    ({"cluster": {"shards": 0}}, "cluster.shards"),
+    ({"cluster": {"shards": 257}}, "cluster.shards"),
+    ({"cluster": {"replicationFactor": 4}}, "cluster.replicationFactor"),
+    ({"cluster": {"replicationFactor": 0}}, "cluster.replicationFactor"),
+    ({"cluster": {"secret": {"value": "short"}}}, "at least 16"),
+    ({"cluster": {"storagePort": 9200}}, "must differ"),
+])
+def test_refused_in_cluster_mode(tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    assert message in render_error(tmp_path, cluster_values(**values))
+
+
+@pytest.mark.parametrize("flags", [["--webhook", "a=http://x/"], ["--functions", "dir"],
+                                   ["--encryption-key-file", "key"], ["--volatile"]])
+def test_the_chart_refuses_what_squall_serve_cluster_refuses(flags: list[str]) -> None:
+    """Each serve flag the chart refuses in cluster mode (above) is one squall serve
+    --cluster refuses at start-up too."""
+    args = build_parser().parse_args(["serve", "--cluster", "c.json", *flags])
+    with pytest.raises(SystemExit, match="cannot be used with --cluster"):
+        _check_cluster_gateway(args, parse_webhooks(args.webhook))
+
+
+def test_cluster_limits_match_squall() -> None:
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert f"(gt (int $nodes) {limits.cluster_nodes_max})" in helpers
+    assert f"(gt (int $shards) {limits.cluster_shards_max})" in helpers
+    assert f"(len .Values.cluster.secret.value) {limits.cluster_secret_chars_min})" in helpers
+
+
+def local_free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def replace_port(address: str, port: int) -> str:
+    host, _, _ = address.rpartition(":")
+    return f"{host}:{port}"
+
+
+@pytest.mark.slow
+def test_a_real_cluster_runs_what_the_chart_renders(tmp_path: Path) -> None:
+    """Three `squall node` processes and one `squall serve --cluster` gateway, started
+    with the StatefulSet's and the Deployment's arguments (ports made free, the DNS names
+    127.0.0.1, the mount paths local; the nodes still bind 0.0.0.0 as rendered), the
+    ConfigMap's cluster file and the Secrets' values, answer the probe, Prometheus and
+    an S3 client's PUT and GET."""
+    objects = render(tmp_path, cluster_values())
+    ports = local_free_ports(7)
+    node_pods = [f"store-squall-node-{i}" for i in range(3)]
+    storage_ports = dict(zip(node_pods, ports[0:3], strict=True))
+    raft_ports = dict(zip(node_pods, ports[3:6], strict=True))
+    gateway_port = ports[6]
+    # The cluster file, with loopback for the DNS names (and a free port each).
+    document = json.loads(only(objects, "ConfigMap")["data"]["cluster.json"])
+    assert list(document["nodes"]) == node_pods
+    for pod, entry in document["nodes"].items():
+        entry["address"] = f"127.0.0.1:{storage_ports[pod]}"
+        entry["raft"] = f"127.0.0.1:{raft_ports[pod]}"
+    cluster_dir = tmp_path / "cluster"
+    cluster_dir.mkdir()
+    (cluster_dir / "cluster.json").write_text(json.dumps(document))
+    token_dir = tmp_path / "metrics"
+    token_dir.mkdir()
+    token = secret_data(objects, "store-squall-metrics")["token"]
+    (token_dir / "token").write_text(token)
+    credentials = secret_data(objects, "store-squall-root")
+    environment = {**os.environ, "HOME": str(tmp_path),
+                   "SQUALL_CLUSTER_SECRET": secret_data(objects,
+                                                        "store-squall-cluster")["secret"]}
+    for name in ("SQUALL_ROOT_USER", "SQUALL_ROOT_PASSWORD"):
+        environment.pop(name, None)
+
+    def local(arg: str, data_dir: Path) -> str:
+        arg = arg.replace(CLUSTER_FILE_MOUNT, str(cluster_dir))
+        arg = arg.replace("/etc/squall/metrics", str(token_dir))
+        return str(data_dir) if arg == "/data" else arg
+
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+
+    def spawn(name: str, args: list[str], env: dict[str, str]) -> None:
+        logs[name] = tmp_path / f"{name}.log"
+        with logs[name].open("wb") as log:
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "squall", *args], cwd=REPOSITORY, env=env,
+                stdout=log, stderr=subprocess.STDOUT)
+
+    def output() -> str:
+        return "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-2000:]}"
+                         for name, path in logs.items())
+
+    node = single_container(objects, "StatefulSet")
+    assert node["command"] == ["squall"]
+    gateway = single_container(objects, "Deployment")
+    assert gateway["command"] == ["squall"]
+    try:
+        for pod in node_pods:
+            args = []
+            for arg in node["args"]:
+                # What Kubernetes does: $(SQUALL_NODE_ID) is the pod's name.
+                arg = arg.replace("$(SQUALL_NODE_ID)", pod)
+                arg = arg.replace(":9100", f":{storage_ports[pod]}")
+                arg = arg.replace(":9200", f":{raft_ports[pod]}")
+                args.append(local(arg, tmp_path / pod))
+            parsed = build_parser().parse_args(args)
+            assert parsed.node_id == pod
+            assert parsed.listen == f"0.0.0.0:{storage_ports[pod]}"
+            assert parsed.raft == f"0.0.0.0:{raft_ports[pod]}"
+            spawn(pod, args, environment)
+        args = [local(arg, tmp_path / "unused") for arg in gateway["args"]]
+        args[args.index("--host") + 1] = "127.0.0.1"
+        args[args.index("--port") + 1] = str(gateway_port)
+        spawn("gateway", args, {**environment, "SQUALL_ROOT_USER": credentials[
+            "SQUALL_ROOT_USER"], "SQUALL_ROOT_PASSWORD": credentials["SQUALL_ROOT_PASSWORD"]})
+        url = f"http://127.0.0.1:{gateway_port}"
+        deadline = time.monotonic() + 90
+        while True:  # the readiness probe: every shard has a leader that answers
+            for name, process in processes.items():
+                assert process.poll() is None, f"{name} exited\n{output()}"
+            try:
+                with urllib.request.urlopen(url + HEALTH_PATH, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the cluster never became healthy\n" + output()
+            time.sleep(0.5)
+        scrape = urllib.request.Request(url + "/_squall/metrics",
+                                        headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(scrape, timeout=30) as response:
+            assert b"squall_requests_total" in response.read()
+        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                          aws_access_key_id=credentials["SQUALL_ROOT_USER"],
+                          aws_secret_access_key=credentials["SQUALL_ROOT_PASSWORD"])
+        s3.create_bucket(Bucket="from-the-chart")
+        for number in range(8):  # keys spread over both shards
+            s3.put_object(Bucket="from-the-chart", Key=f"k{number}", Body=b"v%d" % number)
+        for number in range(8):
+            got = s3.get_object(Bucket="from-the-chart", Key=f"k{number}")["Body"].read()
+            assert got == b"v%d" % number
+        for pod in node_pods:
+            assert f"ready {pod}" in logs[pod].read_text(), output()
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)

@@ -96,6 +96,9 @@ Checks that stop an install that could not run, with a message (instead of a pod
 crash loop). squall serve makes the same checks at start-up.
 */}}
 {{- define "squall.validate" -}}
+{{- if .Values.cluster.enabled }}
+{{- include "squall.validateCluster" . }}
+{{- end }}
 {{- $devUser := "squall-dev" }}
 {{- $devPassword := "squall-dev-secret-change-me" }}
 {{- if or (eq .Values.rootCredentials.user $devUser) (eq .Values.rootCredentials.password $devPassword) }}
@@ -131,5 +134,86 @@ crash loop). squall serve makes the same checks at start-up.
 {{- if not (regexMatch "^https?://" (toString $url)) }}
 {{- fail (printf "webhooks: %s: URL must be http:// or https://" $id) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Cluster mode (cluster.enabled): names, the cluster file, its checks. */}}
+{{- define "squall.clusterSecretName" -}}
+{{- .Values.cluster.secret.existingSecret | default (printf "%s-cluster" (include "squall.fullname" .)) }}
+{{- end }}
+
+{{- define "squall.clusterSecretKey" -}}
+{{- if .Values.cluster.secret.existingSecret }}{{ .Values.cluster.secret.existingSecretKey }}{{ else }}secret{{ end }}
+{{- end }}
+
+{{/* The nodes' governing (headless) Service: their stable DNS names. */}}
+{{- define "squall.nodesServiceName" -}}
+{{- printf "%s-nodes" (include "squall.fullname" .) }}
+{{- end }}
+
+{{/* The node StatefulSet; its pods are <this>-0 .. <this>-(N-1), and so are the node ids. */}}
+{{- define "squall.nodeName" -}}
+{{- printf "%s-node" (include "squall.fullname" .) }}
+{{- end }}
+
+{{/*
+The cluster file (docs/cluster.md): node i is the pod <release>-squall-node-i, its id its
+pod name (squall node gets it from the downward API), its addresses its stable DNS name.
+Written by hand, not with toJson, so the nodes stay in ordinal order (the file's order
+decides the shards' homes). No secret in it: SQUALL_CLUSTER_SECRET comes from the Secret.
+*/}}
+{{- define "squall.clusterFile" -}}
+{{- $node := include "squall.nodeName" . }}
+{{- $domain := printf "%s.%s.svc.%s" (include "squall.nodesServiceName" .) .Release.Namespace .Values.cluster.clusterDomain }}
+{{- $count := int .Values.cluster.nodes }}
+{
+  "nodes": {
+{{- range $i := until $count }}
+    {{ printf "%s-%d" $node $i | quote }}: {"address": {{ printf "%s-%d.%s:%d" $node $i $domain (int $.Values.cluster.storagePort) | quote }}, "raft": {{ printf "%s-%d.%s:%d" $node $i $domain (int $.Values.cluster.raftPort) | quote }}}{{ if lt (add1 $i) $count }},{{ end }}
+{{- end }}
+  },
+  "shards": {{ int .Values.cluster.shards }},
+  "replication_factor": {{ int .Values.cluster.replicationFactor }}
+}
+{{- end }}
+
+{{/*
+What a cluster refuses (squall serve --cluster refuses the same flags; docs/cluster.md),
+and the bounds storage/cluster_config.py checks.
+*/}}
+{{/* "true" when the value is a whole number (YAML gives float64, --set int64), else "". */}}
+{{- define "squall.isWholeNumber" -}}
+{{- if or (kindIs "int64" .) (kindIs "int" .) }}true
+{{- else if kindIs "float64" . }}{{ if eq (float64 (int .)) . }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{- define "squall.validateCluster" -}}
+{{- $nodes := .Values.cluster.nodes }}
+{{- if or (not (include "squall.isWholeNumber" $nodes)) (lt (int $nodes) 1) (gt (int $nodes) 64) }}
+{{- fail "cluster.nodes: a whole number of nodes, 1..64 (3 or more to survive the loss of one)" }}
+{{- end }}
+{{- $shards := .Values.cluster.shards }}
+{{- if or (not (include "squall.isWholeNumber" $shards)) (lt (int $shards) 1) (gt (int $shards) 256) }}
+{{- fail "cluster.shards: a whole number, 1..256" }}
+{{- end }}
+{{- $factor := .Values.cluster.replicationFactor }}
+{{- if or (not (include "squall.isWholeNumber" $factor)) (lt (int $factor) 1) (gt (int $factor) (int $nodes)) }}
+{{- fail (printf "cluster.replicationFactor: a whole number, 1..cluster.nodes (%d)" (int $nodes)) }}
+{{- end }}
+{{- if eq (int .Values.cluster.storagePort) (int .Values.cluster.raftPort) }}
+{{- fail "cluster.storagePort and cluster.raftPort must differ" }}
+{{- end }}
+{{- if and .Values.cluster.secret.value (lt (len .Values.cluster.secret.value) 16) }}
+{{- fail "cluster.secret.value: at least 16 characters (squall refuses a shorter cluster secret)" }}
+{{- end }}
+{{- $refused := list }}
+{{- if or .Values.functions .Values.functionsConfigMap }}{{ $refused = append $refused "functions/functionsConfigMap (pre-commit functions)" }}{{ end }}
+{{- if .Values.webhooks }}{{ $refused = append $refused "webhooks (bucket notifications)" }}{{ end }}
+{{- if .Values.encryption.enabled }}{{ $refused = append $refused "encryption.enabled (encryption at rest)" }}{{ end }}
+{{- if .Values.volatile }}{{ $refused = append $refused "volatile" }}{{ end }}
+{{- if .Values.backup.schedule }}{{ $refused = append $refused "backup.schedule (squall backup copies one store, not a cluster)" }}{{ end }}
+{{- if $refused }}
+{{- fail (printf "cluster.enabled: a replicated cluster does not run %s yet (docs/cluster.md, \"What a cluster does not do yet\"); turn them off" (join ", " $refused)) }}
 {{- end }}
 {{- end }}
