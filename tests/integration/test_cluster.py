@@ -39,6 +39,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from squall.launcher import free_ports
 from storage.api import StorageError
 from storage.engine.backup import open_read_only
 from storage.transport.base import Operation, Request
@@ -54,21 +55,10 @@ RETRY_MS = 8000
 LOG_ENTRIES_MAX = 16
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class Cluster:
     def __init__(self, root: pathlib.Path) -> None:
         self.root = root
-        ports = _free_ports(2 * len(NODES) + 1)
+        ports = free_ports(2 * len(NODES) + 1)
         self.addresses = {node: ("127.0.0.1", ports[i]) for i, node in enumerate(NODES)}
         raft = {node: f"127.0.0.1:{ports[len(NODES) + i]}" for i, node in enumerate(NODES)}
         self.gateway_port = ports[-1]

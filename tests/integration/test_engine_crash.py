@@ -8,48 +8,20 @@ An object is acknowledged when the child printed its line: it prints only after
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import pytest
 
 from storage.engine import Engine
+from tests.integration.kill_harness import run_and_kill
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 WRITER_SCRIPT = pathlib.Path(__file__).with_name("crash_writer.py")
 
 
 def _run_and_kill(data_dir: pathlib.Path, run_id: str, rng: random.Random) -> list[str]:
-    child = subprocess.Popen(
-        [sys.executable, str(WRITER_SCRIPT), str(data_dir), run_id, str(rng.randrange(2**32))],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
-    try:
-        first = child.stdout.readline()
-        assert first == "ready\n", child.stderr.read() if child.poll() is not None else first
-        reader.start()
-        time.sleep(rng.uniform(0.2, 1.5))
-        assert child.poll() is None, child.stderr.read()
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        reader.join(timeout=30)
-        child.stdout.close()
-        child.stderr.close()
-    # A line cut by the kill (no newline) was not fully acknowledged to the test.
-    return [line.strip() for line in lines if line.endswith("\n")]
+    return run_and_kill([str(WRITER_SCRIPT), str(data_dir), run_id, str(rng.randrange(2**32))],
+                        rng, (0.2, 1.5))
 
 
 def _check_acknowledged(data_dir: pathlib.Path, acknowledged: list[str]) -> None:

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ from squall.cli import (
     build_parser,
     parse_webhooks,
 )
-from squall.launcher import ServerProcess
+from squall.launcher import ServerProcess, free_ports
 from storage import limits
 from storage.api import InvalidArgument
 from storage.cluster_config import ClusterConfigError, load_cluster_config
@@ -832,17 +831,6 @@ def test_cluster_limits_match_squall() -> None:
     assert f"(len .Values.cluster.secret.value) {limits.cluster_secret_chars_min})" in helpers
 
 
-def local_free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def replace_port(address: str, port: int) -> str:
     host, _, _ = address.rpartition(":")
     return f"{host}:{port}"
@@ -856,7 +844,7 @@ def test_a_real_cluster_runs_what_the_chart_renders(tmp_path: Path) -> None:
     ConfigMap's cluster file and the Secrets' values, answer the probe, Prometheus and
     an S3 client's PUT and GET."""
     objects = render(tmp_path, cluster_values())
-    ports = local_free_ports(7)
+    ports = free_ports(7)
     node_pods = [f"store-squall-node-{i}" for i in range(3)]
     storage_ports = dict(zip(node_pods, ports[0:3], strict=True))
     raft_ports = dict(zip(node_pods, ports[3:6], strict=True))

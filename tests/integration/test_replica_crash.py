@@ -6,14 +6,8 @@ position without the effect), and the log is contiguous after the trimmed positi
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import pytest
 
@@ -21,30 +15,14 @@ from storage.api import NoSuchKey
 from storage.engine import Engine
 from storage.engine.replica import ReplicaState
 from tests.integration.crash_replica import body_of
+from tests.integration.kill_harness import run_and_kill
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHILD = pathlib.Path(__file__).with_name("crash_replica.py")
 
 
 def _run_and_kill(data_dir: pathlib.Path, rng: random.Random) -> int:
-    child = subprocess.Popen([sys.executable, str(CHILD), str(data_dir)], cwd=REPO_ROOT,
-                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
-    try:
-        first = child.stdout.readline()
-        assert first == "ready\n", child.stderr.read() if child.poll() is not None else first
-        reader.start()
-        time.sleep(rng.uniform(0.3, 1.2))
-        assert child.poll() is None, child.stderr.read()
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        reader.join(timeout=30)
-        child.stdout.close()
-        child.stderr.close()
-    acknowledged = [int(line.split()[1]) for line in lines if line.endswith("\n")]
+    lines = run_and_kill([str(CHILD), str(data_dir)], rng, (0.3, 1.2))
+    acknowledged = [int(line.split()[1]) for line in lines]
     assert acknowledged, "the replica acknowledged nothing before it was killed"
     return max(acknowledged)
 
