@@ -107,8 +107,8 @@ def save(dest_dir: pathlib.Path, chunks: Iterable[bytes], bound: int,
                     reported_at = now
         if progress is not None:
             progress(written, written)
-        _fsync(target)
-        _fsync(dest_dir)
+        fsync_path(target)
+        fsync_path(dest_dir)
         try:
             entries, key_id = _inspect(dest_dir)
         except lmdb.Error as error:  # e.g. a stream cut short
@@ -161,7 +161,8 @@ class Snapshot:
         self._producer.join()
 
 
-def _fsync(path: pathlib.Path) -> None:
+def fsync_path(path: pathlib.Path) -> None:
+    """fsync a file or a directory (a directory: its entries, e.g. after a rename)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)

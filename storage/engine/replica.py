@@ -45,6 +45,7 @@ import lmdb
 import msgpack
 
 from storage.api import StorageError
+from storage.engine.backup import fsync_path
 from storage.engine.entries import (
     WriteEntry,
     decode_write_entry,
@@ -289,22 +290,10 @@ def install_snapshot(staged_dir: pathlib.Path, data_dir: pathlib.Path) -> None:
     """Rename the prepared copy over ``data_dir``'s data file (its environment closed)."""
     staged_file = staged_dir / "data.mdb"
     assert staged_file.exists()
-    _fsync(staged_file)
+    fsync_path(staged_file)
     os.replace(staged_file, data_dir / "data.mdb")
-    _fsync_dir(data_dir)
+    fsync_path(data_dir)
     lock_file = data_dir / "lock.mdb"
     if lock_file.exists():
         lock_file.unlink()  # no reader can be left: the environment was closed
     shutil.rmtree(staged_dir, ignore_errors=True)
-
-
-def _fsync(path: pathlib.Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    _fsync(path)
