@@ -645,7 +645,7 @@ class Gateway:
         if endpoint.operation in encryption.OPERATIONS:
             ctx.customer_key, ctx.copy_source_customer_key = encryption.requested_customer_keys(
                 ctx.request.headers, endpoint.operation, secure=ctx.secure_transport,
-                over_http_allowed=self.config.sse_c_over_http)
+                over_http_allowed=self.config.sse_c_over_http, cluster=self.config.cluster)
             encryption.check_encryption(ctx.request.headers, at_rest)
         try:
             response = await handler(ctx)

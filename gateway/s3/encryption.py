@@ -123,6 +123,8 @@ _MD5_MISMATCH_MESSAGE = ("The calculated MD5 hash of the key did not match the h
                          "was provided.")
 _INCOMPATIBLE_MESSAGE = ("Server Side Encryption with Customer provided key is incompatible "
                          "with the encryption method specified")
+CLUSTER_MESSAGE = ("SSE-C (customer-provided keys) is not available on a replicated cluster "
+                   "yet: its storage links are not encrypted (docs/cluster.md).")
 ENCRYPTED_OBJECT_MESSAGE = ("The object was stored using a form of Server Side Encryption. "
                             "The correct parameters must be provided to retrieve the object.")
 NOT_APPLICABLE_MESSAGE = "The encryption parameters are not applicable to this object."
@@ -180,11 +182,13 @@ def parse_customer_key(headers: Mapping[str, str], *, copy_source: bool = False
 
 
 def requested_customer_keys(headers: Mapping[str, str], operation: str, *, secure: bool,
-                            over_http_allowed: bool) -> CustomerKeys:
+                            over_http_allowed: bool, cluster: bool = False) -> CustomerKeys:
     """The SSE-C keys an object operation's headers carry (``NO_CUSTOMER_KEYS`` for
     most requests: one set operation tells). Over plain HTTP they are 400 InvalidRequest
     (AWS), unless ``over_http_allowed`` (a TLS-terminating proxy in front). A key for the
-    written object beside ``x-amz-server-side-encryption`` is 400 InvalidArgument."""
+    written object beside ``x-amz-server-side-encryption`` is 400 InvalidArgument. A
+    replicated ``cluster`` does not take them yet (501): its storage links carry no TLS,
+    and a key never crosses a network unencrypted."""
     if isinstance(headers, IndexedHeaders) and not headers.has_any(_HEADER_SET):
         return NO_CUSTOMER_KEYS
     named = [name for name in _CUSTOMER_HEADERS if name in headers]
@@ -192,6 +196,8 @@ def requested_customer_keys(headers: Mapping[str, str], operation: str, *, secur
         named += [name for name in _COPY_SOURCE_CUSTOMER_HEADERS if name in headers]
     if not named or operation not in CUSTOMER_KEY_OPERATIONS:
         return NO_CUSTOMER_KEYS
+    if cluster:
+        raise S3Error("NotImplemented", CLUSTER_MESSAGE, 501, Header=named[0])
     if not secure and not over_http_allowed:
         raise S3Error("InvalidRequest", INSECURE_MESSAGE, 400)
     target = parse_customer_key(headers)

@@ -235,7 +235,8 @@ async def _store_file(
 ) -> tuple[api.ObjectVersion, dict[str, str]]:
     # SSE-C: the form's fields carry the key as a PUT's headers do (HTTPS only).
     customer_key = requested_customer_keys(fields, OPERATION, secure=ctx.secure_transport,
-                                           over_http_allowed=ctx.config.sse_c_over_http).target
+                                           over_http_allowed=ctx.config.sse_c_over_http,
+                                           cluster=ctx.config.cluster).target
     key_record = new_key_record(customer_key)
     _check_fields(fields, ctx.config.encryption_at_rest)
     wanted = integrity.parse_request({n: fields[n] for n in _CHECKSUM_FIELDS if n in fields})

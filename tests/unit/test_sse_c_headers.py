@@ -138,6 +138,22 @@ def test_plain_http_is_refused_unless_the_server_is_told_otherwise() -> None:
                                               over_http_allowed=False).target is not None
 
 
+@pytest.mark.parametrize("secure", [True, False])
+def test_a_cluster_refuses_customer_keys_as_not_implemented(secure: bool) -> None:
+    """Its storage links carry no TLS, and a key never crosses a network in clear text:
+    501 whatever the client's connection, for the object's key and a copy source's."""
+    for headers, operation in ((sse_c(), "PutObject"), (sse_c(True), "CopyObject")):
+        with pytest.raises(S3Error) as raised:
+            encryption.requested_customer_keys(indexed(headers), operation, secure=secure,
+                                               over_http_allowed=True, cluster=True)
+        assert (raised.value.code, raised.value.status) == ("NotImplemented", 501)
+        assert "replicated cluster" in raised.value.message
+    plain = indexed({"content-type": "text/plain"})
+    assert encryption.requested_customer_keys(plain, "PutObject", secure=False,
+                                              over_http_allowed=False, cluster=True) is \
+        encryption.NO_CUSTOMER_KEYS
+
+
 def test_the_https_rule_comes_before_the_header_checks() -> None:
     """A malformed key sent in clear text is still a key sent in clear text."""
     with pytest.raises(S3Error) as raised:
