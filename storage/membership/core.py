@@ -10,15 +10,18 @@ functions (the agreement's state machine, modelled deterministically: one copy, 
 command applied in order) against the shards' replication cores through crashes and
 partitions. So the rule whose safety the simulation checks is the rule the nodes apply.
 
-Why this decider and not the former ``planner.py`` (a carrier set K per shard, narrowed
-to K ∩ members at every view and reset by ``ViewReady``): K is always inside the current
-view, so once views changed faster than the leaders got ready, K could shrink to one
-member; if that member then died, the shard waited forever although another node held
-every committed entry (the simulation found exactly this, seed 391, with the first
-carrier-set design). The ready rule below only remembers the last CONFIRMED view, which
-is what the replication core's safety argument needs, may bring back a healthy member of
-it from outside the current view, and is the rule thousands of simulated seeds have
-checked.
+Why this decider and not the former ``planner.py`` (the nodes' decider until then: a
+carrier set K per shard, narrowed to K ∩ members at every view and reset by a
+``ViewReady``): this one is the one the simulation had checked over thousands of seeds
+(and against a deliberately broken variant), the other was checked by nothing but unit
+tests; and its rule is the better one. K always lies inside the current view, so when
+views change faster than leaders get ready, K can narrow to one member, and if that
+member then dies the shard waits forever although other nodes (members of the last
+ready view) hold every committed entry: the stranding the simulation found (seed 391)
+in the first carrier-set design, which had no reset at all. (For the planner's variant
+this is reasoning, not a reproduced run.) The ready rule remembers only the last
+CONFIRMED view, which is exactly what the replication core's safety argument needs,
+and may bring a healthy member of it back from outside the current view.
 
 Rules
 -----
