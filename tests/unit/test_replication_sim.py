@@ -121,6 +121,15 @@ def test_a_lost_acknowledged_write_is_caught_when_membership_breaks_the_ready_ru
     assert failure.problem.startswith(("(a)", "(b)")), failure.problem
 
 
+def test_the_agreed_state_refuses_a_decider_that_breaks_the_ready_rule() -> None:
+    """The same decider with the agreement's real rule (``membership.install``, what the
+    Raft state applies on the nodes): its first view without the ready rule is refused,
+    and the simulation fails on it."""
+    failure = _first_failure(range(BROKEN_SEEDS_MAX),
+                             membership_factory=AvailabilityFirstMembership)
+    assert "refused" in failure.problem and "ready rule" in failure.problem, failure.problem
+
+
 def test_a_leader_syncing_to_its_own_log_is_caught() -> None:
     """A new leader that syncs the members to its own log, not the longest: a member is
     told to drop a committed entry (its invariant fires) or replicas diverge."""
