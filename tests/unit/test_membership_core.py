@@ -18,6 +18,7 @@ from storage.placement import View
 HOLDERS = (("n1", "n2", "n3"),)
 NODES = ("n1", "n2", "n3")
 SUSPECT_TICKS = 3
+Installed = tuple[int, tuple[tuple[str, ...], ...]]  # a view installed: epoch, shards
 
 
 class Membership:
@@ -28,7 +29,7 @@ class Membership:
         self.decider = mc.Decider(NODES, HOLDERS, SUSPECT_TICKS)
         self.state = mc.Agreed.first(View(1, (members,)))
 
-    def run(self, ticks: int, alive: tuple[str, ...]) -> list[tuple[int, tuple[tuple[str, ...], ...]]]:
+    def run(self, ticks: int, alive: tuple[str, ...]) -> list[Installed]:
         """``ticks`` ticks in which the ``alive`` nodes send a heartbeat each; the views
         installed."""
         views = []
@@ -36,11 +37,11 @@ class Membership:
             for node in alive:
                 self.decider.heard(node)
             self.decider.tick()
-            if (views_next := self.decide()) is not None:
-                views.append(views_next)
+            if (installed := self.decide()) is not None:
+                views.append(installed)
         return views
 
-    def decide(self) -> tuple[int, tuple[tuple[str, ...], ...]] | None:
+    def decide(self) -> Installed | None:
         proposed = self.decider.next_view(self.state)
         if proposed is None:
             return None
@@ -145,15 +146,15 @@ def test_the_agreed_state_refuses_a_stale_epoch_and_a_view_breaking_the_ready_ru
     state = mc.Agreed.first(View(1, (("n1", "n2"),)))
     assert mc.install(state, View(3, (("n1",),))) is mc.Refused.STALE
     assert mc.install(state, View(2, (("n3",),))) is mc.Refused.READY_RULE
-    state = mc.install(state, View(2, (("n2", "n3"),)))
-    assert isinstance(state, mc.Agreed) and state.ready == (("n1", "n2"),)
+    installed = mc.install(state, View(2, (("n2", "n3"),)))
+    assert isinstance(installed, mc.Agreed) and installed.ready == (("n1", "n2"),)
     # Unconfirmed, epoch 2 narrowed nothing: n1 (of R) may lead alone.
-    assert isinstance(mc.install(state, View(3, (("n1",),))), mc.Agreed)
-    state = mc.confirm_ready(state, 0, 2, "n2")
-    assert state is not None and state.ready == (("n2", "n3"),)
-    assert mc.install(state, View(3, (("n1",),))) is mc.Refused.READY_RULE
+    assert isinstance(mc.install(installed, View(3, (("n1",),))), mc.Agreed)
+    confirmed = mc.confirm_ready(installed, 0, 2, "n2")
+    assert confirmed is not None and confirmed.ready == (("n2", "n3"),)
+    assert mc.install(confirmed, View(3, (("n1",),))) is mc.Refused.READY_RULE
     # A view with another shard count (resharding) starts R afresh.
-    resharded = mc.install(state, View(3, (("n1",), ("n2",))))
+    resharded = mc.install(confirmed, View(3, (("n1",), ("n2",))))
     assert isinstance(resharded, mc.Agreed) and resharded.ready == (("n1",), ("n2",))
 
 
