@@ -275,7 +275,8 @@ class _Oracle:
                  factory: DeciderFactory, install_rule: InstallRule) -> None:
         self.sim = sim
         self.home = home
-        self.decider = factory(sim.node_ids, home, sim.config.suspect_ticks)
+        # The holders of some shard (the nodes whose heartbeats count), as before.
+        self.decider = factory([], home, sim.config.suspect_ticks)
         self.install_rule = install_rule
         self.state = membership.Agreed.first(View(1, home))
         self.views = 1
