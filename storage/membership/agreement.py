@@ -21,8 +21,9 @@ Rules and theory of operation:
   inside the state machine (``ReadyRuleBroken``), on every node alike, whoever proposed
   it; ``confirm_ready`` records the current view's shard leader's ``ViewReady`` only.
 * Who proposes what is decided elsewhere (the ``core.Decider`` of the node that leads
-  the agreement, an operator); this module only agrees. Listeners registered with ``on_view`` hear every installed view, in epoch
-  order, on pysyncobj's thread (asyncio users hop with ``loop.call_soon_threadsafe``).
+  the agreement, an operator); this module only agrees. Listeners registered with
+  ``on_view`` hear every installed view, in epoch order, on pysyncobj's thread (asyncio
+  users hop with ``loop.call_soon_threadsafe``).
 * Durability: with a ``journal_dir`` the Raft log, the term and the vote live in files
   there (pysyncobj's file journal), so a node that restarts keeps its promises and
   learns the views it missed from the others.
