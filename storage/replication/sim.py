@@ -27,9 +27,10 @@ Rules of the simulation:
   decider hears a heartbeat per tick from every node that is up and not isolated (some
   are lost), suspects a node after ``suspect_ticks`` of silence and proposes a view
   without it, keeping the ready rule; it adds a node back when a leader reports
-  ``CaughtUp``. A view the agreed state refuses fails the run. The simulation also moves a shard's leadership to a
-  random member now and then, and adds nodes before they caught up: a new leader is
-  often not the member with the longest log. Views reach each node after 1..v ticks.
+  ``CaughtUp``. A view the agreed state refuses fails the run. The simulation also
+  moves a shard's leadership to a random member now and then, and adds nodes before
+  they caught up: a new leader is often not the member with the longest log. Views
+  reach each node after 1..v ticks.
 * Clients write to membership's leader of a shard (sometimes to a stale or wrong one).
 
 What it checks (``SimulationFailure`` names the property, the seed and a trace):
