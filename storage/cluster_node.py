@@ -1,5 +1,5 @@
 """A storage node of a replicated cluster (``squall node``): its shards, their replication
-drivers, the membership agreement and failure detector, and the transport server.
+drivers, the membership agreement and decider, and the transport server.
 
 Rules and theory of operation:
 
@@ -21,11 +21,14 @@ Rules and theory of operation:
   the failure detector of whichever node asks; ``GET_VIEW`` tells the gateway the view
   this node knows; ``SNAPSHOT`` (with a shard) streams a consistent copy of the shard's
   applied state to a replica that needs one.
-* Failure detection (``storage.membership.planner``): every node pings every other node
-  each ``limits.membership_tick_ms``; the node that leads the Raft agreement plans the
-  next view from what ITS detector suspects and from the caught-up reports, and
-  proposes it (compare-and-set on the epoch; the carrier-set rule is enforced inside the
-  agreement). A minority side has no Raft leader able to commit, so it installs nothing.
+* Membership (``storage.membership.core``, the one decider, the one the seeded
+  simulation checks): every node pings every other node each
+  ``limits.membership_tick_ms`` and feeds the answers to its ``Decider``; the node that
+  leads the Raft agreement decides the next view from what ITS decider suspects and
+  from the agreed state (last ready views, caught-up reports), and proposes it
+  (compare-and-set on the epoch; the ready rule is enforced inside the agreement by
+  ``core.install``). A minority side has no Raft leader able to commit, so it installs
+  nothing.
 * Not in a cluster (refused or absent, see docs/architecture.md "Cluster"): SSE-C
   (``InvalidArgument``), pre-commit functions and notifications (no hook; the gateway
   refuses the configurations), the outbox operations but ``OUTBOX_STATUS`` (the
@@ -63,12 +66,12 @@ from storage.engine.writer import WriteOperation
 from storage.lifecycle import LifecycleSweeper, SweeperSettings
 from storage.membership.agreement import (
     AgreementSettings,
-    CarriersLost,
     NoQuorum,
+    ReadyRuleBroken,
     StaleView,
     ViewAgreement,
 )
-from storage.membership.planner import FailureDetector, plan_next_view
+from storage.membership.core import Decider
 from storage.node import StorageNode
 from storage.placement import View
 from storage.replication import core
@@ -191,9 +194,9 @@ class ClusterNode:
         self.shards: dict[int, ShardHolder] = {}
         self.drivers: dict[int, ShardDriver] = {}
         self._tasks: list[asyncio.Task[Any]] = []
-        self._detector = FailureDetector(
-            [n.node_id for n in config.nodes if n.node_id != node_id],
-            limits.membership_suspect_after_ticks)
+        self._decider = Decider([n.node_id for n in config.nodes],
+                                tuple(config.home(s) for s in range(config.shard_count)),
+                                limits.membership_suspect_after_ticks)
         self.agreement: ViewAgreement | None = None
         self.server: TcpNodeServer | None = None
         self.failed = asyncio.Event()
@@ -311,7 +314,7 @@ class ClusterNode:
 
     async def confirm_ready(self, shard: int, epoch: int) -> bool:
         assert self.agreement is not None
-        return await self.agreement.confirm_ready(shard, epoch)
+        return await self.agreement.confirm_ready(shard, epoch, self.node_id)
 
     async def report_caught_up(self, shard: int, node: str, epoch: int) -> None:
         assert self.agreement is not None
@@ -321,7 +324,8 @@ class ClusterNode:
         while True:
             await asyncio.sleep(limits.membership_tick_ms / 1000)
             await self._ping_all()
-            self._detector.tick()
+            self._decider.heard(self.node_id)  # a node is never silent to itself
+            self._decider.tick()
             if self._leads_agreement():
                 await self._plan_and_propose()
 
@@ -332,7 +336,7 @@ class ClusterNode:
                     await self.transport.call(node_id, Request(Operation.PING))
             except (TimeoutError, StorageError):
                 return
-            self._detector.heard(node_id)
+            self._decider.heard(node_id)
 
         await asyncio.gather(*(ping(n.node_id) for n in self.config.nodes
                                if n.node_id != self.node_id))
@@ -343,16 +347,14 @@ class ClusterNode:
 
     async def _plan_and_propose(self) -> None:
         assert self.agreement is not None
-        view = self.agreement.view
-        plan = plan_next_view(view, self.agreement.carriers, self._detector.suspected,
-                              self.agreement.caught_up(), self.config.homes())
-        if plan.view is None:
+        proposed = self._decider.next_view(self.agreement.state)
+        if proposed is None:
             return
         try:
-            await self.agreement.propose(plan.view)
-            _log.info("proposed and installed view %d: %s", plan.view.epoch, plan.view.shards)
-        except (StaleView, NoQuorum, CarriersLost) as error:
-            _log.info("view %d not installed: %s", plan.view.epoch, error)
+            await self.agreement.propose(proposed)
+            _log.info("proposed and installed view %d: %s", proposed.epoch, proposed.shards)
+        except (StaleView, NoQuorum, ReadyRuleBroken) as error:
+            _log.info("view %d not installed: %s", proposed.epoch, error)
 
     # --- the transport's entry points ----------------------------------------------------
 

@@ -227,8 +227,7 @@ replication_learner_idle_ticks_max = 200  # a learner silent this long is forgot
 replication_caught_up_report_ticks = 50  # a caught-up learner is reported again this often
 replication_snapshot_wait_ticks = 500  # a peer told to fetch a snapshot is left alone this long
 
-# --- membership (storage/membership/core.py; time in the same ticks) -----------------------
-membership_suspect_ticks = 100  # a node not heard from for this long is removed from views
+# --- membership (storage/membership/core.py) ------------------------------------------
 membership_nodes_max = 1024  # nodes one membership group tracks
 
 # --- a replicated cluster (storage/cluster_config.py, storage/replication/driver.py) ----
@@ -236,8 +235,8 @@ cluster_nodes_max = 64  # nodes one cluster file may name
 cluster_shards_max = 256  # shards one cluster may have
 cluster_secret_chars_min = 16  # a shorter cluster secret is refused
 membership_tick_ms = 100  # the failure detector's tick (heartbeats are sent this often)
-# The cluster node's failure detector (storage/membership/planner.py) ticks on its own
-# clock; membership_suspect_ticks above is the simulation's MembershipCore's.
+# The membership decider's failure detector (storage/membership/core.py) ticks this often
+# on a node; the simulation chooses its own suspicion time in its ticks.
 membership_suspect_after_ticks = 10  # silent this many ticks -> suspected (1 s)
 # A shard leader serves reads only while it heard from every member this recently: less
 # than the suspicion time above, so it stops before a view without it can be agreed.

@@ -13,14 +13,17 @@ Rules and theory of operation:
   propose concurrently (both saw a failure) cannot both win: the second finds the epoch
   moved and gets ``StaleView`` with the view that won, so epochs strictly increase and
   every node applies the same sequence of views.
-* The replicated state also holds every shard's *carrier set* (``planner``: the members
-  that hold every acknowledged write of the shard). A proposal that would leave a
-  shard's carrier set empty is refused inside the state machine (``CarriersLost``), on
-  every node alike, whoever proposed it; ``confirm_ready`` records a shard leader's
-  ``ViewReady`` (the carrier set becomes the view's members) for the current epoch only.
-* Who proposes what is decided elsewhere (a failure detector, an operator); this module
-  only agrees. Listeners registered with ``on_view`` hear every installed view, in epoch
-  order, on pysyncobj's thread (asyncio users hop with ``loop.call_soon_threadsafe``).
+* The replicated state is the membership decider's agreed state (``core.Agreed``: the
+  view, per shard the members of the last view whose ``ViewReady`` was confirmed, the
+  current epoch's ``CaughtUp`` reports), and every command is applied by the pure
+  functions of ``core`` (``install``, ``confirm_ready``, ``report_caught_up``), the same
+  ones the seeded simulation runs. So a proposal that breaks the ready rule is refused
+  inside the state machine (``ReadyRuleBroken``), on every node alike, whoever proposed
+  it; ``confirm_ready`` records the current view's shard leader's ``ViewReady`` only.
+* Who proposes what is decided elsewhere (the ``core.Decider`` of the node that leads
+  the agreement, an operator); this module only agrees. Listeners registered with
+  ``on_view`` hear every installed view, in epoch order, on pysyncobj's thread (asyncio
+  users hop with ``loop.call_soon_threadsafe``).
 * Durability: with a ``journal_dir`` the Raft log, the term and the vote live in files
   there (pysyncobj's file journal), so a node that restarts keeps its promises and
   learns the views it missed from the others.
@@ -47,12 +50,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 
 from storage import limits
 from storage.api import StorageError
-from storage.membership.planner import (
-    Carriers,
-    carriers_after_ready,
-    carriers_after_view,
-    first_carriers,
-)
+from storage.membership import core
 from storage.placement import View
 
 
@@ -60,9 +58,9 @@ class NoQuorum(StorageError):
     """A proposal was not agreed in time: no leader, or no majority reachable."""
 
 
-class CarriersLost(StorageError):
-    """The proposed view would leave a shard with no member holding every acknowledged
-    write: refused (wait for a carrier to come back)."""
+class ReadyRuleBroken(StorageError):
+    """The proposed view would keep no member of a shard's last ready view (the members
+    that hold every acknowledged write): refused (wait for one to come back)."""
 
 
 class StaleView(StorageError):
@@ -78,14 +76,10 @@ ViewListener = Callable[[View], None]
 # The shape a view has inside the replicated log (plain tuples: cheap to pickle, and
 # independent of the View class's layout).
 _ViewTuple = tuple[int, tuple[tuple[str, ...], ...]]
-_CarrierTuple = tuple[tuple[str, ...], ...]
-# install's answer: the current view after the command, and whether the carrier-set
-# rule refused the proposal.
+_ReadyTuple = tuple[tuple[str, ...], ...]
+# install's answer: the current view after the command, and whether the ready rule
+# refused the proposal.
 _InstallResult = tuple[int, tuple[tuple[str, ...], ...], bool]
-
-
-def _carrier_tuple(carriers: Carriers) -> _CarrierTuple:
-    return tuple(tuple(sorted(kept)) for kept in carriers)
 
 
 def _as_tuple(view: View) -> _ViewTuple:
@@ -100,49 +94,46 @@ class _ViewLog(SyncObjConsumer):
         # of pysyncobj's snapshots (the listener is this process's, not replicated state).
         self._listener = listener
         super().__init__()
-        self.epoch, self.shards = _as_tuple(initial)
-        self.carriers = _carrier_tuple(first_carriers(initial))
-        # (shard, node) pairs reported caught up in the current epoch (cleared by install).
-        self.caught_up: tuple[tuple[int, str], ...] = ()
+        self._set(core.Agreed.first(initial))
+
+    def _set(self, state: core.Agreed) -> None:
+        # Plain tuples in the replicated state: cheap to pickle, independent of classes.
+        self.epoch, self.shards = _as_tuple(state.view)
+        self.ready_members: _ReadyTuple = state.ready
+        self.caught_up: tuple[tuple[int, str], ...] = state.caught_up
+
+    def state(self) -> core.Agreed:
+        return core.Agreed(self.current(), self.ready_members, self.caught_up)
 
     @replicated
     def install(self, epoch: int, shards: tuple[tuple[str, ...], ...]) -> _InstallResult:
-        """Compare-and-set: returns the current view after the command, which is the
-        proposed one only if it was the next epoch and kept every shard's carriers."""
-        refused = False
-        if epoch == self.epoch + 1:
-            carriers = carriers_after_view(self.current_carriers(), View(epoch, shards))
-            if carriers is None:
-                refused = True
-            else:
-                self.epoch, self.shards = epoch, shards
-                self.carriers = _carrier_tuple(carriers)
-                self.caught_up = ()
-                self._listener(View(epoch, shards))
-        return self.epoch, self.shards, refused
+        """Compare-and-set (``core.install``): returns the current view after the command,
+        which is the proposed one only if it was the next epoch and kept the ready rule."""
+        installed = core.install(self.state(), View(epoch, shards))
+        if isinstance(installed, core.Refused):
+            return self.epoch, self.shards, installed is core.Refused.READY_RULE
+        self._set(installed)
+        self._listener(installed.view)
+        return self.epoch, self.shards, False
 
     @replicated
-    def ready(self, epoch: int, shard: int) -> bool:
-        """The leader of ``shard`` in ``epoch`` reported ViewReady: every member holds
-        every committed entry. Only the current epoch counts."""
-        if epoch != self.epoch or not 0 <= shard < len(self.shards):
+    def ready(self, epoch: int, shard: int, node: str) -> bool:
+        """The leader of ``shard`` in ``epoch`` reported ViewReady (``core.confirm_ready``):
+        every member holds every committed entry. Only the current view's leader counts."""
+        confirmed = core.confirm_ready(self.state(), shard, epoch, node)
+        if confirmed is None:
             return False
-        current = self.current()
-        self.carriers = _carrier_tuple(carriers_after_ready(self.current_carriers(), current,
-                                                            shard))
+        self._set(confirmed)
         return True
 
     @replicated
     def report_caught_up(self, epoch: int, shard: int, node: str) -> bool:
         """A shard leader's ``CaughtUp``: ``node`` holds what it committed in ``epoch``."""
-        if epoch != self.epoch or (shard, node) in self.caught_up:
+        reported = core.report_caught_up(self.state(), shard, node, epoch)
+        if reported is None:
             return False
-        if len(self.caught_up) < limits.membership_caught_up_reports_max:
-            self.caught_up = (*self.caught_up, (shard, node))
+        self._set(reported)
         return True
-
-    def current_carriers(self) -> Carriers:
-        return tuple(frozenset(kept) for kept in self.carriers)
 
     def current(self) -> View:
         return View(self.epoch, self.shards)
@@ -210,8 +201,9 @@ class ViewAgreement:
         return self._log.current()
 
     @property
-    def carriers(self) -> Carriers:
-        return self._log.current_carriers()
+    def state(self) -> core.Agreed:
+        """The agreed membership state this node has applied (the decider plans from it)."""
+        return self._log.state()
 
     @property
     def leader(self) -> str | None:
@@ -246,30 +238,24 @@ class ViewAgreement:
             self._log.install, f"view epoch {view.epoch}", epoch, shards)
         current = View(current_epoch, current_shards)
         if refused:
-            raise CarriersLost(f"epoch {view.epoch} would leave a shard with no member that "
-                               "holds every acknowledged write; the view stays at epoch "
-                               f"{current.epoch}")
+            raise ReadyRuleBroken(f"epoch {view.epoch} would keep no member of a shard's last "
+                                  "ready view (holding every acknowledged write); the view "
+                                  f"stays at epoch {current.epoch}")
         if current != view:
             raise StaleView(f"epoch {view.epoch} was not next: the cluster is at "
                             f"epoch {current.epoch}", current)
         return current
 
-    async def confirm_ready(self, shard: int, epoch: int) -> bool:
-        """Record a shard leader's ViewReady; False if ``epoch`` is no longer current."""
+    async def confirm_ready(self, shard: int, epoch: int, node: str) -> bool:
+        """Record the ViewReady of ``node``, leader of ``shard``; False if ``epoch`` is no
+        longer current (or ``node`` does not lead the shard in it)."""
         confirmed: bool = await self._agree(self._log.ready, f"ready of shard {shard}",
-                                            epoch, shard)
+                                            epoch, shard, node)
         return confirmed
 
     async def report_caught_up(self, shard: int, node: str, epoch: int) -> None:
         await self._agree(self._log.report_caught_up, f"caught-up report of {node}", epoch,
                           shard, node)
-
-    def caught_up(self) -> dict[int, frozenset[str]]:
-        """Per shard, the nodes reported caught up in the current epoch."""
-        reports: dict[int, set[str]] = {}
-        for shard, node in self._log.caught_up:
-            reports.setdefault(shard, set()).add(node)
-        return {shard: frozenset(nodes) for shard, nodes in reports.items()}
 
     async def _agree(self, command: Callable[..., object], what: str, *arguments: object
                      ) -> Any:

@@ -20,13 +20,17 @@ Rules of the simulation:
   disk); the node restarts later from what is on disk. At most one node dies for good
   (a lost disk), and only while each of its shards keeps another member of its last
   ready view.
-* Membership is ``storage/membership/core.py`` (deciding alone, where the real thing
-  will decide through Raft): it hears a heartbeat per tick from every node that is up
-  and not isolated (some are lost), suspects a node after ``suspect_ticks`` of silence
-  and installs a view without it, keeping the ready rule; it adds a node back when a
-  leader reports ``CaughtUp``. The simulation also moves a shard's leadership to a
-  random member now and then, and adds nodes before they caught up: a new leader is
-  often not the member with the longest log. Views reach each node after 1..v ticks.
+* Membership is the cluster nodes' own decider and agreed-state rule
+  (``storage/membership/core.py``: ``Decider``, and ``install``/``confirm_ready``/
+  ``report_caught_up`` on ``Agreed``, which agreement.py applies inside Raft); here the
+  agreed state is one copy that applies every command in order, as Raft would. The
+  decider hears a heartbeat per tick from every node that is up and not isolated (some
+  are lost), suspects a node after ``suspect_ticks`` of silence and proposes a view
+  without it, keeping the ready rule; it adds a node back when a leader reports
+  ``CaughtUp``. A view the agreed state refuses fails the run. The simulation also
+  moves a shard's leadership to a random member now and then, and adds nodes before
+  they caught up: a new leader is often not the member with the longest log. Views
+  reach each node after 1..v ticks.
 * Clients write to membership's leader of a shard (sometimes to a stale or wrong one).
 
 What it checks (``SimulationFailure`` names the property, the seed and a trace):
@@ -62,7 +66,8 @@ from storage.replication import trace
 FAILURE_TRACE_LINES_MAX = 150  # the end of the trace a failure prints
 
 CoreFactory = Callable[[str, int, rc.Recovered, rc.Settings], rc.ReplicaCore]
-MembershipFactory = Callable[[View, tuple[tuple[str, ...], ...], int], membership.MembershipCore]
+DeciderFactory = Callable[[list[str], tuple[tuple[str, ...], ...], int], membership.Decider]
+InstallRule = Callable[[membership.Agreed, View], membership.Agreed | membership.Refused]
 
 # Small bounds, so that a run of a thousand ticks trims logs, fetches snapshots, fills the
 # pending queue and the send window.
@@ -260,29 +265,35 @@ class _Node:
 
 
 class _Oracle:
-    """Membership for the simulation: a ``MembershipCore`` (storage/membership/core.py)
-    fed with the heartbeats of the nodes it can hear, its actions carried out, plus the
-    simulation's own meddling: moving leadership and adding nodes early."""
+    """Membership for the simulation: the cluster nodes' decider (``Decider``,
+    storage/membership/core.py) fed with the heartbeats of the nodes it can hear, and the
+    agreement's replicated state machine (``Agreed`` with ``install``, ``confirm_ready``,
+    ``report_caught_up``, as agreement.py applies them) modelled as one copy applying
+    every command in order; plus the simulation's own meddling: moving leadership and
+    adding nodes early (requests to the decider, checked by the agreed state as any)."""
 
     def __init__(self, sim: Simulation, home: tuple[tuple[str, ...], ...],
-                 factory: MembershipFactory) -> None:
+                 factory: DeciderFactory, install_rule: InstallRule) -> None:
         self.sim = sim
         self.home = home
-        self.core = factory(View(1, home), home, sim.config.suspect_ticks)
+        # The holders of some shard (the nodes whose heartbeats count), as before.
+        self.decider = factory([], home, sim.config.suspect_ticks)
+        self.install_rule = install_rule
+        self.state = membership.Agreed.first(View(1, home))
         self.views = 1
 
     @property
     def view(self) -> View:
-        return self.core.view
+        return self.state.view
 
     def ready_members(self, shard: int) -> tuple[str, ...]:
-        return self.core.ready_members(shard)
+        return self.state.ready[shard]
 
     def tick(self, faulty: bool) -> None:
-        sim, core, config = self.sim, self.core, self.sim.config
-        for node_id in core.nodes:
+        sim, decider, config = self.sim, self.decider, self.sim.config
+        for node_id in decider.nodes:
             if not sim.down(node_id) and not (faulty and sim.rng.random() < config.drop_probability):
-                self._perform(core.step(membership.Heartbeat(node_id)))
+                decider.heard(node_id)
         if faulty and sim.rng.random() < config.early_add_probability:
             # Safety must not depend on adding only caught-up nodes: now and then add a
             # healthy holder straight away, whatever its log.
@@ -290,28 +301,33 @@ class _Oracle:
             outside = [m for m in self.home[shard] if m not in self.view.members(shard)
                        and not sim.down(m)]
             if outside:
-                core.add_member(shard, sim.rng.choice(outside))
+                decider.add_member(shard, sim.rng.choice(outside))
         if faulty and sim.rng.random() < config.leader_move_probability:
             shard = sim.rng.randrange(len(self.home))
             candidates = [m for m in self.view.members(shard)[1:] if not sim.down(m)]
             if candidates:
-                core.move_leader(shard, sim.rng.choice(candidates))
-        self._perform(core.step(membership.Tick()))
+                decider.move_leader(shard, sim.rng.choice(candidates))
+        decider.tick()
+        proposed = decider.next_view(self.state)
+        if proposed is None:
+            return
+        installed = self.install_rule(self.state, proposed)
+        if isinstance(installed, membership.Refused):
+            self.sim._fail(f"membership: the agreed state refused epoch {proposed.epoch}"
+                          f" ({installed.value}): {proposed.shards}")
+            return
+        self.state = installed
+        self.views += 1
+        self.sim.announce_view(installed.view)
 
     def view_ready(self, shard: int, epoch: int, node_id: str) -> None:
-        self._perform(self.core.step(membership.ViewReadyReported(shard, epoch, node_id)))
+        confirmed = membership.confirm_ready(self.state, shard, epoch, node_id)
+        if confirmed is not None:  # else an older view's report: the leader hears of the new one
+            self.state = confirmed
+            self.sim.confirm_ready(node_id, shard, epoch)
 
     def caught_up(self, shard: int, node_id: str, epoch: int) -> None:
-        self._perform(self.core.step(membership.CaughtUpReported(shard, node_id, epoch)))
-
-    def _perform(self, actions: list[membership.Action]) -> None:
-        for action in actions:
-            match action:
-                case membership.InstallView():
-                    self.views += 1
-                    self.sim.announce_view(action.view)
-                case membership.ConfirmReady():
-                    self.sim.confirm_ready(action.node, action.shard, action.epoch)
+        self.state = membership.report_caught_up(self.state, shard, node_id, epoch) or self.state
 
 
 class Simulation:
@@ -320,7 +336,8 @@ class Simulation:
         seed: int,
         config: SimConfig | None = None,
         core_factory: CoreFactory = rc.ReplicaCore,
-        membership_factory: MembershipFactory = membership.MembershipCore,
+        membership_factory: DeciderFactory = membership.Decider,
+        install_rule: InstallRule = membership.install,
         trace_lines_max: int = 300,
     ) -> None:
         self.seed = seed
@@ -358,7 +375,7 @@ class Simulation:
         self.acked: dict[object, tuple[int, int]] = {}  # write id -> (shard, index)
         self.actions: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
-        self.oracle = _Oracle(self, home, membership_factory)
+        self.oracle = _Oracle(self, home, membership_factory, install_rule)
         self.nodes[self.rng.choice(self.node_ids)].slow = True
         for node_id in self.node_ids:
             self._start_cores(self.nodes[node_id])
@@ -808,7 +825,8 @@ class Simulation:
 
 def run_simulation(seed: int, config: SimConfig | None = None,
                    core_factory: CoreFactory = rc.ReplicaCore,
-                   membership_factory: MembershipFactory = membership.MembershipCore,
+                   membership_factory: DeciderFactory = membership.Decider,
+                   install_rule: InstallRule = membership.install,
                    ) -> SimResult:
     """One run; raises ``SimulationFailure`` (seed, property, trace) on any violation."""
-    return Simulation(seed, config, core_factory, membership_factory).run()
+    return Simulation(seed, config, core_factory, membership_factory, install_rule).run()

@@ -5,6 +5,7 @@ tests DO fail when a rule is missing (a check that cannot fail is a defect)."""
 from __future__ import annotations
 
 from storage.membership import core as membership
+from storage.placement import View
 from storage.replication import core as rc
 
 
@@ -62,15 +63,27 @@ class NoNoop(rc.ReplicaCore):
             self._term = own_term
 
 
-class AvailabilityFirstMembership(membership.MembershipCore):
-    """Membership without the ready rule: it removes every suspected member, and when a
-    shard would be left empty it takes whichever of the shard's holders are up."""
+class AvailabilityFirstMembership(membership.Decider):
+    """A decider without the ready rule: it removes every suspected member, and when a
+    shard would be left empty it takes whichever of the shard's holders are up. Run with
+    ``install_without_ready_rule`` (an agreed state that does not enforce it either)."""
 
-    def _without_suspects(self, shard: int, members: tuple[str, ...]) -> tuple[str, ...]:
-        keep = [m for m in members if not self.suspected(m)]
-        if not keep:
-            keep = [m for m in self.holders[shard] if not self.suspected(m)]
-        return tuple(keep) if keep else members
+    def next_view(self, state: membership.Agreed) -> View | None:
+        view = state.view
+        shards = []
+        for shard, members in enumerate(view.shards):
+            keep = [m for m in members if not self.suspected(m)]
+            keep = keep or [m for m in self.holders[shard] if not self.suspected(m)]
+            keep = keep + [n for s, n in state.caught_up
+                           if s == shard and n not in keep and not self.suspected(n)]
+            shards.append(tuple(keep) if keep else members)
+        self._adds, self._moves = [], []
+        return None if tuple(shards) == view.shards else View(view.epoch + 1, tuple(shards))
 
-    def _check_invariants(self) -> None:
-        pass  # it breaks the ready rule on purpose
+
+def install_without_ready_rule(state: membership.Agreed, view: View
+                               ) -> membership.Agreed | membership.Refused:
+    """The agreed state's compare-and-set without the ready rule."""
+    if view.epoch != state.view.epoch + 1:
+        return membership.Refused.STALE
+    return membership.Agreed(view, state.ready)

@@ -26,6 +26,7 @@ from tests.unit.replication_broken import (
     AvailabilityFirstMembership,
     CommitOnLeaderDisk,
     OwnLogAsBase,
+    install_without_ready_rule,
 )
 
 # Seeds that once failed, with what they found (while the simulation draws its choices
@@ -115,8 +116,18 @@ def test_a_lost_acknowledged_write_is_caught_when_membership_breaks_the_ready_ru
     """A membership that may install a view without any member of the last ready view
     (keeping the shard available with whoever is up) loses acknowledged writes."""
     failure = _first_failure(range(BROKEN_SEEDS_MAX),
-                             membership_factory=AvailabilityFirstMembership)
+                             membership_factory=AvailabilityFirstMembership,
+                             install_rule=install_without_ready_rule)
     assert failure.problem.startswith(("(a)", "(b)")), failure.problem
+
+
+def test_the_agreed_state_refuses_a_decider_that_breaks_the_ready_rule() -> None:
+    """The same decider with the agreement's real rule (``membership.install``, what the
+    Raft state applies on the nodes): its first view without the ready rule is refused,
+    and the simulation fails on it."""
+    failure = _first_failure(range(BROKEN_SEEDS_MAX),
+                             membership_factory=AvailabilityFirstMembership)
+    assert "refused" in failure.problem and "ready rule" in failure.problem, failure.problem
 
 
 def test_a_leader_syncing_to_its_own_log_is_caught() -> None:

@@ -216,9 +216,9 @@ def _storage_error_types() -> set[type[api.StorageError]]:
 # Errors that never cross the wire: raised by the client itself (UploadClosed,
 # NoSuchNode), or by the view agreement among nodes, which no Operation reaches
 # (NoQuorum, StaleView: storage/membership). If one ever reaches a node's handlers, list
-# it in the codec instead. A cluster's too: CarriersLost (the agreement), ClusterConfigError
+# it in the codec instead. A cluster's too: ReadyRuleBroken (the agreement), ClusterConfigError
 # (start-up), MessageError (a malformed replication message: its sender ignores answers).
-NOT_CARRIED_ERRORS = {"UploadClosed", "NoSuchNode", "NoQuorum", "StaleView", "CarriersLost",
+NOT_CARRIED_ERRORS = {"UploadClosed", "NoSuchNode", "NoQuorum", "StaleView", "ReadyRuleBroken",
                       "ClusterConfigError", "MessageError"}
 
 
