@@ -102,11 +102,15 @@ class Network:
             self.drivers[node].view_installed(view)
 
     async def write_until_committed(self, key: str, timeout_s: float = 10) -> Any:
-        """A client's retry loop: the current leader, again while it is not ready."""
+        """A client's retry loop, for a PUT of ``key``."""
         body = hashlib.sha256(key.encode()).digest()
         entry = make_entry("commit_version", {
             "bucket": "b", "key": key, "blob_id": None, "size_bytes": len(body),
             "spec": PutSpec(etag=hashlib.md5(body).hexdigest())}, body)
+        return await self.write_when_led(entry, timeout_s)
+
+    async def write_when_led(self, entry: Any, timeout_s: float = 10) -> Any:
+        """``entry`` through the current leader, again while it is not ready."""
         async with asyncio.timeout(timeout_s):
             while True:
                 leader = self.membership.view.leader(0)
@@ -143,13 +147,7 @@ def test_the_driver_replicates_survives_crashes_and_catches_up(
             for node in NODES:
                 network.start(node)
             bucket = make_entry("create_bucket", {"name": "b", "owner_id": "o"})
-            async with asyncio.timeout(10):
-                while True:
-                    try:
-                        await network.drivers["a"].write(bucket)
-                        break
-                    except NotShardLeader:
-                        await asyncio.sleep(0.01)
+            await network.write_when_led(bucket)
             acknowledged = [await network.write_until_committed(f"k{i}") for i in range(5)]
             assert await network.wait_equal(NODES) == 5
             with pytest.raises(NotShardLeader) as refused:
@@ -208,13 +206,7 @@ def test_a_failed_disk_operation_stops_the_driver(tmp_path: pathlib.Path,
         network.start("a")
         try:
             bucket = make_entry("create_bucket", {"name": "b", "owner_id": "o"})
-            async with asyncio.timeout(10):
-                while True:
-                    try:
-                        await network.drivers["a"].write(bucket)
-                        break
-                    except NotShardLeader:
-                        await asyncio.sleep(0.01)
+            await network.write_when_led(bucket)
             monkeypatch.setattr(ReplicaState, "persist", failing_persist)
             with pytest.raises(ReplicationUnavailable):
                 await network.drivers["a"].write(make_entry("delete_bucket", {"name": "b"}))
