@@ -55,7 +55,6 @@ from storage import limits
 from storage.api import InvalidArgument, NotShardLeader, StorageError
 from storage.cluster_config import ClusterConfig, split_address
 from storage.engine import Engine
-from storage.engine.backup import Snapshot
 from storage.engine.entries import (
     lifecycle_entries,
     make_entry,
@@ -396,7 +395,7 @@ class ClusterNode:
             raise InvalidArgument(f"node {self.node_id} does not hold shard {shard!r}")
         holder = self.shards[driver.shard]
         if request.operation is Operation.SNAPSHOT:
-            return _snapshot_stream(holder.node)
+            return holder.node.snapshot_chunks()  # the shard's applied state and position
         if request.operation is not Operation.READ_BODY:
             raise InvalidArgument(f"not a stream operation: {request.operation}")
         if not driver.serves_reads():
@@ -408,14 +407,3 @@ class ClusterNode:
         if not driver.is_ready_leader:
             raise NotShardLeader(f"node {self.node_id} does not lead shard {driver.shard} "
                                  f"(or is not ready yet)", driver.leader)
-
-
-async def _snapshot_stream(node: StorageNode) -> AsyncIterator[bytes]:
-    """The shard's applied state and its position, from one read transaction."""
-    snapshot = Snapshot(node.engine.env)
-    try:
-        while chunk := await asyncio.to_thread(snapshot.read):
-            yield chunk
-    finally:
-        await asyncio.to_thread(snapshot.close)
-

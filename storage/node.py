@@ -256,14 +256,21 @@ class StorageNode:
             raise Overloaded(f"{limits.snapshots_concurrent_max} backup(s) already running")
         self._snapshots += 1
         try:
-            snapshot = Snapshot(self.engine.env)
-            try:
-                while chunk := await asyncio.to_thread(snapshot.read):
-                    yield chunk
-            finally:
-                await asyncio.to_thread(snapshot.close)
+            async for chunk in self.snapshot_chunks():
+                yield chunk
         finally:
             self._snapshots -= 1
+
+    async def snapshot_chunks(self) -> AsyncIterator[bytes]:
+        """The store's copy from one read transaction, read in a thread, unbounded by
+        ``snapshots_concurrent_max`` (``snapshot`` bounds backups; a cluster's replica
+        catch-up streams this directly)."""
+        snapshot = Snapshot(self.engine.env)
+        try:
+            while chunk := await asyncio.to_thread(snapshot.read):
+                yield chunk
+        finally:
+            await asyncio.to_thread(snapshot.close)
 
     # --- writes ------------------------------------------------------------------------
 
